@@ -1,0 +1,49 @@
+# svdflow: `make demo` and `make test` do all the set-up they need (the venv lives in .venv).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MANIFEST ?= manifests/smoke.yaml
+# With an NVIDIA driver, pip's default torch wheel is a CUDA build; without one, pin the CPU build
+# (on this project's CI machines torch 2.13.0 is a CPU wheel on local disk). Override with TORCH_SPEC=...
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4' || echo 'torch==2.13.0')
+PIP := $(PY) -m pip install --disable-pip-version-check -q
+
+.PHONY: install demo test validate plan schemas lint run bench fmt clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) "$(TORCH_SPEC)"
+	$(PIP) -e ".[dev]"
+	touch $(STAMP)
+
+install:
+	rm -rf $(VENV)
+	$(MAKE) $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m svdflow run manifests/smoke.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+validate: $(STAMP)
+	$(PY) -m svdflow validate manifests/*.yaml
+
+plan: $(STAMP)
+	$(PY) -m svdflow plan $(MANIFEST)
+
+run: $(STAMP)
+	$(PY) -m svdflow run $(MANIFEST)
+
+schemas: $(STAMP)
+	$(PY) -m svdflow schema > schemas/manifest.schema.json
+
+lint: $(STAMP)
+	$(PY) -m ruff check svdflow tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_manifest.py
+
+clean:
+	rm -rf manifests/renders .pytest_cache

@@ -1,0 +1,140 @@
+"""How long `validate` and `plan` take on a 10,000-item manifest.
+
+    python benchmarks/bench_manifest.py [--items N] [--profile]
+
+Writes a manifest (items with a few overrides each, a handful of sweeps, images pointing at 3
+real local files) into a temp folder, then times, best of 3:
+  in one process:  load_manifest (read + validate), resolve, plan_run (the whole `plan` decision:
+                   hashing the inputs and loading the empty index);
+  as subprocesses: `svdflow validate` and `svdflow plan --json`, wall time with interpreter start.
+Target: each command under 2 s on 2 cores. --profile prints where the in-process time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from PIL import Image  # noqa: E402
+
+from svdflow.manifest import load_manifest, resolve  # noqa: E402
+from svdflow.planning import plan_run  # noqa: E402
+
+TARGET_S = 2.0
+SWEEPS = 5  # items with a 3 x 2 sweep each
+
+
+def write_campaign(folder: Path, n_items: int) -> Path:
+    images = folder / "images"
+    images.mkdir(parents=True)
+    for i, color in enumerate(((200, 40, 40), (40, 200, 40), (40, 40, 200))):
+        Image.new("RGB", (1024, 576), color).save(images / f"img{i}.png")
+    lines = [
+        "# yaml-language-server: $schema=../schemas/manifest.schema.json",
+        "svdflow: 1",
+        "name: bench",
+        "model:",
+        "  source: stabilityai/stable-video-diffusion-img2vid-xt",
+        "  variant: fp16",
+        "hardware:",
+        "  profile: auto",
+        "output:",
+        "  dir: renders/{name}",
+        "  formats: [mp4, webp]",
+        "defaults:",
+        "  num_frames: 25",
+        "  num_inference_steps: 25",
+        "  width: 1024",
+        "  height: 576",
+        "  seed: 42",
+        "items:",
+    ]
+    sweep_every = max(1, n_items // SWEEPS)
+    for i in range(n_items):
+        lines += [f"  - id: shot-{i:05d}", f"    image: images/img{i % 3}.png",
+                  f"    motion_bucket_id: {60 + i % 190}", f"    noise_aug_strength: {0.02 + (i % 5) / 100:.2f}"]
+        if i % 7 == 0:
+            lines.append(f"    seed: {i}")
+        if i % 11 == 0:
+            lines.append("    fps: 6\n    playback_fps: 12")
+        if i % sweep_every == 0:
+            lines += ["    sweep:", "      motion_bucket_id: [60, 127, 200]", "      noise_aug_strength: [0.02, 0.1]"]
+    path = folder / "bench.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def best_of(n: int, fn: Callable[[], object]) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(n):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def cli(*args: str) -> Callable[[], None]:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def call() -> None:
+        proc = subprocess.run([sys.executable, "-m", "svdflow", *args], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"svdflow {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+
+    return call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="cProfile load + resolve + plan and print the top")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_campaign(Path(tmp), args.items)
+        t_load, loaded = best_of(args.repeat, lambda: load_manifest(path))
+        t_resolve, spec = best_of(args.repeat, lambda: resolve(loaded))
+        t_plan, planned = best_of(args.repeat, lambda: plan_run(spec))
+        assert len(planned) == len(spec.jobs) and not spec.warnings
+        t_validate, _ = best_of(args.repeat, cli("validate", str(path)))
+        t_plan_cli, _ = best_of(args.repeat, cli("plan", "--json", str(path)))
+
+        rows = [
+            ("load_manifest (read + validate)", t_load),
+            ("resolve", t_resolve),
+            ("plan_run (hash inputs, load index)", t_plan),
+            ("in-process total", t_load + t_resolve + t_plan),
+            ("`svdflow validate` (subprocess)", t_validate),
+            ("`svdflow plan --json` (subprocess)", t_plan_cli),
+        ]
+        print(f"{args.items} items, {len(spec.jobs)} jobs, {path.stat().st_size / 1e6:.2f} MB of YAML; "
+              f"best of {args.repeat}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+        width = max(len(name) for name, _ in rows)
+        print(f"{'step':<{width}}  seconds")
+        for name, seconds in rows:
+            print(f"{name:<{width}}  {seconds:7.3f}")
+        verdict = "within" if max(t_validate, t_plan_cli) < TARGET_S else "OVER"
+        print(f"target: `svdflow validate` and `svdflow plan` each < {TARGET_S:.0f} s on 2 cores: {verdict}")
+
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            plan_run(resolve(load_manifest(path)))
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+
+
+if __name__ == "__main__":
+    main()

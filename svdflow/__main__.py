@@ -1,0 +1,4 @@
+from svdflow.cli import main
+
+if __name__ == "__main__":
+    main()

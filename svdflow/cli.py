@@ -1,0 +1,180 @@
+"""The `svdflow` command: thin wrappers over the Python API; all exit codes are set in `main`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from svdflow import __version__
+from svdflow.errors import EXIT_INVALID, EXIT_OK, ManifestError, SvdflowError, exit_code_for
+
+
+def _stderr(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="svdflow", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Render Stable Video Diffusion videos from a YAML manifest."""
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file on stdout.")
+def validate(files: tuple[Path, ...], as_json: bool) -> None:
+    """Check manifests against the schema; report every problem with file:line:col."""
+    from svdflow.manifest import load_run_spec
+
+    invalid = 0
+    for path in files:
+        try:
+            spec = load_run_spec(path)
+        except ManifestError as exc:
+            invalid += 1
+            _report_validation(path, None, exc.problems, as_json)
+        else:
+            _report_validation(path, spec, [], as_json)
+    if invalid:
+        raise SystemExit(EXIT_INVALID)
+
+
+def _report_validation(path: Path, spec, problems, as_json: bool) -> None:
+    warnings = list(spec.warnings) if spec else []
+    if as_json:
+        click.echo(json.dumps({
+            "file": str(path), "valid": spec is not None, "jobs": len(spec.jobs) if spec else None,
+            "errors": [vars(p) for p in problems], "warnings": [vars(w) for w in warnings],
+        }))
+        return
+    for problem in problems:
+        _stderr(f"error: {problem}")
+    for warning in warnings:
+        _stderr(f"warning: {warning}")
+    if spec is not None:
+        _stderr(f"{path}: valid, {len(spec.jobs)} job{'s' * (len(spec.jobs) != 1)}")
+    else:
+        _stderr(f"{path}: invalid, {len(problems)} problem{'s' * (len(problems) != 1)}")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON on stdout.")
+@click.option("--check", is_flag=True, help="Exit 1 when any job would render (for Make).")
+@click.option("--only", "only", multiple=True, metavar="ID", help="Plan only this job id (repeatable).")
+def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
+    """Show the jobs a manifest resolves to, and which of them would render."""
+    from svdflow.manifest import load_run_spec
+    from svdflow.planning import plan_run
+    from svdflow.views import print_plan
+
+    spec = load_run_spec(file)
+    for warning in spec.warnings:
+        _stderr(f"warning: {warning}")
+    planned = plan_run(spec, only=only)
+    if as_json:
+        # One job per line: indent= would force json's pure-Python encoder, 5x slower on big plans.
+        click.echo("[\n" + ",\n".join("  " + json.dumps(p.to_json()) for p in planned) + "\n]")
+    else:
+        print_plan(spec, planned)
+    if check and any(p.would_render for p in planned):
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--only", "only", multiple=True, metavar="ID", help="Render only this job id (repeatable).")
+@click.option("--force", is_flag=True, help="Render even jobs that are up to date.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed job.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout; human output on stderr.")
+@click.option("--report", "with_report", is_flag=True, help="Also write index.html, a contact sheet of the run.")
+def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json: bool, with_report: bool) -> None:
+    """Render every job of a manifest that is not up to date."""
+    from svdflow.executor import RunOptions, run_manifest
+    from svdflow.manifest import load_run_spec
+    from svdflow.progress import make_reporter
+    from svdflow.views import print_summary
+
+    spec = load_run_spec(file)
+    for warning in spec.warnings:
+        _stderr(f"warning: {warning}")
+    reporter = make_reporter(as_json)
+    try:
+        result = run_manifest(spec, RunOptions(only=only, force=force, fail_fast=fail_fast), reporter)
+    finally:
+        reporter.close()
+    print_summary(result)
+    if with_report:
+        from svdflow.report import write_report
+
+        _stderr(f"report: {write_report(spec.output_dir)}")
+    raise SystemExit(result.exit_code)
+
+
+@cli.command()
+@click.argument("index", type=click.Path(path_type=Path))
+@click.option("--id", "job_id", required=True, help="The job to render again.")
+@click.option("--verify", is_flag=True, help="Exit 1 unless the new frames hash to the recorded ones.")
+@click.option("--out", "out_dir", default=None, help="Folder for the new files (default: rerendered/ beside the index).")
+@click.option("--device", default=None, help="Render on this device instead of the recorded one (e.g. cpu).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def rerender(index: Path, job_id: str, verify: bool, out_dir: str | None, device: str | None, as_json: bool) -> None:
+    """Render one job again from its index entry alone (no manifest needed)."""
+    from svdflow.rerender import rerender as rerender_job
+    from svdflow.rerender import verify_or_raise
+
+    result = rerender_job(str(index), job_id, out_dir=out_dir, device=device)
+    if as_json:
+        click.echo(json.dumps({"id": result.job_id, "frames_sha256": result.frames_sha256,
+                               "recorded_frames_sha256": result.recorded_frames_sha256,
+                               "matches": result.matches, "outputs": result.outputs,
+                               "differences": result.differences}))
+    _stderr(f"{job_id}: {'frames match the record' if result.matches else 'frames DIFFER from the record'}"
+            f" -> {', '.join(result.outputs)}")
+    if verify:
+        verify_or_raise(result)
+
+
+@cli.command()
+@click.argument("output_dir")
+def report(output_dir: str) -> None:
+    """Write index.html beside a run's index.json: a contact sheet of every job, to review by eye."""
+    from svdflow.report import write_report
+
+    click.echo(write_report(output_dir))
+
+
+@cli.command()
+def schema() -> None:
+    """Print the manifest's JSON Schema."""
+    from svdflow.manifest.schema import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command and map every error to its exit code in this one place."""
+    try:
+        code = cli.main(args=argv, prog_name="svdflow", standalone_mode=False)
+    except click.exceptions.Abort:
+        _stderr("interrupted")
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_INVALID
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else EXIT_INVALID
+    except ManifestError as exc:
+        for problem in exc.problems:
+            _stderr(f"error: {problem}")
+        code = exc.exit_code
+    except SvdflowError as exc:
+        _stderr(f"error: {exc}")
+        code = exc.exit_code
+    except KeyboardInterrupt as exc:
+        _stderr("interrupted")
+        code = exit_code_for(exc)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

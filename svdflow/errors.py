@@ -1,0 +1,120 @@
+"""svdflow's exceptions and the one place that maps them to exit codes.
+
+Every message says what is wrong, names where (file:line:col or the job id) and the bad value,
+and says what to do. Nothing here is ever corrected silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Exit codes are part of the interface (Makefiles branch on them); the README documents them.
+EXIT_OK = 0
+EXIT_JOBS_FAILED = 1
+EXIT_INVALID = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130
+
+
+class SvdflowError(Exception):
+    """Base of every error svdflow raises on purpose."""
+
+    exit_code = EXIT_JOBS_FAILED
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a manifest, located in its source text."""
+
+    file: str
+    line: int | None
+    col: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.col is not None:
+                where += f":{self.col}"
+        return f"{where}: {self.message}"
+
+
+class ManifestError(SvdflowError):
+    """A manifest that cannot be used: carries every problem found, not just the first."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UsageError(SvdflowError):
+    """A command line that asks for something impossible (unknown --only id, missing index...)."""
+
+    exit_code = EXIT_INVALID
+
+
+class EnvironmentProblem(SvdflowError):
+    """The machine cannot do the work: model missing or gated, device absent, output dir locked."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class ModelLoadError(EnvironmentProblem):
+    """The pipeline could not be loaded from its source."""
+
+
+class DeviceError(EnvironmentProblem):
+    """The requested device or hardware setting is not available here."""
+
+
+class LockHeldError(EnvironmentProblem):
+    """Another live svdflow process holds the output directory."""
+
+
+class JobError(SvdflowError):
+    """One job failed; the run records it and goes on."""
+
+    exit_code = EXIT_JOBS_FAILED
+
+
+class InputError(JobError):
+    """A job's input image could not be fetched or decoded."""
+
+
+class RenderError(JobError):
+    """The pipeline failed on a job."""
+
+
+class OutputWriteError(JobError):
+    """A job's outputs could not be encoded or written."""
+
+
+class VerifyMismatch(SvdflowError):
+    """`rerender --verify` produced frames that differ from the recorded ones."""
+
+    exit_code = EXIT_JOBS_FAILED
+
+
+class Interrupted(SvdflowError):
+    """The run was stopped by Ctrl-C or SIGTERM after recording what was finished."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The single mapping from an exception to the process exit code."""
+    if isinstance(exc, SvdflowError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_JOBS_FAILED

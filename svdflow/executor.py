@@ -1,0 +1,258 @@
+"""`svdflow run`: plan, prefetch, render, write, record.
+
+Threads, and why:
+- the main thread renders (one pipeline, loaded once, only if some job needs rendering);
+- a small pool fetches and decodes the next jobs' inputs so the accelerator never waits on I/O;
+- one writer thread encodes finished frames and records index entries while the next job
+  denoises. It is the only thread that touches the index, so entries land in a consistent order.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import queue
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from svdflow import RENDER_VERSION, __version__
+from svdflow.errors import Interrupted, JobError, OutputWriteError, RenderError, SvdflowError
+from svdflow.inputs import LoadedInput, load_input
+from svdflow.keys import frames_sha256
+from svdflow.manifest import RunSpec, load_run_spec
+from svdflow.manifest.resolve import Job
+from svdflow.outputs.index import RunIndex
+from svdflow.outputs.lock import OutputLock
+from svdflow.outputs.store import OutputStore
+from svdflow.outputs.writers import write_outputs
+from svdflow.pipeline.session import PipelineSession
+from svdflow.planning import PlannedJob, decide, select_jobs
+from svdflow.progress import Reporter
+
+
+@dataclass
+class RunOptions:
+    only: tuple[str, ...] = ()
+    force: bool = False
+    fail_fast: bool = False
+    prefetch: int = 3  # inputs fetched ahead of the render loop
+    shard: tuple[int, int] | None = None  # (rank, world size) under a multi-process launcher
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    statuses: dict[str, str] = field(default_factory=dict)  # job id -> done | failed | up to date
+    errors: dict[str, str] = field(default_factory=dict)
+    orphans: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.statuses.values() if s == status)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.count("failed") else 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.spec.name, "output_dir": self.spec.output_dir, "rendered": self.count("done"),
+                "up_to_date": self.count("up to date"), "failed": self.count("failed"),
+                "orphaned": self.orphans, "errors": self.errors, "seconds": round(self.seconds, 3),
+                "interrupted": self.interrupted, "exit_code": 130 if self.interrupted else self.exit_code}
+
+
+def run_manifest(manifest: str | os.PathLike[str] | RunSpec, options: RunOptions | None = None,
+                 reporter: Reporter | None = None) -> RunResult:
+    """Render every job of a manifest that is not up to date; the Python face of `svdflow run`."""
+    spec = manifest if isinstance(manifest, RunSpec) else load_run_spec(manifest)
+    options = options or RunOptions()
+    reporter = reporter or Reporter()
+    jobs = select_jobs(spec, options.only)
+    store = OutputStore(spec.output_dir)
+    store.makedirs()
+    with OutputLock(spec.output_dir, store.is_local):
+        return _Run(spec, jobs, store, options, reporter).execute()
+
+
+class _Run:
+    def __init__(self, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions, reporter: Reporter):
+        self.spec, self.jobs, self.store, self.options, self.reporter = spec, jobs, store, options, reporter
+        self.index = RunIndex.load(store)
+        self.index.meta.update({"name": spec.name, "manifest": str(spec.manifest_path)})
+        self.result = RunResult(spec)
+        self.session = PipelineSession(spec, jobs, reporter)
+        self.versions = collect_versions()
+        self._inputs: dict[tuple, Future] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, options.prefetch), thread_name_prefix="svdflow-fetch")
+        self._writes: queue.Queue = queue.Queue(maxsize=2)  # bounded: finished frames are large
+        self._writer = threading.Thread(target=self._write_loop, name="svdflow-writer", daemon=True)
+
+    def execute(self) -> RunResult:
+        started = time.perf_counter()
+        self.reporter.run_started(self.spec.name, len(self.jobs), self.spec.output_dir)
+        self._writer.start()
+        previous = _sigterm_as_interrupt()
+        try:
+            for number, job in enumerate(self.jobs):
+                self._prefetch(number)
+                if not self._process(job, number):
+                    break
+        except KeyboardInterrupt:
+            self.result.interrupted = True
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self._writes.put(None)
+            self._writer.join()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self.result.orphans = self.index.orphans({job.id for job in self.spec.jobs})
+            self.index.flush(force=True)
+            self.result.seconds = time.perf_counter() - started
+            self.reporter.run_finished(self.result.summary())
+        if self.result.interrupted:
+            raise Interrupted(f"interrupted; {self.result.count('done')} jobs finished and recorded in "
+                              f"{self.store.path('index.json')}; run again to render the rest")
+        return self.result
+
+    def _prefetch(self, number: int) -> None:
+        for job in self.jobs[number: number + self.options.prefetch + 1]:
+            key = _input_key(job)
+            if key not in self._inputs:
+                self._inputs[key] = self._pool.submit(_timed_load, job)
+
+    def _process(self, job: Job, number: int) -> bool:
+        """Render one job; False when the run must stop (--fail-fast)."""
+        self.reporter.job_started(job.id, number + 1, len(self.jobs))
+        waited = time.perf_counter()
+        try:
+            loaded, fetch_s = self._inputs[_input_key(job)].result()
+        except JobError as exc:
+            self._fail(job, None, exc, "fetch")
+            return not self.options.fail_fast
+        timings = {"fetch_s": fetch_s, "input_wait_s": time.perf_counter() - waited}
+        planned = decide(job, loaded.sha256, self.spec, self.index, self.options.force)
+        if not planned.would_render:
+            self.result.statuses[job.id] = "up to date"
+            self.reporter.job_finished(job.id, "up to date", {})
+            return True
+        self.reporter.job_stage(job.id, "load model" if not self.session.loaded else "denoise")
+        started = time.perf_counter()
+        try:
+            frames = self.session.render(job, loaded.image, lambda d, t: self._on_step(job, d, t))
+        except JobError as exc:
+            self._fail(job, planned, exc, "render", loaded)
+            return not self.options.fail_fast
+        except (KeyboardInterrupt, SvdflowError):
+            raise
+        except Exception as exc:  # a pipeline error fails this job only; the cause is kept in the index
+            self._fail(job, planned, RenderError(f"job '{job.id}': the pipeline failed: {type(exc).__name__}: "
+                                                 f"{exc}"), "render", loaded)
+            return not self.options.fail_fast
+        timings["render_s"] = time.perf_counter() - started
+        self.reporter.job_stage(job.id, "encode")
+        self._writes.put(("done", job, planned, loaded, frames, timings, self.session.hardware_json()))
+        return not (self.options.fail_fast and self.result.count("failed"))
+
+    def _on_step(self, job: Job, done: int, total: int) -> None:
+        self.reporter.job_step(job.id, done, total)
+        if done == total:
+            self.reporter.job_stage(job.id, "decode")
+
+    def _fail(self, job: Job, planned: PlannedJob | None, exc: SvdflowError, stage: str,
+              loaded: LoadedInput | None = None) -> None:
+        self._writes.put(("failed", job, planned, loaded, exc, stage))
+
+    def _write_loop(self) -> None:
+        while (task := self._writes.get()) is not None:
+            kind, job, planned, loaded = task[:4]
+            if kind == "done":
+                frames, timings, hardware = task[4:]
+                entry = self._write_done(job, planned, loaded, frames, timings, hardware)
+            else:
+                exc, stage = task[4:]
+                entry = self._entry(job, planned, loaded, status="failed",
+                                    error={"type": type(exc).__name__, "message": str(exc), "stage": stage})
+            self.index.record(entry)
+            self.result.statuses[job.id] = entry["status"]
+            if entry["status"] == "failed":
+                self.result.errors[job.id] = entry["error"]["message"]
+                self.reporter.job_finished(job.id, "failed", {"error": entry["error"]["message"]})
+            else:
+                self.reporter.job_finished(job.id, "done", {
+                    "seconds": entry["timings"]["total_s"], "files": [o["file"] for o in entry["outputs"]]})
+
+    def _write_done(self, job, planned, loaded, frames, timings, hardware) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            written = write_outputs(frames, self.spec.output_dir, job.id, self.spec.formats,
+                                    playback_fps=job.params["playback_fps"], crf=self.spec.crf,
+                                    comment=f"svdflow key={planned.key}")
+        except OutputWriteError as exc:
+            return self._entry(job, planned, loaded, status="failed", hardware=hardware,
+                               error={"type": type(exc).__name__, "message": str(exc), "stage": "encode"})
+        timings["encode_s"] = time.perf_counter() - started
+        timings["total_s"] = timings["fetch_s"] + timings["render_s"] + timings["encode_s"]
+        outputs = [{"format": w.format, "file": os.path.basename(w.path.rstrip("/")), "sha256": w.sha256,
+                    "bytes": w.bytes} for w in written]
+        return self._entry(job, planned, loaded, status="done", outputs=outputs, hardware=hardware,
+                           frames_sha256=frames_sha256(frames),
+                           timings={k: round(v, 4) for k, v in timings.items()})
+
+    def _entry(self, job: Job, planned: PlannedJob | None, loaded: LoadedInput | None, *, status: str,
+               **fields: Any) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "id": job.id, "item_id": job.item_id, "status": status,
+            "key": planned.key if planned else None,
+            "key_material": planned.material if planned else None,
+            "params": job.params, "seed": job.seed, "seed_origin": job.seed_origin, "sweep": job.sweep,
+            "input": {"uri": job.image, "sha256": loaded.sha256 if loaded else None,
+                      "source_size": list(loaded.source_size) if loaded else None},
+            "model": {**self.spec.model.model_dump(), "resolved_revision": self.session.resolved_revision},
+            "hardware": fields.pop("hardware", self.session.hardware_json()),
+            "outputs": fields.pop("outputs", []),
+            "frames_sha256": fields.pop("frames_sha256", None),
+            "output": {"formats": list(self.spec.formats), "crf": self.spec.crf},
+            "timings": fields.pop("timings", {}),
+            "versions": self.versions,
+            "error": fields.pop("error", None),
+            "run": {"name": self.spec.name, "manifest": str(self.spec.manifest_path)},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "finished_unix": now,
+        }
+
+
+def _input_key(job: Job) -> tuple:
+    p = job.params
+    return job.image, p["width"], p["height"], p["resize"]
+
+
+def _timed_load(job: Job) -> tuple[LoadedInput, float]:
+    started = time.perf_counter()
+    p = job.params
+    loaded = load_input(job.image, p["width"], p["height"], p["resize"])
+    return loaded, time.perf_counter() - started
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (Make, CI, schedulers) stops cleanly like Ctrl-C; only possible from the main thread."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return signal.getsignal(signal.SIGTERM)
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def collect_versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    return {"svdflow": __version__, "render_version": RENDER_VERSION, "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "platform": platform.platform(terse=True)}

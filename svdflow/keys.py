@@ -1,0 +1,40 @@
+"""Content keys: one hash of everything that decides a job's pixels and files.
+
+A rerun compares keys to skip finished work, so anything that changes the output must be in the
+key, and nothing that does not (job order, batch, process, wall-clock) may be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from svdflow import RENDER_VERSION
+from svdflow.manifest.resolve import Job, RunSpec
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def key_material(job: Job, input_sha256: str, spec: RunSpec) -> dict[str, Any]:
+    """What goes into the key, kept in the index so a mismatch can be explained field by field."""
+    return {
+        "render_version": RENDER_VERSION,
+        "input_sha256": input_sha256,
+        "params": job.params,
+        "model": {"source": spec.model.source, "revision": spec.model.revision, "variant": spec.model.variant},
+        "output": {"formats": sorted(spec.formats), "crf": spec.crf},
+    }
+
+
+def content_key(material: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+def frames_sha256(frames) -> str:
+    """Hash of the decoded uint8 frames (shape included): what `rerender --verify` compares."""
+    digest = hashlib.sha256(f"{tuple(frames.shape)}|{frames.dtype}|".encode())
+    digest.update(memoryview(frames).cast("B") if frames.flags["C_CONTIGUOUS"] else frames.tobytes())
+    return digest.hexdigest()

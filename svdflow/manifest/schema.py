@@ -1,0 +1,211 @@
+"""Pydantic models of the manifest: the user interface, names as in DESIGN.md.
+
+Per-job parameters are declared once, in `PARAMETERS`, and the three places that take them
+(`defaults`, an item's own overrides, an item's `sweep`) are generated from that table, so a new
+parameter cannot be added to one place and forgotten in another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
+
+FORMAT_VERSION = 1
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# The sizes SVD and SVD-XT were trained at; others work but look worse, so they only warn.
+TRAINED_SIZES = ((1024, 576), (576, 1024))
+# SVD's motion buckets were trained up to 255; higher values extrapolate.
+TRAINED_MAX_MOTION_BUCKET = 255
+MAX_SEED = 2**63 - 1
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors and types are not coerced: "7" is not a number, `yes` is not a string."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _multiple_of_8(value: int) -> int:
+    if value % 8:
+        lower, upper = value - value % 8, value - value % 8 + 8
+        raise ValueError(f"{value} is not a multiple of 8 (the VAE downsamples by 8); use {lower} or {upper}")
+    return value
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One per-job parameter: its type, default and the hover text editors show."""
+
+    annotation: Any
+    default: Any
+    description: str
+    sweep_label: str  # prefix of the value in generated sweep ids: city-m60
+
+
+Size = Annotated[int, Field(ge=64, le=4096, json_schema_extra={"multipleOf": 8}), AfterValidator(_multiple_of_8)]
+PARAMETERS: dict[str, Parameter] = {
+    "num_frames": Parameter(
+        Annotated[int, Field(ge=1, le=1024)], 25,
+        "Frames to generate. SVD was trained on 14, SVD-XT on 25.", "f"),
+    "num_inference_steps": Parameter(
+        Annotated[int, Field(ge=1, le=1000)], 25,
+        "Denoising steps; more is slower and usually cleaner.", "steps"),
+    "fps": Parameter(
+        Annotated[int, Field(ge=1, le=240)], 7,
+        "Conditioning frame rate, as diffusers takes it (the model is conditioned on fps-1).", "fps"),
+    "playback_fps": Parameter(
+        Annotated[float, Field(gt=0, le=240)] | None, None,
+        "Frame rate of the written files; null: the same as fps.", "pfps"),
+    "motion_bucket_id": Parameter(
+        Annotated[int, Field(ge=0, le=1023)], 127,
+        "Amount of motion; SVD was trained on 0-255 (higher values warn).", "m"),
+    "noise_aug_strength": Parameter(
+        Annotated[float, Field(ge=0, le=10)], 0.02,
+        "Noise added to the conditioning image; more noise, less resemblance, more motion.", "aug"),
+    "min_guidance_scale": Parameter(
+        Annotated[float, Field(ge=0, le=100)], 1.0,
+        "Classifier-free guidance at the first frame (guidance ramps linearly across frames).", "gmin"),
+    "max_guidance_scale": Parameter(
+        Annotated[float, Field(ge=0, le=100)], 3.0,
+        "Classifier-free guidance at the last frame; at or below 1.0 with min, CFG is skipped.", "gmax"),
+    "width": Parameter(
+        Size, 1024, "Output width in pixels, a multiple of 8 (trained: 1024).", "w"),
+    "height": Parameter(
+        Size, 576, "Output height in pixels, a multiple of 8 (trained: 576).", "h"),
+    "resize": Parameter(
+        Literal["crop", "stretch", "pad"], "crop",
+        "How the input image is fitted to width x height: center-crop, stretch, or pad with black.", "r"),
+    "seed": Parameter(
+        Annotated[int, Field(ge=0, le=MAX_SEED)], 42,
+        "Random seed. In defaults: the base seed from which an item without its own seed derives one "
+        "from (seed, item id); on an item: that item's exact seed.", "s"),
+}
+
+
+def _params_model(name: str, doc: str, *, optional: bool) -> type[StrictModel]:
+    fields = {}
+    for key, p in PARAMETERS.items():
+        if optional:
+            fields[key] = (p.annotation | None, Field(None, description=p.description + " Overrides defaults."))
+        else:
+            fields[key] = (p.annotation, Field(p.default, description=p.description))
+    return create_model(name, __base__=StrictModel, __doc__=doc, **fields)
+
+
+Defaults = _params_model("Defaults", "Per-job parameters applied wherever an item is silent.", optional=False)
+
+_SWEEP_FIELDS = {
+    key: (
+        list[p.annotation] | None,
+        Field(None, min_length=1, max_length=256,
+              description=f"Values of {key} to render, one job each. {p.description}"),
+    )
+    for key, p in PARAMETERS.items()
+}
+Sweep = create_model(
+    "Sweep", __base__=StrictModel,
+    __doc__="Parameters to vary: one job per combination (cartesian product, in key order).",
+    **_SWEEP_FIELDS,
+)
+
+
+class _ItemBase(StrictModel):
+    id: str = Field(
+        pattern=ID_PATTERN, max_length=128,
+        description="Unique name of the item; names its outputs. Letters, digits, '.', '_', '-'; "
+                    "starts with a letter or digit.")
+    image: str = Field(
+        min_length=1,
+        description="Input image: a local path (relative to the manifest's folder) or an fsspec URL "
+                    "(file://, http(s)://, memory://, s3://, gs://, hf://).")
+    sweep: Sweep | None = Field(  # type: ignore[valid-type]
+        None, description="Expand this item into one job per combination of the listed values.")
+
+
+Item = create_model(
+    "Item",
+    __base__=(_ItemBase, _params_model("_ItemFields", "", optional=True)),
+    __doc__="One input image and how to animate it.",
+)
+
+
+class ModelSource(StrictModel):
+    """Which weights to load."""
+
+    source: str = Field(
+        "stabilityai/stable-video-diffusion-img2vid-xt", min_length=1,
+        description="A Hugging Face hub id (org/name), a local folder saved with save_pretrained, "
+                    "or builtin:tiny (small random weights for tests and dry runs).")
+    revision: str | None = Field(None, description="Hub branch, tag or commit; null: the default branch.")
+    variant: str | None = Field(
+        None, description="Weight files variant, e.g. fp16 (loads *.fp16.safetensors); null: the plain files.")
+
+
+class Hardware(StrictModel):
+    """One hardware profile for the whole run. Fields set here override what the profile picks."""
+
+    profile: Literal["auto", "max-speed", "balanced", "low-vram", "cpu"] = Field(
+        "auto", description="auto picks from the device and its free memory; max-speed: resident and "
+                            "compiled; balanced: resident, eager; low-vram: offloaded, chunked; cpu.")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$",
+        description="auto | cpu | cuda | cuda:N | mps. Under a multi-process launcher, auto is cuda:LOCAL_RANK.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="Weights and activations dtype; auto: float16 on CUDA, float32 on CPU.")
+    offload: Literal["none", "model", "group", "sequential"] = Field(
+        "none", description="Keep weights off the GPU between uses: model (whole models), group "
+                            "(UNet blocks streamed), sequential (every layer; slowest, least memory).")
+    forward_chunking: bool = Field(
+        False, description="Run the UNet's feed-forward layers in chunks: less memory, a little slower.")
+    decode_chunk_size: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Frames decoded by the VAE at once; null: all frames at once.")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the UNet; auto: only when the planned work is long enough to win.")
+
+
+class Output(StrictModel):
+    """Where and how videos are written."""
+
+    dir: str = Field(
+        "renders/{name}", min_length=1,
+        description="Output folder, relative to the manifest's folder, or an fsspec URL; {name} is the manifest's name.")
+    formats: list[Literal["mp4", "gif", "webp", "frames"]] = Field(
+        ["mp4"], min_length=1, description="Files to write per job: mp4, gif, webp, frames (PNG folder).")
+    crf: int = Field(18, ge=0, le=51, description="mp4 (x264) quality: 0 lossless, 18 visually lossless, 51 worst.")
+
+    @field_validator("formats")
+    @classmethod
+    def _no_repeats(cls, formats: list[str]) -> list[str]:
+        repeated = sorted({f for f in formats if formats.count(f) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed more than once; list each format once")
+        return formats
+
+
+class Manifest(StrictModel):
+    """A render campaign: inputs, per-item micro-conditioning and one hardware profile."""
+
+    svdflow: Literal[1] = Field(description="Manifest format version; this svdflow reads 1.")
+    name: str | None = Field(
+        None, pattern=ID_PATTERN, max_length=128,
+        description="Campaign name, used in output.dir's {name}; default: the manifest file's stem.")
+    model: ModelSource = Field(default_factory=ModelSource, description="Which weights to load.")
+    hardware: Hardware = Field(default_factory=Hardware, description="How the one pipeline runs.")
+    output: Output = Field(default_factory=Output, description="Where and how videos are written.")
+    defaults: Defaults = Field(  # type: ignore[valid-type]
+        default_factory=Defaults, description="Per-job parameters applied wherever an item is silent.")
+    items: list[Item] = Field(  # type: ignore[valid-type]
+        min_length=1, description="The inputs to render; each item is one job, or several with sweep.")
+
+
+def json_schema() -> dict[str, Any]:
+    """The manifest's JSON Schema, as checked into schemas/manifest.schema.json."""
+    schema = Manifest.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://svdflow.dev/schemas/manifest.schema.json",
+        "x-svdflow-format-version": FORMAT_VERSION,
+        **schema,
+    }

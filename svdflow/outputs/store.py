@@ -1,0 +1,75 @@
+"""The output folder, local or any fsspec URL, seen as a flat set of named files."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from svdflow.outputs.atomic import atomic_write_bytes, atomic_write_json
+
+
+class OutputStore:
+    """Reads and atomically writes the files of one output folder."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/") if url not in ("/", "") else url
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def path(self, name: str) -> str:
+        """Full path or URL of a file in the folder (what writers and the index record)."""
+        if self.is_local:
+            return os.path.join(self.root, name)
+        return f"{self.url}/{name}"
+
+    def makedirs(self) -> None:
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def exists(self, name: str) -> bool:
+        if self.is_local:
+            return os.path.exists(os.path.join(self.root, name))
+        return self.fs.exists(posixpath.join(self.root, name))
+
+    def read_json(self, name: str) -> Any:
+        """Parsed JSON, or None when the file is missing or is not valid JSON."""
+        try:
+            if self.is_local:
+                with open(os.path.join(self.root, name), "rb") as f:
+                    data = f.read()
+            else:
+                data = self.fs.cat_file(posixpath.join(self.root, name))
+            return json.loads(data)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def write_json(self, name: str, value: Any) -> None:
+        atomic_write_json(self.path(name), value)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        atomic_write_bytes(self.path(name), data)
+
+    def mtime(self, name: str) -> float | None:
+        try:
+            if self.is_local:
+                return os.stat(os.path.join(self.root, name)).st_mtime
+            info = self.fs.info(posixpath.join(self.root, name))
+        except FileNotFoundError:
+            return None
+        value = info.get("mtime") or info.get("LastModified") or info.get("created")
+        return value.timestamp() if hasattr(value, "timestamp") else value
+
+    def json_files(self) -> list[str]:
+        """Names of the .json files directly in the folder (temp files start with '.' and are skipped)."""
+        try:
+            if self.is_local:
+                names = os.listdir(self.root)
+            else:
+                names = [posixpath.basename(p) for p in self.fs.ls(self.root, detail=False)]
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))

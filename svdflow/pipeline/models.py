@@ -1,0 +1,377 @@
+"""Loading the pipeline a manifest's `model:` section names: builtin:tiny, a local folder, or a hub id.
+
+Local folders and hub ids go through the very same `StableVideoDiffusionPipeline.from_pretrained`
+call (safetensors only, never remote code), so a folder made with `save_pretrained` or
+`hf download --local-dir` behaves exactly like the hub model it came from. Every failure becomes a
+ModelLoadError that names the manifest field and the value and says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import StableVideoDiffusionPipeline
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from svdflow.errors import ModelLoadError
+from svdflow.pipeline.tiny import TINY_REVISION, build_tiny_pipeline
+
+BUILTIN_TINY = "builtin:tiny"
+PIPELINE_CLASS = "StableVideoDiffusionPipeline"
+
+_PATH_PREFIXES = ("./", "../", "/", "~", ".\\", "..\\")
+_COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
+_SNAPSHOT_HASH = re.compile(r"[/\\]snapshots[/\\]([0-9a-f]{40})(?:[/\\]|$)")
+_MISSING_WEIGHTS = re.compile(r"no file named (\S+) found in directory (.+?)\.?$")
+# httpx, httpx2 (huggingface_hub >= 1), requests and the builtins name their "could not reach the
+# server" errors differently; matching on these base-class names covers them all without importing
+# each HTTP stack.
+_NETWORK_ERROR_NAMES = {
+    "TransportError",
+    "NetworkError",
+    "TimeoutException",
+    "ConnectionError",
+    "ConnectError",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which pipeline to load: the manifest's `model:` section."""
+
+    source: str
+    revision: str | None = None
+    variant: str | None = None
+
+
+def describe_source(source: str, manifest_dir: str | os.PathLike | None = None) -> str:
+    """ "builtin", "local" or "hub": how `source` will be loaded.
+
+    A source is a local folder when it is written as a path (./, ../, /, ~) or when a folder of that
+    name exists (relative ones next to the manifest); anything else is a hub id. This is the rule
+    diffusers applies too, so a bare `models/svd` folder is found just as it would be there.
+    """
+    if source.startswith("builtin:"):
+        return "builtin"
+    if source.startswith(_PATH_PREFIXES) or source in (".", "..") or os.path.isabs(source):
+        return "local"
+    if _resolve_local(source, manifest_dir).is_dir():
+        return "local"
+    return "hub"
+
+
+def load_pipeline(
+    spec: ModelSpec,
+    *,
+    torch_dtype: torch.dtype | None = None,
+    manifest_dir: str | os.PathLike | None = None,
+) -> StableVideoDiffusionPipeline:
+    """The pipeline `spec` names, on the CPU, in `torch_dtype` (float32 when None).
+
+    Raises ModelLoadError for anything that stops it from loading.
+    """
+    kind = describe_source(spec.source, manifest_dir)
+    if kind == "builtin":
+        pipe = _load_builtin(spec, torch_dtype)
+    elif kind == "local":
+        pipe = _load_local(spec, torch_dtype, manifest_dir)
+    else:
+        pipe = _load_hub(spec, torch_dtype)
+    # The executor reports progress itself; diffusers' per-step tqdm bars would garble that.
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def resolved_revision(pipe: StableVideoDiffusionPipeline, spec: ModelSpec) -> str | None:
+    """The commit actually loaded: a hub model's snapshot hash, `builtin-tiny-v1`, None for a folder.
+
+    None too for a hub model whose commit cannot be told (not loaded through the hub cache).
+    """
+    kind = describe_source(spec.source)
+    if kind == "builtin":
+        return TINY_REVISION
+    if kind == "local":
+        return None
+    # diffusers loads each component from the cache's snapshots/<commit>/ folder and records that
+    # folder as the component's _name_or_path.
+    for component in (pipe.unet, pipe.vae, pipe.image_encoder):
+        config = getattr(component, "config", None)
+        name_or_path = getattr(config, "_name_or_path", None)
+        if name_or_path is None and hasattr(config, "get"):
+            name_or_path = config.get("_name_or_path")
+        match = _SNAPSHOT_HASH.search(str(name_or_path or ""))
+        if match:
+            return match.group(1)
+    if spec.revision and _COMMIT_HASH.match(spec.revision):
+        return spec.revision
+    return None
+
+
+def _load_builtin(spec: ModelSpec, torch_dtype: torch.dtype | None) -> StableVideoDiffusionPipeline:
+    if spec.source != BUILTIN_TINY:
+        raise ModelLoadError(
+            f"model.source: {spec.source}: no such builtin model; the only one is {BUILTIN_TINY}. "
+            "Use a hub id (org/name) or a local folder for anything else."
+        )
+    if spec.revision not in (None, TINY_REVISION):
+        raise ModelLoadError(
+            f"model.revision: {spec.revision}: {BUILTIN_TINY} is built from code and has one revision, "
+            f"{TINY_REVISION}; set revision: null."
+        )
+    if spec.variant is not None:
+        raise ModelLoadError(
+            f"model.variant: {spec.variant}: {BUILTIN_TINY} is built from code and has no weight-file "
+            "variants; set variant: null."
+        )
+    pipe = build_tiny_pipeline()
+    if torch_dtype is not None and torch_dtype != torch.float32:
+        pipe.to(dtype=torch_dtype)
+    return pipe
+
+
+def _resolve_local(source: str, manifest_dir: str | os.PathLike | None) -> Path:
+    path = Path(os.path.expanduser(source))
+    if not path.is_absolute():
+        path = Path(manifest_dir if manifest_dir is not None else os.getcwd()) / path
+    return path
+
+
+def _load_local(
+    spec: ModelSpec, torch_dtype: torch.dtype | None, manifest_dir: str | os.PathLike | None
+) -> StableVideoDiffusionPipeline:
+    path = _resolve_local(spec.source, manifest_dir)
+    src = spec.source
+    shown = f"{src} ({path})" if str(path) != src else src
+    if not path.exists():
+        raise ModelLoadError(
+            f"model.source: {shown}: no such folder; relative paths are read from the manifest's folder. "
+            "Fix the path, or give a hub id (org/name) to download the model."
+        )
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model.source: {shown}: is a file, not a folder; give the diffusers pipeline folder that "
+            "holds model_index.json (single-file checkpoints are not supported)."
+        )
+    if not (path / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"model.source: {shown}: no model_index.json in this folder, so it is not a diffusers "
+            "pipeline folder. Point at the folder that holds model_index.json, or make one with "
+            "`hf download <org/name> --local-dir <folder>` or `pipe.save_pretrained(<folder>)`."
+        )
+    try:
+        class_name = json.loads((path / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"model.source: {shown}: model_index.json cannot be read ({exc}); copy or download the folder again."
+        ) from exc
+    if class_name != PIPELINE_CLASS:
+        # from_pretrained would force the folder into SVD's components and fail somewhere obscure.
+        raise ModelLoadError(
+            f"model.source: {shown}: model_index.json describes a {class_name}, not a {PIPELINE_CLASS}; "
+            "svdflow renders with Stable Video Diffusion models only."
+        )
+    if spec.revision is not None:
+        raise ModelLoadError(
+            f"model.revision: {spec.revision}: a local folder has no revisions (they are for hub "
+            "models); set revision: null."
+        )
+    pipe = _from_pretrained(str(path), spec, torch_dtype, where=shown, local=True)
+    _align_cpu_tensors_(pipe)
+    return pipe
+
+
+def _load_hub(spec: ModelSpec, torch_dtype: torch.dtype | None) -> StableVideoDiffusionPipeline:
+    pipe = _from_pretrained(spec.source, spec, torch_dtype, where=spec.source, local=False)
+    _align_cpu_tensors_(pipe)
+    return pipe
+
+
+def _from_pretrained(
+    path_or_id: str, spec: ModelSpec, torch_dtype: torch.dtype | None, *, where: str, local: bool
+) -> StableVideoDiffusionPipeline:
+    kwargs = {
+        "revision": spec.revision,
+        "variant": spec.variant,
+        "torch_dtype": torch_dtype,
+        "use_safetensors": True,
+        "trust_remote_code": False,
+    }
+    offline = None if local else _offline_variable()
+    if offline:
+        # huggingface_hub reads HF_HUB_OFFLINE once, at import; reading it here too makes a value set
+        # later (by a test, a notebook, a wrapper script) count.
+        kwargs["local_files_only"] = True
+    cache_dir = None if local else _cache_dir()
+    if cache_dir:
+        kwargs["cache_dir"] = cache_dir
+    try:
+        return StableVideoDiffusionPipeline.from_pretrained(path_or_id, **kwargs)
+    except Exception as exc:
+        raise _explain(exc, spec, where=where, local=local, offline=offline) from exc
+
+
+def _offline_variable() -> str | None:
+    """The name of the variable that puts the hub in offline mode, when one does."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+            return name
+    if hf_constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE"
+    return None
+
+
+def _cache_dir() -> str | None:
+    # As with HF_HUB_OFFLINE, huggingface_hub fixed its cache folder at import time.
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _first(chain: list[BaseException], kind: type | tuple[type, ...]) -> BaseException | None:
+    return next((e for e in chain if isinstance(e, kind)), None)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    return any(cls.__name__ in _NETWORK_ERROR_NAMES for cls in type(exc).__mro__)
+
+
+def _root_message(exc: BaseException) -> str:
+    return str(_chain(exc)[-1]) or type(exc).__name__
+
+
+def _explain(
+    exc: Exception, spec: ModelSpec, *, where: str, local: bool, offline: str | None
+) -> ModelLoadError:
+    chain = _chain(exc)
+    src = spec.source
+    at_revision = f" at revision {spec.revision}" if spec.revision else ""
+    revision_flag = f" --revision {spec.revision}" if spec.revision else ""
+
+    # Variant first: it is a plain ValueError that can only mean one thing.
+    variant_error = next(
+        (
+            e
+            for e in chain
+            if isinstance(e, ValueError) and "variant=" in str(e) and "no such modeling files" in str(e)
+        ),
+        None,
+    )
+    if variant_error is not None:
+        return ModelLoadError(
+            f"model.variant: {spec.variant}: needs `*.{spec.variant}.safetensors` weight files, and "
+            f"{where}{at_revision} has none. Set variant: null to load its default weight files."
+        )
+    if not local:
+        gated = _first(chain, GatedRepoError)
+        if gated is not None:
+            return ModelLoadError(
+                f"model.source: {src}: this model is gated. Accept its licence at https://huggingface.co/{src} "
+                "while logged in, then log in on this machine with `hf auth login` (or set HF_TOKEN)."
+            )
+        if _first(chain, RepositoryNotFoundError) is not None:
+            return ModelLoadError(
+                f"model.source: {src}: no such model on the Hugging Face Hub, or it is private. Check the "
+                "id (org/name); for a private model log in with `hf auth login` (or set HF_TOKEN). A local "
+                "folder must exist, or be written as a path (./models/svd)."
+            )
+        if _first(chain, RevisionNotFoundError) is not None:
+            return ModelLoadError(
+                f"model.revision: {spec.revision}: no such branch, tag or commit in {src}. See "
+                f"https://huggingface.co/{src}/commits/main, or set revision: null for the default branch."
+            )
+        if _first(chain, HFValidationError) is not None:
+            return ModelLoadError(
+                f"model.source: {src}: neither an existing folder nor a valid hub id (org/name). Write a "
+                "local folder as a path (./models/svd), or fix the id."
+            )
+        unreachable = _first(chain, OfflineModeIsEnabled) or next(
+            (e for e in chain if _is_network_error(e)), None
+        )
+        not_cached = _first(chain, LocalEntryNotFoundError)
+        if offline and (unreachable is not None or not_cached is not None):
+            return ModelLoadError(
+                f"model.source: {src}: not in the local Hugging Face cache{at_revision}, and {offline}=1 "
+                f"forbids downloading it. Download it on a connected machine with `hf download {src}"
+                f"{revision_flag}` (and copy the cache, HF_HOME, here), or set {offline}=0 to let svdflow "
+                "download it."
+            )
+        if unreachable is not None:
+            return ModelLoadError(
+                f"model.source: {src}: cannot reach the Hugging Face Hub ({_root_message(unreachable)}) and "
+                f"the model is not in the local cache{at_revision}. Connect this machine, or download the "
+                f"model on a connected machine with `hf download {src}{revision_flag}` and copy the cache "
+                "(HF_HOME) here."
+            )
+        if not_cached is not None:
+            return ModelLoadError(
+                f"model.source: {src}: not fully in the local cache{at_revision} and could not be "
+                f"downloaded ({not_cached}). Download it again with `hf download {src}{revision_flag}`."
+            )
+        http_error = _first(chain, HfHubHTTPError)
+        if http_error is not None:
+            return ModelLoadError(
+                f"model.source: {src}: the Hugging Face Hub refused or failed the download "
+                f"({_root_message(http_error).splitlines()[0]}). Try again later, or check the id and your login."
+            )
+    for e in chain:
+        message = str(e)
+        if "safetensors" in message and isinstance(e, OSError):
+            match = _MISSING_WEIGHTS.search(message)
+            folder = Path(match.group(2)) if match else None
+            component = folder.name if folder is not None else "a component"
+            if folder is not None and folder.is_dir() and any(folder.glob("*.bin")):
+                fix = (
+                    "it has only pickled .bin weights, which svdflow does not load because they can run "
+                    "code. Convert the folder once with `StableVideoDiffusionPipeline.from_pretrained(folder)"
+                    ".save_pretrained(folder, safe_serialization=True)` in a trusted environment."
+                )
+            else:
+                fix = "the folder looks incomplete; download or copy it again."
+            return ModelLoadError(f"model.source: {where}: {component} has no safetensors weights: {fix}")
+    return ModelLoadError(
+        f"model.source: {where}: the pipeline could not be loaded: {type(exc).__name__}: {exc}"
+    )
+
+
+def _align_cpu_tensors_(pipe: StableVideoDiffusionPipeline) -> None:
+    """Copy CPU weights that safetensors left at unaligned addresses into fresh, aligned memory.
+
+    Weights read from a file sit at whatever offset the file put them, and CPU kernels take other
+    SIMD paths for unaligned data, so the same weights gave frames that differ in the 5th decimal
+    depending on the file layout. Aligned, a saved-and-reloaded pipeline renders bit-identical frames.
+    """
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for module in component.modules():
+            for param in module.parameters(recurse=False):
+                if param.device.type == "cpu" and param.data_ptr() % 64:
+                    param.data = param.data.clone()
+            for name, buffer in module.named_buffers(recurse=False):
+                if buffer is not None and buffer.device.type == "cpu" and buffer.data_ptr() % 64:
+                    module._buffers[name] = buffer.clone()

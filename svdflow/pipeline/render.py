@@ -1,0 +1,58 @@
+"""One job through the pipeline: micro-conditioning in, uint8 frames out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def make_generator(seed: int):
+    """A CPU generator: diffusers draws noise on the CPU and moves it, so frames do not depend on
+    which GPU (or whether a GPU) rendered them, only on the seed."""
+    import torch
+
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int | None = None,
+                  on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Render one job; returns frames as uint8 (T, H, W, 3).
+
+    `on_step(done, total)` is called after every denoising step; after the last one the pipeline
+    decodes latents with the VAE.
+    """
+    import torch
+
+    total = params["num_inference_steps"]
+
+    def step_callback(_pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
+        if on_step is not None:
+            on_step(step + 1, total)
+        return callback_kwargs
+
+    with torch.inference_mode():
+        output = pipe(
+            image,
+            height=params["height"],
+            width=params["width"],
+            num_frames=params["num_frames"],
+            num_inference_steps=total,
+            min_guidance_scale=params["min_guidance_scale"],
+            max_guidance_scale=params["max_guidance_scale"],
+            fps=params["fps"],
+            motion_bucket_id=params["motion_bucket_id"],
+            noise_aug_strength=params["noise_aug_strength"],
+            decode_chunk_size=decode_chunk_size,
+            generator=make_generator(params["seed"]),
+            output_type="np",
+            callback_on_step_end=step_callback,
+        )
+    frames = np.asarray(output.frames[0])
+    return to_uint8(frames)
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """[0, 1] floats to uint8 by rounding, the same on every platform."""
+    return np.ascontiguousarray((np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))

@@ -1,0 +1,163 @@
+"""Progress reporting: a live rich display on a terminal, one line per job elsewhere, JSON events
+for machines. Reporters are called from the render loop and the writer thread, so each one is
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class Reporter:
+    """The events of a run. The base class ignores them all."""
+
+    def run_started(self, name: str, total: int, output_dir: str) -> None: ...
+    def note(self, text: str) -> None: ...
+    def job_started(self, job_id: str, number: int, total: int) -> None: ...
+    def job_stage(self, job_id: str, stage: str) -> None: ...
+    def job_step(self, job_id: str, done: int, total: int) -> None: ...
+    def job_finished(self, job_id: str, status: str, info: dict[str, Any]) -> None: ...
+    def run_finished(self, summary: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+class JsonReporter(Reporter):
+    """One JSON object per line: {"event": ..., "time": ..., ...}."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str)
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def run_started(self, name, total, output_dir):
+        self._emit("run_started", name=name, jobs=total, output_dir=output_dir)
+
+    def note(self, text):
+        self._emit("note", text=text)
+
+    def job_started(self, job_id, number, total):
+        self._emit("job_started", id=job_id, number=number, jobs=total)
+
+    def job_stage(self, job_id, stage):
+        self._emit("job_stage", id=job_id, stage=stage)
+
+    def job_step(self, job_id, done, total):
+        self._emit("job_step", id=job_id, step=done, steps=total)
+
+    def job_finished(self, job_id, status, info):
+        self._emit("job_finished", id=job_id, status=status, **info)
+
+    def run_finished(self, summary):
+        self._emit("run_finished", **summary)
+
+
+class PlainReporter(Reporter):
+    """For logs and pipes: one line per job as it finishes, no cursor tricks."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self._lock = threading.Lock()
+        self._done = 0
+        self._total = 0
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def run_started(self, name, total, output_dir):
+        self._total = total
+        self._line(f"svdflow: {name}: {total} job{'s' * (total != 1)} -> {output_dir}")
+
+    def note(self, text):
+        self._line(text)
+
+    def job_finished(self, job_id, status, info):
+        with self._lock:
+            self._done += 1
+            done = self._done
+        self._line(f"[{done}/{self._total}] {job_id}: {describe(status, info)}")
+
+
+class RichReporter(Reporter):
+    """Live display on a terminal: the jobs bar, the current job's steps and its stage."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=False,
+        )
+        self._jobs = self.progress.add_task("jobs", total=0)
+        self._steps = self.progress.add_task("", total=1, visible=False)
+        self.progress.start()
+
+    def run_started(self, name, total, output_dir):
+        self.progress.update(self._jobs, total=total, description=f"{name}")
+        self.console.print(f"svdflow: {name}: {total} job{'s' * (total != 1)} -> {output_dir}")
+
+    def note(self, text):
+        self.console.print(text)
+
+    def job_started(self, job_id, number, total):
+        self.progress.update(self._steps, description=f"  {job_id}: fetch", completed=0, total=1, visible=True)
+
+    def job_stage(self, job_id, stage):
+        self.progress.update(self._steps, description=f"  {job_id}: {stage}")
+
+    def job_step(self, job_id, done, total):
+        self.progress.update(self._steps, description=f"  {job_id}: denoise", completed=done, total=total)
+
+    def job_finished(self, job_id, status, info):
+        self.progress.advance(self._jobs)
+        self.console.print(f"{job_id}: {describe(status, info)}")
+
+    def run_finished(self, summary):
+        self.progress.update(self._steps, visible=False)
+
+    def close(self):
+        self.progress.stop()
+
+
+class Fanout(Reporter):
+    """Several reporters as one (--json on stdout and human output on stderr)."""
+
+    def __init__(self, *reporters: Reporter):
+        self.reporters = reporters
+
+    def __getattribute__(self, name: str):
+        if name.startswith("_") or name == "reporters":
+            return object.__getattribute__(self, name)
+
+        def call(*args: Any, **kwargs: Any) -> None:
+            for reporter in object.__getattribute__(self, "reporters"):
+                getattr(reporter, name)(*args, **kwargs)
+
+        return call
+
+
+def describe(status: str, info: dict[str, Any]) -> str:
+    if status == "done":
+        files = ", ".join(info.get("files", []))
+        return f"done in {info.get('seconds', 0):.1f}s -> {files}"
+    if status == "failed":
+        return f"FAILED: {info.get('error', '')}"
+    return status
+
+
+def make_reporter(json_events: bool, stream_is_tty: bool | None = None) -> Reporter:
+    tty = sys.stderr.isatty() if stream_is_tty is None else stream_is_tty
+    human: Reporter = RichReporter() if tty else PlainReporter()
+    return Fanout(JsonReporter(), human) if json_events else human

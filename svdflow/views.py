@@ -1,0 +1,51 @@
+"""Human-readable tables for plan and run summaries (rich; plain text when not a terminal)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from svdflow.manifest.resolve import RunSpec
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
+    console = console or _console()
+    table = Table(title=f"{spec.name}: {len(planned)} jobs -> {spec.output_dir}", title_justify="left")
+    for column in ("id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "status"):
+        table.add_column(column, no_wrap=column in ("id", "seed", "size"))
+    for p in planned:
+        params = p.job.params
+        status = p.status + (f" ({p.reason})" if p.reason and p.status not in ("new",) else "")
+        table.add_row(p.job.id, _short(p.job.image), str(p.job.seed), f"{params['width']}x{params['height']}",
+                      str(params["num_frames"]), str(params["num_inference_steps"]), str(params["fps"]),
+                      str(params["motion_bucket_id"]), f"{params['noise_aug_strength']:g}", status)
+    console.print(table)
+    counts = Counter("render" if p.would_render else "up to date" for p in planned)
+    console.print(f"{counts['render']} to render, {counts['up to date']} up to date")
+
+
+def _short(uri: str, width: int = 48) -> str:
+    return uri if len(uri) <= width else "…" + uri[-(width - 1):]
+
+
+def print_summary(result, console: Console | None = None) -> None:
+    """The end-of-run table on stderr: what rendered, what was skipped, what failed and why."""
+    console = console or _console(stderr=True)
+    summary = result.summary()
+    if result.errors:
+        table = Table(title="failed jobs", title_justify="left")
+        table.add_column("id", no_wrap=True)
+        table.add_column("error")
+        for job_id, message in result.errors.items():
+            table.add_row(job_id, message)
+        console.print(table)
+    if result.orphans:
+        console.print(f"orphaned (no longer in the manifest, files kept): {', '.join(result.orphans)}")
+    console.print(f"{summary['rendered']} rendered, {summary['up_to_date']} up to date, {summary['failed']} failed "
+                  f"in {summary['seconds']:.1f}s -> {result.spec.output_dir}")

@@ -1,0 +1,97 @@
+"""Shared fixtures: small real manifests and images written into tmp folders."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+# Subprocess tests run the real CLI with the interpreter running the tests.
+SVDFLOW = [sys.executable, "-m", "svdflow"]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def write_image(path: Path, width: int = 96, height: int = 64, seed: int = 0) -> Path:
+    """A small deterministic RGB test image with structure (gradient + noise)."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 255, width)[None, :, None]
+    y = np.linspace(0, 255, height)[:, None, None]
+    pixels = (0.5 * x + 0.3 * y + 40 * rng.random((height, width, 3))).clip(0, 255).astype("uint8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def write_manifest(folder: Path, body: str, name: str = "m.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    for i, name in enumerate(("a.png", "b.png", "c.png")):
+        write_image(tmp_path / "images" / name, seed=i)
+    return tmp_path / "images"
+
+
+class LoopbackServer:
+    """A real HTTP server on 127.0.0.1 serving in-memory routes: path -> (status, headers, body)."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        routes: dict[str, tuple[int, dict, bytes]] = {}
+        self.routes = routes
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                status, headers, body = routes.get(self.path, (404, {}, b"not found"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if "Content-Length" not in headers:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_server():
+    server = LoopbackServer()
+    yield server
+    server.close()
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then closed): connecting to it is refused."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,122 @@
+"""`svdflow plan` and `--version`, run in-process on a copy of the example manifests.
+
+The copy keeps renders from `make demo` (manifests/renders/) out of the statuses asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import REPO
+
+from svdflow import __version__
+from svdflow.cli import main
+from svdflow.errors import EXIT_INVALID
+from svdflow.manifest import derive_seed, load_run_spec
+from svdflow.outputs.index import RunIndex
+from svdflow.outputs.store import OutputStore
+from svdflow.planning import plan_run
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+@pytest.fixture
+def examples(tmp_path, monkeypatch):
+    """A fresh copy of manifests/ (yaml files and images, no renders), as the cwd's manifests/."""
+    target = tmp_path / "manifests"
+    target.mkdir()
+    for path in (REPO / "manifests").glob("*.yaml"):
+        shutil.copy(path, target / path.name)
+    shutil.copytree(REPO / "manifests" / "images", target / "images")
+    monkeypatch.chdir(tmp_path)
+    return target
+
+
+def test_plan_json_lists_new_jobs_with_their_seeds(capsys, examples):
+    code, out, err = run_cli(capsys, "plan", "manifests/smoke.yaml", "--json")
+    assert (code, err) == (0, "")
+    planned = json.loads(out)
+    assert [(p["id"], p["seed"], p["seed_origin"], p["status"]) for p in planned] == [
+        ("sunset", derive_seed(42, "sunset"), "derived", "new"),
+        ("rocket", derive_seed(42, "rocket"), "derived", "new"),
+        ("city", 7, "item", "new"),
+    ]
+    assert all(p["would_render"] and p["reason"] == "not rendered yet" for p in planned)
+    assert planned[0]["image"] == str((examples / "images" / "sunset.png").resolve())
+    assert planned[1]["params"]["motion_bucket_id"] == 180
+    assert planned[2]["params"]["resize"] == "pad"
+    assert all(len(p["key"]) == 64 and len(p["input_sha256"]) == 64 for p in planned)
+
+
+def test_plan_check_exits_1_when_something_would_render(capsys, examples):
+    code, _, _ = run_cli(capsys, "plan", "manifests/smoke.yaml", "--check", "--json")
+    assert code == 1
+
+
+def test_plan_check_exits_0_when_everything_selected_is_up_to_date(capsys, examples):
+    spec = load_run_spec(examples / "smoke.yaml")
+    (sunset,) = plan_run(spec, only=("sunset",))
+    store = OutputStore(spec.output_dir)
+    store.makedirs()
+    RunIndex.load(store).record({"id": "sunset", "status": "done", "key": sunset.key, "outputs": []})
+
+    code, out, _ = run_cli(capsys, "plan", "manifests/smoke.yaml", "--json")
+    assert code == 0
+    assert [p["status"] for p in json.loads(out)] == ["up to date", "new", "new"]
+    assert run_cli(capsys, "plan", "manifests/smoke.yaml", "--check", "--only", "sunset")[0] == 0
+    assert run_cli(capsys, "plan", "manifests/smoke.yaml", "--check")[0] == 1
+
+
+def test_plan_only_selects_jobs(capsys, examples):
+    code, out, _ = run_cli(capsys, "plan", "manifests/smoke.yaml", "--json", "--only", "sunset")
+    assert code == 0
+    assert [p["id"] for p in json.loads(out)] == ["sunset"]
+    code, out, _ = run_cli(capsys, "plan", "manifests/sweep.yaml", "--json",
+                           "--only", "city-m200-aug0.1", "--only", "city-m60-aug0.02")
+    assert [p["id"] for p in json.loads(out)] == ["city-m60-aug0.02", "city-m200-aug0.1"]  # manifest order
+
+
+def test_plan_only_unknown_id_is_a_usage_error(capsys, examples):
+    code, out, err = run_cli(capsys, "plan", "manifests/smoke.yaml", "--only", "nope")
+    assert code == EXIT_INVALID
+    assert out == ""
+    assert err == ("error: --only nope: no such job in smoke.yaml; run `svdflow plan smoke.yaml` to list the "
+                   "job ids\n")
+
+
+def test_plan_table(capsys, examples):
+    code, out, _ = run_cli(capsys, "plan", "manifests/sweep.yaml")
+    assert code == 0
+    assert "motion-sweep: 6 jobs" in out
+    assert out.rstrip().endswith("6 to render, 0 up to date")
+
+
+def test_plan_of_an_invalid_manifest(capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    code, out, err = run_cli(capsys, "plan", "tests/invalid/crf_60.yaml")
+    assert (code, out) == (EXIT_INVALID, "")
+    assert err == "error: tests/invalid/crf_60.yaml:3:8: output.crf: 60 is out of range; use a value at most 51\n"
+
+
+def test_plan_prints_warnings_on_stderr(capsys, examples):
+    (examples / "warn.yaml").write_text(
+        "svdflow: 1\nmodel: {source: builtin:tiny}\nitems:\n  - id: a\n    image: images/gone.png\n")
+    code, out, err = run_cli(capsys, "plan", "manifests/warn.yaml", "--json")
+    assert code == 0
+    gone = (examples / "images" / "gone.png").resolve()
+    assert err == (f"warning: manifests/warn.yaml:5:12: item 'a': image {gone} does not exist; its jobs will "
+                   "fail until it does\n")
+    (planned,) = json.loads(out)
+    assert planned["status"] == "input error"
+
+
+def test_version(capsys):
+    code, out, _ = run_cli(capsys, "--version")
+    assert (code, out) == (0, f"svdflow {__version__}\n")

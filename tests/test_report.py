@@ -1,0 +1,667 @@
+"""`svdflow report`: the contact sheet of an output folder, checked as HTML and in a real Chromium.
+
+The output folders here are built without the renderer: real H.264 mp4s from ffmpeg, real
+animated webp/gif and PNG frames from Pillow, and index entries in the exact shape
+`executor._Run._entry` writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+import urllib.parse
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from conftest import SVDFLOW, write_image
+from PIL import Image
+
+from svdflow.errors import UsageError
+from svdflow.report import Card, sweep_layout, write_report
+
+CHROMIUM = shutil.which("chromium")
+W, H, T = 112, 64, 8
+SCRIPT_ERROR = ("job 'broken': the pipeline failed: RuntimeError: <script>window.__pwned=1</script> "
+                "& \"quoted\" <b>not bold</b>")
+
+
+# ---------------------------------------------------------------------------------------------
+# A real output folder, without the renderer
+
+
+def frames_for(seed: int) -> np.ndarray:
+    """T frames whose first one is a flat, seed-specific colour (so posters can be checked) with a moving bar."""
+    base = np.array([(60 * seed + 40) % 256, 90, (200 - 50 * seed) % 256], dtype=np.int32)
+    frames = np.empty((T, H, W, 3), dtype=np.uint8)
+    for i in range(T):
+        frame = np.broadcast_to(base + i * 18, (H, W, 3)).clip(0, 255).astype(np.uint8).copy()
+        if i:
+            frame[:, (i * 12) % W: (i * 12) % W + 10] = 255
+        frames[i] = frame
+    return frames
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: float = 7) -> None:
+    writer = imageio_ffmpeg.write_frames(str(path), (W, H), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                                         macro_block_size=16, ffmpeg_log_level="error")
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+
+
+def write_animated(path: Path, frames: np.ndarray, fmt: str) -> None:
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, format=fmt, save_all=True, append_images=images[1:], duration=140, loop=0)
+
+
+def write_pngs(folder: Path, frames: np.ndarray) -> None:
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:05d}.png")
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def output_record(root: Path, fmt: str, name: str) -> dict:
+    path = root / name
+    if path.is_dir():
+        data = b"".join(p.read_bytes() for p in sorted(path.iterdir()))
+        return {"format": fmt, "file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return {"format": fmt, "file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+PARAMS = {"num_frames": T, "num_inference_steps": 4, "fps": 7, "playback_fps": 7.0, "motion_bucket_id": 127,
+          "noise_aug_strength": 0.02, "min_guidance_scale": 1.0, "max_guidance_scale": 3.0, "width": W,
+          "height": H, "resize": "crop", "seed": 42}
+
+
+def make_entry(job_id: str, *, item_id: str | None = None, status: str = "done", params: dict | None = None,
+               sweep: dict | None = None, uri: str, input_sha: str | None, outputs: list | None = None,
+               error: dict | None = None, finished: float = 1_700_000_000.0) -> dict:
+    """An index entry in the exact shape of `svdflow.executor._Run._entry`."""
+    params = {**PARAMS, **(params or {})}
+    done = status == "done"
+    return {
+        "id": job_id, "item_id": item_id or job_id, "status": status,
+        "key": hashlib.sha256(job_id.encode()).hexdigest() if error is None or error["stage"] != "fetch" else None,
+        "key_material": {"params": params} if error is None or error["stage"] != "fetch" else None,
+        "params": params, "seed": params["seed"], "seed_origin": "item", "sweep": sweep or {},
+        "input": {"uri": uri, "sha256": input_sha, "source_size": [96, 64] if input_sha else None},
+        "model": {"source": "builtin:tiny", "revision": None, "variant": None, "resolved_revision": None},
+        "hardware": {"device": "cpu", "dtype": "float32", "offload": "none"},
+        "outputs": outputs or [],
+        "frames_sha256": hashlib.sha256(job_id.encode()).hexdigest() if done else None,
+        "output": {"formats": ["mp4"], "crf": 18},
+        "timings": {"fetch_s": 0.01, "input_wait_s": 0.0, "render_s": 1.5, "encode_s": 0.1, "total_s": 1.61}
+        if done else {},
+        "versions": {"svdflow": "0.1.0", "render_version": 1},
+        "error": error,
+        "run": {"name": "review-demo", "manifest": "/campaigns/review-demo.yaml"},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
+        "finished_unix": finished,
+    }
+
+
+class _Counting(http.server.SimpleHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self):
+        type(self).hits.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real HTTP server on loopback serving input images; `.hits` lists the paths requested."""
+    folder = tmp_path_factory.mktemp("served")
+    write_image(folder / "rocket.png", 120, 80, seed=7)
+    handler = type("Handler", (_Counting,), {"hits": []})
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(folder), **k))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", folder=folder, hits=handler.hits)
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def build_output_dir(root: Path, server) -> Path:
+    """7 jobs: an http input (mp4 + webp), a 3-job sweep, a render failure with markup in its error,
+    a fetch failure with an odd path, and a job with only gif + PNG frames."""
+    out = root / "renders"
+    out.mkdir(parents=True)
+    images = root / "images"
+    city = write_image(images / "city.png", 96, 64, seed=1)
+    cat = write_image(images / "cat.png", 64, 96, seed=2)
+    entries = []
+
+    write_mp4(out / "rocket.mp4", frames_for(0))
+    write_animated(out / "rocket.webp", frames_for(0), "WEBP")
+    entries.append(make_entry("rocket", uri=f"{server.url}/rocket.png",
+                              input_sha=sha256_file(server.folder / "rocket.png"), params={"motion_bucket_id": 180},
+                              outputs=[output_record(out, "mp4", "rocket.mp4"),
+                                       output_record(out, "webp", "rocket.webp")], finished=1_700_000_001))
+    for n, motion in enumerate((60, 127, 200)):
+        job = f"city-m{motion}"
+        write_mp4(out / f"{job}.mp4", frames_for(n + 1))
+        entries.append(make_entry(job, item_id="city", uri=str(city), input_sha=sha256_file(city),
+                                  params={"motion_bucket_id": motion, "seed": 7}, sweep={"motion_bucket_id": motion},
+                                  outputs=[output_record(out, "mp4", f"{job}.mp4")], finished=1_700_000_010 + n))
+    entries.append(make_entry("broken", status="failed", uri=str(cat), input_sha=sha256_file(cat),
+                              params={"seed": 3}, finished=1_700_000_020,
+                              error={"type": "RenderError", "message": SCRIPT_ERROR, "stage": "render"}))
+    lost = str(root / 'missing & "odd" <name>.png')
+    entries.append(make_entry("lost", status="failed", uri=lost, input_sha=None, params={"seed": 5},
+                              finished=1_700_000_030,
+                              error={"type": "InputError", "stage": "fetch",
+                                     "message": f"{lost}: file not found; check the path"}))
+    write_animated(out / "cat.gif", frames_for(4), "GIF")
+    write_pngs(out / "cat_frames", frames_for(4))
+    entries.append(make_entry("cat", uri=str(cat), input_sha=sha256_file(cat), params={"seed": 11, "fps": 12},
+                              outputs=[output_record(out, "gif", "cat.gif"),
+                                       output_record(out, "frames", "cat_frames")], finished=1_700_000_040))
+    write_index(out, entries)
+    return out
+
+
+def write_index(out: Path, entries: list[dict]) -> None:
+    for entry in entries:  # sidecars first, as the executor does; the index is newer
+        (out / f"{entry['id']}.json").write_text(json.dumps(entry, indent=2))
+    document = {"svdflow_index": 1, "name": "review-demo", "manifest": "/campaigns/review-demo.yaml",
+                "updated_at": "2023-11-14T22:14:00Z", "jobs": entries}
+    (out / "index.json").write_text(json.dumps(document, indent=2))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, server):
+    """(output dir, page path, page text), written once for the read-only checks."""
+    out = build_output_dir(tmp_path_factory.mktemp("report"), server)
+    page = write_report(str(out))
+    return out, Path(page), Path(page).read_text(encoding="utf-8")
+
+
+class _Elements(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.elements: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+
+def elements(page: str) -> list[tuple[str, dict]]:
+    parser = _Elements()
+    parser.feed(page)
+    return parser.elements
+
+
+def cards_of(page: str) -> list[dict]:
+    return [a for tag, a in elements(page) if tag == "article" and "card" in a.get("class", "").split()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The HTML
+
+
+def test_page_is_written_beside_the_index_with_one_card_per_job(report):
+    out, page, text = report
+    assert page == out / "index.html"
+    assert text.startswith("<!doctype html>")
+    assert [c["id"] for c in cards_of(text)] == [
+        "job-rocket", "job-city-m60", "job-city-m127", "job-city-m200", "job-broken", "job-lost", "job-cat"]
+    assert {c["id"]: c["data-status"] for c in cards_of(text)}["job-broken"] == "failed"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporaries left behind"
+
+
+def test_markup_in_errors_ids_and_uris_is_escaped(report):
+    _, _, text = report
+    assert "<script>window.__pwned" not in text
+    assert "<b>not bold</b>" not in text
+    assert ("RuntimeError: &lt;script&gt;window.__pwned=1&lt;/script&gt; &amp; &quot;quoted&quot; "
+            "&lt;b&gt;not bold&lt;/b&gt;") in text
+    assert 'missing &amp; &quot;odd&quot; &lt;name&gt;.png' in text
+    assert "<name>" not in text
+    # the only <script> is the page's own
+    assert [tag for tag, _ in elements(text)].count("script") == 1
+
+
+def test_every_src_and_href_is_relative_and_inside_the_output_dir(report):
+    out, _, text = report
+    links = [(tag, name, value) for tag, attrs in elements(text) for name, value in attrs.items()
+             if name in ("src", "href", "poster", "data-fallback")]
+    assert len(links) >= 20
+    for tag, name, value in links:
+        assert "http" not in value and "://" not in value, (tag, name, value)
+        assert not value.startswith(("/", "\\")) and ".." not in value.split("/"), (tag, name, value)
+        assert (out / urllib.parse.unquote(value)).exists(), (tag, name, value)
+
+
+def test_cards_show_seed_micro_conditioning_status_and_error(report):
+    _, _, text = report
+    rocket = text[text.index('id="job-rocket"'):text.index('id="job-city-m60"')]
+    for shown in ("seed</dt><dd>42", "fps</dt><dd>7", "motion_bucket_id</dt><dd>180",
+                  "noise_aug_strength</dt><dd>0.02", "num_frames</dt><dd>8", "steps</dt><dd>4",
+                  "guidance</dt><dd>1–3", "size</dt><dd>112×64 crop", ">done</span>"):
+        assert shown in rocket, shown
+    broken = text[text.index('id="job-broken"'):text.index('id="job-lost"')]
+    assert ">failed</span>" in broken and '<div class="error"><b>RenderError at render</b><pre>' in broken
+    assert "no video: the job failed" in broken
+
+
+def test_video_elements_use_the_mp4_with_a_first_frame_poster(report):
+    out, _, text = report
+    videos = {a["src"]: a for tag, a in elements(text) if tag == "video"}
+    assert sorted(videos) == ["city-m127.mp4", "city-m200.mp4", "city-m60.mp4", "rocket.mp4"]
+    rocket = videos["rocket.mp4"]
+    for flag in ("muted", "loop", "playsinline"):
+        assert flag in rocket
+    assert rocket["preload"] == "metadata" and rocket["poster"] == "report/posters/rocket.jpg"
+    assert rocket["data-fallback"] == "rocket.webp"
+    # no mp4: the animated gif is shown as an image
+    assert ("img", {"class": "anim", "src": "cat.gif", "alt": "cat"}) in elements(text)
+
+
+def test_posters_are_the_first_frame(report):
+    out, _, _ = report
+    for job, seed in (("rocket", 0), ("city-m60", 1), ("city-m200", 3), ("cat", 4)):
+        poster = np.asarray(Image.open(out / "report" / "posters" / f"{job}.jpg").convert("RGB"), dtype=float)
+        assert poster.shape == (H, W, 3)
+        first = frames_for(seed)[0].astype(float)
+        assert np.abs(poster.mean(axis=(0, 1)) - first.mean(axis=(0, 1))).max() < 6, job
+    assert not (out / "report" / "posters" / "broken.jpg").exists()
+
+
+def test_inputs_are_copied_as_thumbnails_including_remote_ones(report, server):
+    out, _, text = report
+    thumbs = sorted((out / "report" / "inputs").iterdir())
+    assert len(thumbs) == 3  # rocket (over HTTP), city (shared by the sweep), cat (shared by two jobs)
+    assert "/rocket.png" in server.hits
+    rocket = text[text.index('id="job-rocket"'):text.index('id="job-city-m60"')]
+    assert '<img src="report/inputs/' in rocket
+    for thumb in thumbs:
+        with Image.open(thumb) as image:
+            assert image.format == "JPEG" and max(image.size) <= 320
+    lost = text[text.index('id="job-lost"'):text.index('id="job-cat"')]
+    assert "input unavailable" in lost and "file not found" in lost
+
+
+def test_sweep_jobs_share_one_grid_labelled_by_their_values(report):
+    _, _, text = report
+    start = text.index('<section class="sweep" data-item="city">')
+    section = text[start:text.index("</section>", start)]
+    assert "sweep: motion_bucket_id · 3 jobs" in section
+    assert section.count('class="card') == 3
+    for column, motion in enumerate((60, 127, 200), start=1):
+        card = section[section.index(f'id="job-city-m{motion}"'):]
+        assert f"grid-row:1;grid-column:{column}" in card[:card.index(">")]
+        assert f'<p class="swept">motion_bucket_id={motion}</p>' in card
+    assert "grid-template-columns:repeat(3,var(--card))" in section
+
+
+def test_two_parameter_sweeps_form_a_matrix():
+    def card(order, motion, aug):
+        return Card({"id": f"c{order}", "sweep": {"motion_bucket_id": motion, "noise_aug_strength": aug}},
+                    order, f"c{order}")
+
+    cards = [card(0, 60, 0.1), card(1, 60, 0.02), card(2, 200, 0.02), card(3, 200, 0.1), card(4, 127, 0.1)]
+    # rows: motion 60, 127, 200; columns: aug 0.02, 0.1; the missing (127, 0.02) cell stays empty
+    assert sweep_layout(cards) == {0: (1, 2), 1: (1, 1), 2: (3, 1), 3: (3, 2), 4: (2, 2)}
+
+
+def test_rerun_reuses_thumbnails_and_drops_those_of_removed_jobs(tmp_path, server):
+    out = build_output_dir(tmp_path, server)
+    write_report(str(out))
+    fetches = len(server.hits)
+    poster = out / "report" / "posters" / "city-m60.jpg"
+    before = poster.stat().st_mtime_ns
+    write_report(str(out))
+    # the entry records the input's sha256 and a thumbnail of that content exists: no fetch
+    assert len(server.hits) == fetches
+    assert poster.stat().st_mtime_ns == before
+
+    index = json.loads((out / "index.json").read_text())
+    kept = [e for e in index["jobs"] if e["id"] not in ("rocket", "city-m200")]
+    for job in ("rocket", "city-m200"):
+        (out / f"{job}.json").unlink()
+    write_index(out, kept)
+    write_report(str(out))
+    assert sorted(p.name for p in (out / "report" / "posters").iterdir()) == [
+        "cat.jpg", "city-m127.jpg", "city-m60.jpg"]
+    assert len(list((out / "report" / "inputs").iterdir())) == 2  # city, cat
+    assert len(cards_of((out / "index.html").read_text())) == 5
+
+
+def test_no_index_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError) as caught:
+        write_report(str(tmp_path))
+    assert str(caught.value) == (f"{tmp_path}: no index.json here; run `svdflow run MANIFEST` first, "
+                                 "or pass the output folder of a run")
+
+
+def test_an_index_cannot_point_the_page_outside_the_folder(tmp_path):
+    out = tmp_path / "renders"
+    out.mkdir()
+    (tmp_path / "secret.mp4").write_bytes(b"not yours")
+    entry = make_entry("odd", uri=str(tmp_path / "nowhere.png"), input_sha=None,
+                       outputs=[{"format": "mp4", "file": "../secret.mp4", "sha256": "0", "bytes": 9},
+                                {"format": "mp4", "file": str(tmp_path / "secret.mp4"), "sha256": "0", "bytes": 9},
+                                {"format": "gif", "file": "gone.gif", "sha256": "0", "bytes": 9}])
+    write_index(out, [entry])
+    text = Path(write_report(str(out))).read_text()
+    assert "secret.mp4" not in [a.get("src") for _, a in elements(text)]
+    assert not any("secret" in v for _, a in elements(text) for k, v in a.items() if k in ("src", "href"))
+    assert "&#x27;../secret.mp4&#x27; is not a file inside this folder; not shown" in text
+    assert "gone.gif is missing from this folder" in text
+    assert "no playable output in this folder" in text
+
+
+def test_remote_folders_and_broken_indexes_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match=r"^memory://renders: reports are written into local folders only; "):
+        write_report("memory://renders")
+    (tmp_path / "index.json").write_text("{not json")
+    with pytest.raises(UsageError, match=r"index.json: cannot be read as JSON \(.*\); run `svdflow run MANIFEST` "):
+        write_report(str(tmp_path))
+    (tmp_path / "index.json").write_text("[]")
+    with pytest.raises(UsageError, match=r'index.json: not an svdflow index \(no "jobs" list\)'):
+        write_report(str(tmp_path))
+
+
+def test_an_empty_index_gives_a_page_that_says_so(tmp_path):
+    write_index(tmp_path, [])
+    text = Path(write_report(str(tmp_path))).read_text()
+    assert cards_of(text) == [] and "index.json records no job yet" in text
+
+
+def test_cli_report(report, tmp_path):
+    out, page, _ = report
+    done = subprocess.run([*SVDFLOW, "report", str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(page)
+    missing = subprocess.run([*SVDFLOW, "report", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (f"error: {tmp_path}: no index.json here; run `svdflow run MANIFEST` "
+                                      "first, or pass the output folder of a run")
+
+
+# ---------------------------------------------------------------------------------------------
+# In a real browser: headless Chromium driven over the DevTools protocol
+
+
+class DevTools:
+    """The smallest Chrome DevTools Protocol client: one RFC 6455 websocket, JSON text frames."""
+
+    def __init__(self, ws_url: str, timeout_s: float = 30):
+        url = urllib.parse.urlsplit(ws_url)
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=timeout_s)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {url.path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buffer = bytearray()
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.buffer = bytearray(rest)
+        self.last_id = 0
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("DevTools closed the connection")
+        self.buffer += chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            self._fill()
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        n = len(payload)
+        header = bytes([0x80 | opcode])
+        if n < 126:
+            header += bytes([0x80 | n])
+        elif n < 1 << 16:
+            header += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            header += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        mask = os.urandom(4)  # clients must mask every frame
+        masked = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
+        self.sock.sendall(header + mask + masked)
+
+    def _receive(self) -> dict:
+        parts = []
+        while True:
+            first, second = self._take(2)
+            n = second & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._take(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._take(8))[0]
+            payload = self._take(n)  # servers never mask
+            opcode = first & 0x0F
+            if opcode == 8:
+                raise ConnectionError("DevTools closed the websocket")
+            if opcode == 9:
+                self._send(10, payload)
+            elif opcode in (0, 1, 2):
+                parts.append(payload)
+                if first & 0x80:
+                    return json.loads(b"".join(parts))
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        self.last_id += 1
+        message = {"id": self.last_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        self._send(1, json.dumps(message).encode())
+        while True:  # events and other replies are skipped
+            reply = self._receive()
+            if reply.get("id") == self.last_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def evaluate(self, session: str, expression: str):
+        result = self.call("Runtime.evaluate", session, expression=expression, awaitPromise=True,
+                           returnByValue=True, userGesture=False)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+# Waits until every video has its metadata (or failed) and every image is decoded, then plays each
+# video until a frame was really decoded and presented: proof that this browser plays the codec.
+PROBE_MEDIA = """(async () => {
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const videos = () => [...document.querySelectorAll('video')];
+  const until = async (ok, ms) => { const end = Date.now() + ms; while (!ok() && Date.now() < end) await sleep(25); };
+  await until(() => videos().every(v => v.readyState >= 1 || v.error)
+                    && [...document.images].every(i => i.complete), 10000);
+  const played = {};
+  for (const v of videos()) {
+    v.scrollIntoView();
+    try { await v.play(); } catch (e) { played[v.getAttribute('src')] = String(e); continue; }
+    await until(() => v.currentTime > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 0, 5000);
+    v.pause();
+    played[v.getAttribute('src')] = v.getVideoPlaybackQuality().totalVideoFrames;
+  }
+  window.scrollTo(0, 0);
+  const error = document.querySelector('#job-broken .error pre');
+  const box = error.getBoundingClientRect();
+  return {
+    canH264: document.createElement('video').canPlayType('video/mp4; codecs="avc1.64001F"'),
+    videos: videos().map(v => ({src: v.getAttribute('src'), duration: v.duration, width: v.videoWidth,
+                                error: v.error && v.error.code, played: played[v.getAttribute('src')]})),
+    images: [...document.images].map(i => ({src: i.getAttribute('src'), width: i.naturalWidth})),
+    errorText: error.innerText, errorShown: box.width > 0 && box.height > 0
+      && getComputedStyle(error).visibility === 'visible',
+    pwned: window.__pwned !== undefined,
+  };
+})()"""
+
+VISIBLE_CARDS = """[...document.querySelectorAll('.card')]
+  .filter(c => c.getBoundingClientRect().height > 0 && getComputedStyle(c).visibility === 'visible')
+  .map(c => c.id)"""
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """A headless Chromium with a throw-away profile; yields (DevTools, session of a new page opener)."""
+    if CHROMIUM is None:
+        pytest.skip("no `chromium` on PATH: install it (.ci/install-chromium runs `apt-get install -y "
+                    "chromium`) to check the report in a real browser")
+    profile = tmp_path / "chromium-profile"
+    log = open(tmp_path / "chromium.log", "wb")
+    process = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                                "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    devtools = None
+    try:
+        port_file = profile / "DevToolsActivePort"  # "<port>\n<browser websocket path>" once it listens
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and len(port_file.read_text().split()) == 2):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("chromium did not start:\n" + (tmp_path / "chromium.log").read_text()[-3000:])
+            time.sleep(0.05)
+        port, path = port_file.read_text().split()
+        devtools = DevTools(f"ws://127.0.0.1:{port}{path}")
+
+        def open_page(url: str) -> str:
+            target = devtools.call("Target.createTarget", url=url)["targetId"]
+            session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            deadline = time.monotonic() + 15
+            # the new tab starts on about:blank, which is "complete" before the page commits
+            while devtools.evaluate(session, "location.href === 'about:blank' || document.readyState") != "complete":
+                assert time.monotonic() < deadline, f"{url} did not finish loading"
+                time.sleep(0.05)
+            return session
+
+        yield devtools, open_page
+    finally:
+        if devtools is not None:
+            try:
+                devtools.call("Browser.close")
+            except (OSError, ConnectionError, RuntimeError):
+                pass
+            devtools.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_page_plays_in_headless_chromium(report, chromium, tmp_path):
+    out, page, _ = report
+    devtools, open_page = chromium
+    session = open_page(page.as_uri())
+    found = devtools.evaluate(session, PROBE_MEDIA)
+
+    # Debian's chromium decodes H.264 (through its bundled FFmpeg); the page falls back to the
+    # webp/gif only where a browser cannot.
+    assert found["canH264"] in ("probably", "maybe"), found
+    assert sorted(v["src"] for v in found["videos"]) == [
+        "city-m127.mp4", "city-m200.mp4", "city-m60.mp4", "rocket.mp4"]
+    for video in found["videos"]:
+        assert video["error"] is None, video
+        assert 0 < video["duration"] < 10 and video["width"] == W, video
+        assert isinstance(video["played"], int) and video["played"] > 0, video
+    assert len(found["images"]) >= 7  # 6 input thumbnails + the gif
+    for image in found["images"]:
+        assert image["width"] > 0, image
+    assert SCRIPT_ERROR in found["errorText"] and found["errorShown"], found
+    assert not found["pwned"]
+
+    # --window-size sizes the window; the viewport inside is smaller, so pin it for the screenshot
+    devtools.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1,
+                  mobile=False)
+    shot = tmp_path / "report.png"
+    shot.write_bytes(base64.b64decode(devtools.call("Page.captureScreenshot", session, format="png")["data"]))
+    assert shot.stat().st_size > 20_000
+    with Image.open(shot) as image:
+        assert image.size == (1280, 900)
+        assert len(image.convert("RGB").getcolors(1 << 20) or []) > 100  # not a blank page
+
+    # and the whole page, for a person to look at
+    height = devtools.call("Page.getLayoutMetrics", session)["cssContentSize"]["height"]
+    full = devtools.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
+                         clip={"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1})
+    (tmp_path / "report-full.png").write_bytes(base64.b64decode(full["data"]))
+
+    # The controls, clicked for real.
+    all_cards = devtools.evaluate(session, VISIBLE_CARDS)
+    assert len(all_cards) == 7
+    devtools.evaluate(session, "document.querySelector('[data-filter=failed]').click()")
+    assert devtools.evaluate(session, VISIBLE_CARDS) == ["job-broken", "job-lost"]
+    devtools.evaluate(session, "document.querySelector('[data-filter=done]').click()")
+    assert sorted(devtools.evaluate(session, VISIBLE_CARDS)) == sorted(
+        ["job-rocket", "job-city-m60", "job-city-m127", "job-city-m200", "job-cat"])
+    devtools.evaluate(session, "document.querySelector('[data-filter=all]').click()")
+    devtools.evaluate(session, "const s = document.getElementById('sort'); s.value = 'seed';"
+                               "s.dispatchEvent(new Event('change'))")
+    # seeds: broken 3, lost 5, the city sweep 7 (as one unit), cat 11, rocket 42
+    assert devtools.evaluate(session, VISIBLE_CARDS) == [
+        "job-broken", "job-lost", "job-city-m60", "job-city-m127", "job-city-m200", "job-cat", "job-rocket"]
+    devtools.evaluate(session, "document.getElementById('desc').click()")
+    assert devtools.evaluate(session, VISIBLE_CARDS)[0] == "job-rocket"
+
+    # Hovering a card plays its video.
+    assert devtools.evaluate(session, """(async () => {
+      const card = document.getElementById('job-city-m60'), v = card.querySelector('video');
+      card.dispatchEvent(new MouseEvent('mouseenter'));
+      const end = Date.now() + 3000;
+      while (v.paused && Date.now() < end) await new Promise(r => setTimeout(r, 25));
+      const playing = !v.paused;
+      card.dispatchEvent(new MouseEvent('mouseleave'));
+      return playing && v.paused;
+    })()""")
+
+
+def test_an_mp4_the_browser_cannot_play_falls_back_to_the_webp(tmp_path, chromium):
+    out = tmp_path / "renders"
+    out.mkdir()
+    image = write_image(tmp_path / "in.png")
+    (out / "glitch.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))  # not decodable
+    write_animated(out / "glitch.webp", frames_for(2), "WEBP")
+    write_index(out, [make_entry("glitch", uri=str(image), input_sha=sha256_file(image),
+                                 outputs=[output_record(out, "mp4", "glitch.mp4"),
+                                          output_record(out, "webp", "glitch.webp")])])
+    devtools, open_page = chromium
+    session = open_page(Path(write_report(str(out))).as_uri())
+    shown = devtools.evaluate(session, """(async () => {
+      const end = Date.now() + 10000;
+      while (document.querySelector('video') && Date.now() < end) await new Promise(r => setTimeout(r, 25));
+      const img = document.querySelector('#job-glitch .media img');
+      while (img && !img.complete) await new Promise(r => setTimeout(r, 25));
+      return img && {src: img.getAttribute('src'), width: img.naturalWidth};
+    })()""")
+    assert shown == {"src": "glitch.webp", "width": W}

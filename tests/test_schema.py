@@ -1,0 +1,81 @@
+"""schemas/manifest.schema.json: generated from the Pydantic models, checked in, never stale."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import REPO
+
+from svdflow.cli import main
+from svdflow.manifest.schema import PARAMETERS, json_schema
+
+SCHEMA_FILE = REPO / "schemas" / "manifest.schema.json"
+EXAMPLES = sorted((REPO / "manifests").glob("*.yaml"))
+
+
+def rendered() -> str:
+    """Exactly what `svdflow schema` prints (click.echo adds the final newline)."""
+    return json.dumps(json_schema(), indent=2) + "\n"
+
+
+def test_checked_in_schema_is_current():
+    assert SCHEMA_FILE.read_text() == rendered(), "schemas/manifest.schema.json is stale; run `make schemas`"
+
+
+def test_schema_command_prints_the_file(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["schema"])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 0
+    assert err == ""
+    assert out == SCHEMA_FILE.read_text(), "schemas/manifest.schema.json is stale; run `make schemas`"
+
+
+def _objects(schema: dict):
+    yield "(root)", schema
+    yield from schema.get("$defs", {}).items()
+
+
+def _description(schema: dict, spec: dict) -> str | None:
+    """A property's hover text: its own, or (Pydantic drops duplicates) that of the model it refers to."""
+    if spec.get("description"):
+        return spec["description"]
+    ref = spec.get("$ref", "")
+    return schema["$defs"][ref.rsplit("/", 1)[-1]].get("description") if ref.startswith("#/$defs/") else None
+
+
+def test_every_property_has_a_description():
+    """Descriptions are the hover text editors show; none may be missing."""
+    schema = json_schema()
+    missing = [f"{name}.{prop}" for name, obj in schema["$defs"].items()
+               for prop, spec in obj.get("properties", {}).items() if not spec.get("description")]
+    assert missing == []
+    missing_at_root = [prop for prop, spec in schema["properties"].items() if not _description(schema, spec)]
+    assert missing_at_root == []
+    assert set(schema["$defs"]) >= {"Item", "Sweep", "Defaults", "Hardware", "Output", "ModelSource"}
+
+
+def test_schema_header_and_strictness():
+    schema = json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["x-svdflow-format-version"] == 1
+    assert schema["required"] == ["svdflow", "items"]
+    for name, obj in _objects(schema):
+        if obj.get("type") == "object":
+            assert obj.get("additionalProperties") is False, f"{name} must forbid unknown keys"
+
+
+def test_every_parameter_appears_in_defaults_items_and_sweeps():
+    defs = json_schema()["$defs"]
+    for model in ("Defaults", "Item", "Sweep"):
+        assert set(PARAMETERS) <= set(defs[model]["properties"]), model
+
+
+def test_examples_validate_against_the_json_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json_schema())
+    for path in EXAMPLES:
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert errors == [], path.name

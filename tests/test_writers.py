@@ -1,0 +1,493 @@
+"""Real encodes of small synthetic clips: round trips, byte-reproducibility, crash safety."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import fsspec
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from svdflow.errors import OutputWriteError
+from svdflow.outputs import atomic, writers
+from svdflow.outputs.atomic import (
+    atomic_local_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    is_remote,
+    publish_local_file,
+    remove_stale_temps,
+)
+from svdflow.outputs.writers import (
+    FORMATS,
+    WrittenOutput,
+    encode_mp4,
+    hash_output,
+    output_path,
+    read_mp4_comment,
+    write_outputs,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TEMP_NAME = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]+")
+
+
+def make_frames(t: int = 8, h: int = 64, w: int = 112, shift: int = 0) -> np.ndarray:
+    """A moving gradient with some texture, smooth enough for lossy codecs to keep close."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    clip = [
+        np.stack(
+            [x / w * 200 + 8 * i + shift, y / h * 200 + 5 * i, 128 + 60 * np.sin((x + y) / 9 + i / 2)], -1
+        )
+        for i in range(t)
+    ]
+    return np.stack(clip).clip(0, 255).astype(np.uint8)
+
+
+FRAMES = make_frames()
+
+
+def decode_mp4(path: str) -> tuple[dict, np.ndarray]:
+    reader = imageio_ffmpeg.read_frames(path)
+    meta = next(reader)
+    w, h = meta["size"]
+    decoded = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in reader]
+    return meta, np.stack(decoded)
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def hidden_leftovers(folder) -> list[str]:
+    return [n for n in os.listdir(folder) if n.startswith(".")]
+
+
+def memory_url() -> str:
+    return f"memory://svdflow-tests/{uuid.uuid4().hex}"
+
+
+# ------------------------------------------------------------------------------------------------
+# paths
+
+
+def test_output_path_names_each_format():
+    assert output_path("renders/x", "rocket", "mp4") == os.path.join("renders/x", "rocket.mp4")
+    assert output_path("renders/x", "rocket", "gif") == os.path.join("renders/x", "rocket.gif")
+    assert output_path("renders/x", "rocket", "webp") == os.path.join("renders/x", "rocket.webp")
+    assert output_path("renders/x", "rocket", "frames") == os.path.join("renders/x", "rocket_frames")
+    assert output_path("s3://bucket/out", "city-m60", "mp4") == "s3://bucket/out/city-m60.mp4"
+    assert output_path("memory://", "a", "gif") == "memory://a.gif"
+    with pytest.raises(ValueError, match="unknown output format 'avi'"):
+        output_path("x", "a", "avi")
+
+
+def test_is_remote():
+    assert not is_remote("renders/x")
+    assert not is_remote("/abs/renders")
+    assert not is_remote("file:///abs/renders")
+    assert is_remote("memory://x")
+    assert is_remote("s3://bucket/key")
+    assert is_remote("simplecache::s3://bucket/key")
+
+
+# ------------------------------------------------------------------------------------------------
+# round trips
+
+
+@pytest.mark.parametrize("fps", [7, 7.5])
+def test_mp4_round_trip(tmp_path, fps):
+    comment = "svdflow key=3f9a;#\\odd\nvalue"
+    (out,) = write_outputs(FRAMES, str(tmp_path), "rocket", ["mp4"], playback_fps=fps, comment=comment)
+    assert out == WrittenOutput(
+        "mp4", str(tmp_path / "rocket.mp4"), sha256_of(out.path), os.path.getsize(out.path)
+    )
+
+    meta, decoded = decode_mp4(out.path)
+    assert meta["codec"] == "h264"
+    assert meta["pix_fmt"].startswith("yuv420p")
+    assert meta["size"] == (112, 64)
+    assert meta["fps"] == pytest.approx(fps)
+    assert decoded.shape == FRAMES.shape
+    # Measured 2.1 at crf 18 on this clip; chroma subsampling of the sine texture dominates.
+    assert np.abs(decoded.astype(int) - FRAMES).mean() < 4
+
+    assert read_mp4_comment(out.path) == comment
+    dumped = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", out.path, "-f", "ffmetadata", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "comment=svdflow key\\=3f9a\\;\\#\\\\odd\\\nvalue" in dumped
+    # Without the bitexact flags the library versions would be stamped into the file.
+    assert b"Lavf" not in Path(out.path).read_bytes()
+    assert b"Lavc6" not in Path(out.path).read_bytes()
+
+
+def test_mp4_size_multiple_of_8_not_16_is_not_resized(tmp_path):
+    frames = make_frames(t=5, h=72, w=120)
+    (out,) = write_outputs(frames, str(tmp_path), "a", ["mp4"], playback_fps=7)
+    meta, decoded = decode_mp4(out.path)
+    assert meta["size"] == (120, 72)
+    assert decoded.shape == frames.shape
+
+
+def test_mp4_without_comment_has_none(tmp_path):
+    (out,) = write_outputs(FRAMES, str(tmp_path), "a", ["mp4"], playback_fps=7)
+    assert read_mp4_comment(out.path) is None
+
+
+# Mean abs errors measured on this clip: gif 6.5 (one 256-colour palette for all frames),
+# webp 1.7 (quality 90).
+@pytest.mark.parametrize(
+    ("fmt", "fps", "stored_ms", "max_error"), [("gif", 7, 140, 10), ("webp", 7.5, 133, 4)]
+)
+def test_gif_and_webp_round_trip(tmp_path, fmt, fps, stored_ms, max_error):
+    (out,) = write_outputs(FRAMES, str(tmp_path), "rocket", [fmt], playback_fps=fps)
+    assert out.path == str(tmp_path / f"rocket.{fmt}")
+    assert out.sha256 == sha256_of(out.path)
+    assert out.bytes == os.path.getsize(out.path)
+    with Image.open(out.path) as im:
+        assert im.format == fmt.upper()
+        assert im.n_frames == len(FRAMES)
+        assert im.size == (112, 64)
+        assert im.info["loop"] == 0
+        for i in range(im.n_frames):
+            im.seek(i)
+            pixels = np.asarray(im.convert("RGB")).astype(int)
+            # WebP reports a frame's duration once it is decoded, hence after the convert.
+            # GIF keeps delays in 1/100 s, so round(1000/7) = 143 ms is stored as 140.
+            assert im.info["duration"] == stored_ms
+            assert np.abs(pixels - FRAMES[i]).mean() < max_error
+
+
+def test_png_frames_are_exact(tmp_path):
+    (out,) = write_outputs(FRAMES, str(tmp_path), "rocket", ["frames"], playback_fps=7)
+    folder = tmp_path / "rocket_frames"
+    assert out.path == str(folder)
+    names = sorted(os.listdir(folder))
+    assert names == [f"{i:05d}.png" for i in range(len(FRAMES))]
+    for i, name in enumerate(names):
+        with Image.open(folder / name) as im:
+            assert im.mode == "RGB"
+            np.testing.assert_array_equal(np.asarray(im), FRAMES[i])
+
+    expected = hashlib.sha256()
+    for name in names:
+        data = (folder / name).read_bytes()
+        expected.update(f"{name}\n{len(data)}\n".encode())
+        expected.update(data)
+    assert out.sha256 == expected.hexdigest()
+    assert out.bytes == sum((folder / n).stat().st_size for n in names)
+    assert hash_output(out.path, "frames") == (out.sha256, out.bytes)
+
+
+def test_every_format_is_byte_reproducible(tmp_path):
+    first = write_outputs(FRAMES, str(tmp_path / "one"), "a", FORMATS, playback_fps=7, comment="k")
+    second = write_outputs(FRAMES, str(tmp_path / "two"), "a", FORMATS, playback_fps=7, comment="k")
+    assert [w.format for w in first] == list(FORMATS)
+    for a, b in zip(first, second, strict=True):
+        assert (a.format, a.sha256, a.bytes) == (b.format, b.sha256, b.bytes)
+        assert hash_output(a.path, a.format) == (a.sha256, a.bytes)
+        if a.format != "frames":
+            assert a.sha256 == sha256_of(a.path)
+            assert Path(a.path).read_bytes() == Path(b.path).read_bytes()
+    # Different frames must not collide, or the recorded hashes would prove nothing.
+    other = write_outputs(
+        make_frames(shift=3), str(tmp_path / "three"), "a", FORMATS, playback_fps=7, comment="k"
+    )
+    assert all(a.sha256 != c.sha256 for a, c in zip(first, other, strict=True))
+
+
+def test_rewrite_replaces_outputs_and_leaves_no_temporaries(tmp_path):
+    write_outputs(FRAMES, str(tmp_path), "a", FORMATS, playback_fps=7)
+    shorter = make_frames(t=3, shift=5)
+    written = write_outputs(shorter, str(tmp_path), "a", FORMATS, playback_fps=7)
+    assert sorted(os.listdir(tmp_path)) == ["a.gif", "a.mp4", "a.webp", "a_frames"]
+    assert sorted(os.listdir(tmp_path / "a_frames")) == ["00000.png", "00001.png", "00002.png"]
+    assert decode_mp4(str(tmp_path / "a.mp4"))[1].shape[0] == 3
+    assert all(hash_output(w.path, w.format) == (w.sha256, w.bytes) for w in written)
+
+
+def test_memory_out_dir(tmp_path):
+    url = memory_url() + "/renders/x"
+    write_outputs(make_frames(t=4), url, "rocket", FORMATS, playback_fps=7, comment="k")
+    written = write_outputs(FRAMES, url, "rocket", FORMATS, playback_fps=7, comment="k")
+    local = write_outputs(FRAMES, str(tmp_path), "rocket", FORMATS, playback_fps=7, comment="k")
+    fs = fsspec.filesystem("memory")
+    root = url[len("memory://") :]
+    for remote, here in zip(written, local, strict=True):
+        assert remote.path == f"{url}/{Path(here.path).name}"
+        assert (remote.sha256, remote.bytes) == (here.sha256, here.bytes)
+        assert hash_output(remote.path, remote.format) == (remote.sha256, remote.bytes)
+    assert fs.cat_file(f"{root}/rocket.mp4") == Path(tmp_path / "rocket.mp4").read_bytes()
+    listed = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    assert listed == ["rocket.gif", "rocket.mp4", "rocket.webp", "rocket_frames"]
+    frames = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{root}/rocket_frames", detail=False))
+    assert frames == [f"{i:05d}.png" for i in range(len(FRAMES))]
+
+
+# ------------------------------------------------------------------------------------------------
+# failures
+
+
+def test_bad_frames_and_arguments_are_programming_errors(tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        write_outputs(FRAMES.astype(np.float32), str(tmp_path), "a", ["mp4"], playback_fps=7)
+    with pytest.raises(ValueError, match=r"shape \(T, H, W, 3\)"):
+        write_outputs(FRAMES[..., :2], str(tmp_path), "a", ["mp4"], playback_fps=7)
+    with pytest.raises(ValueError, match=r"shape \(T, H, W, 3\)"):
+        write_outputs(FRAMES[0], str(tmp_path), "a", ["mp4"], playback_fps=7)
+    with pytest.raises(ValueError, match="unknown output format"):
+        write_outputs(FRAMES, str(tmp_path), "a", ["avi"], playback_fps=7)
+    with pytest.raises(ValueError, match="must not repeat"):
+        write_outputs(FRAMES, str(tmp_path), "a", ["gif", "gif"], playback_fps=7)
+    with pytest.raises(ValueError, match="fps must be a positive number"):
+        write_outputs(FRAMES, str(tmp_path), "a", ["gif"], playback_fps=0)
+    with pytest.raises(ValueError, match="crf"):
+        write_outputs(FRAMES, str(tmp_path), "a", ["mp4"], playback_fps=7, crf=60)
+    assert os.listdir(tmp_path) == []
+
+
+def test_out_dir_under_a_regular_file_names_the_fix(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    out_dir = str(tmp_path / "afile" / "renders")
+    with pytest.raises(OutputWriteError) as info:
+        write_outputs(FRAMES, out_dir, "rocket", ["mp4"], playback_fps=7)
+    assert str(info.value) == (
+        f"{out_dir}: could not create the output folder (Not a directory); "
+        "a parent of this path is a file, not a folder: move that file or choose another output.dir"
+    )
+
+
+def test_folder_in_the_way_of_the_output_names_the_fix(tmp_path):
+    (tmp_path / "rocket.gif").mkdir()
+    (tmp_path / "rocket.gif" / "keep").write_text("x")
+    with pytest.raises(OutputWriteError) as info:
+        write_outputs(FRAMES, str(tmp_path), "rocket", ["gif"], playback_fps=7)
+    assert str(info.value) == (
+        f"{tmp_path / 'rocket.gif'}: could not write (Is a directory); "
+        "a folder is in the way of this file: remove it or choose another output.dir"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["rocket.gif"]
+
+
+def test_odd_size_mp4_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(OutputWriteError) as info:
+        write_outputs(make_frames(t=2, h=63, w=112), str(tmp_path), "a", ["mp4"], playback_fps=7)
+    assert str(info.value) == (
+        f"{tmp_path / 'a.mp4'}: could not encode mp4 (width 112 and height 63 must both be even for "
+        "H.264 with yuv420p); use an even width and height, or another format"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_ffmpeg_failure_reports_its_message(tmp_path):
+    path = str(tmp_path / "a.mp4")
+    with pytest.raises(OutputWriteError, match=r"a\.mp4: could not encode mp4 \(ffmpeg exited with status"):
+        encode_mp4(FRAMES, path, fps=7, crf=18, comment="", preset="no-such-preset")
+
+
+def _fail_midway(frames, path, **kwargs):
+    with open(path, "wb") as f:
+        f.write(b"\0" * 1000)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_crash_while_encoding_keeps_the_previous_output(tmp_path, monkeypatch):
+    (previous,) = write_outputs(FRAMES, str(tmp_path), "rocket", ["mp4"], playback_fps=7)
+    before = Path(previous.path).read_bytes()
+    monkeypatch.setattr(writers, "_encode_mp4", _fail_midway)
+    with pytest.raises(OutputWriteError) as info:
+        write_outputs(make_frames(shift=9), str(tmp_path), "rocket", ["mp4"], playback_fps=7)
+    assert str(info.value) == (
+        f"{previous.path}: could not write (No space left on device); "
+        "free some disk space or choose another output.dir"
+    )
+    assert Path(previous.path).read_bytes() == before
+    assert os.listdir(tmp_path) == ["rocket.mp4"]
+
+
+def test_crash_while_encoding_leaves_nothing(tmp_path, monkeypatch):
+    def explode(frames, path, **kwargs):
+        Path(path).write_bytes(b"GIF89a partial")
+        raise RuntimeError("encoder bug")
+
+    monkeypatch.setattr(writers, "_encode_gif", explode)
+    with pytest.raises(RuntimeError, match="encoder bug"):
+        write_outputs(FRAMES, str(tmp_path), "rocket", ["gif"], playback_fps=7)
+    assert os.listdir(tmp_path) == []
+
+
+def test_crash_while_writing_frames_keeps_the_previous_folder(tmp_path, monkeypatch):
+    write_outputs(FRAMES, str(tmp_path), "rocket", ["frames"], playback_fps=7)
+    before = {
+        n: (tmp_path / "rocket_frames" / n).read_bytes() for n in os.listdir(tmp_path / "rocket_frames")
+    }
+
+    def two_then_crash(frames, folder):
+        for i in range(2):
+            Image.fromarray(frames[i]).save(os.path.join(folder, f"{i:05d}.png"))
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(writers, "_write_pngs", two_then_crash)
+    with pytest.raises(OutputWriteError, match=r"rocket_frames: could not write \(Input/output error\)"):
+        write_outputs(make_frames(shift=4), str(tmp_path), "rocket", ["frames"], playback_fps=7)
+    assert os.listdir(tmp_path) == ["rocket_frames"]
+    after = {n: (tmp_path / "rocket_frames" / n).read_bytes() for n in os.listdir(tmp_path / "rocket_frames")}
+    assert after == before
+
+
+def test_crash_during_remote_encode_uploads_nothing(monkeypatch):
+    url = memory_url()
+    monkeypatch.setattr(writers, "_encode_mp4", _fail_midway)
+    with pytest.raises(OutputWriteError, match="could not write"):
+        write_outputs(FRAMES, url, "rocket", ["mp4"], playback_fps=7)
+    assert fsspec.filesystem("memory").ls(url[len("memory://") :], detail=False) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# atomic primitives
+
+
+def test_atomic_local_path_uses_a_hidden_temporary_beside_the_final_name(tmp_path):
+    final = tmp_path / "a.mp4"
+    with atomic_local_path(str(final), suffix=".mp4") as tmp:
+        assert os.path.dirname(tmp) == str(tmp_path)
+        assert TEMP_NAME.match(os.path.basename(tmp))
+        assert os.path.basename(tmp).startswith(".a.mp4.tmp-") and tmp.endswith(".mp4")
+        assert not final.exists()
+        Path(tmp).write_bytes(b"new")
+    assert final.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["a.mp4"]
+
+    with pytest.raises(KeyError), atomic_local_path(str(final)) as tmp:
+        Path(tmp).write_bytes(b"half")
+        raise KeyError("boom")
+    assert final.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["a.mp4"]
+
+
+def test_atomic_write_bytes_accepts_file_urls_and_replaces(tmp_path):
+    final = tmp_path / "a.bin"
+    final.write_bytes(b"old")
+    atomic_write_bytes(f"file://{final}", b"new")
+    assert final.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["a.bin"]
+
+
+def test_atomic_write_json_local_and_remote(tmp_path):
+    doc = {"b": 1, "a": ["ü", None]}
+    atomic_write_json(str(tmp_path / "index.json"), doc)
+    expected = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    assert (tmp_path / "index.json").read_bytes() == expected
+
+    url = memory_url()
+    atomic_write_json(f"{url}/index.json", doc)
+    atomic_write_json(f"{url}/index.json", doc)
+    fs = fsspec.filesystem("memory")
+    root = url[len("memory://") :]
+    assert fs.cat_file(f"{root}/index.json") == expected
+    assert [p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)] == ["index.json"]
+
+
+def test_publish_local_file_across_file_systems(tmp_path, monkeypatch):
+    src = tmp_path / "scratch.bin"
+    src.write_bytes(b"payload")
+    final = tmp_path / "out" / "a.bin"
+    final.parent.mkdir()
+    real_replace = os.replace
+
+    def no_cross_device(a, b):
+        if a == str(src):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", no_cross_device)
+    publish_local_file(str(src), str(final))
+    assert final.read_bytes() == b"payload"
+    assert not src.exists()
+    assert os.listdir(final.parent) == ["a.bin"]
+
+
+def test_remove_stale_temps_removes_only_dead_writers_leftovers(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    me = os.getpid()
+    (tmp_path / f".a.mp4.tmp-{dead.pid}-0a1b2c3d.mp4").write_bytes(b"partial")
+    (tmp_path / f".a_frames.tmp-{dead.pid}-00ff").mkdir()
+    (tmp_path / f".a_frames.tmp-{dead.pid}-00ff" / "00000.png").write_bytes(b"x")
+    (tmp_path / f".a_frames.tmp-{dead.pid}-11ee.old").mkdir()
+    (tmp_path / f".b.gif.tmp-{me}-deadbeef.gif").write_bytes(b"in progress")
+    (tmp_path / "a.mp4").write_bytes(b"final")
+    (tmp_path / ".hidden").write_bytes(b"user")
+    (tmp_path / f"notes.tmp-{dead.pid}-ab").write_bytes(b"user")
+    removed = remove_stale_temps(str(tmp_path))
+    assert removed == sorted(
+        [
+            f".a.mp4.tmp-{dead.pid}-0a1b2c3d.mp4",
+            f".a_frames.tmp-{dead.pid}-00ff",
+            f".a_frames.tmp-{dead.pid}-11ee.old",
+        ]
+    )
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [".hidden", f".b.gif.tmp-{me}-deadbeef.gif", "a.mp4", f"notes.tmp-{dead.pid}-ab"]
+    )
+    assert remove_stale_temps(str(tmp_path / "missing")) == []
+
+
+_WRITER_LOOP = """
+import random, sys
+from svdflow.outputs.atomic import atomic_write_bytes
+path, size = sys.argv[1], int(sys.argv[2])
+payloads = [random.Random(i).randbytes(size) for i in range(3)]
+print("ready", flush=True)
+i = 0
+while True:
+    atomic_write_bytes(path, payloads[i % 3])
+    i += 1
+"""
+
+
+def test_kill_9_never_leaves_a_partial_file(tmp_path):
+    size = 4 << 20
+    valid = {hashlib.sha256(random.Random(i).randbytes(size)).hexdigest() for i in range(3)}
+    final = tmp_path / "payload.bin"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    rng = random.Random(1234)
+    left_behind = set()
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER_LOOP, str(final), str(size)], stdout=subprocess.PIPE, env=env
+        )
+        try:
+            assert proc.stdout.readline() == b"ready\n"
+            time.sleep(rng.uniform(0.0, 0.3))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+        if final.exists():
+            data = final.read_bytes()
+            assert len(data) == size
+            assert hashlib.sha256(data).hexdigest() in valid
+        left_behind |= set(hidden_leftovers(tmp_path))
+    assert final.exists()
+    assert all(TEMP_NAME.match(name) for name in left_behind)
+    present = sorted(hidden_leftovers(tmp_path))
+    assert remove_stale_temps(str(tmp_path)) == present
+    assert os.listdir(tmp_path) == ["payload.bin"]

@@ -21,6 +21,7 @@ from typing import Any
 
 from svdflow import RENDER_VERSION, __version__
 from svdflow.errors import Interrupted, JobError, OutputWriteError, RenderError, SvdflowError
+from svdflow.faults import crash_point
 from svdflow.inputs import LoadedInput, load_input
 from svdflow.keys import frames_sha256
 from svdflow.manifest import RunSpec, load_run_spec
@@ -158,6 +159,7 @@ class _Run:
         return not (self.options.fail_fast and self.result.count("failed"))
 
     def _on_step(self, job: Job, done: int, total: int) -> None:
+        crash_point("denoise-step")
         self.reporter.job_step(job.id, done, total)
         if done == total:
             self.reporter.job_stage(job.id, "decode")

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import imageio_ffmpeg
-import numpy as np
 import pytest
 from conftest import SVDFLOW, free_port, write_image, write_manifest
 from PIL import Image

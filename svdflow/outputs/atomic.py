@@ -21,6 +21,8 @@ from contextlib import contextmanager, suppress
 import fsspec
 from fsspec.utils import get_protocol
 
+from svdflow.faults import crash_point
+
 __all__ = [
     "atomic_local_dir",
     "atomic_local_path",
@@ -119,6 +121,7 @@ def atomic_local_path(final_path: str, suffix: str = "") -> Iterator[str]:
         # Data must reach the disk before the rename does, or a power cut could leave the final
         # name pointing at an empty inode on file systems that reorder metadata and data.
         _fsync_path(tmp)
+        crash_point(f"before-rename:{name}")
         os.replace(tmp, final)
     except BaseException:
         _remove_quietly(tmp)

@@ -8,7 +8,13 @@ from typing import Any
 
 from svdflow.errors import RenderError
 from svdflow.manifest.resolve import Job, RunSpec
-from svdflow.pipeline.profiles import DeviceFacts, ResolvedHardware, apply_hardware, resolve_hardware, torch_dtype
+from svdflow.pipeline.profiles import (
+    DeviceFacts,
+    ResolvedHardware,
+    apply_hardware,
+    resolve_hardware,
+    torch_dtype,
+)
 from svdflow.progress import Reporter
 
 

@@ -69,7 +69,6 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     """Show the jobs a manifest resolves to, and which of them would render."""
     from svdflow.manifest import load_run_spec
     from svdflow.planning import plan_run
-    from svdflow.views import print_plan
 
     spec = load_run_spec(file)
     for warning in spec.warnings:
@@ -79,6 +78,8 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
         # One job per line: indent= would force json's pure-Python encoder, 5x slower on big plans.
         click.echo("[\n" + ",\n".join("  " + json.dumps(p.to_json()) for p in planned) + "\n]")
     else:
+        from svdflow.views import print_plan  # rich takes 0.1 s to import; --json does not need it
+
         print_plan(spec, planned)
     if check and any(p.would_render for p in planned):
         raise SystemExit(1)
@@ -93,19 +94,28 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
 @click.option("--report", "with_report", is_flag=True, help="Also write index.html, a contact sheet of the run.")
 def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json: bool, with_report: bool) -> None:
     """Render every job of a manifest that is not up to date."""
+    from svdflow.distributed import World, lonely_launch_hint
     from svdflow.executor import RunOptions, run_manifest
     from svdflow.manifest import load_run_spec
     from svdflow.progress import make_reporter
     from svdflow.views import print_summary
 
+    world = World.from_env()
     spec = load_run_spec(file)
-    for warning in spec.warnings:
-        _stderr(f"warning: {warning}")
-    reporter = make_reporter(as_json)
+    if world.is_main:
+        for warning in spec.warnings:
+            _stderr(f"warning: {warning}")
+        if hint := lonely_launch_hint():
+            _stderr(f"warning: {hint}")
+    reporter = make_reporter(as_json, rank=world.rank, world_size=world.size)
     try:
-        result = run_manifest(spec, RunOptions(only=only, force=force, fail_fast=fail_fast), reporter)
+        result = run_manifest(spec, RunOptions(only=only, force=force, fail_fast=fail_fast), reporter, world)
     finally:
         reporter.close()
+    if not world.is_main:
+        # This rank's failed jobs are in rank 0's merged summary and exit code; exiting 1 here as
+        # well would only make the launcher tear the group down while rank 0 merges the index.
+        raise SystemExit(0)
     print_summary(result)
     if with_report:
         from svdflow.report import write_report
@@ -145,6 +155,35 @@ def report(output_dir: str) -> None:
     from svdflow.report import write_report
 
     click.echo(write_report(output_dir))
+
+
+@cli.command()
+@click.option("--variant", type=click.Choice(["xt", "svd", "tiny"]), default=None,
+              help="Architecture, random weights: SVD-XT, SVD or builtin:tiny (default: xt on CUDA, else tiny).")
+@click.option("--cases", default=None, metavar="A,B",
+              help="Comma-separated cases (default: balanced,max-speed,low-vram,seed-offload,seed-offload-lowmem; "
+                   "also compile-start).")
+@click.option("--videos", type=click.IntRange(min=1), default=None, help="Timed videos per case (default 2; +1 compiled).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="num_inference_steps.")
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="num_frames.")
+@click.option("--height", type=click.IntRange(min=64), default=None, help="Height in pixels.")
+@click.option("--width", type=click.IntRange(min=64), default=None, help="Width in pixels.")
+@click.option("--device", default="auto", help="auto | cpu | cuda | cuda:N.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the results here (rewritten after every case).")
+@click.option("--no-latent-check", is_flag=True, help="Skip comparing final latents with eager fp16.")
+@click.option("--kernels", is_flag=True, help="Add a CUDA kernel-time breakdown per case.")
+@click.option("--deadline", type=float, default=None, metavar="SECONDS", help="Skip cases that would start later.")
+def bench(variant, cases, videos, steps, frames, height, width, device, json_path, no_latent_check, kernels,
+          deadline) -> None:
+    """Time each hardware profile and diffusers' offload recipe on SVD with random weights (no download)."""
+    from svdflow.bench import format_table, run_bench
+
+    result = run_bench(variant, [c.strip() for c in cases.split(",") if c.strip()] if cases else None,
+                       videos=videos, steps=steps, frames=frames, height=height, width=width, device=device,
+                       check_latents=not no_latent_check, json_path=json_path, kernels=kernels,
+                       deadline_s=deadline, log=_stderr)
+    click.echo(format_table(result))
 
 
 @cli.command()

@@ -20,18 +20,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svdflow import RENDER_VERSION, __version__
+from svdflow.distributed import Group, World, assign
 from svdflow.errors import Interrupted, JobError, OutputWriteError, RenderError, SvdflowError
 from svdflow.faults import crash_point
 from svdflow.inputs import LoadedInput, load_input
 from svdflow.keys import frames_sha256
 from svdflow.manifest import RunSpec, load_run_spec
 from svdflow.manifest.resolve import Job
-from svdflow.outputs.index import RunIndex
+from svdflow.outputs.atomic import remove_stale_temps
+from svdflow.outputs.index import INDEX_FILE, RunIndex, shard_name
 from svdflow.outputs.lock import OutputLock
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import write_outputs
 from svdflow.pipeline.session import PipelineSession
-from svdflow.planning import PlannedJob, decide, select_jobs
+from svdflow.planning import PlannedJob, decide, plan_run, select_jobs
 from svdflow.progress import Reporter
 
 
@@ -41,7 +43,6 @@ class RunOptions:
     force: bool = False
     fail_fast: bool = False
     prefetch: int = 3  # inputs fetched ahead of the render loop
-    shard: tuple[int, int] | None = None  # (rank, world size) under a multi-process launcher
 
 
 @dataclass
@@ -68,22 +69,92 @@ class RunResult:
 
 
 def run_manifest(manifest: str | os.PathLike[str] | RunSpec, options: RunOptions | None = None,
-                 reporter: Reporter | None = None) -> RunResult:
-    """Render every job of a manifest that is not up to date; the Python face of `svdflow run`."""
+                 reporter: Reporter | None = None, world: World | None = None) -> RunResult:
+    """Render every job of a manifest that is not up to date; the Python face of `svdflow run`.
+
+    Under a multi-process launcher (see svdflow.distributed) every process calls this; each
+    renders its share and rank 0 returns the result of the whole run.
+    """
     spec = manifest if isinstance(manifest, RunSpec) else load_run_spec(manifest)
     options = options or RunOptions()
     reporter = reporter or Reporter()
+    world = world or World.from_env()
     jobs = select_jobs(spec, options.only)
     store = OutputStore(spec.output_dir)
+    if world.distributed:
+        return _run_distributed(spec, jobs, store, options, reporter, world)
     store.makedirs()
     with OutputLock(spec.output_dir, store.is_local):
+        if store.is_local:
+            remove_stale_temps(store.root)  # a killed run's temporaries: under the lock, no writer is live
         return _Run(spec, jobs, store, options, reporter).execute()
 
 
+def _run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions,
+                     reporter: Reporter, world: World) -> RunResult:
+    # The device of this rank follows its local rank, whichever launcher named it.
+    os.environ.setdefault("LOCAL_RANK", str(world.local_rank))
+    group = Group(world)
+    lock = None
+    try:
+        decision: dict[str, Any] | None = None
+        if world.is_main:
+            try:
+                store.makedirs()
+                lock = OutputLock(spec.output_dir, store.is_local).acquire()
+                if store.is_local:
+                    remove_stale_temps(store.root)  # no rank writes before the broadcast below
+                decision = _share_pending(spec, jobs, options, world.size)
+            except SvdflowError as exc:
+                decision = {"error": str(exc), "exit_code": exc.exit_code}
+        decision = group.broadcast(decision)
+        if "error" in decision:
+            raise _error_from_rank0(decision)
+        mine = set(decision["shares"][world.rank])
+        run = _Run(spec, [job for job in jobs if job.id in mine], store, options, reporter,
+                   index_file=shard_name(world.rank))
+        result = run.execute()
+        everyone = group.gather({"statuses": result.statuses, "errors": result.errors})
+        if not world.is_main:
+            return result
+        index = RunIndex.load(store)
+        index.meta.update(run.index.meta)
+        index.order_by([job.id for job in spec.jobs])
+        index.flush(force=True)
+        index.remove_shards()
+        merged = RunResult(spec, seconds=result.seconds, orphans=result.orphans)
+        merged.statuses = {job_id: "up to date" for job_id in decision["up_to_date"]}
+        for part in everyone:
+            merged.statuses.update(part["statuses"])
+            merged.errors.update(part["errors"])
+        reporter.note(f"merged {world.size} index shards into {store.path('index.json')}")
+        return merged
+    finally:
+        if lock is not None:
+            lock.release()
+        group.close()
+
+
+def _share_pending(spec: RunSpec, jobs: list[Job], options: RunOptions, size: int) -> dict[str, Any]:
+    """Rank 0's decision: which jobs render where. Up-to-date jobs are nobody's work."""
+    planned = plan_run(spec, only=tuple(job.id for job in jobs) if options.only else (), force=options.force)
+    pending = [p.job for p in planned if p.would_render]
+    return {"shares": assign([(job.id, job.cost()) for job in pending], size),
+            "up_to_date": [p.job.id for p in planned if not p.would_render]}
+
+
+def _error_from_rank0(decision: dict[str, Any]) -> SvdflowError:
+    error = SvdflowError(decision["error"])
+    error.exit_code = decision["exit_code"]
+    return error
+
+
 class _Run:
-    def __init__(self, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions, reporter: Reporter):
+    def __init__(self, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions, reporter: Reporter,
+                 index_file: str = INDEX_FILE):
         self.spec, self.jobs, self.store, self.options, self.reporter = spec, jobs, store, options, reporter
         self.index = RunIndex.load(store)
+        self.index.file_name = index_file
         self.index.meta.update({"name": spec.name, "manifest": str(spec.manifest_path)})
         self.result = RunResult(spec)
         self.session = PipelineSession(spec, jobs, reporter)
@@ -111,11 +182,13 @@ class _Run:
             self._writer.join()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self.result.orphans = self.index.orphans({job.id for job in self.spec.jobs})
+            self.index.order_by([job.id for job in self.spec.jobs])
             self.index.flush(force=True)
             self.result.seconds = time.perf_counter() - started
             self.reporter.run_finished(self.result.summary())
         if self.result.interrupted:
-            raise Interrupted(f"interrupted; {self.result.count('done')} jobs finished and recorded in "
+            done = self.result.count("done")
+            raise Interrupted(f"interrupted; {done} job{'s' * (done != 1)} finished and recorded in "
                               f"{self.store.path('index.json')}; run again to render the rest")
         return self.result
 
@@ -251,10 +324,10 @@ def _sigterm_as_interrupt():
 
 
 def collect_versions() -> dict[str, str]:
-    import diffusers
-    import torch
-    import transformers
+    """Versions that can change pixels. Read from package metadata: importing torch and diffusers
+    just to ask would cost a rerun with nothing to render ~7 s."""
+    from importlib.metadata import version
 
-    return {"svdflow": __version__, "render_version": RENDER_VERSION, "torch": torch.__version__,
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+    return {"svdflow": __version__, "render_version": RENDER_VERSION, "torch": version("torch"),
+            "diffusers": version("diffusers"), "transformers": version("transformers"),
             "python": platform.python_version(), "platform": platform.platform(terse=True)}

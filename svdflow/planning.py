@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,10 +50,17 @@ def select_jobs(spec: RunSpec, only: tuple[str, ...] | list[str] = ()) -> list[J
     known = {job.id for job in spec.jobs}
     unknown = [job_id for job_id in only if job_id not in known]
     if unknown:
-        raise UsageError(f"--only {unknown[0]}: no such job in {spec.manifest_path.name}; "
-                         f"run `svdflow plan {spec.manifest_path.name}` to list the job ids")
+        shown = _display_path(spec.manifest_path)
+        raise UsageError(f"--only {unknown[0]}: no such job in {shown}; run `svdflow plan {shown}` to list "
+                         "the job ids")
     wanted = set(only)
     return [job for job in spec.jobs if job.id in wanted]
+
+
+def _display_path(path) -> str:
+    """The manifest's path as the user would type it from here."""
+    relative = os.path.relpath(path)
+    return path.as_posix() if relative.startswith("..") else relative
 
 
 def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: bool = False) -> PlannedJob:
@@ -70,7 +78,7 @@ def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: b
     elif entry.get("key") != key:
         planned.status, planned.reason = "changed", explain_change(entry.get("key_material") or {}, material)
     elif not index.is_up_to_date(job.id, key):
-        planned.status, planned.reason = "outputs missing", "an output file was removed"
+        planned.status, planned.reason = "outputs missing", "an output file was removed or replaced"
     else:
         planned.status = UP_TO_DATE
     return planned

@@ -31,12 +31,13 @@ class Reporter:
 class JsonReporter(Reporter):
     """One JSON object per line: {"event": ..., "time": ..., ...}."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, rank: int | None = None):
         self.stream = stream or sys.stdout
         self._lock = threading.Lock()
+        self._rank = {} if rank is None else {"rank": rank}
 
     def _emit(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"event": event, "time": round(time.time(), 3), **fields}, default=str)
+        line = json.dumps({"event": event, "time": round(time.time(), 3), **self._rank, **fields}, default=str)
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -66,15 +67,16 @@ class JsonReporter(Reporter):
 class PlainReporter(Reporter):
     """For logs and pipes: one line per job as it finishes, no cursor tricks."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, label: str = ""):
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
         self._done = 0
         self._total = 0
+        self._prefix = f"[{label}] " if label else ""
 
     def _line(self, text: str) -> None:
         with self._lock:
-            self.stream.write(text + "\n")
+            self.stream.write(self._prefix + text + "\n")
             self.stream.flush()
 
     def run_started(self, name, total, output_dir):
@@ -157,7 +159,13 @@ def describe(status: str, info: dict[str, Any]) -> str:
     return status
 
 
-def make_reporter(json_events: bool, stream_is_tty: bool | None = None) -> Reporter:
+def make_reporter(json_events: bool, stream_is_tty: bool | None = None, rank: int | None = None,
+                  world_size: int = 1) -> Reporter:
+    """Live display on a terminal, plain lines elsewhere; under a launcher every rank writes plain
+    lines labelled with its rank (live displays of several processes would overwrite each other)."""
     tty = sys.stderr.isatty() if stream_is_tty is None else stream_is_tty
-    human: Reporter = RichReporter() if tty else PlainReporter()
-    return Fanout(JsonReporter(), human) if json_events else human
+    if world_size > 1:
+        human: Reporter = PlainReporter(label=f"rank {rank}/{world_size}")
+    else:
+        human = RichReporter() if tty else PlainReporter()
+    return Fanout(JsonReporter(rank=rank if world_size > 1 else None), human) if json_events else human

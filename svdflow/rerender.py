@@ -56,7 +56,7 @@ def load_entry(index_path: str, job_id: str) -> dict[str, Any]:
 def rerender(index_path: str, job_id: str, *, out_dir: str | None = None, device: str | None = None,
              write: bool = True) -> RerenderResult:
     """Render the job recorded in `index_path` again and compare its frames with the record."""
-    from svdflow.pipeline.models import ModelSpec, load_pipeline
+    from svdflow.pipeline.models import ModelSpec, describe_source, load_pipeline
     from svdflow.pipeline.render import render_frames
 
     entry = load_entry(index_path, job_id)
@@ -66,13 +66,18 @@ def rerender(index_path: str, job_id: str, *, out_dir: str | None = None, device
     image = _input_image(entry, job)
     hardware = _hardware(entry, device)
     model = entry["model"]
-    spec = ModelSpec(model["source"], model.get("revision"), model.get("variant"))
+    # The exact commit that was loaded, where known: a branch name may have moved since.
+    revision = model.get("revision")
+    if describe_source(model["source"]) == "hub" and model.get("resolved_revision"):
+        revision = model["resolved_revision"]
+    spec = ModelSpec(model["source"], revision, model.get("variant"))
     manifest = (entry.get("run") or {}).get("manifest")
     pipe = load_pipeline(spec, torch_dtype=torch_dtype(hardware.dtype),
                          manifest_dir=os.path.dirname(manifest) if manifest else None)
     pipe.set_progress_bar_config(disable=True)
     apply_hardware(pipe, hardware)
-    frames = render_frames(pipe, image, job.params, decode_chunk_size=hardware.decode_chunk_size)
+    frames = render_frames(pipe, image, job.params, decode_chunk_size=hardware.decode_chunk_size,
+                           cpu_threads=hardware.cpu_threads)
     result = RerenderResult(job.id, frames_sha256(frames), entry.get("frames_sha256"))
     if write:
         folder = out_dir or os.path.join(os.path.dirname(os.path.abspath(index_path))

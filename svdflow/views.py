@@ -14,18 +14,36 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
+# Rich lays out a table by measuring every cell: fine for a screenful, ~13 s for 10,000 jobs.
+# Past this many rows the plan is printed as aligned plain text instead.
+RICH_TABLE_MAX_ROWS = 500
+PLAN_COLUMNS = ("id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "status")
+
+
+def _plan_row(p) -> tuple[str, ...]:
+    params = p.job.params
+    status = p.status + (f" ({p.reason})" if p.reason and p.status != "new" else "")
+    return (p.job.id, _short(p.job.image), str(p.job.seed), f"{params['width']}x{params['height']}",
+            str(params["num_frames"]), str(params["num_inference_steps"]), str(params["fps"]),
+            str(params["motion_bucket_id"]), f"{params['noise_aug_strength']:g}", status)
+
+
 def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
     console = console or _console()
-    table = Table(title=f"{spec.name}: {len(planned)} jobs -> {spec.output_dir}", title_justify="left")
-    for column in ("id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "status"):
-        table.add_column(column, no_wrap=column in ("id", "seed", "size"))
-    for p in planned:
-        params = p.job.params
-        status = p.status + (f" ({p.reason})" if p.reason and p.status not in ("new",) else "")
-        table.add_row(p.job.id, _short(p.job.image), str(p.job.seed), f"{params['width']}x{params['height']}",
-                      str(params["num_frames"]), str(params["num_inference_steps"]), str(params["fps"]),
-                      str(params["motion_bucket_id"]), f"{params['noise_aug_strength']:g}", status)
-    console.print(table)
+    title = f"{spec.name}: {len(planned)} jobs -> {spec.output_dir}"
+    rows = [_plan_row(p) for p in planned]
+    if len(rows) <= RICH_TABLE_MAX_ROWS:
+        table = Table(title=title, title_justify="left")
+        for column in PLAN_COLUMNS:
+            table.add_column(column, no_wrap=column in ("id", "seed", "size"))
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        widths = [max(len(row[i]) for row in [PLAN_COLUMNS, *rows]) for i in range(len(PLAN_COLUMNS) - 1)]
+        lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
+                           for row in [PLAN_COLUMNS, *rows]]
+        console.file.write("\n".join(lines) + "\n")
     counts = Counter("render" if p.would_render else "up to date" for p in planned)
     console.print(f"{counts['render']} to render, {counts['up to date']} up to date")
 

@@ -87,8 +87,8 @@ def test_plan_only_unknown_id_is_a_usage_error(capsys, examples):
     code, out, err = run_cli(capsys, "plan", "manifests/smoke.yaml", "--only", "nope")
     assert code == EXIT_INVALID
     assert out == ""
-    assert err == ("error: --only nope: no such job in smoke.yaml; run `svdflow plan smoke.yaml` to list the "
-                   "job ids\n")
+    assert err == ("error: --only nope: no such job in manifests/smoke.yaml; run `svdflow plan "
+                   "manifests/smoke.yaml` to list the job ids\n")
 
 
 def test_plan_table(capsys, examples):

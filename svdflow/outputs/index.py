@@ -7,6 +7,7 @@ index may lag behind, never lie: loading merges newer sidecars back in.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -14,14 +15,21 @@ from svdflow.outputs.store import OutputStore
 
 INDEX_FILE = "index.json"
 INDEX_FORMAT = 1
+# Under a multi-process launcher each rank writes its own shard; rank 0 merges them into index.json.
+SHARD_FILE = re.compile(r"^index\.rank(\d+)\.json$")
+
+
+def shard_name(rank: int) -> str:
+    return f"index.rank{rank}.json"
 
 
 class RunIndex:
     """All entries of one output folder, by job id, in the order they were first recorded."""
 
     def __init__(self, store: OutputStore, entries: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None,
-                 flush_every_s: float = 2.0):
+                 flush_every_s: float = 2.0, file_name: str = INDEX_FILE):
         self.store = store
+        self.file_name = file_name  # index.json, or this rank's shard
         self.entries = entries
         self.meta = dict(meta or {})  # run-level fields written at the top of index.json
         self.flush_every_s = flush_every_s
@@ -39,9 +47,16 @@ class RunIndex:
                 if isinstance(entry, dict) and isinstance(entry.get("id"), str):
                     entries[entry["id"]] = entry
         index_mtime = store.mtime(INDEX_FILE)
-        for name in store.json_files():
+        names = store.json_files()
+        for name in names:
+            if SHARD_FILE.match(name):
+                shard = store.read_json(name)
+                for entry in (shard or {}).get("jobs", []) if isinstance(shard, dict) else []:
+                    if _is_newer(entry, entries.get(entry.get("id"))):
+                        entries[entry["id"]] = entry
+        for name in names:
             job_id = name[: -len(".json")]
-            if name == INDEX_FILE or job_id in entries and index_mtime is not None and (
+            if name == INDEX_FILE or SHARD_FILE.match(name) or job_id in entries and index_mtime is not None and (
                     (store.mtime(name) or 0) < index_mtime):
                 continue
             sidecar = store.read_json(name)
@@ -53,11 +68,20 @@ class RunIndex:
         return self.entries.get(job_id)
 
     def is_up_to_date(self, job_id: str, key: str) -> bool:
-        """Done with this key, and every recorded output still there."""
+        """Done with this key, and every recorded output still there, of the recorded size.
+
+        A file of another size is not this entry's output: a run killed after replacing a job's files
+        but before recording it leaves the old record beside the new files.
+        """
         entry = self.entries.get(job_id)
         if not entry or entry.get("status") != "done" or entry.get("key") != key:
             return False
-        return all(self.store.exists(out["file"]) for out in entry.get("outputs", []))
+        return all(self._output_as_recorded(out) for out in entry.get("outputs", []))
+
+    def _output_as_recorded(self, out: dict[str, Any]) -> bool:
+        if out.get("format") == "frames" or "bytes" not in out:  # a folder's size is its PNGs' total
+            return self.store.exists(out["file"])
+        return self.store.size(out["file"]) == out["bytes"]
 
     def record(self, entry: dict[str, Any]) -> None:
         """Keep a finished job's entry: its sidecar now, the index soon."""
@@ -72,9 +96,21 @@ class RunIndex:
             return
         document = {"svdflow_index": INDEX_FORMAT, **self.meta, "updated_at": _now(),
                     "jobs": list(self.entries.values())}
-        self.store.write_json(INDEX_FILE, document)
+        self.store.write_json(self.file_name, document)
         self._last_flush = time.monotonic()
         self._dirty = False
+
+    def order_by(self, job_ids: list[str]) -> None:
+        """List entries in manifest order (then jobs no longer in it), whatever order they finished in."""
+        position = {job_id: i for i, job_id in enumerate(job_ids)}
+        ordered = sorted(self.entries, key=lambda job_id: position.get(job_id, len(position)))
+        self.entries = {job_id: self.entries[job_id] for job_id in ordered}
+
+    def remove_shards(self) -> None:
+        """After a merge into index.json, the shards say nothing new."""
+        for name in self.store.json_files():
+            if SHARD_FILE.match(name):
+                self.store.remove(name)
 
     def orphans(self, job_ids: set[str]) -> list[str]:
         """Recorded jobs that are no longer in the manifest (their files are kept)."""

@@ -53,6 +53,24 @@ class OutputStore:
     def write_bytes(self, name: str, data: bytes) -> None:
         atomic_write_bytes(self.path(name), data)
 
+    def remove(self, name: str) -> None:
+        try:
+            if self.is_local:
+                os.remove(os.path.join(self.root, name))
+            else:
+                self.fs.rm(posixpath.join(self.root, name))
+        except FileNotFoundError:
+            pass
+
+    def size(self, name: str) -> int | None:
+        """Bytes of a file, or None when it is missing."""
+        try:
+            if self.is_local:
+                return os.stat(os.path.join(self.root, name)).st_size
+            return self.fs.size(posixpath.join(self.root, name))
+        except FileNotFoundError:
+            return None
+
     def mtime(self, name: str) -> float | None:
         try:
             if self.is_local:

@@ -49,6 +49,19 @@ _NETWORK_ERROR_NAMES = {
 }
 
 
+def _dtype_kwarg() -> str:
+    # Recent diffusers renamed from_pretrained's torch_dtype to dtype and warn on the old name;
+    # older releases only know torch_dtype.
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
+_DTYPE_KWARG = _dtype_kwarg()
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Which pipeline to load: the manifest's `model:` section."""
@@ -59,7 +72,7 @@ class ModelSpec:
 
 
 def describe_source(source: str, manifest_dir: str | os.PathLike | None = None) -> str:
-    """ "builtin", "local" or "hub": how `source` will be loaded.
+    """How `source` will be loaded: "builtin", "local" or "hub".
 
     A source is a local folder when it is written as a path (./, ../, /, ~) or when a folder of that
     name exists (relative ones next to the manifest); anything else is a hub id. This is the rule
@@ -137,10 +150,7 @@ def _load_builtin(spec: ModelSpec, torch_dtype: torch.dtype | None) -> StableVid
             f"model.variant: {spec.variant}: {BUILTIN_TINY} is built from code and has no weight-file "
             "variants; set variant: null."
         )
-    pipe = build_tiny_pipeline()
-    if torch_dtype is not None and torch_dtype != torch.float32:
-        pipe.to(dtype=torch_dtype)
-    return pipe
+    return build_tiny_pipeline(torch_dtype or torch.float32)
 
 
 def _resolve_local(source: str, manifest_dir: str | os.PathLike | None) -> Path:
@@ -206,10 +216,11 @@ def _from_pretrained(
     kwargs = {
         "revision": spec.revision,
         "variant": spec.variant,
-        "torch_dtype": torch_dtype,
         "use_safetensors": True,
         "trust_remote_code": False,
     }
+    if torch_dtype is not None:
+        kwargs[_DTYPE_KWARG] = torch_dtype
     offline = None if local else _offline_variable()
     if offline:
         # huggingface_hub reads HF_HUB_OFFLINE once, at import; reading it here too makes a value set
@@ -336,23 +347,32 @@ def _explain(
         if http_error is not None:
             return ModelLoadError(
                 f"model.source: {src}: the Hugging Face Hub refused or failed the download "
-                f"({_root_message(http_error).splitlines()[0]}). Try again later, or check the id and your login."
+                f"({str(http_error).splitlines()[0]}). Try again later, or check the id and your login."
             )
     for e in chain:
         message = str(e)
-        if "safetensors" in message and isinstance(e, OSError):
-            match = _MISSING_WEIGHTS.search(message)
-            folder = Path(match.group(2)) if match else None
-            component = folder.name if folder is not None else "a component"
-            if folder is not None and folder.is_dir() and any(folder.glob("*.bin")):
-                fix = (
-                    "it has only pickled .bin weights, which svdflow does not load because they can run "
-                    "code. Convert the folder once with `StableVideoDiffusionPipeline.from_pretrained(folder)"
-                    ".save_pretrained(folder, safe_serialization=True)` in a trusted environment."
-                )
-            else:
-                fix = "the folder looks incomplete; download or copy it again."
-            return ModelLoadError(f"model.source: {where}: {component} has no safetensors weights: {fix}")
+        if not isinstance(e, OSError) or "safetensors" not in message:
+            continue
+        # Local folders: "Error no file named <weights> found in directory <folder>." Hub repos:
+        # "Could not find the necessary `safetensors` weights in [<every file of the repo>] ...".
+        match = _MISSING_WEIGHTS.search(message)
+        if match:
+            folder = Path(match.group(2))
+            what = f"{folder.name} has"
+            pickled = folder.is_dir() and any(folder.glob("*.bin"))
+        else:
+            what = f"it has{at_revision}"
+            pickled = ".bin" in message
+        if pickled:
+            fix = (
+                "only pickled .bin weights are there, which svdflow does not load because unpickling can "
+                "run code. Convert them once, in an environment you trust, with "
+                "`StableVideoDiffusionPipeline.from_pretrained(path).save_pretrained(folder, safe_serialization=True)` "
+                "and use that folder."
+            )
+        else:
+            fix = "the files look incomplete; download or copy them again."
+        return ModelLoadError(f"model.source: {where}: {what} no safetensors weights: {fix}")
     return ModelLoadError(
         f"model.source: {where}: the pipeline could not be loaded: {type(exc).__name__}: {exc}"
     )

@@ -6,8 +6,11 @@ finally used is recorded in every index entry, so a video can be rendered again 
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from svdflow.errors import DeviceError
@@ -18,16 +21,37 @@ GIB = 1024**3
 # with decode chunks: ~11 GiB); above the second, compiled resident runs comfortably.
 LOW_VRAM_BELOW_GIB = 14
 MAX_SPEED_FROM_GIB = 24
-# torch.compile costs ~110 s once and saves ~0.17 s per UNet step (H200, SVD-XT, CFG): it wins
-# after ~650 steps, i.e. ~26 videos of 25 steps. `compile: auto` compiles only past this.
-COMPILE_PAYS_OFF_STEPS = 650
+
+# `compile: auto` compiles when the UNet time it saves beats what compiling costs. Measured on an
+# H200, SVD-XT at 576x1024x25 with CFG: eager 0.632 s/step, compiled 0.46 s/step, a cold compile
+# ~110 s. A warm inductor cache (a previous run compiled the same shape) costs far less; issue #5
+# targets <= 20 s and benchmarks/gpu_bench.sh measures it.
+REFERENCE_SHAPE = (25, 576, 1024)  # (num_frames, height, width)
+COMPILE_SAVES_S_PER_STEP = 0.17
+COMPILE_COLD_S = 110.0
+COMPILE_WARM_S = 20.0
+# ~650 reference steps, ~26 videos of 25 steps: the cold break-even point.
+COMPILE_PAYS_OFF_STEPS = round(COMPILE_COLD_S / COMPILE_SAVES_S_PER_STEP)
 
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
-    "max-speed": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "auto"},
-    "balanced": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "off"},
-    "low-vram": {"offload": "group", "forward_chunking": True, "decode_chunk_size": 2, "compile": "off"},
-    "cpu": {"offload": "none", "forward_chunking": False, "decode_chunk_size": None, "compile": "off"},
+    "max-speed": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "auto",
+                  "sequential_cfg": False},
+    "balanced": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "off",
+                 "sequential_cfg": False},
+    # Weights are not what fills a GPU here: activations are. Streaming the UNet's weights (group
+    # offload) frees ~3 GiB, but the ~6 GiB cut needs the activations down too: feed-forward chunks,
+    # one CFG branch at a time (batch 2 -> 1 halves every activation) and 2-frame VAE decodes.
+    "low-vram": {"offload": "group", "forward_chunking": True, "decode_chunk_size": 2, "compile": "off",
+                 "sequential_cfg": True},
+    "cpu": {"offload": "none", "forward_chunking": False, "decode_chunk_size": None, "compile": "off",
+            "sequential_cfg": False},
 }
+
+# Least memory last. Model offload keeps the whole UNet on the GPU while it denoises; group offload
+# streams it layer by layer (and CLIP too); sequential streams every model, layer by layer.
+OFFLOAD_LADDER = ("none", "model", "group", "sequential")
+
+Shape = tuple[int, int, int]  # (num_frames, height, width): what a compiled UNet specialises on
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,10 @@ class ResolvedHardware:
     decode_chunk_size: int | None
     compile: bool
     reason: str = ""  # why auto chose what it chose
+    sequential_cfg: bool = False  # run CFG's two UNet branches one after the other: half the activations
+    # CPU kernels split reductions by thread count, so frames differ between 1 and 2 threads. A fixed
+    # count makes CPU frames bit-identical across machines and launchers (None: torch's default).
+    cpu_threads: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,18 +77,20 @@ class ResolvedHardware:
     def lower_memory(self) -> ResolvedHardware | None:
         """The next rung of the out-of-memory ladder, or None at the bottom.
 
-        Cheapest first: smaller VAE decode chunks cost little time, offloading costs the most.
+        Cheapest first: smaller VAE decode chunks cost little time, running the CFG branches one
+        after the other a few percent, offloading the most.
         """
         if self.decode_chunk_size is None or self.decode_chunk_size > 2:
             return replace(self, decode_chunk_size=2)
         if not self.forward_chunking:
             return replace(self, forward_chunking=True)
+        if not self.sequential_cfg:
+            return replace(self, sequential_cfg=True)
         if self.decode_chunk_size > 1:
             return replace(self, decode_chunk_size=1)
-        ladder = ("none", "group", "model", "sequential")
-        if self.offload == ladder[-1]:
-            return None
-        return replace(self, offload=ladder[ladder.index(self.offload) + 1], compile=False)
+        if not self.device.startswith("cuda") or self.offload == OFFLOAD_LADDER[-1]:
+            return None  # offloading moves weights off a GPU; on a CPU or MPS there is nothing lower
+        return replace(self, offload=OFFLOAD_LADDER[OFFLOAD_LADDER.index(self.offload) + 1], compile=False)
 
 
 @dataclass(frozen=True)
@@ -70,21 +100,68 @@ class DeviceFacts:
     cuda_count: int
     mps: bool
     free_bytes: dict[str, int]  # per CUDA device name
+    names: dict[str, str] = field(default_factory=dict)  # per CUDA device name: "NVIDIA H200"
 
     @classmethod
     def probe(cls) -> DeviceFacts:
         import torch
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        free = {}
+        free, names = {}, {}
         for i in range(count):
             free[f"cuda:{i}"] = torch.cuda.mem_get_info(i)[0]
+            names[f"cuda:{i}"] = torch.cuda.get_device_name(i)
         mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-        return cls(count, mps, free)
+        return cls(count, mps, free, names)
 
 
-def resolve_hardware(hw: Hardware, facts: DeviceFacts, *, planned_unet_steps: int = 0,
-                     env: dict[str, str] | None = None) -> ResolvedHardware:
+def job_shape(params: Mapping[str, Any]) -> Shape:
+    """What a compiled UNet is specialised on (dynamic=False): a new shape means a new compile."""
+    return (int(params["num_frames"]), int(params["height"]), int(params["width"]))
+
+
+def shape_groups(jobs: Iterable[Any]) -> list[tuple[Shape, list[Any]]]:
+    """Jobs grouped by shape, groups in order of first appearance, jobs in their order within.
+
+    Rendering group by group compiles each shape once: the UNet is compiled with dynamic=False,
+    so alternating shapes would swap graphs (or recompile past dynamo's recompile limit).
+    Accepts Job objects (with .params) or parameter dicts.
+    """
+    groups: dict[Shape, list[Any]] = {}
+    for job in jobs:
+        groups.setdefault(job_shape(getattr(job, "params", job)), []).append(job)
+    return list(groups.items())
+
+
+def planned_steps_by_shape(jobs: Iterable[Any]) -> dict[Shape, int]:
+    return {shape: sum(int(getattr(j, "params", j)["num_inference_steps"]) for j in group)
+            for shape, group in shape_groups(jobs)}
+
+
+def compile_pays_off(planned: int | Mapping[Shape, int], warm: bool | Iterable[Shape] = False) -> tuple[bool, str]:
+    """Whether compiling the UNet saves more time than it costs, and why.
+
+    `planned` is UNet steps (at the reference shape) or steps per shape; every shape compiles once.
+    Saving per step scales with the shape's pixels x frames. `warm` says which shapes the inductor
+    cache already holds (True: all), which makes their compile ~COMPILE_WARM_S instead of cold.
+    """
+    if isinstance(planned, int):
+        planned = {REFERENCE_SHAPE: planned} if planned else {}
+    warm_shapes = set(planned) if warm is True else set(warm or ())
+    reference_work = REFERENCE_SHAPE[0] * REFERENCE_SHAPE[1] * REFERENCE_SHAPE[2]
+    saving = cost = 0.0
+    for shape, steps in planned.items():
+        saving += steps * COMPILE_SAVES_S_PER_STEP * (shape[0] * shape[1] * shape[2]) / reference_work
+        cost += COMPILE_WARM_S if shape in warm_shapes else COMPILE_COLD_S
+    cache = "warm" if warm_shapes and warm_shapes >= set(planned) else "cold" if not warm_shapes else "partly warm"
+    verdict = saving > cost
+    return verdict, (f"compile {'on' if verdict else 'off'}: saves ~{saving:.0f} s over the planned work, "
+                     f"costs ~{cost:.0f} s ({len(planned)} shape{'s' * (len(planned) != 1)}, {cache} cache)")
+
+
+def resolve_hardware(hw: Hardware, facts: DeviceFacts, *, planned_unet_steps: int | Mapping[Shape, int] = 0,
+                     compile_cache_warm: bool | Iterable[Shape] = False,
+                     env: Mapping[str, str] | None = None) -> ResolvedHardware:
     env = os.environ if env is None else env
     explicit = hw.model_fields_set
     device = _device(hw.device, facts, env)
@@ -99,9 +176,22 @@ def resolve_hardware(hw: Hardware, facts: DeviceFacts, *, planned_unet_steps: in
     if device == "cpu" and settings["offload"] != "none":
         raise DeviceError(f"hardware.offload: {settings['offload']!r} moves weights to a GPU and back, but the "
                           f"device is cpu; set offload: none")
-    compile_on = _compile_decision(settings["compile"], device, planned_unet_steps)
+    compile_on, why = _compile_decision(settings["compile"], device, planned_unet_steps, compile_cache_warm)
+    if why:
+        reason = f"{reason}; {why}"
     return ResolvedHardware(profile, device, dtype, settings["offload"], settings["forward_chunking"],
-                            settings["decode_chunk_size"], compile_on, reason)
+                            settings["decode_chunk_size"], compile_on, reason, settings["sequential_cfg"],
+                            cpu_threads=cpu_render_threads(env) if device == "cpu" else None)
+
+
+def cpu_render_threads(env) -> int:
+    """Threads for CPU renders: SVDFLOW_CPU_THREADS, else 1. One thread is the reproducible choice
+    (every machine has it) and CPU renders are for tests and dry runs, where it is fast enough."""
+    value = env.get("SVDFLOW_CPU_THREADS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise DeviceError(f"SVDFLOW_CPU_THREADS={value!r} is not a positive integer; set it to e.g. 1 or 4, "
+                          "or unset it")
+    return int(value)
 
 
 def _device(requested: str, facts: DeviceFacts, env) -> str:
@@ -133,12 +223,15 @@ def _auto_profile(device: str, facts: DeviceFacts) -> tuple[str, str]:
     return "max-speed", f"{free_gib:.1f} GiB free on {device} (>= {MAX_SPEED_FROM_GIB})"
 
 
-def _compile_decision(setting: str, device: str, planned_unet_steps: int) -> bool:
+def _compile_decision(setting: str, device: str, planned: int | Mapping[Shape, int],
+                      warm: bool | Iterable[Shape]) -> tuple[bool, str]:
     if setting == "on":
-        return True
-    if setting == "off" or not device.startswith("cuda"):
-        return False
-    return planned_unet_steps >= COMPILE_PAYS_OFF_STEPS
+        return True, ""
+    if setting == "off":
+        return False, ""
+    if not device.startswith("cuda"):
+        return False, f"compile off: auto compiles on CUDA only, the device is {device}"
+    return compile_pays_off(planned, warm)
 
 
 def torch_dtype(name: str):
@@ -147,11 +240,90 @@ def torch_dtype(name: str):
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
 
 
+# ---------------------------------------------------------------------------------------------
+# The inductor cache: kept across runs so that a second run's compile is a cache load.
+
+
+def inductor_cache_dir(env: Mapping[str, str] | None = None) -> str:
+    """The user's TORCHINDUCTOR_CACHE_DIR, else svdflow's own folder under the user cache.
+
+    PyTorch's default lives under /tmp, which many machines wipe at boot: the ~110 s compile
+    would then be paid again by every run.
+    """
+    env = os.environ if env is None else env
+    if env.get("TORCHINDUCTOR_CACHE_DIR"):
+        return env["TORCHINDUCTOR_CACHE_DIR"]
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "svdflow", "inductor")
+
+
+def configure_compile_cache(env: dict[str, str] | None = None) -> str:
+    """Point inductor's on-disk caches at a stable folder (user settings win); returns the folder."""
+    env = os.environ if env is None else env
+    folder = inductor_cache_dir(env)
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", folder)
+    env.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    env.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+    # Compiled Triton kernels belong with the graphs that use them, not in ~/.triton.
+    env.setdefault("TRITON_CACHE_DIR", os.path.join(env["TORCHINDUCTOR_CACHE_DIR"], "triton"))
+    if env is os.environ:
+        import torch._functorch.config as functorch_config
+        import torch._inductor.config as inductor_config
+
+        # The config modules read these variables once, when first imported.
+        inductor_config.fx_graph_cache = env["TORCHINDUCTOR_FX_GRAPH_CACHE"] == "1"
+        functorch_config.enable_autograd_cache = env["TORCHINDUCTOR_AUTOGRAD_CACHE"] == "1"
+    return env["TORCHINDUCTOR_CACHE_DIR"]
+
+
+def compile_marker(model_key: str, dtype: str, device_name: str, shape: Shape,
+                   env: Mapping[str, str] | None = None) -> Path:
+    """A file that says "this model, dtype, GPU and shape compiled here before": the cache is warm.
+
+    The inductor cache has no cheap query for that; svdflow writes this marker after a compiled
+    render succeeds and `compile: auto` reads it.
+    """
+    import torch
+
+    key = "|".join((model_key, dtype, device_name, "x".join(map(str, shape)), torch.__version__))
+    return Path(inductor_cache_dir(env)) / "svdflow-warm" / hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying settings to a pipeline.
+
+
+def fast_kernels(enabled: bool = True) -> dict[str, Any]:
+    """cuDNN autotuning and TF32 on (or back to PyTorch's defaults); returns the previous flags.
+
+    Process-wide flags. cuDNN benchmarks each new conv shape once (a few seconds on the first
+    video) and then picks the fastest algorithm, which matters for the UNet's Conv3d; TF32 only
+    touches float32 work (the VAE encodes in float32).
+    """
+    import torch
+
+    previous = {"cudnn_benchmark": torch.backends.cudnn.benchmark,
+                "float32_matmul_precision": torch.get_float32_matmul_precision()}
+    torch.backends.cudnn.benchmark = enabled
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    return previous
+
+
+def restore_kernel_flags(previous: Mapping[str, Any]) -> None:
+    import torch
+
+    torch.backends.cudnn.benchmark = previous["cudnn_benchmark"]
+    torch.set_float32_matmul_precision(previous["float32_matmul_precision"])
+
+
 def apply_hardware(pipe, hw: ResolvedHardware):
     """Place and configure the pipeline as `hw` says; returns the same pipeline."""
     import torch
 
-    pipe.to(dtype=torch_dtype(hw.dtype))
+    if pipe.unet.dtype != torch_dtype(hw.dtype):  # diffusers warns on every cast, even a no-op one
+        pipe.to(dtype=torch_dtype(hw.dtype))
+    if hw.device.startswith("cuda"):
+        fast_kernels(True)
     if hw.offload == "none":
         pipe.to(hw.device)
     elif hw.offload == "model":
@@ -159,13 +331,101 @@ def apply_hardware(pipe, hw: ResolvedHardware):
     elif hw.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=hw.device)
     elif hw.offload == "group":
-        # Only the UNet streams: the pipeline upcasts the VAE to fp32 and the group hooks do not follow.
-        pipe.unet.enable_group_offload(onload_device=torch.device(hw.device), offload_device=torch.device("cpu"),
-                                       offload_type="leaf_level", use_stream=True)
-        for name in ("vae", "image_encoder"):
-            getattr(pipe, name).to(hw.device)
-    if hw.forward_chunking:
-        pipe.unet.enable_forward_chunking()
+        _group_offload(pipe, torch.device(hw.device))
+    set_forward_chunking(pipe.unet, hw.forward_chunking)
+    set_sequential_cfg(pipe.unet, hw.sequential_cfg)
     if hw.compile:
-        pipe.unet = torch.compile(pipe.unet, mode="default", fullgraph=False, dynamic=False)
+        compile_unet(pipe)
     return pipe
+
+
+def _group_offload(pipe, device) -> None:
+    import torch
+    from diffusers.hooks import apply_group_offloading
+
+    streams = device.type == "cuda"  # copy the next group in while this one computes
+    # One UNet block at a time (the largest is ~0.7 GiB). Leaf level (one hook per layer, ~2k of
+    # them) measured 0.76 s/step against 0.63 resident on an H200: per-layer synchronisation, not
+    # bandwidth (2.8 GiB per pass is ~60 ms over PCIe 5), and sequential CFG doubles the passes.
+    pipe.unet.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                   offload_type="block_level", num_blocks_per_group=1, use_stream=streams)
+    # CLIP runs once per video: streaming it keeps ~1.2 GiB off the GPU at no noticeable cost.
+    apply_group_offloading(pipe.image_encoder, onload_device=device, offload_device=torch.device("cpu"),
+                           offload_type="leaf_level", use_stream=streams)
+    # The VAE stays resident: the pipeline upcasts it to float32 to encode, and the group hooks
+    # do not follow a dtype change. It is small (~0.2 GiB).
+    pipe.vae.to(device)
+
+
+def unwrap_unet(unet):
+    """The UNet itself, under a torch.compile wrapper if there is one."""
+    return getattr(unet, "_orig_mod", unet)
+
+
+def set_forward_chunking(unet, enabled: bool) -> None:
+    """Feed-forward layers in chunks (spatial blocks frame by frame, temporal ones by frame too),
+    or all at once. Unlike diffusers' enable_forward_chunking, this can also switch it off."""
+    for module in unwrap_unet(unet).modules():
+        if hasattr(module, "set_chunk_feed_forward"):
+            module.set_chunk_feed_forward(1 if enabled else None, dim=0)
+
+
+def set_sequential_cfg(unet, enabled: bool) -> None:
+    """Run the UNet once per CFG branch instead of once on the batch of both.
+
+    diffusers' SVD pipeline concatenates the unconditional and conditional latents into a batch of
+    2; every activation then has twice the size. Split, the peak halves and the math is the same
+    (each sample's result never depended on the other). Installed on the module instance, so it
+    works under offload hooks and torch.compile alike; switching off restores the original.
+    """
+    import torch
+    from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionOutput
+
+    module = unwrap_unet(unet)
+    installed = "_svdflow_batched_forward" in module.__dict__
+    if enabled and not installed:
+        batched = module.forward
+        had_own = "forward" in module.__dict__
+
+        def forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=True):
+            if sample.shape[0] < 2:
+                return batched(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=return_dict)
+            outputs = []
+            for i in range(sample.shape[0]):
+                t = timestep[i:i + 1] if torch.is_tensor(timestep) and timestep.ndim else timestep
+                outputs.append(batched(sample[i:i + 1], t, encoder_hidden_states[i:i + 1],
+                                       added_time_ids[i:i + 1], return_dict=False)[0])
+            out = torch.cat(outputs)
+            return UNetSpatioTemporalConditionOutput(sample=out) if return_dict else (out,)
+
+        module._svdflow_batched_forward = (batched, had_own)
+        module.forward = forward
+    elif not enabled and installed:
+        batched, had_own = module.__dict__.pop("_svdflow_batched_forward")
+        if had_own:
+            module.forward = batched
+        else:
+            del module.forward
+
+
+def compile_unet(pipe) -> None:
+    """torch.compile the UNet for speed: no CUDA graphs, static shapes, cache on disk.
+
+    CUDA graphs ("reduce-overhead") measured no faster than the default mode on an H200 (the UNet
+    step is ~0.5 s, launch overhead is noise) and pin memory per shape, so the default mode.
+    dynamic=False: each (frames, height, width) gets its own specialised graph; jobs should run
+    grouped by shape (see shape_groups).
+    """
+    import torch
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    configure_compile_cache()
+    # A run with many shapes must not silently fall back to eager after the 8th.
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # renamed in 2.6
+    setattr(config, limit, max(getattr(config, limit), 64))
+    # 1x1 convs as matmuls: a GEMM with fusable epilogues instead of a cuDNN call (PyTorch's
+    # SDXL recipe); the UNet has many (resnet shortcuts, transformer proj_in/out).
+    inductor_config.conv_1x1_as_mm = True
+    pipe.unet = torch.compile(pipe.unet, mode="default", fullgraph=False, dynamic=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,24 @@ def make_generator(seed: int):
     return torch.Generator("cpu").manual_seed(seed)
 
 
+@contextmanager
+def torch_threads(count: int | None):
+    """Run with `count` intra-op threads (None: leave torch's setting), restoring it afterwards."""
+    import torch
+
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int | None = None,
-                  on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+                  on_step: Callable[[int, int], None] | None = None, cpu_threads: int | None = None) -> np.ndarray:
     """Render one job; returns frames as uint8 (T, H, W, 3).
 
     `on_step(done, total)` is called after every denoising step; after the last one the pipeline
@@ -32,7 +49,7 @@ def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int
             on_step(step + 1, total)
         return callback_kwargs
 
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_threads(cpu_threads):
         output = pipe(
             image,
             height=params["height"],

@@ -3,19 +3,31 @@ stepped down the memory ladder when a job runs out of GPU memory."""
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from svdflow.errors import RenderError
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.pipeline.profiles import (
+    PROFILE_SETTINGS,
     DeviceFacts,
     ResolvedHardware,
     apply_hardware,
+    compile_marker,
+    job_shape,
+    planned_steps_by_shape,
     resolve_hardware,
+    set_forward_chunking,
+    set_sequential_cfg,
     torch_dtype,
 )
 from svdflow.progress import Reporter
+
+# Offload hooks and compiled wrappers cannot be cleanly taken off a pipeline: changing these means
+# loading it again. Feed-forward chunking and sequential CFG switch in place.
+_RELOAD_SETTINGS = ("offload", "compile", "dtype", "device")
 
 
 class PipelineSession:
@@ -23,7 +35,7 @@ class PipelineSession:
                  facts: DeviceFacts | None = None):
         self.spec = spec
         self.reporter = reporter or Reporter()
-        self._planned_steps = sum(job.params["num_inference_steps"] for job in jobs)
+        self._steps_by_shape = planned_steps_by_shape(jobs)
         self._facts = facts
         self.hardware: ResolvedHardware | None = None
         self.pipe = None
@@ -36,10 +48,17 @@ class PipelineSession:
 
     def resolve(self) -> ResolvedHardware:
         if self.hardware is None:
-            facts = self._facts or DeviceFacts.probe()
-            self.hardware = resolve_hardware(self.spec.hardware, facts, planned_unet_steps=self._planned_steps)
-            if self.spec.hardware.profile == "auto":
-                self.reporter.note(f"hardware: auto chose profile {self.hardware.profile} ({self.hardware.reason})")
+            facts = self._facts = self._facts or DeviceFacts.probe()
+            warm = [shape for shape in self._steps_by_shape if self._compile_marker(facts, shape).exists()] \
+                if facts.cuda_count else []
+            self.hardware = resolve_hardware(self.spec.hardware, facts, planned_unet_steps=self._steps_by_shape,
+                                             compile_cache_warm=warm)
+            requested = self.spec.hardware
+            compile_setting = requested.compile if "compile" in requested.model_fields_set else \
+                PROFILE_SETTINGS[self.hardware.profile]["compile"]
+            if requested.profile == "auto" or compile_setting == "auto":
+                self.reporter.note(f"hardware: profile {self.hardware.profile}, compile "
+                                   f"{'on' if self.hardware.compile else 'off'} ({self.hardware.reason})")
         return self.hardware
 
     def load(self) -> None:
@@ -55,10 +74,12 @@ class PipelineSession:
         self.pipe = apply_hardware(pipe, hardware)
         self.resolved_revision = resolved_revision(pipe, spec)
 
-    def hardware_json(self) -> dict[str, Any] | None:
+    def hardware_json(self, job_id: str | None = None) -> dict[str, Any] | None:
+        """The settings in use, with the out-of-memory retries: `job_id`'s only, or all of the run's."""
         if self.hardware is None:
             return None
-        return {**self.hardware.to_json(), "oom_retries": list(self.oom_retries)}
+        retries = [r for r in self.oom_retries if job_id is None or r["job"] == job_id]
+        return {**self.hardware.to_json(), "oom_retries": retries}
 
     def render(self, job: Job, image, on_step: Callable[[int, int], None] | None = None):
         from svdflow.pipeline.render import render_frames
@@ -66,32 +87,72 @@ class PipelineSession:
         if self.pipe is None:
             self.load()
         while True:
+            started = time.perf_counter()
             try:
-                return render_frames(self.pipe, image, job.params,
-                                     decode_chunk_size=self.hardware.decode_chunk_size, on_step=on_step)
+                frames = render_frames(self.pipe, image, job.params, decode_chunk_size=self.hardware.decode_chunk_size,
+                                       on_step=on_step, cpu_threads=self.hardware.cpu_threads)
             except Exception as exc:
                 if not _is_out_of_memory(exc):
                     raise
-                self._step_down(job, exc)
+                error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                # Leaving the except block drops the traceback, whose frames hold the failed
+                # attempt's activations: step down only after that, or the retry starts half full.
+            else:
+                if self.oom_retries and self.oom_retries[-1]["job"] == job.id and "succeeded_s" not in \
+                        self.oom_retries[-1]:
+                    self.oom_retries[-1]["succeeded_s"] = round(time.perf_counter() - started, 3)
+                self._mark_compiled(job)
+                return frames
+            self._step_down(job, error, time.perf_counter() - started)
 
-    def _step_down(self, job: Job, exc: Exception) -> None:
-        import torch
-
+    def _step_down(self, job: Job, error: str, failed_after_s: float) -> None:
         lower = self.hardware.lower_memory()
         if lower is None:
-            raise RenderError(f"job '{job.id}': out of GPU memory even with sequential offload and decode chunks "
-                              f"of 1 ({exc}); lower width/height/num_frames or free the GPU") from exc
-        self.oom_retries.append({"job": job.id, "from": self.hardware.to_json(), "to": lower.to_json()})
+            raise RenderError(f"job '{job.id}': out of GPU memory even at the bottom of the memory ladder "
+                              f"({_describe(self.hardware)}; {error}); lower width/height/num_frames or free the GPU")
+        self.oom_retries.append({"job": job.id, "error": error, "failed_after_s": round(failed_after_s, 3),
+                                 "changed": _difference(self.hardware, lower),
+                                 "from": self.hardware.to_json(), "to": lower.to_json()})
         self.reporter.note(f"{job.id}: out of GPU memory; retrying with {_difference(self.hardware, lower)}")
-        torch.cuda.empty_cache()
-        if lower.offload != self.hardware.offload or lower.forward_chunking != self.hardware.forward_chunking:
-            # Offload hooks and chunking are installed on modules: rebuild from a clean load.
+        changed = {name for name in lower.to_json() if getattr(lower, name) != getattr(self.hardware, name)}
+        # A compiled UNet would recompile for a changed forward anyway: load it fresh instead.
+        reload = bool(changed & set(_RELOAD_SETTINGS)) or (
+            self.hardware.compile and bool(changed & {"forward_chunking", "sequential_cfg"}))
+        self.hardware = lower
+        if reload:
             self.pipe = None
-            torch.cuda.empty_cache()
-            self.hardware = lower
+            _free_device_memory()
             self.load()
         else:
-            self.hardware = lower
+            set_forward_chunking(self.pipe.unet, lower.forward_chunking)
+            set_sequential_cfg(self.pipe.unet, lower.sequential_cfg)
+            _free_device_memory()
+
+    def _compile_marker(self, facts: DeviceFacts, shape):
+        # The same key when looking up (before the hardware is resolved) and when marking.
+        model, hardware = self.spec.model, self.spec.hardware
+        dtype = "float16" if hardware.dtype == "auto" else hardware.dtype
+        gpu = next(iter(facts.names.values()), "cuda")
+        return compile_marker(f"{model.source}@{model.revision}:{model.variant}", dtype, gpu, shape)
+
+    def _mark_compiled(self, job: Job) -> None:
+        """Remember that this shape compiled here, so a later run's `compile: auto` counts it as warm."""
+        if not self.hardware.compile:
+            return
+        try:
+            marker = self._compile_marker(self._facts, job_shape(job.params))
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:
+            pass  # only a hint for the next run's compile decision
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _difference(before: ResolvedHardware, after: ResolvedHardware) -> str:
@@ -99,8 +160,13 @@ def _difference(before: ResolvedHardware, after: ResolvedHardware) -> str:
     return ", ".join(f"{k}={new[k]}" for k in new if new[k] != old[k] and k != "reason")
 
 
+def _describe(hw: ResolvedHardware) -> str:
+    return (f"offload={hw.offload}, forward_chunking={hw.forward_chunking}, sequential_cfg={hw.sequential_cfg}, "
+            f"decode_chunk_size={hw.decode_chunk_size}")
+
+
 def _is_out_of_memory(exc: Exception) -> bool:
     import torch
 
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower() and \
-        isinstance(exc, RuntimeError)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())

@@ -163,26 +163,28 @@ def _materialize_random_(
     model.eval()
 
 
-# A CPU generator draws ~50M numbers/s on one core, so drawing all 2.25B parameters of SVD-XT took
-# about a minute; larger tensors repeat a block of this many draws instead (the tiny pipeline has
-# no tensor this large, so its weights are fully random).
-_MAX_DRAW = 1 << 16
+# A CPU generator draws some 50M numbers/s on one core: drawing each of SVD-XT's 2.25B parameters
+# would take most of a minute. On the CPU, larger tensors repeat a block of this many draws instead
+# (weights for timing runs need the right shapes, not independent values). No tiny tensor is this
+# large, so the tiny weights are fully random; GPUs draw everything.
+_CPU_MAX_DRAW = 1 << 20
 
 
 def _uniform(
     shape: torch.Size, bound: float, name: str, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
     numel = shape.numel()
+    drawn = min(numel, _CPU_MAX_DRAW) if device.type == "cpu" else numel
     generator = torch.Generator(device=device).manual_seed(zlib.crc32(name.encode()))
     # Drawn in float32 so a float16 model gets the same values rounded, not another draw.
-    block = torch.empty(min(numel, _MAX_DRAW), device=device, dtype=torch.float32)
+    block = torch.empty(drawn, device=device, dtype=torch.float32)
     block.uniform_(-bound, bound, generator=generator)
     block = block.to(dtype)
-    if block.numel() == numel:
+    if drawn == numel:
         return block.view(shape)
     flat = torch.empty(numel, device=device, dtype=dtype)
-    for start in range(0, numel, block.numel()):
-        stop = min(start + block.numel(), numel)
+    for start in range(0, numel, drawn):
+        stop = min(start + drawn, numel)
         flat[start:stop] = block[: stop - start]
     return flat.view(shape)
 
@@ -204,8 +206,11 @@ def _assemble(
     return pipe
 
 
-def build_tiny_pipeline() -> StableVideoDiffusionPipeline:
-    """The `builtin:tiny` pipeline: SVD's architecture at toy widths, fixed weights, float32, CPU.
+def build_tiny_pipeline(dtype: torch.dtype = torch.float32) -> StableVideoDiffusionPipeline:
+    """The `builtin:tiny` pipeline: SVD's architecture at toy widths, fixed weights, on the CPU.
+
+    In another `dtype` the weights are the float32 ones rounded (built so, rather than converted
+    with `.to()`, which diffusers warns about).
 
     The VAE keeps SVD's four down blocks (latents 1/8 of the frame, as in the real model) and CLIP
     keeps its 224 px input, so every width/height/num_frames that works here works on the real model.
@@ -224,7 +229,9 @@ def build_tiny_pipeline() -> StableVideoDiffusionPipeline:
             projection_class_embeddings_input_dim=3 * 32,
             layers_per_block=2,
             cross_attention_dim=32,
-            num_attention_heads=8,
+            # Heads 16 and 32 wide: with 8 heads 4 wide, CPU attention kernels made the UNet ~1.6x
+            # slower for the same arithmetic.
+            num_attention_heads=2,
             num_frames=25,
         )
         vae = AutoencoderKLTemporalDecoder(
@@ -252,7 +259,7 @@ def build_tiny_pipeline() -> StableVideoDiffusionPipeline:
             )
         )
     for name, model in (("unet", unet), ("vae", vae), ("image_encoder", image_encoder)):
-        _materialize_random_(model, f"tiny.{name}", device="cpu", dtype=torch.float32)
+        _materialize_random_(model, f"tiny.{name}", device="cpu", dtype=dtype)
     return _assemble(unet, vae, image_encoder, SVD_FEATURE_EXTRACTOR_CONFIG)
 
 
@@ -264,8 +271,10 @@ def build_full_size_pipeline(
     """SVD (`variant="svd"`, 14 frames) or SVD-XT (`"xt"`, 25 frames) with random weights.
 
     For benchmarks without the gated download: same configs, so same shapes, FLOPs and memory as the
-    real checkpoints. Weights are allocated directly in `dtype` on `device` (never a float32 copy
-    first); `device="meta"` allocates nothing, for counting parameters.
+    real checkpoints. Weights are allocated directly in `dtype` on `device`, never as a float32 model
+    first (each tensor is drawn in float32 and rounded, one at a time); `device="meta"` allocates
+    nothing, for counting parameters. Building on the CPU took 50-90 s on a busy 2-core machine;
+    drawing on a GPU is fast, so pass `device="cuda"` rather than moving a CPU build.
     """
     if variant not in FULL_SIZE_NUM_FRAMES:
         raise ValueError(f"variant must be one of {sorted(FULL_SIZE_NUM_FRAMES)}, got {variant!r}")

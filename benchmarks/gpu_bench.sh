@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Issue #5's GPU benchmark, unattended, in one call of at most ~9 minutes on an H100/H200.
+#
+#   bash benchmarks/gpu_bench.sh            (from the repository root; results in $OUT or ./bench-results)
+#
+# 1. installs diffusers + pydantic from ./.whl (the GPU host has torch, transformers, accelerate but
+#    neither of those; fetch them here first with /work/shared/device/fetch-wheels.sh and carry .whl);
+# 2. `svdflow bench --variant xt`: balanced, max-speed, low-vram, seed-offload, seed-offload-lowmem
+#    in one process, on an EMPTY inductor cache, so max-speed's first video is a cold compile;
+# 3. a second process on the now-warm cache: `--cases compile-start` (time to the first compiled step);
+# 4. a short table of everything, last.
+#
+# Estimated on an H200 (eager step 0.63 s, cold compile ~110 s): install+imports ~25 s, balanced ~40 s,
+# max-speed ~150 s, low-vram ~60 s, seed-offload ~50 s, seed-offload-lowmem ~45 s, warm start ~60 s:
+# ~7.5 min. Guards: no case starts after SVDFLOW_BENCH_DEADLINE s (default 330), the main process is
+# killed at 400 s and the warm one at 110 s; bench.json is rewritten after every case.
+#
+# Knobs: SVDFLOW_BENCH_CASES (comma list, default all five), SVDFLOW_BENCH_VIDEOS (default 2;
+# max-speed does one more), SVDFLOW_BENCH_DEADLINE, SVDFLOW_BENCH_SKIP_WARM=1, SVDFLOW_BENCH_VARIANT.
+set -uo pipefail
+
+OUT="${OUT:-$PWD/bench-results}"
+mkdir -p "$OUT"
+CASES="${SVDFLOW_BENCH_CASES:-balanced,max-speed,low-vram,seed-offload,seed-offload-lowmem}"
+VIDEOS="${SVDFLOW_BENCH_VIDEOS:-2}"
+DEADLINE="${SVDFLOW_BENCH_DEADLINE:-330}"
+VARIANT="${SVDFLOW_BENCH_VARIANT:-xt}"
+started=$(date +%s)
+elapsed() { echo $(( $(date +%s) - started )); }
+
+# --- 1. packages ----------------------------------------------------------------------------------
+if ! python3 -c "import diffusers, pydantic" 2>/dev/null; then
+  if ! ls .whl/*.whl >/dev/null 2>&1; then
+    echo "error: diffusers/pydantic are missing and there is no ./.whl; run /work/shared/device/fetch-wheels.sh" \
+         "here and carry .whl to this machine" >&2
+    exit 3
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 3
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | tee "$OUT/nvidia-smi.txt"
+nvidia-smi >> "$OUT/nvidia-smi.txt" 2>&1
+python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" 2>&1 | tee "$OUT/versions.txt"
+echo "[$(elapsed) s] packages ready"
+
+# An empty cache outside $OUT (nothing large comes back): the first process compiles cold, the second
+# finds everything there.
+export TORCHINDUCTOR_CACHE_DIR=/tmp/svdflow-bench-inductor
+export TRITON_CACHE_DIR="$TORCHINDUCTOR_CACHE_DIR/triton"
+rm -rf "$TORCHINDUCTOR_CACHE_DIR"
+
+# --- 2. all cases in one process ------------------------------------------------------------------
+t0=$(date +%s.%N)
+timeout -k 10 400 python3 -m svdflow bench --variant "$VARIANT" --cases "$CASES" --videos "$VIDEOS" \
+  --kernels --deadline "$DEADLINE" --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.log"
+rc=$?
+t1=$(date +%s.%N)
+echo "[$(elapsed) s] bench exited $rc after $(python3 -c "print(round($t1 - $t0, 1))") s"
+tail -n 25 "$OUT/bench.log"
+
+# --- 3. warm-cache compile start in a fresh process -----------------------------------------------
+if [ "${SVDFLOW_BENCH_SKIP_WARM:-0}" != "1" ] && [ "$(elapsed)" -lt 470 ]; then
+  du -sh "$TORCHINDUCTOR_CACHE_DIR" 2>/dev/null | tee "$OUT/inductor-cache-size.txt"
+  t0=$(date +%s.%N)
+  timeout -k 10 110 python3 -m svdflow bench --variant "$VARIANT" --cases compile-start \
+    --json "$OUT/compile_warm.json" > "$OUT/compile_warm.txt" 2> "$OUT/compile_warm.log"
+  rc=$?
+  t1=$(date +%s.%N)
+  echo "[$(elapsed) s] warm compile-start exited $rc; process wall $(python3 -c "print(round($t1 - $t0, 1))") s" \
+    | tee "$OUT/compile_warm_wall.txt"
+  tail -n 8 "$OUT/compile_warm.log"
+else
+  echo "[$(elapsed) s] warm compile-start skipped"
+fi
+
+# --- 4. the table, last ---------------------------------------------------------------------------
+python3 - "$OUT" <<'EOF'
+import json, os, sys
+from svdflow.bench import format_table, merge_results
+out = sys.argv[1]
+parts = [json.load(open(p)) for p in (os.path.join(out, "bench.json"), os.path.join(out, "compile_warm.json"))
+         if os.path.exists(p)]
+if not parts:
+    sys.exit("no results: see bench.log")
+merged = merge_results(*parts)
+json.dump(merged, open(os.path.join(out, "summary.json"), "w"), indent=2, default=str)
+print(format_table(merged))
+EOF
+echo "[$(elapsed) s] done; results in $OUT"

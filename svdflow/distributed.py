@@ -1,0 +1,133 @@
+"""Many processes, one manifest: the launcher (accelerate, torchrun, mpirun) makes the processes,
+svdflow only reads who it is from the environment and splits the work.
+
+Rank 0 decides which jobs are pending and how to share them, and broadcasts that decision, so
+every rank acts on the same plan even while others have already started writing. Each rank
+renders its share on its own device and keeps its own index shard; rank 0 merges the shards into
+index.json once every rank is done.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Launchers name ranks differently: torchrun/accelerate (RANK...), Open MPI, MPICH/Intel MPI, MVAPICH.
+_RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+_SIZE_VARS = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+_LOCAL_RANK_VARS = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK")
+_LOCAL_SIZE_VARS = ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_LOCAL_SIZE")
+# Rendering a video can take minutes and a rank waits for the slowest at the end: be patient.
+DEFAULT_TIMEOUT_S = 24 * 3600
+
+
+def _first_int(env: Mapping[str, str], names: Sequence[str], default: int) -> int:
+    for name in names:
+        if env.get(name, "").strip().isdigit():
+            return int(env[name])
+    return default
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> World:
+        env = os.environ if env is None else env
+        size = _first_int(env, _SIZE_VARS, 1)
+        return cls(rank=_first_int(env, _RANK_VARS, 0), size=size,
+                   local_rank=_first_int(env, _LOCAL_RANK_VARS, 0),
+                   local_size=_first_int(env, _LOCAL_SIZE_VARS, size))
+
+
+def lonely_launch_hint(env: Mapping[str, str] | None = None) -> str | None:
+    """`accelerate launch --cpu --num_processes N` without --mpirun_hostfile starts ONE process with
+    MASTER_ADDR set and no rank: say so instead of silently rendering everything in one process."""
+    env = os.environ if env is None else env
+    if env.get("ACCELERATE_USE_CPU") == "True" and "MASTER_ADDR" in env and World.from_env(env).size == 1:
+        return ("accelerate started a single process: on CPUs, `accelerate launch --cpu --num_processes N` needs "
+                "--mpirun_hostfile to start N processes; use `accelerate launch --multi_gpu --num_processes N` "
+                "(it runs on CPUs too) or `torchrun --nproc-per-node N -m svdflow run ...`")
+    return None
+
+
+def assign(costs: Sequence[tuple[str, float]], size: int) -> list[list[str]]:
+    """Share jobs between `size` ranks by estimated cost (longest first onto the least loaded rank).
+
+    Deterministic: ties break on job id and rank number, so every rank computes the same split.
+    Each rank's list keeps the manifest order of its jobs.
+    """
+    order = {job_id: i for i, (job_id, _) in enumerate(costs)}
+    loads = [(0.0, rank) for rank in range(size)]
+    shares: list[list[str]] = [[] for _ in range(size)]
+    for job_id, cost in sorted(costs, key=lambda c: (-c[1], c[0])):
+        load, rank = heapq.heappop(loads)
+        shares[rank].append(job_id)
+        heapq.heappush(loads, (load + cost, rank))
+    return [sorted(share, key=order.__getitem__) for share in shares]
+
+
+class Group:
+    """The collective operations svdflow needs, over torch.distributed's gloo backend (CPU
+    tensors only, so it works the same whether ranks render on GPUs or CPUs)."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self._owned = False
+        if world.distributed:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                timeout = float(os.environ.get("SVDFLOW_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+                dist.init_process_group("gloo", rank=world.rank, world_size=world.size,
+                                        timeout=datetime.timedelta(seconds=timeout))
+                self._owned = True
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value`, on every rank."""
+        if not self.world.distributed:
+            return value
+        import torch.distributed as dist
+
+        box = [value if self.world.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every rank's `value` on rank 0 (None elsewhere)."""
+        if not self.world.distributed:
+            return [value]
+        import torch.distributed as dist
+
+        out = [None] * self.world.size if self.world.is_main else None
+        dist.gather_object(value, out, dst=0)
+        return out
+
+    def barrier(self) -> None:
+        if self.world.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self._owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self._owned = False

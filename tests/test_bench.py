@@ -1,0 +1,94 @@
+"""`svdflow bench` on a CPU: builtin:tiny at a tiny size, every case that can run here, table + JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from svdflow.bench import format_table, merge_results
+from svdflow.cli import main
+
+
+def run_cli(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code
+
+
+def test_tiny_bench_prints_the_table_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench" / "result.json"
+
+    code = run_cli(["bench", "--variant", "tiny", "--frames", "2", "--steps", "2", "--json", str(path)])
+
+    assert code == 0
+    out = capsys.readouterr().out
+    result = json.loads(path.read_text())
+    cases = result["cases"]
+    assert list(cases) == ["balanced", "max-speed", "low-vram", "seed-offload", "seed-offload-lowmem"]
+    for name in ("balanced", "max-speed", "low-vram"):
+        case = cases[name]
+        assert case["status"] == "ok", case
+        assert case["settings"]["profile"] == name
+        assert len(case["videos_s"]) == 2 and case["s_per_video"] > 0 and case["unet_step_s"] > 0
+        assert case["peak_gib"] is None and case["max_rss_gib"] > 0  # no per-case peak counter on a CPU
+        assert name in out
+    # Same seed, same image: eager against itself, and the profiles against eager.
+    assert cases["balanced"]["latents_repeat"]["rel_l2"] == 0.0
+    assert cases["max-speed"]["latents"]["ok"] and cases["max-speed"]["latents"]["rel_l2"] == 0.0
+    assert cases["low-vram"]["latents"]["ok"] and cases["low-vram"]["latents"]["rel_l2"] < 1e-4
+    assert cases["low-vram"]["settings"]["sequential_cfg"] is True
+    assert "compile skipped on a CPU" in cases["max-speed"]["notes"][0]
+    for name in ("seed-offload", "seed-offload-lowmem"):
+        assert cases[name]["status"] == "skipped" and "accelerator" in cases[name]["reason"]
+    assert result["config"]["variant"] == "tiny" and result["config"]["device"] == "cpu"
+    assert result["tolerance"]["latents_rel_l2"] == 1e-2
+    assert result["targets"] and not any(t["applies"] for t in result["targets"])
+    assert out.splitlines()[0] == "svdflow bench: tiny 2x64x64, 2 steps, float32 on cpu"
+
+
+def test_unknown_case_is_a_usage_error(capsys):
+    assert run_cli(["bench", "--variant", "tiny", "--cases", "balanced,turbo"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: unknown bench case turbo; choose from balanced, max-speed, low-vram, seed-offload, "
+        "seed-offload-lowmem, compile-start")
+
+
+def gpu_result() -> dict:
+    """The shape of a full-size GPU run, as gpu_bench.sh merges it (numbers made up)."""
+    def case(s, step, peak, **extra):
+        return {"status": "ok", "s_per_video": s, "unet_step_s": step, "peak_gib": peak, **extra}
+
+    return {
+        "config": {"variant": "xt", "device": "cuda:0", "dtype": "float16", "num_frames": 25, "height": 576,
+                   "width": 1024, "steps": 25},
+        "environment": {"gpu": "NVIDIA H200"},
+        "cases": {
+            "balanced": case(18.0, 0.63, 14.0),
+            "max-speed": case(7.9, 0.27, 15.0, compile_s=100.0, latents={"rel_l2": 2e-3, "ok": True}),
+            "low-vram": case(24.0, 0.85, 5.5, latents={"rel_l2": 1e-3, "ok": True}),
+            "seed-offload": case(20.6, 0.63, 11.0),
+        },
+        "targets": [],
+    }
+
+
+def test_merged_gpu_results_check_every_target():
+    warm = {"cases": {"compile-start": {"status": "ok", "cache": {"warm": True}, "first_step_s": 12.0,
+                                        "unet_step_s": 0.27, "compile_start_s": 11.7}}}
+    merged = merge_results(gpu_result(), warm)
+    verdicts = {t["target"]: (t["value"], t["met"]) for t in merged["targets"]}
+    assert verdicts == {
+        "max-speed <= 8.0 s/video": (7.9, True),
+        "max-speed >= 2.5x faster than seed-offload": (2.61, True),
+        "max-speed final latents within rel L2 0.01 of eager fp16": (2e-3, True),
+        "low-vram final latents within rel L2 0.01 of eager fp16": (1e-3, True),
+        "low-vram peak <= 6.0 GiB": (5.5, True),
+        "low-vram <= 1.3x balanced's time": (1.33, False),
+        "warm-cache compile start <= 20.0 s": (11.7, True),
+    }
+    assert all(t["applies"] for t in merged["targets"])
+    table = format_table(merged)
+    assert "svdflow bench: xt 25x576x1024, 25 steps, float16 on NVIDIA H200" in table
+    assert "target: low-vram <= 1.3x balanced's time: 1.33 -> NOT met" in table
+    assert "warm cache; first step 12.0 s" in table

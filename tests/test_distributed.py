@@ -1,0 +1,115 @@
+"""Many processes, one manifest: real launchers (accelerate, torchrun) on the CPU with builtin:tiny."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_image, write_manifest
+
+from svdflow.distributed import World, assign, lonely_launch_hint
+from svdflow.executor import RunOptions, run_manifest
+
+MANIFEST = """
+svdflow: 1
+name: dist
+model: {source: "builtin:tiny"}
+hardware: {profile: cpu}
+output: {dir: out, formats: [mp4]}
+defaults: {num_frames: 4, num_inference_steps: 2, width: 112, height: 64}
+items:
+  - {id: a, image: a.png}
+  - {id: b, image: b.png, num_frames: 8}
+  - {id: c, image: a.png, seed: 3}
+  - {id: d, image: missing.png}
+"""
+
+
+def make_campaign(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_image(folder / "a.png")
+    write_image(folder / "b.png", seed=1)
+    return write_manifest(folder, MANIFEST)
+
+
+def launch(launcher: list[str], manifest: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*launcher, "-m", "svdflow", "run", str(manifest)], capture_output=True, text=True,
+                          timeout=400, env=env, cwd=manifest.parent)
+
+
+def index_of(folder: Path) -> dict[str, dict]:
+    jobs = json.loads((folder / "out" / "index.json").read_text())["jobs"]
+    assert len(jobs) == len({e["id"] for e in jobs}), "a job is listed twice"
+    return {e["id"]: e for e in jobs}
+
+
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def test_two_processes_render_the_same_frames_as_one(tmp_path):
+    single = make_campaign(tmp_path / "single")
+    run_manifest(single)
+    multi = make_campaign(tmp_path / "multi")
+
+    proc = launch(ACCELERATE, multi)
+
+    assert proc.returncode != 0  # job d fails: the launcher passes rank 0's exit code 1 on
+    assert "[rank 0/2]" in proc.stderr and "[rank 1/2]" in proc.stderr
+    assert "merged 2 index shards" in proc.stderr
+    assert "3 rendered, 0 up to date, 1 failed" in proc.stderr
+    one, two = index_of(tmp_path / "single"), index_of(tmp_path / "multi")
+    assert list(two) == ["a", "b", "c", "d"]  # manifest order, whatever rank finished first
+    for job_id in "abc":
+        assert two[job_id]["status"] == "done"
+        assert two[job_id]["frames_sha256"] == one[job_id]["frames_sha256"]
+        assert two[job_id]["outputs"][0]["sha256"] == one[job_id]["outputs"][0]["sha256"]
+    assert two["d"]["status"] == "failed"
+    assert not list((tmp_path / "multi" / "out").glob("index.rank*.json"))
+
+
+def test_resume_with_another_process_count_renders_only_what_is_missing(tmp_path):
+    manifest = make_campaign(tmp_path)
+    run_manifest(manifest, RunOptions(only=("b",)))
+    before = index_of(tmp_path)["b"]["finished_unix"]
+
+    proc = launch(TORCHRUN, manifest)
+
+    assert "2 rendered, 1 up to date, 1 failed" in proc.stderr, proc.stderr
+    after = index_of(tmp_path)
+    assert after["b"]["finished_unix"] == before
+    assert {job_id: e["status"] for job_id, e in after.items()} == {
+        "a": "done", "b": "done", "c": "done", "d": "failed"}
+
+
+def test_assign_balances_by_cost_and_is_deterministic():
+    costs = [("big", 10.0), ("s1", 1.0), ("s2", 1.0), ("s3", 1.0), ("m", 5.0), ("s4", 1.0)]
+    shares = assign(costs, 2)
+    assert shares == [["big"], ["s1", "s2", "s3", "m", "s4"]]
+    assert assign(costs, 2) == shares
+    assert assign(costs, 3) == [["big"], ["m"], ["s1", "s2", "s3", "s4"]]
+    assert assign([], 2) == [[], []]
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, World(0, 1, 0, 1)),
+    ({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}, World(3, 8, 1, 4)),
+    ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}, World(1, 2, 1, 2)),
+    ({"PMI_RANK": "2", "PMI_SIZE": "4"}, World(2, 4, 0, 4)),
+])
+def test_world_from_launcher_environment(env, expected):
+    assert World.from_env(env) == expected
+
+
+def test_single_process_accelerate_cpu_launch_is_explained():
+    env = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    assert lonely_launch_hint(env).startswith("accelerate started a single process: on CPUs, `accelerate launch "
+                                              "--cpu --num_processes N` needs --mpirun_hostfile")
+    assert lonely_launch_hint({**env, "RANK": "0", "WORLD_SIZE": "2"}) is None
+    assert lonely_launch_hint({}) is None

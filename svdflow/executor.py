@@ -32,6 +32,7 @@ from svdflow.outputs.index import INDEX_FILE, RunIndex, shard_name
 from svdflow.outputs.lock import OutputLock
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import write_outputs
+from svdflow.pipeline.profiles import shape_groups
 from svdflow.pipeline.session import PipelineSession
 from svdflow.planning import PlannedJob, decide, plan_run, select_jobs
 from svdflow.progress import Reporter
@@ -152,6 +153,8 @@ def _error_from_rank0(decision: dict[str, Any]) -> SvdflowError:
 class _Run:
     def __init__(self, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions, reporter: Reporter,
                  index_file: str = INDEX_FILE):
+        # Jobs of one shape back to back: a compiled UNet (dynamic=False) then compiles each shape once.
+        jobs = [job for _, group in shape_groups(jobs) for job in group]
         self.spec, self.jobs, self.store, self.options, self.reporter = spec, jobs, store, options, reporter
         self.index = RunIndex.load(store)
         self.index.file_name = index_file
@@ -228,7 +231,7 @@ class _Run:
             return not self.options.fail_fast
         timings["render_s"] = time.perf_counter() - started
         self.reporter.job_stage(job.id, "encode")
-        self._writes.put(("done", job, planned, loaded, frames, timings, self.session.hardware_json()))
+        self._writes.put(("done", job, planned, loaded, frames, timings, self.session.hardware_json(job.id)))
         return not (self.options.fail_fast and self.result.count("failed"))
 
     def _on_step(self, job: Job, done: int, total: int) -> None:
@@ -288,7 +291,7 @@ class _Run:
             "input": {"uri": job.image, "sha256": loaded.sha256 if loaded else None,
                       "source_size": list(loaded.source_size) if loaded else None},
             "model": {**self.spec.model.model_dump(), "resolved_revision": self.session.resolved_revision},
-            "hardware": fields.pop("hardware", self.session.hardware_json()),
+            "hardware": fields.pop("hardware", self.session.hardware_json(job.id)),
             "outputs": fields.pop("outputs", []),
             "frames_sha256": fields.pop("frames_sha256", None),
             "output": {"formats": list(self.spec.formats), "crf": self.spec.crf},

@@ -11,7 +11,7 @@ from svdflow.manifest.resolve import RunSpec
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 # Rich lays out a table by measuring every cell: fine for a screenful, ~13 s for 10,000 jobs.

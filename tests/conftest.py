@@ -28,6 +28,16 @@ def write_image(path: Path, width: int = 96, height: int = 64, seed: int = 0) ->
     return path
 
 
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    from svdflow.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
 def write_manifest(folder: Path, body: str, name: str = "m.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(body).lstrip())

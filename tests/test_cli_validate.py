@@ -9,22 +9,14 @@ import json
 import shutil
 
 import pytest
-from conftest import REPO
+from conftest import REPO, run_cli
 
 from svdflow import __version__
-from svdflow.cli import main
 from svdflow.errors import EXIT_INVALID
 from svdflow.manifest import derive_seed, load_run_spec
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.planning import plan_run
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exited.value.code, out, err
 
 
 @pytest.fixture

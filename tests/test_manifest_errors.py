@@ -14,9 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SVDFLOW
+from conftest import REPO, SVDFLOW, run_cli
 
-from svdflow.cli import main
 from svdflow.errors import EXIT_INVALID, ManifestError
 from svdflow.manifest import load_manifest
 
@@ -24,13 +23,6 @@ INVALID = REPO / "tests" / "invalid"
 CASES = sorted(p.stem for p in INVALID.glob("*.yaml"))
 UPDATE = os.environ.get("SVDFLOW_UPDATE_EXPECTED") == "1"
 
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exited.value.code, out, err
 
 
 @pytest.fixture

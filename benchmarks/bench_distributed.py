@@ -1,0 +1,77 @@
+"""Throughput of one manifest with 1 and 2 processes (torchrun) on this machine's CPUs.
+
+Renders the same builtin:tiny campaign into fresh folders: once with one process, once with one
+process using 2 torch threads (SVDFLOW_CPU_THREADS=2), and once with `torchrun --nproc-per-node 2`.
+Prints wall time (interpreter start and model build included) and jobs/s, and the scaling ratio.
+
+    .venv/bin/python benchmarks/bench_distributed.py [--jobs 16] [--steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import write_image  # noqa: E402
+
+
+def campaign(folder: Path, jobs: int, steps: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(4):
+        write_image(folder / f"in{i}.png", width=448, height=256, seed=i)
+    items = [f"  - {{id: job{i:02d}, image: in{i % 4}.png, seed: {i}}}" for i in range(jobs)]
+    manifest = folder / "bench.yaml"
+    manifest.write_text("\n".join([
+        "svdflow: 1", "name: bench", "model: {source: 'builtin:tiny'}", "hardware: {profile: cpu}",
+        "output: {dir: out, formats: [mp4]}",
+        f"defaults: {{num_frames: 8, num_inference_steps: {steps}, width: 112, height: 64}}", "items:", *items]) + "\n")
+    return manifest
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=8)
+    args = parser.parse_args()
+    base_env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    svdflow = [sys.executable, "-m", "svdflow", "run", "bench.yaml"]
+    cases = {
+        "1 process, 1 thread": (svdflow, {}),
+        "1 process, 2 threads": (svdflow, {"SVDFLOW_CPU_THREADS": "2"}),
+        "2 processes (torchrun)": ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc-per-node", "2", "-m", "svdflow", "run", "bench.yaml"], {}),
+    }
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (command, extra) in cases.items():
+            folder = campaign(Path(tmp) / name.replace(" ", "_").replace(",", ""), args.jobs, args.steps)
+            wall = timed(command, folder, {**base_env, **extra})
+            index = json.loads((folder / "out" / "index.json").read_text())
+            assert sum(e["status"] == "done" for e in index["jobs"]) == args.jobs
+            results[name] = wall
+    print(f"{args.jobs} jobs, builtin:tiny 8x112x64, {args.steps} steps, {os.cpu_count()} CPUs")
+    print(f"{'case':<26}{'wall s':>8}{'jobs/s':>8}")
+    for name, wall in results.items():
+        print(f"{name:<26}{wall:>8.1f}{args.jobs / wall:>8.2f}")
+    one = results["1 process, 1 thread"]
+    print(f"scaling, 2 processes vs 1: {one / results['2 processes (torchrun)']:.2f}x "
+          f"(vs 1 process with 2 threads: {results['1 process, 2 threads'] / results['2 processes (torchrun)']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

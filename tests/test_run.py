@@ -184,3 +184,19 @@ def test_seeds_and_frames_do_not_depend_on_order_or_subset(tmp_path):
         assert a[job_id]["seed"] == b[job_id]["seed"]
     assert a["first"]["status"] == "done"
     assert a["first"]["frames_sha256"] != a["second"]["frames_sha256"]
+
+
+def test_missing_model_is_an_environment_error_and_records_nothing(tmp_path, capsys):
+    write_image(tmp_path / "a.png")
+    manifest = write_manifest(tmp_path, TINY_HEADER.replace('"builtin:tiny"', "./models/svd")
+                              .replace("FORMATS", "[mp4]") + "  - {id: one, image: a.png}\n")
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(manifest)])
+
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err
+    assert (f"error: model.source: ./models/svd ({tmp_path}/models/svd): no such folder; relative paths are read "
+            "from the manifest's folder. Fix the path, or give a hub id (org/name) to download the model.\n") in err
+    assert "Traceback" not in err
+    assert read_index(tmp_path)["jobs"] == []

@@ -25,6 +25,7 @@ class RerenderResult:
     recorded_frames_sha256: str | None
     outputs: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
+    tampered: list[str] = field(default_factory=list)  # entry fields that disagree with its own key
 
     @property
     def matches(self) -> bool:
@@ -78,7 +79,7 @@ def rerender(index_path: str, job_id: str, *, out_dir: str | None = None, device
     apply_hardware(pipe, hardware)
     frames = render_frames(pipe, image, job.params, decode_chunk_size=hardware.decode_chunk_size,
                            cpu_threads=hardware.cpu_threads)
-    result = RerenderResult(job.id, frames_sha256(frames), entry.get("frames_sha256"))
+    result = RerenderResult(job.id, frames_sha256(frames), entry.get("frames_sha256"), tampered=tampered)
     if write:
         folder = out_dir or os.path.join(os.path.dirname(os.path.abspath(index_path))
                                          if not os.path.isdir(index_path) else index_path, RERENDER_DIR)
@@ -92,6 +93,10 @@ def rerender(index_path: str, job_id: str, *, out_dir: str | None = None, device
 
 
 def verify_or_raise(result: RerenderResult) -> None:
+    if result.matches and result.tampered:
+        # Some edits (playback_fps, crf) leave the frames alone: the record is still wrong.
+        raise VerifyMismatch(f"job '{result.job_id}': frames match, but the entry was edited after rendering: "
+                             f"{'; '.join(result.tampered)}; restore the entry or render the job again")
     if result.matches:
         return
     why = "; ".join(result.differences) or "nothing recorded differs (non-deterministic kernels?)"

@@ -85,6 +85,22 @@ def test_verify_fails_naming_what_differs_from_a_tampered_entry(rendered, tmp_pa
             f"rendered with {rendered_with}; torch 0.0.1 -> {torch.__version__}") in stderr
 
 
+def test_verify_fails_on_an_edit_that_leaves_the_frames_alone(rendered, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(rendered, out)
+    index = json.loads((out / "index.json").read_text())
+    [entry] = [e for e in index["jobs"] if e["id"] == "a"]
+    entry["params"]["playback_fps"] = 12.0
+    (out / "index.json").write_text(json.dumps(index))
+
+    code, _, stderr = rerender_in_process(capsys, str(out / "index.json"), "--id", "a", "--verify")
+
+    assert code == 1
+    assert stderr[-1] == ("error: job 'a': frames match, but the entry was edited after rendering: "
+                          "params.playback_fps is 12.0 but was rendered with 7.0; restore the entry or render "
+                          "the job again")
+
+
 def test_unknown_ids_and_unfinished_jobs_are_usage_errors(rendered, capsys):
     index = str(rendered / "index.json")
 

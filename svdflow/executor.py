@@ -187,6 +187,8 @@ class _Run:
             self.result.orphans = self.index.orphans({job.id for job in self.spec.jobs})
             self.index.order_by([job.id for job in self.spec.jobs])
             self.index.flush(force=True)
+            if self.index.file_name == INDEX_FILE:
+                self.index.remove_shards()  # a killed multi-process run's shards are merged in now
             self.result.seconds = time.perf_counter() - started
             self.reporter.run_finished(self.result.summary())
         if self.result.interrupted:

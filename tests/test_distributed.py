@@ -113,3 +113,18 @@ def test_single_process_accelerate_cpu_launch_is_explained():
                                               "--cpu --num_processes N` needs --mpirun_hostfile")
     assert lonely_launch_hint({**env, "RANK": "0", "WORLD_SIZE": "2"}) is None
     assert lonely_launch_hint({}) is None
+
+
+def test_a_killed_multi_process_runs_shards_are_merged_by_the_next_single_run(tmp_path):
+    manifest = make_campaign(tmp_path)
+    run_manifest(manifest, RunOptions(only=("a",)))
+    out = tmp_path / "out"
+    # What a killed 2-process run leaves: rank 1's shard, no index.json, no sidecar for its job.
+    (out / "index.json").rename(out / "index.rank1.json")
+    (out / "a.json").unlink()
+
+    result = run_manifest(manifest, RunOptions(only=("a", "c")))
+
+    assert result.statuses == {"a": "up to date", "c": "done"}
+    assert not (out / "index.rank1.json").exists()
+    assert [job_id for job_id in index_of(tmp_path)] == ["a", "c"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from svdflow.errors import InputError, UsageError
@@ -29,7 +29,6 @@ class PlannedJob:
     material: dict[str, Any] | None = None
     reason: str = ""
     input_sha256: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def would_render(self) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from svdflow.outputs.atomic import atomic_write_bytes, atomic_write_json
+from svdflow.outputs.atomic import atomic_write_json
 
 
 class OutputStore:
@@ -49,9 +49,6 @@ class OutputStore:
 
     def write_json(self, name: str, value: Any) -> None:
         atomic_write_json(self.path(name), value)
-
-    def write_bytes(self, name: str, data: bytes) -> None:
-        atomic_write_bytes(self.path(name), data)
 
     def remove(self, name: str) -> None:
         try:

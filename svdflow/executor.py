@@ -84,11 +84,21 @@ def run_manifest(manifest: str | os.PathLike[str] | RunSpec, options: RunOptions
     store = OutputStore(spec.output_dir)
     if world.distributed:
         return _run_distributed(spec, jobs, store, options, reporter, world)
-    store.makedirs()
-    with OutputLock(spec.output_dir, store.is_local):
-        if store.is_local:
-            remove_stale_temps(store.root)  # a killed run's temporaries: under the lock, no writer is live
+    lock = _claim_output_dir(spec, store)
+    try:
         return _Run(spec, jobs, store, options, reporter).execute()
+    finally:
+        lock.release()
+
+
+def _claim_output_dir(spec: RunSpec, store: OutputStore) -> OutputLock:
+    """Create and lock the output folder, then clear a killed run's temporaries (under the lock no
+    other writer is live, and under a launcher no rank writes before rank 0 broadcasts the plan)."""
+    store.makedirs()
+    lock = OutputLock(spec.output_dir, store.is_local).acquire()
+    if store.is_local:
+        remove_stale_temps(store.root)
+    return lock
 
 
 def _run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions,
@@ -101,10 +111,7 @@ def _run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options
         decision: dict[str, Any] | None = None
         if world.is_main:
             try:
-                store.makedirs()
-                lock = OutputLock(spec.output_dir, store.is_local).acquire()
-                if store.is_local:
-                    remove_stale_temps(store.root)  # no rank writes before the broadcast below
+                lock = _claim_output_dir(spec, store)
                 decision = _share_pending(spec, jobs, options, world.size)
             except SvdflowError as exc:
                 decision = {"error": str(exc), "exit_code": exc.exit_code}
@@ -156,8 +163,7 @@ class _Run:
         # Jobs of one shape back to back: a compiled UNet (dynamic=False) then compiles each shape once.
         jobs = [job for _, group in shape_groups(jobs) for job in group]
         self.spec, self.jobs, self.store, self.options, self.reporter = spec, jobs, store, options, reporter
-        self.index = RunIndex.load(store)
-        self.index.file_name = index_file
+        self.index = RunIndex.load(store, file_name=index_file)
         self.index.meta.update({"name": spec.name, "manifest": str(spec.manifest_path)})
         self.result = RunResult(spec)
         self.session = PipelineSession(spec, jobs, reporter)

@@ -110,10 +110,10 @@ class PipelineSession:
         if lower is None:
             raise RenderError(f"job '{job.id}': out of GPU memory even at the bottom of the memory ladder "
                               f"({_describe(self.hardware)}; {error}); lower width/height/num_frames or free the GPU")
+        difference = _difference(self.hardware, lower)
         self.oom_retries.append({"job": job.id, "error": error, "failed_after_s": round(failed_after_s, 3),
-                                 "changed": _difference(self.hardware, lower),
-                                 "from": self.hardware.to_json(), "to": lower.to_json()})
-        self.reporter.note(f"{job.id}: out of GPU memory; retrying with {_difference(self.hardware, lower)}")
+                                 "changed": difference, "from": self.hardware.to_json(), "to": lower.to_json()})
+        self.reporter.note(f"{job.id}: out of GPU memory; retrying with {difference}")
         changed = {name for name in lower.to_json() if getattr(lower, name) != getattr(self.hardware, name)}
         # A compiled UNet would recompile for a changed forward anyway: load it fresh instead.
         reload = bool(changed & set(_RELOAD_SETTINGS)) or (

@@ -5,28 +5,35 @@
 #
 # 1. installs diffusers + pydantic from ./.whl (the GPU host has torch, transformers, accelerate but
 #    neither of those; fetch them here first with /work/shared/device/fetch-wheels.sh and carry .whl);
-# 2. `svdflow bench --variant xt`: balanced, max-speed, low-vram, seed-offload, seed-offload-lowmem
-#    in one process, on an EMPTY inductor cache, so max-speed's first video is a cold compile;
+# 2. `svdflow bench --variant xt`: balanced, max-speed, low-vram, seed-offload in one process, on an
+#    EMPTY inductor cache, so max-speed's first video is a cold (regional) compile;
 # 3. a second process on the now-warm cache: `--cases compile-start` (time to the first compiled step);
-# 4. a short table of everything, last.
+# 4. with the time left: a third process for seed-offload-lowmem and max-speed-fullgraph (the
+#    whole-UNet compile, for comparison with the regional one);
+# 5. a short table of everything, last.
 #
-# Estimated on an H200 (eager step 0.63 s, cold compile ~110 s): install+imports ~25 s, balanced ~40 s,
-# max-speed ~150 s, low-vram ~60 s, seed-offload ~50 s, seed-offload-lowmem ~45 s, warm start ~60 s:
-# ~7.5 min. Guards: no case starts after SVDFLOW_BENCH_DEADLINE s (default 330), the main process is
-# killed at 400 s and the warm one at 110 s; bench.json is rewritten after every case.
+# Estimated on an H200 (eager step ~0.6 s): install+imports ~25 s, balanced ~40 s, max-speed ~100 s,
+# low-vram ~55 s, seed-offload ~50 s, warm start ~50 s, then ~200 s for step 4 if time is left.
+# Guards: everything stops by SVDFLOW_BENCH_BUDGET s (default 540); no case of step 2 starts after
+# SVDFLOW_BENCH_DEADLINE s (default 300); bench.json is rewritten after every case.
 #
-# Knobs: SVDFLOW_BENCH_CASES (comma list, default all five), SVDFLOW_BENCH_VIDEOS (default 2;
-# max-speed does one more), SVDFLOW_BENCH_DEADLINE, SVDFLOW_BENCH_SKIP_WARM=1, SVDFLOW_BENCH_VARIANT.
+# Knobs: SVDFLOW_BENCH_CASES (step 2's comma list), SVDFLOW_BENCH_VIDEOS (default 2; max-speed does
+# one more), SVDFLOW_BENCH_DEADLINE, SVDFLOW_BENCH_BUDGET, SVDFLOW_BENCH_SKIP_WARM=1,
+# SVDFLOW_BENCH_EXTRA (step 4's cases, default "max-speed-fullgraph,seed-offload-lowmem"; "" skips),
+# SVDFLOW_BENCH_VARIANT.
 set -uo pipefail
 
 OUT="${OUT:-$PWD/bench-results}"
 mkdir -p "$OUT"
-CASES="${SVDFLOW_BENCH_CASES:-balanced,max-speed,low-vram,seed-offload,seed-offload-lowmem}"
+CASES="${SVDFLOW_BENCH_CASES:-balanced,max-speed,low-vram,seed-offload}"
+EXTRA="${SVDFLOW_BENCH_EXTRA-max-speed-fullgraph,seed-offload-lowmem}"
 VIDEOS="${SVDFLOW_BENCH_VIDEOS:-2}"
-DEADLINE="${SVDFLOW_BENCH_DEADLINE:-330}"
+DEADLINE="${SVDFLOW_BENCH_DEADLINE:-300}"
+BUDGET="${SVDFLOW_BENCH_BUDGET:-540}"
 VARIANT="${SVDFLOW_BENCH_VARIANT:-xt}"
 started=$(date +%s)
 elapsed() { echo $(( $(date +%s) - started )); }
+left() { echo $(( BUDGET - $(elapsed) )); }
 
 # --- 1. packages ----------------------------------------------------------------------------------
 if ! python3 -c "import diffusers, pydantic" 2>/dev/null; then
@@ -54,21 +61,21 @@ export TORCHINDUCTOR_CACHE_DIR=/tmp/svdflow-bench-inductor
 export TRITON_CACHE_DIR="$TORCHINDUCTOR_CACHE_DIR/triton"
 rm -rf "$TORCHINDUCTOR_CACHE_DIR"
 
-# --- 2. all cases in one process ------------------------------------------------------------------
+# --- 2. the main cases in one process ------------------------------------------------------------
 t0=$(date +%s.%N)
-timeout -k 10 400 python3 -m svdflow bench --variant "$VARIANT" --cases "$CASES" --videos "$VIDEOS" \
-  --kernels --deadline "$DEADLINE" --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.log"
+timeout -k 10 "$(( $(left) - 150 ))" python3 -m svdflow bench --variant "$VARIANT" --cases "$CASES" \
+  --videos "$VIDEOS" --kernels --deadline "$DEADLINE" --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.log"
 rc=$?
 t1=$(date +%s.%N)
 echo "[$(elapsed) s] bench exited $rc after $(python3 -c "print(round($t1 - $t0, 1))") s"
 tail -n 25 "$OUT/bench.log"
 
 # --- 3. warm-cache compile start in a fresh process -----------------------------------------------
-if [ "${SVDFLOW_BENCH_SKIP_WARM:-0}" != "1" ] && [ "$(elapsed)" -lt 470 ]; then
+if [ "${SVDFLOW_BENCH_SKIP_WARM:-0}" != "1" ] && [ "$(left)" -gt 60 ]; then
   du -sh "$TORCHINDUCTOR_CACHE_DIR" 2>/dev/null | tee "$OUT/inductor-cache-size.txt"
   t0=$(date +%s.%N)
-  timeout -k 10 110 python3 -m svdflow bench --variant "$VARIANT" --cases compile-start \
-    --json "$OUT/compile_warm.json" > "$OUT/compile_warm.txt" 2> "$OUT/compile_warm.log"
+  timeout -k 10 "$(( $(left) < 110 ? $(left) - 10 : 100 ))" python3 -m svdflow bench --variant "$VARIANT" \
+    --cases compile-start --json "$OUT/compile_warm.json" > "$OUT/compile_warm.txt" 2> "$OUT/compile_warm.log"
   rc=$?
   t1=$(date +%s.%N)
   echo "[$(elapsed) s] warm compile-start exited $rc; process wall $(python3 -c "print(round($t1 - $t0, 1))") s" \
@@ -78,13 +85,29 @@ else
   echo "[$(elapsed) s] warm compile-start skipped"
 fi
 
+# --- 4. extra cases with the time left --------------------------------------------------------------
+# A case starts only with enough time for it: the full-graph compile alone took 109-137 s on an H200.
+if [ -n "$EXTRA" ] && [ "$(left)" -gt 90 ]; then
+  first_extra="${EXTRA%%,*}"
+  if [ "$first_extra" = "max-speed-fullgraph" ] && [ "$(left)" -lt 230 ]; then
+    EXTRA="${EXTRA#max-speed-fullgraph}"; EXTRA="${EXTRA#,}"
+    echo "[$(elapsed) s] max-speed-fullgraph skipped: $(left) s left"
+  fi
+  if [ -n "$EXTRA" ]; then
+    timeout -k 10 "$(( $(left) - 15 ))" python3 -m svdflow bench --variant "$VARIANT" --cases "$EXTRA" --videos "$VIDEOS" \
+      --deadline "$(( $(left) - 75 ))" --json "$OUT/extra.json" > "$OUT/extra.txt" 2> "$OUT/extra.log"
+    echo "[$(elapsed) s] extra cases ($EXTRA) exited $?"
+    tail -n 8 "$OUT/extra.log"
+  fi
+fi
+
 # --- 4. the table, last ---------------------------------------------------------------------------
 python3 - "$OUT" <<'EOF'
 import json, os, sys
 from svdflow.bench import format_table, merge_results
 out = sys.argv[1]
-parts = [json.load(open(p)) for p in (os.path.join(out, "bench.json"), os.path.join(out, "compile_warm.json"))
-         if os.path.exists(p)]
+parts = [json.load(open(os.path.join(out, name))) for name in ("bench.json", "compile_warm.json", "extra.json")
+         if os.path.exists(os.path.join(out, name))]
 if not parts:
     sys.exit("no results: see bench.log")
 merged = merge_results(*parts)

@@ -4,16 +4,20 @@ The pipeline is SVD or SVD-XT built from its configs with random weights (no dow
 shapes, FLOPs and memory as the checkpoints), or `builtin:tiny`. Cases:
 
   balanced             resident, eager: the reference for speed and for the final latents
-  max-speed            resident, torch.compile'd UNet (first video compiles; the rest are steady)
+  max-speed            resident, regionally torch.compile'd UNet (first video compiles; the rest
+                       are steady), attention kernels chosen by measuring them
   low-vram             group offload + feed-forward chunks + one CFG branch at a time + decode 2
   seed-offload         diffusers' enable_model_cpu_offload + decode_chunk_size 8 (issue #5's seed)
   seed-offload-lowmem  the same + forward chunking + decode_chunk_size 2
   compile-start        (run on its own) how long a fresh process takes to its first compiled step;
                        run it twice on one TORCHINDUCTOR_CACHE_DIR for cold and warm
+  max-speed-fullgraph  (on request) max-speed with the whole UNet compiled as one graph, the
+                       pre-regional recipe, for comparison
 
-For each: steady seconds per video (the videos after the first), the denoising step time (CUDA
-events around every step, mostly the UNet), peak GPU memory, and, for max-speed and low-vram, how
-far their final latents are from balanced's (same seed, same image). On a CPU the sizes default
+For each: steady seconds per video (the videos after the first) split into before the denoising
+loop (CLIP, VAE encode), the loop and after it (VAE decode, to numpy), the denoising step time
+(CUDA events around every step, mostly the UNet), peak GPU memory, and, for max-speed and
+low-vram, how far their final latents are from balanced's (same seed, same image). On a CPU the sizes default
 to tiny ones so the whole thing runs in seconds; nothing is encoded to video files.
 """
 
@@ -27,7 +31,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from svdflow.errors import UsageError
@@ -35,9 +39,11 @@ from svdflow.errors import UsageError
 _IMPORTED_AT = time.perf_counter()
 
 CASE_ORDER = ("balanced", "max-speed", "low-vram", "seed-offload", "seed-offload-lowmem")
-SEPARATE_CASES = ("compile-start",)  # not in the default list: meaningful only in a fresh process
+# Not in the default list: compile-start means something only in a fresh process; the full-graph
+# compile costs minutes and is only a comparison.
+SEPARATE_CASES = ("compile-start", "max-speed-fullgraph")
 ALL_CASES = CASE_ORDER + SEPARATE_CASES
-LATENT_CHECKED = ("max-speed", "low-vram")
+LATENT_CHECKED = ("max-speed", "low-vram", "max-speed-fullgraph")
 SEED = 20240501
 
 # Final latents of max-speed / low-vram against eager fp16 (balanced), as ||a - b|| / ||b||.
@@ -187,6 +193,7 @@ class _State:
         self.clean = False  # nothing installed on self.pipe: no hooks, no compiled wrapper
         self.where: str | None = None
         self.reference = None  # balanced's final latents
+        self.attention = "default"  # the attention kernel order of the case being measured
         self.seed_pipe = None  # seed-offload's pipeline, which seed-offload-lowmem reuses
         self.build_s: float | None = None
         self.image = _test_image(config.width, config.height)
@@ -197,7 +204,11 @@ class _State:
             return self.pipe
         self.discard()
         started = time.perf_counter()
-        self.pipe = _build(self.config, where)
+        # Always drawn on the benchmark's device, then moved: the random weights then do not depend
+        # on where a case keeps them (a CPU draw differs), so every case's latents are comparable.
+        self.pipe = _build(self.config, self.config.device)
+        if where != self.config.device:
+            self.pipe.to(where)
         self.where, self.clean = where, True
         self.build_s = round(time.perf_counter() - started, 2)
         return self.pipe
@@ -244,7 +255,21 @@ def _hardware(state: _State, profile: str, **overrides):
     settings = {**PROFILE_SETTINGS[profile], **overrides}
     return ResolvedHardware(profile, state.config.device, state.config.dtype, settings["offload"],
                             settings["forward_chunking"], settings["decode_chunk_size"],
-                            settings["compile"] is True, "bench", settings["sequential_cfg"])
+                            settings["compile"] is True, "bench", settings["sequential_cfg"],
+                            attention=settings.get("attention", "default") if state.cuda else "default")
+
+
+def _settle_attention(state: _State, pipe, hw):
+    """`attention: fastest` measured as a run does it; the case then renders with the choice."""
+    from svdflow.pipeline.profiles import resolve_attention
+
+    config = state.config
+    started = time.perf_counter()
+    hw, probe = resolve_attention(hw, pipe.unet.config, (config.num_frames, config.height, config.width))
+    state.attention = hw.attention
+    if probe:
+        probe["probe_s"] = round(time.perf_counter() - started, 2)
+    return hw, probe
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,10 +290,10 @@ def _case_balanced(state: _State) -> dict[str, Any]:
     return {"status": "ok", "settings": hw.to_json(), **out}
 
 
-def _case_max_speed(state: _State) -> dict[str, Any]:
+def _case_max_speed(state: _State, *, regional: bool = True) -> dict[str, Any]:
     import torch
 
-    from svdflow.pipeline.profiles import apply_hardware, configure_compile_cache, unwrap_unet
+    from svdflow.pipeline.profiles import apply_hardware, compile_unet, configure_compile_cache, uncompile_unet
 
     notes = []
     pipe = state.pipeline(state.config.device)
@@ -276,13 +301,17 @@ def _case_max_speed(state: _State) -> dict[str, Any]:
     if not state.cuda:
         notes.append("compile skipped on a CPU: inductor's C++ build of even the tiny UNet takes minutes; "
                      "this case then equals balanced")
+    hw, probe = _settle_attention(state, pipe, hw)
     cache = configure_compile_cache() if hw.compile else None
     cache_files_before = _count_files(cache) if cache else None
     counters = _dynamo_counters() if hw.compile else None
     if counters is not None:
         counters.clear()
-    apply_hardware(pipe, hw)
+    state.clean = False
     try:
+        apply_hardware(pipe, replace(hw, compile=False))
+        if hw.compile:
+            compile_unet(pipe, regional=regional)
         videos = state.config.videos + (1 if hw.compile else 0)  # the first one compiles
         out = _measure(state, pipe, hw.decode_chunk_size, videos, kernels=True)
         if hw.compile:
@@ -294,10 +323,14 @@ def _case_max_speed(state: _State) -> dict[str, Any]:
                                      "files_after": _count_files(cache)}
         _check_latents(state, out)
     finally:
-        pipe.unet = unwrap_unet(pipe.unet)
+        pipe.unet = uncompile_unet(pipe.unet)
+        state.attention = "default"
         if hw.compile:
             torch._dynamo.reset()  # drop the compiled graphs (and their hold on the weights)
-    return {"status": "ok", "settings": hw.to_json(), **out, **({"notes": notes} if notes else {})}
+        state.clean = True  # back to eager, nothing installed
+    settings = {**hw.to_json(), "compile_regional": regional if hw.compile else None}
+    return {"status": "ok", "settings": settings, **out, **({"attention_probe": probe} if probe else {}),
+            **({"notes": notes} if notes else {})}
 
 
 def _case_low_vram(state: _State) -> dict[str, Any]:
@@ -356,6 +389,7 @@ def _case_compile_start(state: _State) -> dict[str, Any]:
     build_s = state.build_s
     state.clean = False
     hw = _hardware(state, "max-speed", compile=True)
+    hw, probe = _settle_attention(state, pipe, hw)  # as a run does before compiling
     apply_hardware(pipe, hw)
     clock = _StepClock(pipe, state.cuda)
     since_start = _seconds_since_process_start()
@@ -369,12 +403,14 @@ def _case_compile_start(state: _State) -> dict[str, Any]:
             "build_s": build_s, "first_step_s": round(steps[0], 3),
             "unet_step_s": round(step, 4) if step else None,
             "compile_start_s": round(steps[0] - (step or 0), 2),
-            "process_to_first_step_s": round(since_start + pre_loop + steps[0], 2) if since_start else None}
+            "process_to_first_step_s": round(since_start + pre_loop + steps[0], 2) if since_start else None,
+            "attention_probe_s": probe.get("probe_s")}
 
 
 _CASES: dict[str, Callable[[_State], dict[str, Any]]] = {
     "balanced": _case_balanced,
     "max-speed": _case_max_speed,
+    "max-speed-fullgraph": lambda state: _case_max_speed(state, regional=False),
     "low-vram": _case_low_vram,
     "seed-offload": lambda state: _case_seed(state, lowmem=False),
     "seed-offload-lowmem": lambda state: _case_seed(state, lowmem=True),
@@ -406,6 +442,10 @@ class _StepClock:
         self.marks, self.latents, self.total = [], None, total
         self._mark()
 
+    def finish(self) -> None:
+        """Marks the call's end: the time after the last step is the VAE decode and postprocessing."""
+        self._mark()
+
     def _mark(self) -> None:
         if self.cuda:
             import torch
@@ -426,11 +466,16 @@ class _StepClock:
         return a.elapsed_time(b) / 1000 if self.cuda else b - a
 
     def step_times(self) -> list[float]:
+        """Seconds of each denoising step (after finish(), the steps only)."""
         if self.cuda:
             import torch
 
             torch.cuda.synchronize()
-        return [self._seconds(a, b) for a, b in zip(self.marks[1:], self.marks[2:])]
+        loop = self.marks[1:self.total + 2] if self.total else self.marks[1:]
+        return [self._seconds(a, b) for a, b in zip(loop, loop[1:])]
+
+    def post_loop_s(self) -> float:
+        return self._seconds(self.marks[self.total + 1], self.marks[-1])
 
     def pre_loop_s(self) -> float:
         return self._seconds(self.marks[0], self.marks[1])
@@ -439,11 +484,12 @@ class _StepClock:
 def _call(pipe, state: _State, *, decode_chunk_size, steps: int, clock: _StepClock, latent: bool = False):
     import torch
 
+    from svdflow.pipeline.attention import attention_backends
     from svdflow.pipeline.render import make_generator
 
     config = state.config
     clock.total = steps
-    with torch.inference_mode():
+    with torch.inference_mode(), attention_backends(state.attention):
         return pipe(state.image, height=config.height, width=config.width, num_frames=config.num_frames,
                     num_inference_steps=steps, min_guidance_scale=1.0, max_guidance_scale=3.0, fps=7,
                     motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=decode_chunk_size,
@@ -462,15 +508,18 @@ def _measure(state: _State, pipe, decode_chunk_size, videos: int, *, kernels: bo
         torch.cuda.empty_cache()
         start_gib = torch.cuda.memory_allocated(config.device) / GIB
         torch.cuda.reset_peak_memory_stats(config.device)
-    seconds, steps, latents = [], [], []
+    seconds, steps, latents, before, after = [], [], [], [], []
     for _ in range(videos):
         clock.start(config.steps)
         began = time.perf_counter()
         _call(pipe, state, decode_chunk_size=decode_chunk_size, steps=config.steps, clock=clock)
+        clock.finish()
         if state.cuda:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - began)
         steps.append(clock.step_times())
+        before.append(clock.pre_loop_s())
+        after.append(clock.post_loop_s())
         latents.append(clock.latents)
     steady = seconds[1:] or seconds
     steady_steps = [s for video in (steps[1:] or steps) for s in video]
@@ -480,6 +529,10 @@ def _measure(state: _State, pipe, decode_chunk_size, videos: int, *, kernels: bo
         "s_per_video": round(statistics.fmean(steady), 3),
         "unet_step_s": round(statistics.median(steady_steps), 4),
         "first_step_s": round(steps[0][0], 3),
+        # Steady videos: before the loop (CLIP, VAE encode, noise), the loop, after (decode, numpy).
+        "pre_loop_s": round(statistics.fmean(before[1:] or before), 3),
+        "loop_s": round(statistics.fmean([sum(v) for v in (steps[1:] or steps)]), 3),
+        "post_loop_s": round(statistics.fmean(after[1:] or after), 3),
         "peak_gib": None, "reserved_gib": None, "start_gib": None,
     }
     if state.cuda:

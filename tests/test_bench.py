@@ -32,6 +32,11 @@ def test_tiny_bench_prints_the_table_and_writes_json(tmp_path, capsys):
         assert case["settings"]["profile"] == name
         assert len(case["videos_s"]) == 2 and case["s_per_video"] > 0 and case["unet_step_s"] > 0
         assert case["peak_gib"] is None and case["max_rss_gib"] > 0  # no per-case peak counter on a CPU
+        # The steady video split into before the loop, the loop and after it, which add up to it.
+        parts = case["pre_loop_s"] + case["loop_s"] + case["post_loop_s"]
+        assert min(case["pre_loop_s"], case["loop_s"], case["post_loop_s"]) > 0
+        assert 0.7 * case["videos_s"][1] < parts <= case["videos_s"][1] + 0.002
+        assert case["settings"]["attention"] == "default"  # measured and chosen on a GPU only
         assert name in out
     # Same seed, same image: eager against itself, and the profiles against eager.
     assert cases["balanced"]["latents_repeat"]["rel_l2"] == 0.0
@@ -51,7 +56,7 @@ def test_unknown_case_is_a_usage_error(capsys):
     assert run_cli(["bench", "--variant", "tiny", "--cases", "balanced,turbo"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: unknown bench case turbo; choose from balanced, max-speed, low-vram, seed-offload, "
-        "seed-offload-lowmem, compile-start")
+        "seed-offload-lowmem, compile-start, max-speed-fullgraph")
 
 
 def gpu_result() -> dict:

@@ -312,3 +312,15 @@ def test_full_size_architecture(variant, num_frames):
 def test_full_size_rejects_unknown_variants():
     with pytest.raises(ValueError, match="variant must be one of"):
         build_full_size_pipeline("xxl", device="meta")
+
+
+def test_render_frames_quantises_the_pipelines_floats_half_up(tiny, image, reference):
+    from svdflow.pipeline.render import render_frames, tensor_to_uint8
+
+    params = {"num_inference_steps": 2, "height": 64, "width": 112, "num_frames": 8, "min_guidance_scale": 1.0,
+              "max_guidance_scale": 3.0, "fps": 7, "motion_bucket_id": 127, "noise_aug_strength": 0.02, "seed": 0}
+    frames = render_frames(tiny, image, params)
+    # The numpy formula the frames were always defined by, on the pipeline's own numpy output.
+    assert np.array_equal(frames, (np.clip(reference[0], 0, 1) * 255.0 + 0.5).astype(np.uint8))
+    edges = torch.tensor([-0.1, 0.0, 0.5 / 255, 1.5 / 255 - 1e-7, 254.5 / 255, 1.0, 1.2]).reshape(1, 1, 1, 7).expand(1, 3, 1, 7)
+    assert tensor_to_uint8(edges)[0, 0, :, 0].tolist() == [0, 0, 1, 1, 255, 255, 255]

@@ -35,7 +35,7 @@ COMPILE_PAYS_OFF_STEPS = round(COMPILE_COLD_S / COMPILE_SAVES_S_PER_STEP)
 
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "max-speed": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "auto",
-                  "sequential_cfg": False},
+                  "sequential_cfg": False, "attention": "fastest"},
     "balanced": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "off",
                  "sequential_cfg": False},
     # Weights are not what fills a GPU here: activations are. Streaming the UNet's weights (group
@@ -70,6 +70,9 @@ class ResolvedHardware:
     # CPU kernels split reductions by thread count, so frames differ between 1 and 2 threads. A fixed
     # count makes CPU frames bit-identical across machines and launchers (None: torch's default).
     cpu_threads: int | None = None
+    # The attention kernel order (attention.py): "default" (PyTorch's), "cudnn", or "fastest", which
+    # resolve_attention measures on the GPU and replaces by one of the two before anything renders.
+    attention: str = "default"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,7 +184,22 @@ def resolve_hardware(hw: Hardware, facts: DeviceFacts, *, planned_unet_steps: in
         reason = f"{reason}; {why}"
     return ResolvedHardware(profile, device, dtype, settings["offload"], settings["forward_chunking"],
                             settings["decode_chunk_size"], compile_on, reason, settings["sequential_cfg"],
-                            cpu_threads=cpu_render_threads(env) if device == "cpu" else None)
+                            cpu_threads=cpu_render_threads(env) if device == "cpu" else None,
+                            attention=settings.get("attention", "default") if device.startswith("cuda") else "default")
+
+
+def resolve_attention(hw: ResolvedHardware, unet_config: Mapping[str, Any], shape: Shape) -> tuple[ResolvedHardware, dict]:
+    """Settle `attention: fastest` by measuring both kernel orders on this UNet's attention shapes at
+    `shape` (the run's largest); other settings pass through. Returns the settings and the probe."""
+    from svdflow.pipeline import attention
+
+    if hw.attention != "fastest":
+        return hw, {}
+    if not hw.device.startswith("cuda"):
+        return replace(hw, attention="default"), {"chosen": "default", "reason": f"no choice on {hw.device}"}
+    shapes = attention.unet_attention_shapes(unet_config, *shape, cfg_batch=1 if hw.sequential_cfg else 2)
+    result = attention.probe(shapes, hw.device, torch_dtype(hw.dtype), compiled=hw.compile)
+    return replace(hw, attention=result["chosen"]), result
 
 
 def cpu_render_threads(env) -> int:
@@ -358,8 +376,17 @@ def _group_offload(pipe, device) -> None:
 
 
 def unwrap_unet(unet):
-    """The UNet itself, under a torch.compile wrapper if there is one."""
+    """The UNet itself, under a whole-model torch.compile wrapper if there is one."""
     return getattr(unet, "_orig_mod", unet)
+
+
+def uncompile_unet(unet):
+    """The UNet back to eager: regional compilation taken off, a whole-model wrapper unwrapped."""
+    module = unwrap_unet(unet)
+    for block in module.modules():
+        if getattr(block, "_compiled_call_impl", None) is not None:
+            block._compiled_call_impl = None
+    return module
 
 
 def set_forward_chunking(unet, enabled: bool) -> None:
@@ -408,24 +435,39 @@ def set_sequential_cfg(unet, enabled: bool) -> None:
             del module.forward
 
 
-def compile_unet(pipe) -> None:
+# Regional compilation: the UNet's heavy, repeated blocks, each compiled on its own. Blocks of one
+# class and shape share one compiled graph, so dynamo traces ~20 graphs instead of one huge one;
+# the only fusions lost are across block boundaries, where a conv or GEMM sits anyway.
+REGIONAL_COMPILE_BLOCKS = ("SpatioTemporalResBlock", "TransformerSpatioTemporalModel")
+
+
+def compile_unet(pipe, *, regional: bool = True) -> None:
     """torch.compile the UNet for speed: no CUDA graphs, static shapes, cache on disk.
 
     CUDA graphs ("reduce-overhead") measured no faster than the default mode on an H200 (the UNet
     step is ~0.5 s, launch overhead is noise) and pin memory per shape, so the default mode.
     dynamic=False: each (frames, height, width) gets its own specialised graph; jobs should run
-    grouped by shape (see shape_groups).
+    grouped by shape (see shape_groups). `regional=False` compiles the whole UNet as one graph.
     """
     import torch
     import torch._dynamo
     import torch._inductor.config as inductor_config
 
     configure_compile_cache()
-    # A run with many shapes must not silently fall back to eager after the 8th.
+    # A run with many shapes must not silently fall back to eager after the 8th; regional
+    # compilation also keeps one graph per block variant (channels x resolution) under one code object.
     config = torch._dynamo.config
     limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # renamed in 2.6
-    setattr(config, limit, max(getattr(config, limit), 64))
+    setattr(config, limit, max(getattr(config, limit), 256))
+    if hasattr(config, "accumulated_recompile_limit"):
+        config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 4096)
     # 1x1 convs as matmuls: a GEMM with fusable epilogues instead of a cuDNN call (PyTorch's
     # SDXL recipe); the UNet has many (resnet shortcuts, transformer proj_in/out).
     inductor_config.conv_1x1_as_mm = True
-    pipe.unet = torch.compile(pipe.unet, mode="default", fullgraph=False, dynamic=False)
+    if not regional:
+        pipe.unet = torch.compile(pipe.unet, mode="default", fullgraph=False, dynamic=False)
+        return
+    unet = unwrap_unet(pipe.unet)
+    for block in unet.modules():
+        if type(block).__name__ in REGIONAL_COMPILE_BLOCKS:
+            block.compile(mode="default", fullgraph=False, dynamic=False)

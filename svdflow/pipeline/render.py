@@ -34,13 +34,16 @@ def torch_threads(count: int | None):
 
 
 def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int | None = None,
-                  on_step: Callable[[int, int], None] | None = None, cpu_threads: int | None = None) -> np.ndarray:
+                  on_step: Callable[[int, int], None] | None = None, cpu_threads: int | None = None,
+                  attention: str = "default") -> np.ndarray:
     """Render one job; returns frames as uint8 (T, H, W, 3).
 
     `on_step(done, total)` is called after every denoising step; after the last one the pipeline
-    decodes latents with the VAE.
+    decodes latents with the VAE. `attention` picks the attention kernel order (attention.py).
     """
     import torch
+
+    from svdflow.pipeline.attention import attention_backends
 
     total = params["num_inference_steps"]
 
@@ -49,7 +52,7 @@ def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int
             on_step(step + 1, total)
         return callback_kwargs
 
-    with torch.inference_mode(), torch_threads(cpu_threads):
+    with torch.inference_mode(), torch_threads(cpu_threads), attention_backends(attention):
         output = pipe(
             image,
             height=params["height"],
@@ -63,13 +66,21 @@ def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int
             noise_aug_strength=params["noise_aug_strength"],
             decode_chunk_size=decode_chunk_size,
             generator=make_generator(params["seed"]),
-            output_type="np",
+            # Tensors, not numpy: the frames are quantised where they are (tensor_to_uint8), so a
+            # GPU sends a quarter of the bytes across the bus and the CPU does no float pass.
+            output_type="pt",
             callback_on_step_end=step_callback,
         )
-    frames = np.asarray(output.frames[0])
-    return to_uint8(frames)
+        return tensor_to_uint8(output.frames[0])
 
 
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """[0, 1] floats to uint8 by rounding, the same on every platform."""
-    return np.ascontiguousarray((np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+def tensor_to_uint8(frames) -> np.ndarray:
+    """The pipeline's (T, 3, H, W) float32 frames in [0, 1], on any device, to uint8 (T, H, W, 3).
+
+    Round half up in float32 (clip, x 255, + 0.5, truncate): IEEE single-precision arithmetic, so a
+    GPU and a CPU give the same bytes for the same floats.
+    """
+    import torch
+
+    quantised = (frames.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    return np.ascontiguousarray(quantised.permute(0, 2, 3, 1).cpu().numpy())

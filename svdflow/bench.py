@@ -293,7 +293,12 @@ def _case_balanced(state: _State) -> dict[str, Any]:
 def _case_max_speed(state: _State, *, regional: bool = True) -> dict[str, Any]:
     import torch
 
-    from svdflow.pipeline.profiles import apply_hardware, compile_unet, configure_compile_cache, uncompile_unet
+    from svdflow.pipeline.profiles import (
+        apply_hardware,
+        compile_unet,
+        configure_compile_cache,
+        uncompile_unet,
+    )
 
     notes = []
     pipe = state.pipeline(state.config.device)

@@ -103,48 +103,54 @@ def probe(shapes: list[AttentionShape], device: str, dtype, repeats: int = 3,
     one, and why. `compiled`: the UNet will be torch.compile'd, so cuDNN must also work there
     (checked on the smallest shape before it is chosen)."""
     import torch
-    import torch.nn.functional as F
 
-    result: dict[str, Any] = {"shapes": [], "step_s": {}, "chosen": "default"}
     totals = dict.fromkeys(ATTENTION_CHOICES, 0.0)
-    worst = 0.0
-    failure = None
+    rows, failure = [], None
     generator = torch.Generator(device=device).manual_seed(0)
     for shape in shapes:
-        def make(length: int):
-            # diffusers' layout: (batch, tokens, heads * head_dim) viewed as (batch, heads, tokens, head_dim)
-            x = torch.randn(shape.batch, length, shape.heads * shape.head_dim, device=device, dtype=dtype,
-                            generator=generator)
-            return x.view(shape.batch, length, shape.heads, shape.head_dim).transpose(1, 2)
-
-        q, k, v = make(shape.queries), make(shape.keys), make(shape.keys)
-        row = {"shape": shape.describe(), "calls": shape.calls}
-        outputs = {}
+        row, shape_failure = _probe_shape(shape, device, dtype, generator, repeats)
+        rows.append(row)
+        failure = failure or shape_failure
         for choice in ATTENTION_CHOICES:
-            try:
-                with attention_backends(choice):
-                    outputs[choice] = F.scaled_dot_product_attention(q, k, v)  # warm-up, and the output
-                    seconds = _time(lambda: F.scaled_dot_product_attention(q, k, v), device, repeats)
-            except Exception as exc:  # unsupported here (no kernel, older PyTorch): not chosen, noted
-                failure = failure or f"{choice} failed on {shape.describe()}: {type(exc).__name__}: " \
-                                     f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                row[choice] = None
-                continue
-            row[choice] = round(seconds * 1e3, 4)  # ms per call
-            totals[choice] += seconds * shape.calls
-        if "cudnn" in outputs and "default" in outputs:
-            reference = outputs["default"].float()
-            error = float((outputs["cudnn"].float() - reference).abs().max() / reference.abs().max().clamp_min(1e-6))
-            row["cudnn_rel_error"] = error
-            worst = max(worst, error)
-        result["shapes"].append(row)
-        del q, k, v, outputs
+            totals[choice] += (row[choice] or 0.0) / 1e3 * shape.calls
+    worst = max((row.get("cudnn_rel_error", 0.0) for row in rows), default=0.0)
     if compiled and not failure and shapes:
         failure = _compile_failure(min(shapes, key=lambda s: s.batch * s.queries), device, dtype)
-    result["step_s"] = {choice: round(total, 5) for choice, total in totals.items()}
-    result["cudnn_worst_rel_error"] = worst
-    result["chosen"], result["reason"] = decide(totals, worst, failure)
-    return result
+    chosen, reason = decide(totals, worst, failure)
+    return {"shapes": rows, "step_s": {choice: round(total, 5) for choice, total in totals.items()},
+            "cudnn_worst_rel_error": worst, "chosen": chosen, "reason": reason}
+
+
+def _probe_shape(shape: AttentionShape, device: str, dtype, generator, repeats: int) -> tuple[dict, str | None]:
+    """One shape: ms per call under each choice (None where it failed), cuDNN's error, a failure."""
+    import torch
+    import torch.nn.functional as F
+
+    def make(length: int):
+        # diffusers' layout: (batch, tokens, heads * head_dim) viewed as (batch, heads, tokens, head_dim)
+        x = torch.randn(shape.batch, length, shape.heads * shape.head_dim, device=device, dtype=dtype,
+                        generator=generator)
+        return x.view(shape.batch, length, shape.heads, shape.head_dim).transpose(1, 2)
+
+    q, k, v = make(shape.queries), make(shape.keys), make(shape.keys)
+    row: dict[str, Any] = {"shape": shape.describe(), "calls": shape.calls}
+    outputs, failure = {}, None
+    for choice in ATTENTION_CHOICES:
+        try:
+            with attention_backends(choice):
+                outputs[choice] = F.scaled_dot_product_attention(q, k, v)  # warm-up, and the output
+                seconds = _time(lambda: F.scaled_dot_product_attention(q, k, v), device, repeats)
+        except Exception as exc:  # unsupported here (no kernel, older PyTorch): not chosen, noted
+            failure = failure or f"{choice} failed on {shape.describe()}: {type(exc).__name__}: " \
+                                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            row[choice] = None
+            continue
+        row[choice] = round(seconds * 1e3, 4)
+    if len(outputs) == len(ATTENTION_CHOICES):
+        reference = outputs["default"].float()
+        row["cudnn_rel_error"] = float((outputs["cudnn"].float() - reference).abs().max()
+                                       / reference.abs().max().clamp_min(1e-6))
+    return row, failure
 
 
 def decide(step_s: Mapping[str, float], worst_error: float, failure: str | None) -> tuple[str, str]:

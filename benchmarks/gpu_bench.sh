@@ -5,28 +5,34 @@
 #
 # 1. installs diffusers + pydantic from ./.whl (the GPU host has torch, transformers, accelerate but
 #    neither of those; fetch them here first with /work/shared/device/fetch-wheels.sh and carry .whl);
-# 2. `svdflow bench --variant xt`: balanced, max-speed, low-vram, seed-offload in one process, on an
-#    EMPTY inductor cache, so max-speed's first video is a cold (regional) compile;
+# 2. `svdflow bench --variant xt`: balanced, max-speed, low-vram, seed-offload, low-vram-batched-cfg
+#    in one process, on an EMPTY inductor cache, so max-speed's first video is a cold (regional)
+#    compile;
 # 3. a second process on the now-warm cache: `--cases compile-start` (time to the first compiled step);
 # 4. with the time left: a third process for seed-offload-lowmem and max-speed-fullgraph (the
 #    whole-UNet compile, for comparison with the regional one);
 # 5. a short table of everything, last.
 #
-# Estimated on an H200 (eager step ~0.6 s): install+imports ~25 s, balanced ~40 s, max-speed ~100 s,
-# low-vram ~55 s, seed-offload ~50 s, warm start ~50 s, then ~200 s for step 4 if time is left.
+# From the 2026-11-26 H200 run (benchmarks/results/): install+imports ~15 s, balanced ~40 s, max-speed
+# ~115 s (69 s compiling), low-vram ~55 s, seed-offload ~45 s, low-vram-batched-cfg ~50 s, warm start
+# ~37 s; then step 4 with what is left (seed-offload-lowmem ~50 s, max-speed-fullgraph ~180 s).
 # Guards: everything stops by SVDFLOW_BENCH_BUDGET s (default 540); no case of step 2 starts after
 # SVDFLOW_BENCH_DEADLINE s (default 300); bench.json is rewritten after every case.
 #
 # Knobs: SVDFLOW_BENCH_CASES (step 2's comma list), SVDFLOW_BENCH_VIDEOS (default 2; max-speed does
 # one more), SVDFLOW_BENCH_DEADLINE, SVDFLOW_BENCH_BUDGET, SVDFLOW_BENCH_SKIP_WARM=1,
-# SVDFLOW_BENCH_EXTRA (step 4's cases, default "max-speed-fullgraph,seed-offload-lowmem"; "" skips),
+# SVDFLOW_BENCH_EXTRA (step 4's cases, default "seed-offload-lowmem,max-speed-fullgraph"; "" skips),
 # SVDFLOW_BENCH_VARIANT.
 set -uo pipefail
 
+# Few files come back from a device call (8 did last time): $OUT gets bench.json, compile_warm.json,
+# extra.json, summary.json, env.txt and logs.txt; the raw logs stay in $LOGS.
 OUT="${OUT:-$PWD/bench-results}"
-mkdir -p "$OUT"
-CASES="${SVDFLOW_BENCH_CASES:-balanced,max-speed,low-vram,seed-offload}"
-EXTRA="${SVDFLOW_BENCH_EXTRA-max-speed-fullgraph,seed-offload-lowmem}"
+LOGS=/tmp/svdflow-bench-logs
+mkdir -p "$OUT" "$LOGS"
+keep_log() { { echo "===== $1"; grep -v "should be kept in float32\|cannot run with \`cpu\` device" "$2"; } >> "$OUT/logs.txt"; }
+CASES="${SVDFLOW_BENCH_CASES:-balanced,max-speed,low-vram,seed-offload,low-vram-batched-cfg}"
+EXTRA="${SVDFLOW_BENCH_EXTRA-seed-offload-lowmem,max-speed-fullgraph}"
 VIDEOS="${SVDFLOW_BENCH_VIDEOS:-2}"
 DEADLINE="${SVDFLOW_BENCH_DEADLINE:-300}"
 BUDGET="${SVDFLOW_BENCH_BUDGET:-540}"
@@ -49,10 +55,9 @@ else
 fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 
-nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | tee "$OUT/nvidia-smi.txt"
-nvidia-smi >> "$OUT/nvidia-smi.txt" 2>&1
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>&1 | tee "$OUT/env.txt"
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" 2>&1 | tee "$OUT/versions.txt"
+'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" 2>&1 | tee -a "$OUT/env.txt"
 echo "[$(elapsed) s] packages ready"
 
 # An empty cache outside $OUT (nothing large comes back): the first process compiles cold, the second
@@ -64,44 +69,51 @@ rm -rf "$TORCHINDUCTOR_CACHE_DIR"
 # --- 2. the main cases in one process ------------------------------------------------------------
 t0=$(date +%s.%N)
 timeout -k 10 "$(( $(left) - 150 ))" python3 -m svdflow bench --variant "$VARIANT" --cases "$CASES" \
-  --videos "$VIDEOS" --kernels --deadline "$DEADLINE" --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.log"
+  --videos "$VIDEOS" --kernels --deadline "$DEADLINE" --json "$OUT/bench.json" > "$LOGS/bench.txt" 2> "$LOGS/bench.log"
 rc=$?
 t1=$(date +%s.%N)
-echo "[$(elapsed) s] bench exited $rc after $(python3 -c "print(round($t1 - $t0, 1))") s"
-tail -n 25 "$OUT/bench.log"
+echo "[$(elapsed) s] bench exited $rc after $(python3 -c "print(round($t1 - $t0, 1))") s" | tee -a "$OUT/logs.txt"
+keep_log bench "$LOGS/bench.log"
+grep "^bench: " "$LOGS/bench.log"
 
 # --- 3. warm-cache compile start in a fresh process -----------------------------------------------
 if [ "${SVDFLOW_BENCH_SKIP_WARM:-0}" != "1" ] && [ "$(left)" -gt 60 ]; then
-  du -sh "$TORCHINDUCTOR_CACHE_DIR" 2>/dev/null | tee "$OUT/inductor-cache-size.txt"
+  echo "inductor cache: $(du -sh "$TORCHINDUCTOR_CACHE_DIR" 2>/dev/null)" | tee -a "$OUT/env.txt"
   t0=$(date +%s.%N)
   timeout -k 10 "$(( $(left) < 110 ? $(left) - 10 : 100 ))" python3 -m svdflow bench --variant "$VARIANT" \
-    --cases compile-start --json "$OUT/compile_warm.json" > "$OUT/compile_warm.txt" 2> "$OUT/compile_warm.log"
+    --cases compile-start --json "$OUT/compile_warm.json" > "$LOGS/compile_warm.txt" 2> "$LOGS/compile_warm.log"
   rc=$?
   t1=$(date +%s.%N)
   echo "[$(elapsed) s] warm compile-start exited $rc; process wall $(python3 -c "print(round($t1 - $t0, 1))") s" \
-    | tee "$OUT/compile_warm_wall.txt"
-  tail -n 8 "$OUT/compile_warm.log"
+    | tee -a "$OUT/logs.txt"
+  keep_log compile-start "$LOGS/compile_warm.log"
+  grep "^bench: " "$LOGS/compile_warm.log"
 else
   echo "[$(elapsed) s] warm compile-start skipped"
 fi
 
 # --- 4. extra cases with the time left --------------------------------------------------------------
-# A case starts only with enough time for it: the full-graph compile alone took 109-137 s on an H200.
-if [ -n "$EXTRA" ] && [ "$(left)" -gt 90 ]; then
-  first_extra="${EXTRA%%,*}"
-  if [ "$first_extra" = "max-speed-fullgraph" ] && [ "$(left)" -lt 230 ]; then
-    EXTRA="${EXTRA#max-speed-fullgraph}"; EXTRA="${EXTRA#,}"
-    echo "[$(elapsed) s] max-speed-fullgraph skipped: $(left) s left"
+# Each only if there is time for it: the full-graph compile alone took 109-137 s on an H200.
+need() { case "$1" in max-speed-fullgraph) echo 230 ;; *) echo 90 ;; esac; }
+chosen=""
+for case_name in ${EXTRA//,/ }; do
+  budget_needed=$(need "$case_name")
+  spent=0; for c in ${chosen//,/ }; do spent=$(( spent + $(need "$c") )); done
+  if [ "$(( $(left) - spent ))" -ge "$budget_needed" ]; then
+    chosen="${chosen:+$chosen,}$case_name"
+  else
+    echo "[$(elapsed) s] $case_name skipped: $(( $(left) - spent )) s left, it needs ~$budget_needed"
   fi
-  if [ -n "$EXTRA" ]; then
-    timeout -k 10 "$(( $(left) - 15 ))" python3 -m svdflow bench --variant "$VARIANT" --cases "$EXTRA" --videos "$VIDEOS" \
-      --deadline "$(( $(left) - 75 ))" --json "$OUT/extra.json" > "$OUT/extra.txt" 2> "$OUT/extra.log"
-    echo "[$(elapsed) s] extra cases ($EXTRA) exited $?"
-    tail -n 8 "$OUT/extra.log"
-  fi
+done
+if [ -n "$chosen" ]; then
+  timeout -k 10 "$(( $(left) - 15 ))" python3 -m svdflow bench --variant "$VARIANT" --cases "$chosen" \
+    --videos "$VIDEOS" --json "$OUT/extra.json" > "$LOGS/extra.txt" 2> "$LOGS/extra.log"
+  echo "[$(elapsed) s] extra cases ($chosen) exited $?" | tee -a "$OUT/logs.txt"
+  keep_log extra "$LOGS/extra.log"
+  grep "^bench: " "$LOGS/extra.log"
 fi
 
-# --- 4. the table, last ---------------------------------------------------------------------------
+# --- 5. the table, last ---------------------------------------------------------------------------
 python3 - "$OUT" <<'EOF'
 import json, os, sys
 from svdflow.bench import format_table, merge_results

@@ -172,7 +172,7 @@ def report(output_dir: str) -> None:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the results here (rewritten after every case).")
 @click.option("--no-latent-check", is_flag=True, help="Skip comparing final latents with eager fp16.")
-@click.option("--kernels", is_flag=True, help="Add a CUDA kernel-time breakdown per case.")
+@click.option("--kernels", is_flag=True, help="Add where the time goes (CUDA kernels; CPU operators on a CPU) to balanced and max-speed.")
 @click.option("--deadline", type=float, default=None, metavar="SECONDS", help="Skip cases that would start later.")
 def bench(variant, cases, videos, steps, frames, height, width, device, json_path, no_latent_check, kernels,
           deadline) -> None:

@@ -78,7 +78,7 @@ def rerender(index_path: str, job_id: str, *, out_dir: str | None = None, device
     pipe.set_progress_bar_config(disable=True)
     apply_hardware(pipe, hardware)
     frames = render_frames(pipe, image, job.params, decode_chunk_size=hardware.decode_chunk_size,
-                           cpu_threads=hardware.cpu_threads, attention=hardware.attention)
+                           cpu_threads=hardware.cpu_threads)
     result = RerenderResult(job.id, frames_sha256(frames), entry.get("frames_sha256"), tampered=tampered)
     if write:
         folder = out_dir or os.path.join(os.path.dirname(os.path.abspath(index_path))

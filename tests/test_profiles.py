@@ -257,4 +257,4 @@ def test_auto_prints_its_choice(tmp_path):
     spec = load_run_spec(write_manifest(tmp_path, MANIFEST.replace("hardware: {profile: cpu}", "hardware: {}")))
     reporter = Notes()
     PipelineSession(spec, spec.jobs, reporter, facts=SMALL_GPU).resolve()
-    assert reporter.notes == ["hardware: profile low-vram, compile off (8.0 GiB free on cuda:0 (< 14))"]
+    assert reporter.notes == ["hardware: profile low-vram, compile off (8.0 GiB free on cuda:0 (< 16))"]

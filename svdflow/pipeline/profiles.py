@@ -17,25 +17,28 @@ from svdflow.errors import DeviceError
 from svdflow.manifest.schema import Hardware
 
 GIB = 1024**3
-# Below this much free memory, a resident fp16 SVD-XT at 576x1024x25 does not fit (measured peak
-# with decode chunks: ~11 GiB); above the second, compiled resident runs comfortably.
-LOW_VRAM_BELOW_GIB = 14
+# Below this much free memory, a resident fp16 SVD-XT at 576x1024x25 does not fit: measured on an
+# H200 (benchmarks/results/2026-11-26-h200-main.json), the resident compiled pipeline peaks at
+# 13.4 GiB allocated with decode chunks of 8. From the second up, compiled resident runs with room
+# for the allocator's cache (26 GiB reserved at most in that run; it gives cached blocks back
+# before failing an allocation).
+LOW_VRAM_BELOW_GIB = 16
 MAX_SPEED_FROM_GIB = 24
 
 # `compile: auto` compiles when the UNet time it saves beats what compiling costs. Measured on an
-# H200, SVD-XT at 576x1024x25 with CFG: eager 0.632 s/step, compiled 0.46 s/step, a cold compile
-# ~110 s. A warm inductor cache (a previous run compiled the same shape) costs far less; issue #5
-# targets <= 20 s and benchmarks/gpu_bench.sh measures it.
+# H200, SVD-XT at 576x1024x25 with CFG, fp16, in one run: eager 0.640 s/step, regionally compiled
+# 0.476 s/step; the cold compile took 69 s, and a fresh process on the warm inductor cache spent
+# 10.6 s on its first step beyond a steady one.
 REFERENCE_SHAPE = (25, 576, 1024)  # (num_frames, height, width)
-COMPILE_SAVES_S_PER_STEP = 0.17
-COMPILE_COLD_S = 110.0
-COMPILE_WARM_S = 20.0
-# ~650 reference steps, ~26 videos of 25 steps: the cold break-even point.
+COMPILE_SAVES_S_PER_STEP = 0.164
+COMPILE_COLD_S = 69.0
+COMPILE_WARM_S = 11.0
+# ~420 reference steps, ~17 videos of 25 steps: the cold break-even point (warm: ~3 videos).
 COMPILE_PAYS_OFF_STEPS = round(COMPILE_COLD_S / COMPILE_SAVES_S_PER_STEP)
 
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "max-speed": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "auto",
-                  "sequential_cfg": False, "attention": "fastest"},
+                  "sequential_cfg": False},
     "balanced": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "off",
                  "sequential_cfg": False},
     # Weights are not what fills a GPU here: activations are. Streaming the UNet's weights (group
@@ -70,9 +73,6 @@ class ResolvedHardware:
     # CPU kernels split reductions by thread count, so frames differ between 1 and 2 threads. A fixed
     # count makes CPU frames bit-identical across machines and launchers (None: torch's default).
     cpu_threads: int | None = None
-    # The attention kernel order (attention.py): "default" (PyTorch's), "cudnn", or "fastest", which
-    # resolve_attention measures on the GPU and replaces by one of the two before anything renders.
-    attention: str = "default"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,22 +184,7 @@ def resolve_hardware(hw: Hardware, facts: DeviceFacts, *, planned_unet_steps: in
         reason = f"{reason}; {why}"
     return ResolvedHardware(profile, device, dtype, settings["offload"], settings["forward_chunking"],
                             settings["decode_chunk_size"], compile_on, reason, settings["sequential_cfg"],
-                            cpu_threads=cpu_render_threads(env) if device == "cpu" else None,
-                            attention=settings.get("attention", "default") if device.startswith("cuda") else "default")
-
-
-def resolve_attention(hw: ResolvedHardware, unet_config: Mapping[str, Any], shape: Shape) -> tuple[ResolvedHardware, dict]:
-    """Settle `attention: fastest` by measuring both kernel orders on this UNet's attention shapes at
-    `shape` (the run's largest); other settings pass through. Returns the settings and the probe."""
-    from svdflow.pipeline import attention
-
-    if hw.attention != "fastest":
-        return hw, {}
-    if not hw.device.startswith("cuda"):
-        return replace(hw, attention="default"), {"chosen": "default", "reason": f"no choice on {hw.device}"}
-    shapes = attention.unet_attention_shapes(unet_config, *shape, cfg_batch=1 if hw.sequential_cfg else 2)
-    result = attention.probe(shapes, hw.device, torch_dtype(hw.dtype), compiled=hw.compile)
-    return replace(hw, attention=result["chosen"]), result
+                            cpu_threads=cpu_render_threads(env) if device == "cpu" else None)
 
 
 def cpu_render_threads(env) -> int:
@@ -265,7 +250,7 @@ def torch_dtype(name: str):
 def inductor_cache_dir(env: Mapping[str, str] | None = None) -> str:
     """The user's TORCHINDUCTOR_CACHE_DIR, else svdflow's own folder under the user cache.
 
-    PyTorch's default lives under /tmp, which many machines wipe at boot: the ~110 s compile
+    PyTorch's default lives under /tmp, which many machines wipe at boot: the ~70 s compile
     would then be paid again by every run.
     """
     env = os.environ if env is None else env
@@ -312,17 +297,16 @@ def compile_marker(model_key: str, dtype: str, device_name: str, shape: Shape,
 
 
 def fast_kernels(enabled: bool = True) -> dict[str, Any]:
-    """cuDNN autotuning and TF32 on (or back to PyTorch's defaults); returns the previous flags.
+    """TF32 for float32 matmuls on (or back to PyTorch's default); returns the previous flags.
 
-    Process-wide flags. cuDNN benchmarks each new conv shape once (a few seconds on the first
-    video) and then picks the fastest algorithm, which matters for the UNet's Conv3d; TF32 only
-    touches float32 work (the VAE encodes in float32).
+    A process-wide flag; it only touches float32 work (the VAE encodes in float32). cuDNN's conv
+    autotuning (cudnn.benchmark) is deliberately left off: on an H200 it made the SVD-XT UNet step
+    no faster (0.640 s against 0.632 without), cost 12 s on the first video, and its trial
+    workspaces pushed the peak allocation to 134 GiB, the whole card.
     """
     import torch
 
-    previous = {"cudnn_benchmark": torch.backends.cudnn.benchmark,
-                "float32_matmul_precision": torch.get_float32_matmul_precision()}
-    torch.backends.cudnn.benchmark = enabled
+    previous = {"float32_matmul_precision": torch.get_float32_matmul_precision()}
     torch.set_float32_matmul_precision("high" if enabled else "highest")
     return previous
 
@@ -330,7 +314,6 @@ def fast_kernels(enabled: bool = True) -> dict[str, Any]:
 def restore_kernel_flags(previous: Mapping[str, Any]) -> None:
     import torch
 
-    torch.backends.cudnn.benchmark = previous["cudnn_benchmark"]
     torch.set_float32_matmul_precision(previous["float32_matmul_precision"])
 
 
@@ -361,15 +344,20 @@ def _group_offload(pipe, device) -> None:
     import torch
     from diffusers.hooks import apply_group_offloading
 
-    streams = device.type == "cuda"  # copy the next group in while this one computes
-    # One UNet block at a time (the largest is ~0.7 GiB). Leaf level (one hook per layer, ~2k of
-    # them) measured 0.76 s/step against 0.63 resident on an H200: per-layer synchronisation, not
-    # bandwidth (2.8 GiB per pass is ~60 ms over PCIe 5), and sequential CFG doubles the passes.
+    streams = device.type == "cuda"  # copy the next layer in while this one computes
+    # Layer by layer, each prefetched on a side stream. record_stream lets the allocator track the
+    # side stream's copies, so offloading a layer does not synchronise the GPU (without it, every
+    # one of the ~2k layers waits: 0.76 s/step against 0.63 resident on an H200).
+    # Block level measured 4.0 s/step on an H200 (with cuDNN autotuning on, which may have added to
+    # it). Part of that is structural: this UNet's mid block is no list entry, so it lands in the
+    # top-level group, which diffusers moves synchronously to pageable memory and back on every
+    # UNet call, twice per step with sequential CFG.
+    options = {"use_stream": streams, "record_stream": streams}
     pipe.unet.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
-                                   offload_type="block_level", num_blocks_per_group=1, use_stream=streams)
+                                   offload_type="leaf_level", **options)
     # CLIP runs once per video: streaming it keeps ~1.2 GiB off the GPU at no noticeable cost.
     apply_group_offloading(pipe.image_encoder, onload_device=device, offload_device=torch.device("cpu"),
-                           offload_type="leaf_level", use_stream=streams)
+                           offload_type="leaf_level", **options)
     # The VAE stays resident: the pipeline upcasts it to float32 to encode, and the group hooks
     # do not follow a dtype change. It is small (~0.2 GiB).
     pipe.vae.to(device)

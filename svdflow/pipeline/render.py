@@ -34,16 +34,13 @@ def torch_threads(count: int | None):
 
 
 def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int | None = None,
-                  on_step: Callable[[int, int], None] | None = None, cpu_threads: int | None = None,
-                  attention: str = "default") -> np.ndarray:
+                  on_step: Callable[[int, int], None] | None = None, cpu_threads: int | None = None) -> np.ndarray:
     """Render one job; returns frames as uint8 (T, H, W, 3).
 
     `on_step(done, total)` is called after every denoising step; after the last one the pipeline
-    decodes latents with the VAE. `attention` picks the attention kernel order (attention.py).
+    decodes latents with the VAE.
     """
     import torch
-
-    from svdflow.pipeline.attention import attention_backends
 
     total = params["num_inference_steps"]
 
@@ -52,7 +49,7 @@ def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int
             on_step(step + 1, total)
         return callback_kwargs
 
-    with torch.inference_mode(), torch_threads(cpu_threads), attention_backends(attention):
+    with torch.inference_mode(), torch_threads(cpu_threads):
         output = pipe(
             image,
             height=params["height"],

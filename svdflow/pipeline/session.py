@@ -12,14 +12,12 @@ from svdflow.errors import RenderError
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.pipeline.profiles import (
     PROFILE_SETTINGS,
-    REFERENCE_SHAPE,
     DeviceFacts,
     ResolvedHardware,
     apply_hardware,
     compile_marker,
     job_shape,
     planned_steps_by_shape,
-    resolve_attention,
     resolve_hardware,
     set_forward_chunking,
     set_sequential_cfg,
@@ -73,12 +71,6 @@ class PipelineSession:
         pipe = load_pipeline(spec, torch_dtype=torch_dtype(hardware.dtype),
                              manifest_dir=str(self.spec.manifest_path.parent))
         pipe.set_progress_bar_config(disable=True)
-        if hardware.attention == "fastest":
-            # Measured on the run's largest shape, where attention's share of the time is largest.
-            largest = max(self._steps_by_shape, key=lambda s: s[0] * s[1] * s[2], default=REFERENCE_SHAPE)
-            hardware, probe = resolve_attention(hardware, pipe.unet.config, largest)
-            self.hardware = hardware
-            self.reporter.note(f"hardware: attention {hardware.attention} ({probe.get('reason')})")
         self.pipe = apply_hardware(pipe, hardware)
         self.resolved_revision = resolved_revision(pipe, spec)
 
@@ -98,8 +90,7 @@ class PipelineSession:
             started = time.perf_counter()
             try:
                 frames = render_frames(self.pipe, image, job.params, decode_chunk_size=self.hardware.decode_chunk_size,
-                                       on_step=on_step, cpu_threads=self.hardware.cpu_threads,
-                                       attention=self.hardware.attention)
+                                       on_step=on_step, cpu_threads=self.hardware.cpu_threads)
             except Exception as exc:
                 if not _is_out_of_memory(exc):
                     raise

@@ -274,7 +274,74 @@ def _case_balanced(state: _State) -> dict[str, Any]:
     state.reference = latents[0]
     if len(latents) > 1:  # the noise floor: eager against itself (kernel choice may vary between calls)
         out["latents_repeat"] = _compare(latents[1], latents[0])
+    if state.config.kernels:
+        try:
+            out["overlap"] = _overlap_probe(state, pipe, hw.decode_chunk_size, latents[-1])
+        except Exception as exc:  # a diagnosis: it must not cost the case its timings
+            out["overlap"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     return {"status": "ok", "settings": hw.to_json(), **out}
+
+
+OVERLAP_STEPS = 5
+
+
+def _overlap_probe(state: _State, pipe, decode_chunk_size, latents) -> dict[str, Any]:
+    """How much of one video's VAE decode hides behind the next video's denoising on one GPU.
+
+    Times the decode alone, OVERLAP_STEPS denoising steps alone, then both at once: the decode on
+    a second thread and CUDA stream, started once the denoising call has encoded its image (the
+    pipeline casts the shared VAE to float32 for that encode and back, so a decode running across
+    it would race the cast). hidden_s = decode + denoise - together.
+    """
+    import threading
+    from contextlib import nullcontext
+
+    import torch
+
+    from svdflow.pipeline.render import tensor_to_uint8
+
+    device_latents = latents.to(pipe.vae.device, pipe.vae.dtype)
+    stream = torch.cuda.Stream(device=state.config.device) if state.cuda else None
+
+    def decode() -> None:
+        with torch.inference_mode(), (torch.cuda.stream(stream) if stream else nullcontext()):
+            frames = pipe.decode_latents(device_latents, state.config.num_frames,
+                                         decode_chunk_size or state.config.num_frames)
+            tensor_to_uint8(pipe.video_processor.postprocess_video(video=frames, output_type="pt")[0])
+
+    def denoise(encoded: threading.Event | None = None) -> None:
+        clock = _StepClock(pipe, state.cuda, on_loop_start=encoded.set if encoded else None)
+        clock.start(OVERLAP_STEPS)
+        _call(pipe, state, decode_chunk_size=decode_chunk_size, steps=OVERLAP_STEPS, clock=clock, latent=True)
+        if state.cuda:
+            torch.cuda.synchronize()
+
+    def timed(work) -> float:
+        began = time.perf_counter()
+        work()
+        return time.perf_counter() - began
+
+    decode_s, denoise_s = timed(decode), timed(denoise)
+    encoded = threading.Event()
+
+    def decode_after_encode() -> None:
+        encoded.wait()
+        decode()
+
+    def together() -> None:
+        worker = threading.Thread(target=decode_after_encode, name="svdflow-bench-decode")
+        worker.start()
+        try:
+            denoise(encoded)
+        finally:
+            encoded.set()  # never leave the worker waiting
+            worker.join()
+        if state.cuda:
+            torch.cuda.synchronize()
+
+    together_s = timed(together)
+    return {"steps": OVERLAP_STEPS, "decode_s": round(decode_s, 3), "denoise_s": round(denoise_s, 3),
+            "together_s": round(together_s, 3), "hidden_s": round(decode_s + denoise_s - together_s, 3)}
 
 
 def _case_max_speed(state: _State, *, regional: bool = True) -> dict[str, Any]:
@@ -414,7 +481,7 @@ class _StepClock:
     """Marks the call's start, the denoising loop's start (after prepare_latents) and every step's
     end; CUDA events on a GPU (no synchronisation inside the loop), perf_counter on a CPU."""
 
-    def __init__(self, pipe, cuda: bool):
+    def __init__(self, pipe, cuda: bool, on_loop_start: Callable[[], None] | None = None):
         self.cuda, self.marks, self.latents, self.total = cuda, [], None, 0
         pipe.__dict__.pop("prepare_latents", None)  # an earlier clock's patch
         original = pipe.prepare_latents
@@ -422,6 +489,8 @@ class _StepClock:
         def prepare_latents(*args, **kwargs):
             latents = original(*args, **kwargs)
             self._mark()
+            if on_loop_start is not None:
+                on_loop_start()
             return latents
 
         pipe.prepare_latents = prepare_latents
@@ -753,6 +822,10 @@ def format_table(result: dict[str, Any]) -> str:
     config = result["config"]
     lines.insert(0, f"svdflow bench: {config['variant']} {config['num_frames']}x{config['height']}x{config['width']}, "
                     f"{config['steps']} steps, {config['dtype']} on {result['environment'].get('gpu') or config['device']}")
+    overlap = (cases.get("balanced") or {}).get("overlap") or {}
+    if "hidden_s" in overlap:
+        lines.append(f"decode overlap (balanced): {overlap['decode_s']} s decode + {overlap['denoise_s']} s for "
+                     f"{overlap['steps']} steps -> {overlap['together_s']} s together, {overlap['hidden_s']} s hidden")
     for target in result["targets"]:
         verdict = "met" if target["met"] else "NOT met"
         lines.append(f"target: {target['target']}: {target['value']} -> {verdict}"

@@ -48,6 +48,11 @@ def test_tiny_bench_prints_the_table_and_writes_json(tmp_path, capsys):
         assert breakdown["top"][0]["share"] > 0
     assert "conv" in cases["balanced"]["kernels"]["decode"]["by_kind"]
     assert "kernels" not in cases["low-vram"]
+    # and how much of a decode hides behind the next video's denoising (nothing to gain on 2 cores).
+    overlap = cases["balanced"]["overlap"]
+    assert overlap["steps"] == 5 and min(overlap["decode_s"], overlap["denoise_s"], overlap["together_s"]) > 0
+    assert overlap["hidden_s"] == pytest.approx(overlap["decode_s"] + overlap["denoise_s"] - overlap["together_s"],
+                                                abs=0.002)
     assert cases["low-vram"]["settings"]["sequential_cfg"] is True
     assert "compile skipped on a CPU" in cases["max-speed"]["notes"][0]
     for name in ("seed-offload", "seed-offload-lowmem"):
@@ -56,6 +61,7 @@ def test_tiny_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     assert result["tolerance"]["latents_rel_l2"] == 1e-2
     assert result["targets"] and not any(t["applies"] for t in result["targets"])
     assert out.splitlines()[0] == "svdflow bench: tiny 2x64x64, 2 steps, float32 on cpu"
+    assert "decode overlap (balanced): " in out
 
 
 def test_unknown_case_is_a_usage_error(capsys):

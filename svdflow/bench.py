@@ -6,7 +6,8 @@ shapes, FLOPs and memory as the checkpoints), or `builtin:tiny`. Cases:
   balanced             resident, eager: the reference for speed and for the final latents
   max-speed            resident, regionally torch.compile'd UNet (first video compiles; the rest
                        are steady)
-  low-vram             group offload + feed-forward chunks + one CFG branch at a time + decode 2
+  low-vram             layer-by-layer group offload on CUDA streams + feed-forward chunks + one CFG
+                       branch at a time + decode 2
   seed-offload         diffusers' enable_model_cpu_offload + decode_chunk_size 8 (issue #5's seed)
   seed-offload-lowmem  the same + forward chunking + decode_chunk_size 2
   compile-start        (run on its own) how long a fresh process takes to its first compiled step;
@@ -16,10 +17,13 @@ shapes, FLOPs and memory as the checkpoints), or `builtin:tiny`. Cases:
                        pre-regional recipe, for comparison
 
 For each: steady seconds per video (the videos after the first) split into before the denoising
-loop (CLIP, VAE encode), the loop and after it (VAE decode, to numpy), the denoising step time
-(CUDA events around every step, mostly the UNet), peak GPU memory, and, for max-speed and
-low-vram, how far their final latents are from balanced's (same seed, same image). On a CPU the sizes default
-to tiny ones so the whole thing runs in seconds; nothing is encoded to video files.
+loop (CLIP, VAE encode), the loop and after it (VAE decode, uint8 frames on the host), the
+denoising step time (CUDA events around every step, mostly the UNet), peak GPU memory of the
+steady videos (and of the first apart), and, for max-speed and the low-vram cases, how far their
+final latents are from balanced's (same seed, same image). With --kernels, balanced and max-speed
+add where the time of two steps and of one decode goes, and balanced how much of a decode hides
+behind the next video's denoising. On a CPU the sizes default to tiny ones so the whole thing runs
+in seconds; nothing is encoded to video files.
 """
 
 from __future__ import annotations

@@ -51,7 +51,9 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 # Least memory last. Model offload keeps the whole UNet on the GPU while it denoises; group offload
-# streams it layer by layer (and CLIP too); sequential streams every model, layer by layer.
+# streams the UNet and CLIP layer by layer, the next layer copied in on a side stream while one
+# computes, the VAE resident; sequential (accelerate's hooks) moves every model's layers in and
+# out synchronously, the VAE's too.
 OFFLOAD_LADDER = ("none", "model", "group", "sequential")
 
 Shape = tuple[int, int, int]  # (num_frames, height, width): what a compiled UNet specialises on

@@ -595,7 +595,7 @@ def _measure(state: _State, pipe, decode_chunk_size, videos: int, *, kernels: bo
         "s_per_video": round(statistics.fmean(steady), 3),
         "unet_step_s": round(statistics.median(steady_steps), 4),
         "first_step_s": round(steps[0][0], 3),
-        # Steady videos: before the loop (CLIP, VAE encode, noise), the loop, after (decode, numpy).
+        # Steady videos: before the loop (CLIP, VAE encode, noise), the loop, after (decode, uint8).
         "pre_loop_s": round(statistics.fmean(before[1:] or before), 3),
         "loop_s": round(statistics.fmean([sum(v) for v in (steps[1:] or steps)]), 3),
         "post_loop_s": round(statistics.fmean(after[1:] or after), 3),

@@ -302,16 +302,11 @@ def _overlap_probe(state: _State, pipe, decode_chunk_size, latents) -> dict[str,
 
     import torch
 
-    from svdflow.pipeline.render import tensor_to_uint8
-
-    device_latents = latents.to(pipe.vae.device, pipe.vae.dtype)
     stream = torch.cuda.Stream(device=state.config.device) if state.cuda else None
 
     def decode() -> None:
-        with torch.inference_mode(), (torch.cuda.stream(stream) if stream else nullcontext()):
-            frames = pipe.decode_latents(device_latents, state.config.num_frames,
-                                         decode_chunk_size or state.config.num_frames)
-            tensor_to_uint8(pipe.video_processor.postprocess_video(video=frames, output_type="pt")[0])
+        with torch.cuda.stream(stream) if stream else nullcontext():
+            _decode_video(state, pipe, latents, decode_chunk_size)
 
     def denoise(encoded: threading.Event | None = None) -> None:
         clock = _StepClock(pipe, state.cuda, on_loop_start=encoded.set if encoded else None)
@@ -644,21 +639,29 @@ _KERNEL_KINDS = (
 )
 
 
+def _decode_video(state: _State, pipe, latents, decode_chunk_size) -> None:
+    """What the pipeline does after its last step, as a run asks for it: final latents (from a
+    _StepClock) to uint8 frames on the host."""
+    import torch
+
+    from svdflow.pipeline.render import tensor_to_uint8
+
+    with torch.inference_mode():
+        frames = pipe.decode_latents(latents.to(pipe.vae.device, pipe.vae.dtype), state.config.num_frames,
+                                     decode_chunk_size or state.config.num_frames)
+        tensor_to_uint8(pipe.video_processor.postprocess_video(video=frames, output_type="pt")[0])
+
+
 def _kernel_profile(state: _State, pipe, decode_chunk_size, latents) -> dict[str, Any]:
     """Where the GPU time goes, by kind and top kernels: a 2-step call (CLIP, VAE encode, two UNet
     steps; latents out) and, apart, the VAE decode of one video's final latents."""
-    import torch
-
     def two_steps():
         clock = _StepClock(pipe, state.cuda)
         clock.start(2)
         _call(pipe, state, decode_chunk_size=decode_chunk_size, steps=2, clock=clock, latent=True)
 
     def decode():
-        with torch.inference_mode():
-            frames = pipe.decode_latents(latents.to(pipe.vae.device, pipe.vae.dtype), state.config.num_frames,
-                                         decode_chunk_size or state.config.num_frames)
-            del frames
+        _decode_video(state, pipe, latents, decode_chunk_size)
 
     out = {}
     for name, work in (("denoise", two_steps), ("decode", decode)):

@@ -211,7 +211,7 @@ class _State:
         started = time.perf_counter()
         # Always drawn on the benchmark's device, then moved: the random weights then do not depend
         # on where a case keeps them (a CPU draw differs), so every case's latents are comparable.
-        self.pipe = _build(self.config, self.config.device)
+        self.pipe = _build(self.config)
         if where != self.config.device:
             self.pipe.to(where)
         self.where, self.clean = where, True
@@ -227,18 +227,19 @@ class _State:
             torch.cuda.empty_cache()
 
 
-def _build(config: BenchConfig, where: str):
+def _build(config: BenchConfig):
+    """The bench's pipeline, its weights drawn on the bench's device."""
     from svdflow.pipeline.profiles import torch_dtype
 
     dtype = torch_dtype(config.dtype)
     if config.variant == "tiny":
         from svdflow.pipeline.tiny import build_tiny_pipeline
 
-        pipe = build_tiny_pipeline().to(device=where, dtype=dtype)
+        pipe = build_tiny_pipeline().to(device=config.device, dtype=dtype)
     else:
         from svdflow.pipeline.tiny import build_full_size_pipeline
 
-        pipe = build_full_size_pipeline(config.variant, dtype=dtype, device=where)
+        pipe = build_full_size_pipeline(config.variant, dtype=dtype, device=config.device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

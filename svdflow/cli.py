@@ -161,8 +161,8 @@ def report(output_dir: str) -> None:
 @click.option("--variant", type=click.Choice(["xt", "svd", "tiny"]), default=None,
               help="Architecture, random weights: SVD-XT, SVD or builtin:tiny (default: xt on CUDA, else tiny).")
 @click.option("--cases", default=None, metavar="A,B",
-              help="Comma-separated cases (default: balanced,max-speed,low-vram,seed-offload,seed-offload-lowmem; "
-                   "also compile-start).")
+              help="Comma-separated cases, run in this order (default: balanced,max-speed,low-vram,seed-offload,"
+                   "seed-offload-lowmem; also compile-start, low-vram-batched-cfg, max-speed-fullgraph).")
 @click.option("--videos", type=click.IntRange(min=1), default=None, help="Timed videos per case (default 2; +1 compiled).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="num_inference_steps.")
 @click.option("--frames", type=click.IntRange(min=1), default=None, help="num_frames.")

@@ -172,6 +172,8 @@ class _Run:
         self._pool = ThreadPoolExecutor(max_workers=max(1, options.prefetch), thread_name_prefix="svdflow-fetch")
         self._writes: queue.Queue = queue.Queue(maxsize=2)  # bounded: finished frames are large
         self._writer = threading.Thread(target=self._write_loop, name="svdflow-writer", daemon=True)
+        self._current: str | None = None  # the job the render loop is on
+        self._failed = False  # a job failed (the writer records it a moment later)
 
     def execute(self) -> RunResult:
         started = time.perf_counter()
@@ -186,6 +188,10 @@ class _Run:
         except KeyboardInterrupt:
             self.result.interrupted = True
         finally:
+            try:
+                self.session.flush()  # a job denoised before the end (or the interrupt) is decoded and kept
+            except KeyboardInterrupt:
+                self.result.interrupted = True  # asked again: leave it
             signal.signal(signal.SIGTERM, previous)
             self._writes.put(None)
             self._writer.join()
@@ -213,8 +219,11 @@ class _Run:
         """Render one job; False when the run must stop (--fail-fast)."""
         self.reporter.job_started(job.id, number + 1, len(self.jobs))
         waited = time.perf_counter()
+        fetch = self._inputs[_input_key(job)]
+        if not fetch.done():
+            self.session.flush()  # a deferred decode would wait for the next job's steps: not while idle
         try:
-            loaded, fetch_s = self._inputs[_input_key(job)].result()
+            loaded, fetch_s = fetch.result()
         except JobError as exc:
             self._fail(job, None, exc, "fetch")
             return not self.options.fail_fast
@@ -225,22 +234,20 @@ class _Run:
             self.reporter.job_finished(job.id, "up to date", {})
             return True
         self.reporter.job_stage(job.id, "load model" if not self.session.loaded else "denoise")
-        started = time.perf_counter()
+        self._current = job.id
+        delivery = _Delivery(self, job, planned, loaded, timings)
         try:
-            frames = self.session.render(job, loaded.image, lambda d, t: self._on_step(job, d, t))
+            self.session.submit(job, loaded.image, delivery, lambda d, t: self._on_step(job, d, t))
         except JobError as exc:
-            self._fail(job, planned, exc, "render", loaded)
+            delivery.failed(exc)
             return not self.options.fail_fast
         except (KeyboardInterrupt, SvdflowError):
-            raise
+            raise  # Ctrl-C, or the model or device is unusable: the run ends
         except Exception as exc:  # a pipeline error fails this job only; the cause is kept in the index
-            self._fail(job, planned, RenderError(f"job '{job.id}': the pipeline failed: {type(exc).__name__}: "
-                                                 f"{exc}"), "render", loaded)
+            delivery.failed(exc)
             return not self.options.fail_fast
-        timings["render_s"] = time.perf_counter() - started
-        self.reporter.job_stage(job.id, "encode")
-        self._writes.put(("done", job, planned, loaded, frames, timings, self.session.hardware_json(job.id)))
-        return not (self.options.fail_fast and self.result.count("failed"))
+        # A failure may have been recorded meanwhile: a deferred decode, or the writer's encode.
+        return not (self.options.fail_fast and (self._failed or self.result.count("failed")))
 
     def _on_step(self, job: Job, done: int, total: int) -> None:
         crash_point("denoise-step")
@@ -250,6 +257,7 @@ class _Run:
 
     def _fail(self, job: Job, planned: PlannedJob | None, exc: SvdflowError, stage: str,
               loaded: LoadedInput | None = None) -> None:
+        self._failed = True
         self._writes.put(("failed", job, planned, loaded, exc, stage))
 
     def _write_loop(self) -> None:
@@ -310,6 +318,25 @@ class _Run:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "finished_unix": now,
         }
+
+
+class _Delivery:
+    """Where a rendered job's frames, or its failure, go: the writer. The session calls it when the
+    frames are on the host, which with overlap_decode is during the next job's denoising."""
+
+    def __init__(self, run: _Run, job: Job, planned: PlannedJob, loaded: LoadedInput, timings: dict[str, float]):
+        self.run, self.job, self.planned, self.loaded, self.timings = run, job, planned, loaded, timings
+
+    def done(self, frames, timings: dict[str, float], hardware: dict[str, Any] | None) -> None:
+        if self.run._current == self.job.id:  # not a deferred decode finishing during another job
+            self.run.reporter.job_stage(self.job.id, "encode")
+        self.run._writes.put(("done", self.job, self.planned, self.loaded, frames, {**self.timings, **timings},
+                              hardware))
+
+    def failed(self, exc: Exception) -> None:
+        if not isinstance(exc, SvdflowError):
+            exc = RenderError(f"job '{self.job.id}': the pipeline failed: {type(exc).__name__}: {exc}")
+        self.run._fail(self.job, self.planned, exc, "render", self.loaded)
 
 
 def _input_key(job: Job) -> tuple:

@@ -163,6 +163,9 @@ class Hardware(StrictModel):
         None, description="Frames decoded by the VAE at once; null: all frames at once.")
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the UNet; auto: only when the planned work is long enough to win.")
+    overlap_decode: bool = Field(
+        False, description="Decode each video with the VAE on a second CUDA stream while the next job denoises; "
+                           "needs offload: none. Same frames; more memory at once.")
 
 
 class Output(StrictModel):

@@ -36,18 +36,20 @@ COMPILE_WARM_S = 11.0
 # ~420 reference steps, ~17 videos of 25 steps: the cold break-even point (warm: ~3 videos).
 COMPILE_PAYS_OFF_STEPS = round(COMPILE_COLD_S / COMPILE_SAVES_S_PER_STEP)
 
+# overlap_decode is off in every profile until a GPU run shows what it gains: on one GPU the next
+# job's UNet already fills the device, so only its idle moments can hide a decode (see overlap.py).
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "max-speed": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "auto",
-                  "sequential_cfg": False},
+                  "sequential_cfg": False, "overlap_decode": False},
     "balanced": {"offload": "none", "forward_chunking": False, "decode_chunk_size": 8, "compile": "off",
-                 "sequential_cfg": False},
+                 "sequential_cfg": False, "overlap_decode": False},
     # Weights are not what fills a GPU here: activations are. Streaming the UNet's weights (group
     # offload) frees ~3 GiB, but the ~6 GiB cut needs the activations down too: feed-forward chunks,
     # one CFG branch at a time (batch 2 -> 1 halves every activation) and 2-frame VAE decodes.
     "low-vram": {"offload": "group", "forward_chunking": True, "decode_chunk_size": 2, "compile": "off",
-                 "sequential_cfg": True},
+                 "sequential_cfg": True, "overlap_decode": False},
     "cpu": {"offload": "none", "forward_chunking": False, "decode_chunk_size": None, "compile": "off",
-            "sequential_cfg": False},
+            "sequential_cfg": False, "overlap_decode": False},
 }
 
 # Least memory last. Model offload keeps the whole UNet on the GPU while it denoises; group offload
@@ -75,6 +77,8 @@ class ResolvedHardware:
     # CPU kernels split reductions by thread count, so frames differ between 1 and 2 threads. A fixed
     # count makes CPU frames bit-identical across machines and launchers (None: torch's default).
     cpu_threads: int | None = None
+    # Decode each job with the VAE while the next one denoises (svdflow.pipeline.overlap).
+    overlap_decode: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,9 +86,12 @@ class ResolvedHardware:
     def lower_memory(self) -> ResolvedHardware | None:
         """The next rung of the out-of-memory ladder, or None at the bottom.
 
-        Cheapest first: smaller VAE decode chunks cost little time, running the CFG branches one
-        after the other a few percent, offloading the most.
+        Cheapest first: decoding alone gives back what a decode beside the next job's UNet holds,
+        smaller VAE decode chunks cost little time, running the CFG branches one after the other
+        a few percent, offloading the most.
         """
+        if self.overlap_decode:
+            return replace(self, overlap_decode=False)
         if self.decode_chunk_size is None or self.decode_chunk_size > 2:
             return replace(self, decode_chunk_size=2)
         if not self.forward_chunking:
@@ -174,19 +181,25 @@ def resolve_hardware(hw: Hardware, facts: DeviceFacts, *, planned_unet_steps: in
     if profile == "auto":
         profile, reason = _auto_profile(device, facts)
     settings = dict(PROFILE_SETTINGS[profile])
-    for name in ("offload", "forward_chunking", "decode_chunk_size", "compile"):
+    for name in ("offload", "forward_chunking", "decode_chunk_size", "compile", "overlap_decode"):
         if name in explicit:
             settings[name] = getattr(hw, name)
     dtype = hw.dtype if hw.dtype != "auto" else ("float32" if device == "cpu" else "float16")
     if device == "cpu" and settings["offload"] != "none":
         raise DeviceError(f"hardware.offload: {settings['offload']!r} moves weights to a GPU and back, but the "
                           f"device is cpu; set offload: none")
+    if settings["overlap_decode"] and settings["offload"] != "none":
+        raise DeviceError(f"hardware.overlap_decode: true decodes beside the next job's UNet, which needs every "
+                          f"model resident, but offload is {settings['offload']!r}"
+                          f"{'' if 'offload' in explicit else f' (profile {profile})'}; set offload: none, "
+                          f"or overlap_decode: false")
     compile_on, why = _compile_decision(settings["compile"], device, planned_unet_steps, compile_cache_warm)
     if why:
         reason = f"{reason}; {why}"
     return ResolvedHardware(profile, device, dtype, settings["offload"], settings["forward_chunking"],
                             settings["decode_chunk_size"], compile_on, reason, settings["sequential_cfg"],
-                            cpu_threads=cpu_render_threads(env) if device == "cpu" else None)
+                            cpu_threads=cpu_render_threads(env) if device == "cpu" else None,
+                            overlap_decode=settings["overlap_decode"])
 
 
 def cpu_render_threads(env) -> int:

@@ -37,8 +37,19 @@ def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int
                   on_step: Callable[[int, int], None] | None = None, cpu_threads: int | None = None) -> np.ndarray:
     """Render one job; returns frames as uint8 (T, H, W, 3).
 
-    `on_step(done, total)` is called after every denoising step; after the last one the pipeline
-    decodes latents with the VAE.
+    `on_step(done, total)` is called after every denoising step; after the last one the VAE
+    decodes the latents.
+    """
+    with torch_threads(cpu_threads):
+        latents = denoise_latents(pipe, image, params, on_step=on_step)
+        return decode_frames(pipe, latents, params["num_frames"], decode_chunk_size)
+
+
+def denoise_latents(pipe, image, params: dict[str, Any], *, on_step: Callable[[int, int], None] | None = None):
+    """The pipeline up to its final latents (1, T, C, h, w), on the pipeline's device; no VAE decode.
+
+    Split from the decode so a run can decode one job while the next one denoises
+    (svdflow.pipeline.overlap); render_frames joins the two halves again.
     """
     import torch
 
@@ -49,8 +60,8 @@ def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int
             on_step(step + 1, total)
         return callback_kwargs
 
-    with torch.inference_mode(), torch_threads(cpu_threads):
-        output = pipe(
+    with torch.inference_mode():
+        return pipe(
             image,
             height=params["height"],
             width=params["width"],
@@ -61,23 +72,45 @@ def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int
             fps=params["fps"],
             motion_bucket_id=params["motion_bucket_id"],
             noise_aug_strength=params["noise_aug_strength"],
-            decode_chunk_size=decode_chunk_size,
             generator=make_generator(params["seed"]),
-            # Tensors, not numpy: the frames are quantised where they are (tensor_to_uint8), so a
-            # GPU sends a quarter of the bytes across the bus and the CPU does no float pass.
-            output_type="pt",
+            output_type="latent",
             callback_on_step_end=step_callback,
-        )
-        return tensor_to_uint8(output.frames[0])
+        ).frames
 
 
-def tensor_to_uint8(frames) -> np.ndarray:
-    """The pipeline's (T, 3, H, W) float32 frames in [0, 1], on any device, to uint8 (T, H, W, 3).
+def decode_to_device_uint8(pipe, latents, num_frames: int, decode_chunk_size: int | None):
+    """Final latents to uint8 frames (T, H, W, 3) where the VAE is: what the pipeline itself does
+    after its last step (decode_latents in chunks, postprocess_video), then tensor_to_uint8's
+    rounding. The caller moves the result to the host."""
+    import torch
+
+    with torch.inference_mode():
+        # The pipeline's float32 upcast of the VAE (for its encode) was undone inside the call that
+        # made these latents, so the VAE is in its own dtype again, as the pipeline decodes with it.
+        video = pipe.decode_latents(latents, num_frames, decode_chunk_size or num_frames)
+        frames = pipe.video_processor.postprocess_video(video=video, output_type="pt")[0]
+        return quantise(frames).permute(0, 2, 3, 1)
+
+
+def decode_frames(pipe, latents, num_frames: int, decode_chunk_size: int | None) -> np.ndarray:
+    """Final latents to uint8 frames (T, H, W, 3) on the host. Only 1 byte per value crosses the
+    bus: the frames are quantised where the VAE put them."""
+    frames = decode_to_device_uint8(pipe, latents, num_frames, decode_chunk_size)
+    return np.ascontiguousarray(frames.cpu().numpy())
+
+
+def quantise(frames):
+    """The pipeline's float frames in [0, 1], on any device, to uint8 in the same layout.
 
     Round half up in float32 (clip, x 255, + 0.5, truncate): IEEE single-precision arithmetic, so a
     GPU and a CPU give the same bytes for the same floats.
     """
     import torch
 
-    quantised = (frames.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
-    return np.ascontiguousarray(quantised.permute(0, 2, 3, 1).cpu().numpy())
+    return (frames.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+
+
+def tensor_to_uint8(frames) -> np.ndarray:
+    """The pipeline's (T, 3, H, W) float32 frames in [0, 1], on any device, to uint8 (T, H, W, 3)
+    on the host."""
+    return np.ascontiguousarray(quantise(frames).permute(0, 2, 3, 1).cpu().numpy())

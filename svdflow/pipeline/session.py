@@ -6,10 +6,14 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
 
 from svdflow.errors import RenderError
 from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.pipeline.overlap import DeferredDecode
 from svdflow.pipeline.profiles import (
     PROFILE_SETTINGS,
     DeviceFacts,
@@ -30,6 +34,25 @@ from svdflow.progress import Reporter
 _RELOAD_SETTINGS = ("offload", "compile", "dtype", "device")
 
 
+class Outcome(Protocol):
+    """Where a submitted job's result goes (the run's writer)."""
+
+    def done(self, frames: np.ndarray, timings: dict[str, float], hardware: dict[str, Any] | None) -> None: ...
+
+    def failed(self, exc: Exception) -> None: ...
+
+
+@dataclass
+class _Pending:
+    job: Job
+    image: Any
+    outcome: Outcome
+    denoise_s: float
+    hardware: dict[str, Any] | None  # the settings it was denoised with
+    decode: DeferredDecode | None
+    settled: bool = False
+
+
 class PipelineSession:
     def __init__(self, spec: RunSpec, jobs: Sequence[Job], reporter: Reporter | None = None,
                  facts: DeviceFacts | None = None):
@@ -41,6 +64,7 @@ class PipelineSession:
         self.pipe = None
         self.resolved_revision: str | None = None
         self.oom_retries: list[dict[str, Any]] = []
+        self._pending: _Pending | None = None  # the job whose decode waits for the next job's steps
 
     @property
     def loaded(self) -> bool:
@@ -82,28 +106,121 @@ class PipelineSession:
         return {**self.hardware.to_json(), "oom_retries": retries}
 
     def render(self, job: Job, image, on_step: Callable[[int, int], None] | None = None):
-        from svdflow.pipeline.render import render_frames
+        """Render one job now, denoise and decode, down the memory ladder if need be; its frames."""
+        from svdflow.pipeline import render
 
         if self.pipe is None:
             self.load()
         while True:
             started = time.perf_counter()
             try:
-                frames = render_frames(self.pipe, image, job.params, decode_chunk_size=self.hardware.decode_chunk_size,
-                                       on_step=on_step, cpu_threads=self.hardware.cpu_threads)
+                frames = render.render_frames(self.pipe, image, job.params,
+                                              decode_chunk_size=self.hardware.decode_chunk_size,
+                                              on_step=on_step, cpu_threads=self.hardware.cpu_threads)
             except Exception as exc:
                 if not _is_out_of_memory(exc):
                     raise
-                error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                error = _oom_text(exc)
                 # Leaving the except block drops the traceback, whose frames hold the failed
                 # attempt's activations: step down only after that, or the retry starts half full.
             else:
-                if self.oom_retries and self.oom_retries[-1]["job"] == job.id and "succeeded_s" not in \
-                        self.oom_retries[-1]:
-                    self.oom_retries[-1]["succeeded_s"] = round(time.perf_counter() - started, 3)
-                self._mark_compiled(job)
+                self._note_success(job, started)
                 return frames
             self._step_down(job, error, time.perf_counter() - started)
+
+    def submit(self, job: Job, image, outcome: Outcome, on_step: Callable[[int, int], None] | None = None) -> None:
+        """Render one job; its frames go to `outcome.done`.
+
+        Without overlap_decode that happens before this returns. With it, this returns once the job
+        is denoised, and its decode runs during the next submit (or flush()). An error of this job
+        raises, as render() does; an error in an earlier job's deferred decode goes to that job's
+        outcome, never to this one.
+        """
+        started = time.perf_counter()  # the first job's time includes loading the model
+        if self.pipe is None:
+            self.load()
+        if not self.hardware.overlap_decode:
+            self.flush()
+            frames = self.render(job, image, on_step)
+            outcome.done(frames, {"render_s": time.perf_counter() - started}, self.hardware_json(job.id))
+            return
+        previous, self._pending = self._pending, None
+        try:
+            latents = self._denoise(job, image, on_step, previous)
+        except BaseException as exc:  # Ctrl-C included: the job denoised before this one is kept
+            self._settle(previous)
+            if not isinstance(exc, Exception) or not _is_out_of_memory(exc):
+                raise
+            error = _oom_text(exc)
+        else:
+            self._note_success(job, started)
+            # Taken before the previous job settles: a failed decode there may step the ladder down.
+            pending = _Pending(job, image, outcome, time.perf_counter() - started, self.hardware_json(job.id),
+                               DeferredDecode(lambda: self.pipe, latents, job.params["num_frames"],
+                                              self.hardware.decode_chunk_size))
+            self._settle(previous)
+            self._pending = pending
+            return
+        self._step_down(job, error, time.perf_counter() - started)
+        self.submit(job, image, outcome, on_step)  # one rung lower, where overlap may be off
+
+    def flush(self) -> None:
+        """Finish the deferred decode, if any: its frames (or its error) go to its job's outcome."""
+        pending, self._pending = self._pending, None
+        self._settle(pending)
+
+    def _denoise(self, job: Job, image, on_step, previous: _Pending | None):
+        """This job's final latents; on its step callbacks, the previous job's decode is launched
+        (from the first step on: the pipeline's VAE casts are behind us) and handed over when done."""
+        from svdflow.pipeline import render
+
+        def step(done: int, total: int) -> None:
+            nonlocal previous
+            if previous is not None:
+                previous.decode.launch()
+                if previous.decode.ready():
+                    self._settle(previous)
+                    previous = None
+            if on_step is not None:
+                on_step(done, total)
+
+        with render.torch_threads(self.hardware.cpu_threads):
+            return render.denoise_latents(self.pipe, image, job.params, on_step=step)
+
+    def _settle(self, pending: _Pending | None) -> None:
+        """Deliver a deferred decode's frames, waiting for them if need be. A decode that failed
+        is not this job's end: out of memory (beside the next job's UNet) steps the ladder down,
+        which turns overlap off first, and the job is rendered again in full, where nothing else
+        runs; anything else fails the job."""
+        if pending is None or pending.settled:
+            return
+        pending.settled = True
+        try:
+            frames = pending.decode.result()
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                pending.outcome.failed(exc)
+                return
+            error = _oom_text(exc)
+        else:
+            pending.outcome.done(frames, {"render_s": pending.denoise_s + pending.decode.main_thread_s,
+                                          "decode_s": pending.decode.main_thread_s}, pending.hardware)
+            return
+        failed_after_s, pending.decode = pending.decode.main_thread_s, None  # drop its latents first
+        started = time.perf_counter()
+        try:
+            self._step_down(pending.job, error, failed_after_s)
+            frames = self.render(pending.job, pending.image)
+        except Exception as exc:
+            pending.outcome.failed(exc)
+        else:
+            pending.outcome.done(frames, {"render_s": pending.denoise_s + time.perf_counter() - started},
+                                 self.hardware_json(pending.job.id))
+
+    def _note_success(self, job: Job, started: float) -> None:
+        if self.oom_retries and self.oom_retries[-1]["job"] == job.id and "succeeded_s" not in self.oom_retries[-1]:
+            self.oom_retries[-1]["succeeded_s"] = round(time.perf_counter() - started, 3)
+        self._mark_compiled(job)
 
     def _step_down(self, job: Job, error: str, failed_after_s: float) -> None:
         lower = self.hardware.lower_memory()
@@ -163,6 +280,11 @@ def _difference(before: ResolvedHardware, after: ResolvedHardware) -> str:
 def _describe(hw: ResolvedHardware) -> str:
     return (f"offload={hw.offload}, forward_chunking={hw.forward_chunking}, sequential_cfg={hw.sequential_cfg}, "
             f"decode_chunk_size={hw.decode_chunk_size}")
+
+
+def _oom_text(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _is_out_of_memory(exc: Exception) -> bool:

@@ -1,0 +1,126 @@
+"""One job's VAE decode, run while the next job denoises (`hardware.overlap_decode`).
+
+A job is two independent halves: the denoising loop (UNet) and the VAE decode of its final
+latents. With overlap, the decode of job N is queued on a second CUDA stream from a step callback
+of job N+1, so its kernels run in what N+1's UNet leaves of the GPU, and the main thread never
+waits for it: later steps poll an event, and the frames go to the writer once they are on the host.
+
+Why from a step callback and not as soon as job N's loop ends: every pipeline call casts the
+shared VAE to float32 for its image encode and back before its loop starts. A decode in flight
+across that cast would read half-cast weights. Queued after the next call's first step, it starts
+after that cast, and the session settles it (waits for its frames) before the call after that
+begins. The side stream also waits for the main stream at that point, because the cast's kernels
+(the VAE's float16 weights) are queued there.
+
+On a CPU there is nothing to overlap: launch() decodes at once, inside the same callback. The order
+of events is the same as on a GPU, which is what the CPU tests check; the frames are the bytes a
+plain render gives (the same operations, just queued elsewhere).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+class DeferredDecode:
+    """The final latents of a denoised job and, once launched, their decode to uint8 frames."""
+
+    def __init__(self, pipe: Callable[[], Any], latents, num_frames: int, decode_chunk_size: int | None):
+        # A callable, read at launch: should the memory ladder load the pipeline again meanwhile,
+        # the decode uses the new one and holds nothing of the old.
+        self.pipe, self.latents = pipe, latents
+        self.num_frames, self.decode_chunk_size = num_frames, decode_chunk_size
+        self.error: Exception | None = None  # what launching raised; result() raises it
+        self.main_thread_s = 0.0  # what the decode cost the thread that renders: queueing + waiting
+        self._launched = False
+        self._frames: np.ndarray | None = None  # on a CPU: decoded in launch()
+        self._host = self._device_frames = self._event = None
+
+    @property
+    def launched(self) -> bool:
+        return self._launched
+
+    def launch(self) -> None:
+        """Queue the decode: on the CUDA side stream, or, on a CPU, run it. Never raises: an error
+        (say, out of memory beside the next job's UNet) is kept for result(), so it fails this job
+        and not the one being denoised."""
+        if self._launched:
+            return
+        self._launched = True
+        began = time.perf_counter()
+        try:
+            if self.latents.is_cuda:
+                self._queue_on_side_stream()
+            else:
+                from svdflow.pipeline.render import decode_frames
+
+                self._frames = decode_frames(self.pipe(), self.latents, self.num_frames, self.decode_chunk_size)
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.main_thread_s += time.perf_counter() - began
+
+    def _queue_on_side_stream(self) -> None:
+        import torch
+
+        from svdflow.pipeline.render import decode_to_device_uint8
+
+        device = self.latents.device
+        stream = _side_stream(device)
+        # The latents and the VAE's float16 weights were written by kernels on the main stream.
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            frames = decode_to_device_uint8(self.pipe(), self.latents, self.num_frames, self.decode_chunk_size)
+            # Pinned, so the copy is asynchronous too: the main thread goes back to the UNet at once.
+            host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
+            host.copy_(frames, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(stream)
+        # Held until the event has passed: the latents were allocated on the main stream, which
+        # could reuse their memory the moment nothing refers to them.
+        self._device_frames, self._host, self._event = frames, host, event
+
+    def ready(self) -> bool:
+        """Launched, and its frames are on the host (a poll: never waits)."""
+        if not self._launched or self.error is not None:
+            return False
+        if self._event is None:
+            return True
+        try:
+            return self._event.query()
+        except Exception as exc:  # an asynchronous CUDA error surfaces here
+            self.error = exc
+            return False
+
+    def result(self) -> np.ndarray:
+        """The uint8 frames (T, H, W, 3) on the host: launches the decode if it is not yet, waits for
+        it, and raises what it raised."""
+        self.launch()
+        if self.error is not None:
+            raise self.error
+        began = time.perf_counter()
+        try:
+            if self._event is not None:
+                self._event.synchronize()
+                self._frames = self._host.numpy()
+                self._event = self._device_frames = None
+            return self._frames
+        finally:
+            self.main_thread_s += time.perf_counter() - began
+            self.latents = None
+
+
+_streams: dict[Any, Any] = {}
+
+
+def _side_stream(device):
+    """One side stream per device for the whole process: a stream's cached memory stays with it."""
+    import torch
+
+    if device not in _streams:
+        _streams[device] = torch.cuda.Stream(device=device)
+    return _streams[device]

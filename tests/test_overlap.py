@@ -1,0 +1,201 @@
+"""overlap_decode: each job's VAE decode runs during the next job's denoising steps.
+
+On a CPU the decode runs inside the next job's first step callback, in the order a GPU queues it,
+so these tests check the order of events, the frames, failures and interrupts; what it gains on a
+GPU is measured by `svdflow bench` (balanced and max-speed report an `overlap` block).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import write_image, write_manifest
+from PIL import Image
+
+from svdflow.errors import DeviceError, Interrupted
+from svdflow.executor import RunOptions, run_manifest
+from svdflow.manifest import load_run_spec
+from svdflow.manifest.schema import Hardware
+from svdflow.pipeline import render
+from svdflow.pipeline.profiles import DeviceFacts, ResolvedHardware, resolve_hardware
+from svdflow.pipeline.session import PipelineSession
+
+MANIFEST = """
+svdflow: 1
+name: o
+model: {source: "builtin:tiny"}
+hardware: {profile: cpu, overlap_decode: OVERLAP}
+output: {dir: OUT, formats: [frames]}
+defaults: {num_frames: 4, num_inference_steps: 2, width: 112, height: 64}
+items:
+  - {id: a, image: a.png}
+  - {id: b, image: b.png, motion_bucket_id: 30}
+  - {id: c, image: a.png, seed: 9}
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    write_image(tmp_path / "a.png", 112, 64)
+    write_image(tmp_path / "b.png", 112, 64, seed=1)
+    return tmp_path
+
+
+def manifest(folder, overlap: bool, out: str = "out"):
+    return write_manifest(folder, MANIFEST.replace("OVERLAP", str(overlap).lower()).replace("OUT", out),
+                          f"{out}.yaml")
+
+
+def index(folder, out: str = "out") -> dict[str, dict]:
+    return {e["id"]: e for e in json.loads((folder / out / "index.json").read_text())["jobs"]}
+
+
+class Recorder:
+    """An outcome that logs, with the steps, into one list of events."""
+
+    def __init__(self, events: list, job_id: str):
+        self.events, self.job_id = events, job_id
+        self.frames = self.timings = self.hardware = self.error = None
+
+    def done(self, frames, timings, hardware):
+        self.frames, self.timings, self.hardware = frames, timings, hardware
+        self.events.append(("done", self.job_id))
+
+    def failed(self, exc):
+        self.error = exc
+        self.events.append(("failed", self.job_id))
+
+
+def submit_all(session, spec, folder, events):
+    outcomes = {}
+    for job in spec.jobs[:2]:
+        outcomes[job.id] = Recorder(events, job.id)
+        image = Image.open(folder / job.image).convert("RGB")
+        session.submit(job, image, outcomes[job.id], lambda done, total, job=job: events.append((job.id, done)))
+        events.append(("submitted", job.id))
+    session.flush()
+    return outcomes
+
+
+def test_a_jobs_decode_runs_in_the_next_jobs_first_step_and_gives_the_same_frames(folder):
+    spec = load_run_spec(manifest(folder, True))
+    session = PipelineSession(spec, spec.jobs)
+    events: list = []
+
+    outcomes = submit_all(session, spec, folder, events)
+
+    # Without overlap, ("done", "a") would come before ("submitted", "a").
+    assert events == [("a", 1), ("a", 2), ("submitted", "a"), ("done", "a"), ("b", 1), ("b", 2),
+                      ("submitted", "b"), ("done", "b")]
+    for job in spec.jobs[:2]:
+        image = Image.open(folder / job.image).convert("RGB")
+        assert (outcomes[job.id].frames == session.render(job, image)).all(), job.id
+    assert outcomes["a"].hardware["overlap_decode"] is True
+    assert set(outcomes["a"].timings) == {"render_s", "decode_s"}
+
+
+def test_a_run_with_overlap_writes_the_frames_of_a_run_without(folder):
+    run_manifest(manifest(folder, False, "plain"))
+    result = run_manifest(manifest(folder, True, "overlap"))
+
+    assert result.statuses == {"a": "done", "b": "done", "c": "done"}
+    plain, overlapped = index(folder, "plain"), index(folder, "overlap")
+    assert {k: e["frames_sha256"] for k, e in overlapped.items()} == {k: e["frames_sha256"] for k, e in plain.items()}
+    assert [e["hardware"]["overlap_decode"] for e in overlapped.values()] == [True, True, True]
+    assert all(e["timings"]["decode_s"] >= 0 for e in overlapped.values())
+    assert sorted(p.name for p in (folder / "overlap" / "b_frames").iterdir()) == [f"{i:05d}.png" for i in range(4)]
+
+
+def fail_first_decode(monkeypatch):
+    real = render.decode_frames
+
+    def decode_frames(pipe, latents, num_frames, chunk):
+        if not hasattr(decode_frames, "failed"):
+            decode_frames.failed = True
+            raise RuntimeError("VAE exploded")
+        return real(pipe, latents, num_frames, chunk)
+
+    monkeypatch.setattr(render, "decode_frames", decode_frames)
+
+
+def test_a_failed_deferred_decode_fails_its_own_job_only(folder, monkeypatch):
+    fail_first_decode(monkeypatch)
+    result = run_manifest(manifest(folder, True))
+
+    assert result.statuses == {"a": "failed", "b": "done", "c": "done"}
+    assert result.errors == {"a": "job 'a': the pipeline failed: RuntimeError: VAE exploded"}
+    assert index(folder)["a"]["error"]["stage"] == "render"
+
+
+def test_fail_fast_stops_after_the_job_during_which_a_deferred_decode_failed(folder, monkeypatch):
+    fail_first_decode(monkeypatch)
+    result = run_manifest(manifest(folder, True), RunOptions(fail_fast=True))
+
+    # b was denoised when a's decode failed; it is finished and kept, c is not started.
+    assert result.statuses == {"a": "failed", "b": "done"}
+
+
+def test_out_of_memory_beside_the_next_job_turns_overlap_off_and_renders_the_job_again(folder, monkeypatch):
+    real, calls = render.decode_frames, []
+
+    def decode_frames(pipe, latents, num_frames, chunk):
+        calls.append(chunk)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(pipe, latents, num_frames, chunk)
+
+    monkeypatch.setattr(render, "decode_frames", decode_frames)
+    spec = load_run_spec(manifest(folder, True))
+    session = PipelineSession(spec, spec.jobs)
+    events: list = []
+
+    outcomes = submit_all(session, spec, folder, events)
+
+    # a's decode failed in b's first step; b goes on, then a renders again in full, where nothing
+    # runs beside it, and overlap is off from then on (b was denoised with it on, so it is deferred).
+    assert events == [("a", 1), ("a", 2), ("submitted", "a"), ("b", 1), ("b", 2), ("done", "a"), ("submitted", "b"),
+                      ("done", "b")]
+    retries = session.hardware_json("a")["oom_retries"]
+    assert [r["changed"] for r in retries] == ["overlap_decode=False"]
+    assert retries[0]["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB"
+    assert outcomes["a"].hardware["overlap_decode"] is False and outcomes["b"].hardware["overlap_decode"] is True
+    assert session.hardware.overlap_decode is False
+    image = Image.open(folder / "a.png").convert("RGB")
+    assert (outcomes["a"].frames == session.render(spec.jobs[0], image)).all()
+
+
+def test_ctrl_c_while_the_next_job_denoises_keeps_the_job_before_it(folder, monkeypatch):
+    real, calls = render.denoise_latents, []
+
+    def denoise_latents(pipe, image, params, **kwargs):
+        calls.append(params["seed"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(pipe, image, params, **kwargs)
+
+    monkeypatch.setattr(render, "denoise_latents", denoise_latents)
+    with pytest.raises(Interrupted, match="interrupted; 1 job finished and recorded in"):
+        run_manifest(manifest(folder, True))
+
+    recorded = index(folder)
+    assert list(recorded) == ["a"] and recorded["a"]["status"] == "done"
+    assert len(list((folder / "out" / "a_frames").iterdir())) == 4
+
+
+def test_overlap_needs_resident_models():
+    gpu = DeviceFacts(1, False, {"cuda:0": 80 * 1024**3})
+    with pytest.raises(DeviceError) as raised:
+        resolve_hardware(Hardware(profile="low-vram", overlap_decode=True), gpu, env={})
+    assert str(raised.value) == (
+        "hardware.overlap_decode: true decodes beside the next job's UNet, which needs every model resident, "
+        "but offload is 'group' (profile low-vram); set offload: none, or overlap_decode: false")
+    on = resolve_hardware(Hardware(profile="balanced", overlap_decode=True), gpu, env={})
+    assert on.overlap_decode is True
+    assert resolve_hardware(Hardware(profile="balanced"), gpu, env={}).overlap_decode is False
+
+
+def test_the_memory_ladder_turns_overlap_off_first():
+    hw = ResolvedHardware("balanced", "cuda:0", "float16", "none", False, 8, False, overlap_decode=True)
+    assert hw.lower_memory() == ResolvedHardware("balanced", "cuda:0", "float16", "none", False, 8, False)

@@ -208,6 +208,27 @@ def test_kill_9_at_each_critical_point_then_rerun_finishes_only_the_rest(tmp_pat
     assert "Traceback" not in proc.stderr
 
 
+def test_kill_9_while_a_decode_waits_for_the_next_job_then_rerun_finishes_the_rest(tmp_path):
+    write_image(tmp_path / "a.png")
+    manifest = tiny_manifest(tmp_path, THREE_JOBS)
+    manifest.write_text(manifest.read_text().replace("{profile: cpu}", "{profile: cpu, overlap_decode: true}"))
+    out = tmp_path / "out"
+
+    # b's first step: a's deferred decode has just handed its frames to the writer, which may or
+    # may not have written them.
+    proc = svdflow(tmp_path, "run", "m.yaml", crash_at="denoise-step@3")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    done = check_folder(out)
+    assert set(done) <= {"a"} and not (out / "b.mp4").exists()
+
+    proc = svdflow(tmp_path, "run", "m.yaml", "--json")
+    assert proc.returncode == 0, proc.stderr
+    after = check_folder(out)
+    assert_unchanged(done, after)
+    assert set(after) == {"a", "b", "c"} and all(e["hardware"]["overlap_decode"] for e in after.values())
+    assert temporaries(out) == []
+
+
 def test_kill_9_at_random_moments_then_rerun_renders_only_unfinished_jobs(tmp_path):
     write_image(tmp_path / "a.png")
     tiny_manifest(tmp_path, THREE_JOBS + "  - id: d\n    image: a.png\n    seed: 3\n")

@@ -199,3 +199,28 @@ def test_overlap_needs_resident_models():
 def test_the_memory_ladder_turns_overlap_off_first():
     hw = ResolvedHardware("balanced", "cuda:0", "float16", "none", False, 8, False, overlap_decode=True)
     assert hw.lower_memory() == ResolvedHardware("balanced", "cuda:0", "float16", "none", False, 8, False)
+
+
+def test_out_of_memory_while_the_next_job_denoises_settles_the_previous_one_then_steps_down(folder, monkeypatch):
+    real, calls = render.denoise_latents, []
+
+    def denoise_latents(pipe, image, params, **kwargs):
+        calls.append(params["motion_bucket_id"])
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return real(pipe, image, params, **kwargs)
+
+    monkeypatch.setattr(render, "denoise_latents", denoise_latents)
+    spec = load_run_spec(manifest(folder, True))
+    session = PipelineSession(spec, spec.jobs)
+    events: list = []
+
+    outcomes = submit_all(session, spec, folder, events)
+
+    # a is decoded once b's failed attempt is gone; b runs again one rung lower, without overlap.
+    assert events == [("a", 1), ("a", 2), ("submitted", "a"), ("done", "a"), ("b", 1), ("b", 2), ("done", "b"),
+                      ("submitted", "b")]
+    assert calls == [127, 30, 30]
+    assert [r["changed"] for r in session.hardware_json("b")["oom_retries"]] == ["overlap_decode=False"]
+    assert session.hardware_json("a")["oom_retries"] == []
+    assert outcomes["a"].hardware["overlap_decode"] is True and outcomes["b"].hardware["overlap_decode"] is False

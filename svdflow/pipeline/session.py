@@ -147,11 +147,14 @@ class PipelineSession:
         previous, self._pending = self._pending, None
         try:
             latents = self._denoise(job, image, on_step, previous)
-        except BaseException as exc:  # Ctrl-C included: the job denoised before this one is kept
-            self._settle(previous)
-            if not isinstance(exc, Exception) or not _is_out_of_memory(exc):
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                self._settle(previous)
                 raise
             error = _oom_text(exc)
+        except BaseException:  # Ctrl-C: the job denoised before this one is still decoded and kept
+            self._settle(previous)
+            raise
         else:
             self._note_success(job, started)
             # Taken before the previous job settles: a failed decode there may step the ladder down.
@@ -161,6 +164,9 @@ class PipelineSession:
             self._settle(previous)
             self._pending = pending
             return
+        # Out of memory. Out of the except block the failed attempt's activations are freed, so the
+        # previous job's decode has the room back before this one steps down and runs again.
+        self._settle(previous)
         self._step_down(job, error, time.perf_counter() - started)
         self.submit(job, image, outcome, on_step)  # one rung lower, where overlap may be off
 

@@ -40,10 +40,6 @@ class DeferredDecode:
         self._frames: np.ndarray | None = None  # on a CPU: decoded in launch()
         self._host = self._device_frames = self._event = None
 
-    @property
-    def launched(self) -> bool:
-        return self._launched
-
     def launch(self) -> None:
         """Queue the decode: on the CUDA side stream, or, on a CPU, run it. Never raises: an error
         (say, out of memory beside the next job's UNet) is kept for result(), so it fails this job

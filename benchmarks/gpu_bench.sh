@@ -5,6 +5,8 @@
 #
 # 1. installs diffusers + pydantic from ./.whl (the GPU host has torch, transformers, accelerate but
 #    neither of those; fetch them here first with /work/shared/device/fetch-wheels.sh and carry .whl);
+#    then benchmarks/overlap_run_check.py: `svdflow run` on builtin:tiny with overlap_decode on
+#    and off, every job's frames compared (~30 s);
 # 2. `svdflow bench --variant xt`: balanced, low-vram, seed-offload, max-speed, low-vram-batched-cfg
 #    in that order (what is least known first) in one process, on an EMPTY inductor cache, so
 #    max-speed's first video is a cold (regional) compile; balanced and max-speed each add three
@@ -24,7 +26,8 @@
 # Knobs: SVDFLOW_BENCH_CASES (step 2's comma list), SVDFLOW_BENCH_VIDEOS (default 2; max-speed does
 # one more), SVDFLOW_BENCH_DEADLINE, SVDFLOW_BENCH_BUDGET, SVDFLOW_BENCH_SKIP_WARM=1,
 # SVDFLOW_BENCH_EXTRA (step 4's cases, default "seed-offload-lowmem,max-speed-fullgraph"; "" skips),
-# SVDFLOW_BENCH_VARIANT.
+# SVDFLOW_BENCH_VARIANT, SVDFLOW_BENCH_CHECK_ARGS (extra arguments for overlap_run_check.py, e.g.
+# "--size 64x112 --frames 4 --steps 2" for a CPU dry run).
 set -uo pipefail
 
 # Few files come back from a device call (8 did last time): $OUT gets bench.json, compile_warm.json,
@@ -61,6 +64,15 @@ nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" 2>&1 | tee -a "$OUT/env.txt"
 echo "[$(elapsed) s] packages ready"
+
+# --- 1b. the run path with overlap_decode: byte-identical frames through the real executor ---------
+# shellcheck disable=SC2086  # SVDFLOW_BENCH_CHECK_ARGS is a list of arguments
+timeout -k 5 90 python3 benchmarks/overlap_run_check.py --json "$LOGS/overlap_check.json" \
+  ${SVDFLOW_BENCH_CHECK_ARGS:-} > "$LOGS/overlap_check.txt" 2> "$LOGS/overlap_check.log"
+rc=$?
+echo "[$(elapsed) s] overlap run check exited $rc (0: every job's frames identical with and without overlap)" \
+  | tee -a "$OUT/logs.txt"
+keep_log overlap-check "$LOGS/overlap_check.log"
 
 # An empty cache outside $OUT (nothing large comes back): the first process compiles cold, the second
 # finds everything there.
@@ -111,7 +123,8 @@ done
 if [ -n "$chosen" ]; then
   timeout -k 10 "$(( $(left) - 15 ))" python3 -m svdflow bench --variant "$VARIANT" --cases "$chosen" \
     --videos "$VIDEOS" --json "$OUT/extra.json" > "$LOGS/extra.txt" 2> "$LOGS/extra.log"
-  echo "[$(elapsed) s] extra cases ($chosen) exited $?" | tee -a "$OUT/logs.txt"
+  rc=$?
+  echo "[$(elapsed) s] extra cases ($chosen) exited $rc" | tee -a "$OUT/logs.txt"
   keep_log extra "$LOGS/extra.log"
   grep "^bench: " "$LOGS/extra.log"
 fi
@@ -126,7 +139,15 @@ parts = [json.load(open(os.path.join(out, name))) for name in ("bench.json", "co
 if not parts:
     sys.exit("no results: see bench.log")
 merged = merge_results(*parts)
+check = "/tmp/svdflow-bench-logs/overlap_check.json"
+if os.path.exists(check):
+    merged["overlap_run_check"] = json.load(open(check))
 json.dump(merged, open(os.path.join(out, "summary.json"), "w"), indent=2, default=str)
 print(format_table(merged))
+run_check = merged.get("overlap_run_check")
+print("svdflow run with overlap_decode on and off: " + (
+    "builtin:tiny {}x{}x{}, {}/{} jobs' frames identical".format(*run_check["size"], run_check["identical"],
+                                                                 run_check["jobs"])
+    if run_check else "no result (see logs.txt)"))
 EOF
 echo "[$(elapsed) s] done; results in $OUT"

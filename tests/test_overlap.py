@@ -8,10 +8,13 @@ GPU is measured by `svdflow bench` (balanced and max-speed report an `overlap` b
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import write_image, write_manifest
+from conftest import REPO, write_image, write_manifest
 from PIL import Image
 
 from svdflow.errors import DeviceError, Interrupted
@@ -224,3 +227,16 @@ def test_out_of_memory_while_the_next_job_denoises_settles_the_previous_one_then
     assert [r["changed"] for r in session.hardware_json("b")["oom_retries"]] == ["overlap_decode=False"]
     assert session.hardware_json("a")["oom_retries"] == []
     assert outcomes["a"].hardware["overlap_decode"] is True and outcomes["b"].hardware["overlap_decode"] is False
+
+
+def test_the_gpu_scripts_run_check_compares_every_jobs_frames(tmp_path):
+    path = tmp_path / "check.json"
+    proc = subprocess.run([sys.executable, "benchmarks/overlap_run_check.py", "--size", "64x112", "--frames", "4",
+                           "--steps", "2", "--jobs", "2", "--json", str(path)],
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(path.read_text())
+    assert (result["identical"], result["ok"]) == (2, True)
+    assert result["runs"]["true"]["overlap_recorded"] == [True, True]
+    assert result["runs"]["false"]["overlap_recorded"] == [False, False]

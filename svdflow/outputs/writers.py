@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import fsspec
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
@@ -154,12 +153,19 @@ def _frame_duration_ms(fps: float) -> int:
 # mp4
 
 
+def _ffmpeg() -> str:
+    # Imported here: a run that writes only frames, GIF or WebP needs no ffmpeg binary.
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
 def _mp4_command(
     path: str, width: int, height: int, *, fps, crf: int, comment: str, preset: str
 ) -> list[str]:
     rate = str(Fraction(fps).limit_denominator(1001 * 1000)) if not isinstance(fps, Fraction) else str(fps)
     cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
+        _ffmpeg(),
         "-hide_banner",
         "-loglevel", "error",
         "-y",
@@ -260,7 +266,7 @@ def _parse_ffmetadata(text: str) -> dict[str, str]:
 def read_mp4_comment(path: str) -> str | None:
     """The comment tag of a local mp4 (svdflow stores the job's content key there), or None."""
     proc = subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", local_path(path),
+        [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", local_path(path),
          "-f", "ffmetadata", "-"],
         capture_output=True,
         check=False,

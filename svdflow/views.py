@@ -15,7 +15,8 @@ def _console(stderr: bool = False) -> Console:
 
 
 # Rich lays out a table by measuring every cell: fine for a screenful, ~13 s for 10,000 jobs.
-# Past this many rows the plan is printed as aligned plain text instead.
+# Past this many rows, and whenever the output is not a terminal (a log, a pipe to grep: rich
+# would squeeze the table into 80 columns and cut every cell), the plan is aligned plain text.
 RICH_TABLE_MAX_ROWS = 500
 PLAN_COLUMNS = ("id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "status")
 
@@ -32,7 +33,7 @@ def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
     console = console or _console()
     title = f"{spec.name}: {len(planned)} jobs -> {spec.output_dir}"
     rows = [_plan_row(p) for p in planned]
-    if len(rows) <= RICH_TABLE_MAX_ROWS:
+    if console.is_terminal and len(rows) <= RICH_TABLE_MAX_ROWS:
         table = Table(title=title, title_justify="left")
         for column in PLAN_COLUMNS:
             table.add_column(column, no_wrap=column in ("id", "seed", "size"))
@@ -56,7 +57,9 @@ def print_summary(result, console: Console | None = None) -> None:
     """The end-of-run table on stderr: what rendered, what was skipped, what failed and why."""
     console = console or _console(stderr=True)
     summary = result.summary()
-    if result.errors:
+    if result.errors and not console.is_terminal:  # whole messages, one per line, for logs and grep
+        console.file.write("".join(f"failed: {job_id}: {message}\n" for job_id, message in result.errors.items()))
+    elif result.errors:
         table = Table(title="failed jobs", title_justify="left")
         table.add_column("id", no_wrap=True)
         table.add_column("error")

@@ -86,8 +86,13 @@ def test_plan_only_unknown_id_is_a_usage_error(capsys, examples):
 def test_plan_table(capsys, examples):
     code, out, _ = run_cli(capsys, "plan", "manifests/sweep.yaml")
     assert code == 0
-    assert "motion-sweep: 6 jobs" in out
-    assert out.rstrip().endswith("6 to render, 0 up to date")
+    # Not a terminal: aligned plain text, every cell whole (rich would cut them to fit 80 columns).
+    lines = out.splitlines()
+    assert lines[0].startswith("motion-sweep: 6 jobs -> ")
+    assert lines[1].split() == ["id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "status"]
+    assert lines[2].split()[0] == "city-m60-aug0.02" and lines[2].split()[3:] == [
+        "112x64", "8", "4", "7", "60", "0.02", "new"]
+    assert lines[-1] == "6 to render, 0 up to date"
 
 
 def test_plan_of_an_invalid_manifest(capsys, monkeypatch):

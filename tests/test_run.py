@@ -200,3 +200,16 @@ def test_missing_model_is_an_environment_error_and_records_nothing(tmp_path, cap
             "from the manifest's folder. Fix the path, or give a hub id (org/name) to download the model.\n") in err
     assert "Traceback" not in err
     assert read_index(tmp_path)["jobs"] == []
+
+
+def test_run_summary_prints_each_failure_whole_on_one_line(tmp_path, capsys):
+    from conftest import run_cli
+
+    write_image(tmp_path / "a.png")
+    manifest = tiny_manifest(tmp_path, "  - id: ok\n    image: a.png\n  - id: gone\n    image: nope.png\n")
+
+    code, _, err = run_cli(capsys, "run", str(manifest))
+
+    assert code == 1
+    assert (f"failed: gone: {tmp_path}/nope.png: file not found; check the path (relative paths are resolved "
+            "against the manifest's folder)") in err.splitlines()

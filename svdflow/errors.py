@@ -7,6 +7,7 @@ and says what to do. Nothing here is ever corrected silently.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # Exit codes are part of the interface (Makefiles branch on them); the README documents them.
 EXIT_OK = 0
@@ -52,8 +53,11 @@ class ManifestError(SvdflowError):
 
     exit_code = EXIT_INVALID
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], document: tuple[Any, Any] | None = None):
         self.problems = list(problems)
+        # (parsed data, source map) when the file parsed but failed the schema: what further
+        # checks of the parts that did pass need.
+        self.document = document
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

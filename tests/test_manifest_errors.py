@@ -1,8 +1,8 @@
 """Bad manifests: the exact text `svdflow validate` prints for each, and its exit code.
 
-Each `tests/invalid/<name>.yaml` has one problem (several_problems.yaml has several) and its full
-expected stderr in `<name>.expected`. Paths in messages are relative to the repo root, so every
-test runs from there. After a deliberate wording change, rewrite the expectations with
+Each `tests/invalid/<name>.yaml` has one problem (several_problems.yaml and
+schema_problem_and_duplicate_id.yaml have several) and its full expected stderr in
+`<name>.expected`. Paths in messages are relative to the repo root, so every test runs from there. After a deliberate wording change, rewrite the expectations with
 `SVDFLOW_UPDATE_EXPECTED=1 pytest tests/test_manifest_errors.py` and review the diff.
 """
 

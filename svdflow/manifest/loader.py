@@ -135,7 +135,8 @@ def load_manifest(path: str | os.PathLike[str]) -> LoadedManifest:
         try:
             manifest = Manifest.model_validate(data)
         except ValidationError as exc:
-            raise ManifestError(sorted(duplicates + validation_problems(exc, source), key=_position)) from None
+            raise ManifestError(sorted(duplicates + validation_problems(exc, source), key=_position),
+                                document=(data, source)) from None
     if duplicates:
         raise ManifestError(duplicates)
     return LoadedManifest(Path(path).resolve(), manifest, source, data)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from svdflow.errors import ManifestError, Problem
 from svdflow.manifest.loader import LoadedManifest, SourceMap, gc_paused
 from svdflow.manifest.schema import (
@@ -24,6 +26,7 @@ from svdflow.manifest.schema import (
     TRAINED_MAX_MOTION_BUCKET,
     TRAINED_SIZES,
     Hardware,
+    Item,
     Manifest,
     ModelSource,
 )
@@ -108,18 +111,13 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
 
     output_dir = _output_dir(manifest, name, base_dir, source, problems)
     jobs: list[Job] = []
-    first_seen: dict[str, tuple] = {}
+    ids = _JobIds(source)
     defaults = manifest.defaults.model_dump()
     for index, item in enumerate(manifest.items):
         for job, where in _expand(item, index, defaults, images.locate):
-            if job.id in RESERVED_JOB_IDS:
-                problems.append(source.problem(where, f"job id '{job.id}' is reserved (its sidecar would "
-                                                      f"overwrite {job.id}.json); rename the item"))
+            if problem := ids.problem(job.id, where):
+                problems.append(problem)
                 continue
-            if job.id in first_seen:
-                problems.append(source.problem(where, _collision(job.id, where, first_seen[job.id], source)))
-                continue
-            first_seen[job.id] = where
             jobs.append(job)
             for warning in _job_warnings(job, index, source, manifest.model.source != "builtin:tiny", images):
                 warnings[warning] = None
@@ -167,18 +165,55 @@ def _expand(item: Any, index: int, defaults: dict[str, Any], locate):
         params["seed"] = derive_seed(defaults["seed"], item.id)
         origin = "derived"
     image = locate(item.image)
+    for job_id, where, combo in _job_ids(item, index):
+        job_origin = "sweep" if "seed" in combo else origin
+        yield _job(job_id, item.id, image, {**params, **combo}, job_origin, combo), where
 
+
+def _job_ids(item: Any, index: int):
+    """Yield (job id, source path of what defines it, the swept values) for one item's jobs."""
     swept = {k: v for k, v in (item.sweep.model_dump() if item.sweep else {}).items() if v is not None}
     if not swept:
-        yield _job(item.id, item.id, image, params, origin, {}), ("items", index, "id")
+        yield item.id, ("items", index, "id"), {}
         return
     keys = list(swept)
     for values in itertools.product(*(swept[k] for k in keys)):
         combo = dict(zip(keys, values, strict=True))
         suffix = "-".join(f"{PARAMETERS[k].sweep_label}{_id_value(v)}" for k, v in combo.items())
-        job_origin = "sweep" if "seed" in combo else origin
-        yield (_job(f"{item.id}-{suffix}", item.id, image, {**params, **combo}, job_origin, combo),
-               ("items", index, "sweep"))
+        yield f"{item.id}-{suffix}", ("items", index, "sweep"), combo
+
+
+class _JobIds:
+    """The job ids seen so far, and what is wrong with the next one: reserved, or already used."""
+
+    def __init__(self, source: SourceMap):
+        self.source = source
+        self.first_seen: dict[str, tuple] = {}
+
+    def problem(self, job_id: str, where: tuple) -> Problem | None:
+        if job_id in RESERVED_JOB_IDS:
+            return self.source.problem(where, f"job id '{job_id}' is reserved (its sidecar would overwrite "
+                                              f"{job_id}.json); rename the item")
+        if job_id in self.first_seen:
+            return self.source.problem(where, _collision(job_id, where, self.first_seen[job_id], self.source))
+        self.first_seen[job_id] = where
+        return None
+
+
+def job_id_problems(raw: Any, source: SourceMap) -> list[Problem]:
+    """The id problems among the items that are valid on their own, for a file whose schema check
+    failed elsewhere: reported with the schema's problems, one round of fixes shows them all."""
+    items = raw.get("items") if isinstance(raw, dict) else None
+    if not isinstance(items, list):
+        return []
+    ids, problems = _JobIds(source), []
+    for index, raw_item in enumerate(items):
+        try:
+            item = Item.model_validate(raw_item)
+        except ValidationError:
+            continue  # the schema's problems already name it
+        problems += [p for job_id, where, _ in _job_ids(item, index) if (p := ids.problem(job_id, where))]
+    return problems
 
 
 def _job(job_id: str, item_id: str, image: str, params: dict[str, Any], origin: str, sweep: dict) -> Job:

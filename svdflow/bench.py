@@ -491,10 +491,17 @@ _CASES: dict[str, Callable[[_State], dict[str, Any]]] = {
 
 class _StepClock:
     """Marks the call's start, the denoising loop's start (after prepare_latents) and every step's
-    end; CUDA events on a GPU (no synchronisation inside the loop), perf_counter on a CPU."""
+    end; CUDA events on a GPU (no synchronisation inside the loop), perf_counter on a CPU.
 
-    def __init__(self, pipe, cuda: bool):
+    With `memory_device`, every mark also takes the allocator's peak since the previous mark and
+    resets it, so a video's peak splits into before the loop, the loop and after it. The allocator
+    counts on the host as kernels are queued, so the split follows the code, whatever the GPU's lag.
+    """
+
+    def __init__(self, pipe, cuda: bool, memory_device: str | None = None):
         self.cuda, self.marks, self.latents, self.total = cuda, [], None, 0
+        self.memory_device = memory_device if cuda else None
+        self.peaks: list[tuple[int, int]] = []  # (allocated, reserved) peak since the mark before
         pipe.__dict__.pop("prepare_latents", None)  # an earlier clock's patch
         original = pipe.prepare_latents
 
@@ -506,7 +513,7 @@ class _StepClock:
         pipe.prepare_latents = prepare_latents
 
     def start(self, total: int = 0) -> None:
-        self.marks, self.latents, self.total = [], None, total
+        self.marks, self.latents, self.total, self.peaks = [], None, total, []
         self._mark()
 
     def finish(self) -> None:
@@ -520,8 +527,21 @@ class _StepClock:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             self.marks.append(event)
+            if self.memory_device is not None:
+                self.peaks.append((torch.cuda.max_memory_allocated(self.memory_device),
+                                   torch.cuda.max_memory_reserved(self.memory_device)))
+                torch.cuda.reset_peak_memory_stats(self.memory_device)
         else:
             self.marks.append(time.perf_counter())
+
+    def video_peak(self) -> tuple[int, int]:
+        """(allocated, reserved) peak of the call, after finish()."""
+        return max(p[0] for p in self.peaks[1:]), max(p[1] for p in self.peaks[1:])
+
+    def phase_peaks(self) -> dict[str, int]:
+        """Allocated peak before the loop (CLIP, VAE encode), in it, and after it (decode), after finish()."""
+        return {"pre_loop": self.peaks[1][0], "loop": max(p[0] for p in self.peaks[2:self.total + 2]),
+                "post_loop": self.peaks[-1][0]}
 
     def on_step(self, _pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
         self._mark()
@@ -569,14 +589,13 @@ def _measure(state: _State, pipe, decode_chunk_size, videos: int, *, kernels: bo
     import torch
 
     config = state.config
-    clock = _StepClock(pipe, state.cuda)
+    clock = _StepClock(pipe, state.cuda, memory_device=config.device)
     gc.collect()
     if state.cuda:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         start_gib = torch.cuda.memory_allocated(config.device) / GIB
-        torch.cuda.reset_peak_memory_stats(config.device)
-    seconds, steps, latents, before, after, peaks = [], [], [], [], [], []
+    seconds, steps, latents, before, after, peaks, phases = [], [], [], [], [], [], []
     for _ in range(videos):
         if state.cuda:  # per video: the first one's transient allocations (autotuning, compiling) apart
             torch.cuda.reset_peak_memory_stats(config.device)
@@ -592,7 +611,8 @@ def _measure(state: _State, pipe, decode_chunk_size, videos: int, *, kernels: bo
         after.append(clock.post_loop_s())
         latents.append(clock.latents)
         if state.cuda:
-            peaks.append((torch.cuda.max_memory_allocated(config.device), torch.cuda.max_memory_reserved(config.device)))
+            peaks.append(clock.video_peak())
+            phases.append(clock.phase_peaks())
     steady = seconds[1:] or seconds
     steady_steps = [s for video in (steps[1:] or steps) for s in video]
     out: dict[str, Any] = {
@@ -611,7 +631,10 @@ def _measure(state: _State, pipe, decode_chunk_size, videos: int, *, kernels: bo
         steady_peaks = peaks[1:] or peaks
         out.update(peak_gib=round(max(p[0] for p in steady_peaks) / GIB, 2),
                    reserved_gib=round(max(p[1] for p in steady_peaks) / GIB, 2),
-                   first_video_peak_gib=round(peaks[0][0] / GIB, 2), start_gib=round(start_gib, 2))
+                   first_video_peak_gib=round(peaks[0][0] / GIB, 2), start_gib=round(start_gib, 2),
+                   # Where a steady video's peak is reached: what to cut when a target is missed.
+                   phase_peak_gib={phase: round(max(p[phase] for p in (phases[1:] or phases)) / GIB, 2)
+                                   for phase in ("pre_loop", "loop", "post_loop")})
     else:
         out["max_rss_gib"] = _max_rss_gib()
     if kernels and config.kernels:
@@ -840,6 +863,10 @@ def format_table(result: dict[str, Any]) -> str:
     config = result["config"]
     lines.insert(0, f"svdflow bench: {config['variant']} {config['num_frames']}x{config['height']}x{config['width']}, "
                     f"{config['steps']} steps, {config['dtype']} on {result['environment'].get('gpu') or config['device']}")
+    phases = [f"{name} " + "/".join(_fmt(case["phase_peak_gib"][k]) for k in ("pre_loop", "loop", "post_loop"))
+              for name, case in cases.items() if case.get("phase_peak_gib")]
+    if phases:
+        lines.append("peak GiB before the loop/in it/decoding: " + "; ".join(phases))
     for name in ("balanced", "max-speed"):
         overlap = (cases.get(name) or {}).get("overlap") or {}
         if "s_per_video" in overlap:

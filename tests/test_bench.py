@@ -118,3 +118,44 @@ def test_low_vram_peak_counts_the_first_video_too():
     result["cases"]["low-vram"]["first_video_peak_gib"] = 6.2  # e.g. a one-off workspace on the first video
     verdicts = {t["target"]: (t["value"], t["met"]) for t in merge_results(result)["targets"]}
     assert verdicts["low-vram peak <= 6.0 GiB"] == (6.2, False)
+
+
+class _FakeCudaEvent:
+    def __init__(self, enable_timing: bool = False):
+        self.at = None
+
+    def record(self, stream=None):
+        import time
+
+        self.at = time.perf_counter()
+
+    def elapsed_time(self, other) -> float:
+        return (other.at - self.at) * 1000
+
+
+def test_measure_splits_each_videos_peak_memory_by_phase(monkeypatch):
+    """_measure's CUDA bookkeeping on the CPU: torch.cuda's events and memory counters faked. The
+    fake peak is the number of resets so far, so each phase's peak says which mark read it."""
+    import torch
+
+    from svdflow import bench
+
+    resets = []
+    monkeypatch.setattr(torch.cuda, "Event", _FakeCudaEvent)
+    for name in ("synchronize", "empty_cache"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: 0)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: resets.append(1))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: len(resets) * bench.GIB)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda *a, **k: 2 * len(resets) * bench.GIB)
+    config = bench._config("tiny", "cpu", 2, 2, 2, None, None, False, False, None)
+    state = bench._State(config)
+    state.cuda = True
+    pipe = state.pipeline("cpu")
+
+    out = bench._measure(state, pipe, None, videos=2)
+
+    # Per video: a reset, then marks at the start, the loop's start, each of 2 steps and the end,
+    # each reading the peak and resetting it. The second video starts after 6 + 1 resets.
+    assert out["phase_peak_gib"] == {"pre_loop": 8.0, "loop": 10.0, "post_loop": 11.0}
+    assert (out["peak_gib"], out["reserved_gib"], out["first_video_peak_gib"]) == (11.0, 22.0, 5.0)

@@ -19,7 +19,7 @@ shapes, FLOPs and memory as the checkpoints), or `builtin:tiny`. Cases:
 For each: steady seconds per video (the videos after the first) split into before the denoising
 loop (CLIP, VAE encode), the loop and after it (VAE decode, uint8 frames on the host), the
 denoising step time (CUDA events around every step, mostly the UNet), peak GPU memory of the
-steady videos (and of the first apart), and, for max-speed and the low-vram cases, how far their
+steady videos (and of the first apart; split the same way before, in and after the loop), and, for max-speed and the low-vram cases, how far their
 final latents are from balanced's (same seed, same image). balanced and max-speed also render
 three videos with overlap_decode (each decode during the next video's steps) and report that
 s/video, its peak and whether the frames are byte-identical to a plain decode. With --kernels,

@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import REPO, write_image, write_manifest
 from PIL import Image
+from pydantic import ValidationError
 
 from svdflow.errors import DeviceError, Interrupted
 from svdflow.executor import RunOptions, run_manifest
@@ -188,14 +189,20 @@ def test_ctrl_c_while_the_next_job_denoises_keeps_the_job_before_it(folder, monk
 
 
 def test_overlap_needs_resident_models():
-    gpu = DeviceFacts(1, False, {"cuda:0": 80 * 1024**3})
+    # What the file decides is refused by `svdflow validate` (tests/invalid/overlap_with_offload.yaml);
+    # what auto decides on the machine, when the run resolves its hardware.
+    small_gpu = DeviceFacts(1, False, {"cuda:0": 8 * 1024**3})
     with pytest.raises(DeviceError) as raised:
-        resolve_hardware(Hardware(profile="low-vram", overlap_decode=True), gpu, env={})
+        resolve_hardware(Hardware(overlap_decode=True), small_gpu, env={})
     assert str(raised.value) == (
         "hardware.overlap_decode: true decodes beside the next job's UNet, which needs every model resident, "
         "but offload is 'group' (profile low-vram); set offload: none, or overlap_decode: false")
-    on = resolve_hardware(Hardware(profile="balanced", overlap_decode=True), gpu, env={})
-    assert on.overlap_decode is True
+    with pytest.raises(ValidationError, match="but offload is 'model'; set offload: none, or overlap_decode: false"):
+        Hardware(profile="balanced", offload="model", overlap_decode=True)
+    gpu = DeviceFacts(1, False, {"cuda:0": 80 * 1024**3})
+    assert resolve_hardware(Hardware(profile="low-vram", offload="none", overlap_decode=True), gpu,
+                            env={}).overlap_decode is True
+    assert resolve_hardware(Hardware(profile="balanced", overlap_decode=True), gpu, env={}).overlap_decode is True
     assert resolve_hardware(Hardware(profile="balanced"), gpu, env={}).overlap_decode is False
 
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -166,6 +174,23 @@ class Hardware(StrictModel):
     overlap_decode: bool = Field(
         False, description="Decode each video with the VAE on a second CUDA stream while the next job denoises; "
                            "needs offload: none. Same frames; more memory at once.")
+
+    @model_validator(mode="after")
+    def _overlap_needs_resident_models(self) -> Hardware:
+        # What the file alone decides; `profile: auto` may still pick low-vram on a small GPU,
+        # which resolve_hardware refuses the same way.
+        offload = self.offload if "offload" in self.model_fields_set else \
+            "group" if self.profile == "low-vram" else "none"
+        if self.overlap_decode and offload != "none":
+            raise ValueError(overlap_conflict(offload, None if "offload" in self.model_fields_set else self.profile))
+        return self
+
+
+def overlap_conflict(offload: str, profile: str | None) -> str:
+    """Why overlap_decode cannot run with this offload (which came from `profile`, or was set)."""
+    return (f"overlap_decode: true decodes beside the next job's UNet, which needs every model resident, but "
+            f"offload is {offload!r}{f' (profile {profile})' if profile else ''}; set offload: none, or "
+            f"overlap_decode: false")
 
 
 class Output(StrictModel):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from svdflow.errors import DeviceError
-from svdflow.manifest.schema import Hardware
+from svdflow.manifest.schema import Hardware, overlap_conflict
 
 GIB = 1024**3
 # Below this much free memory, a resident fp16 SVD-XT at 576x1024x25 does not fit: measured on an
@@ -188,11 +188,8 @@ def resolve_hardware(hw: Hardware, facts: DeviceFacts, *, planned_unet_steps: in
     if device == "cpu" and settings["offload"] != "none":
         raise DeviceError(f"hardware.offload: {settings['offload']!r} moves weights to a GPU and back, but the "
                           f"device is cpu; set offload: none")
-    if settings["overlap_decode"] and settings["offload"] != "none":
-        raise DeviceError(f"hardware.overlap_decode: true decodes beside the next job's UNet, which needs every "
-                          f"model resident, but offload is {settings['offload']!r}"
-                          f"{'' if 'offload' in explicit else f' (profile {profile})'}; set offload: none, "
-                          f"or overlap_decode: false")
+    if settings["overlap_decode"] and settings["offload"] != "none":  # profile auto chose low-vram
+        raise DeviceError("hardware." + overlap_conflict(settings["offload"], None if "offload" in explicit else profile))
     compile_on, why = _compile_decision(settings["compile"], device, planned_unet_steps, compile_cache_warm)
     if why:
         reason = f"{reason}; {why}"

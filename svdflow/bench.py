@@ -316,6 +316,8 @@ def _overlapped(state: _State, pipe, decode_chunk_size, plain_s_per_video: float
               "motion_bucket_id": 127, "noise_aug_strength": 0.02, "seed": SEED}  # what _call renders
     pending: DeferredDecode | None = None
     frames, starts, first_latents = [], [], None
+    # A _StepClock's patch would mark (and reset the memory peaks) at every prepare_latents here.
+    pipe.__dict__.pop("prepare_latents", None)
 
     def step(_done: int, _total: int) -> None:
         nonlocal pending

@@ -675,29 +675,19 @@ _KERNEL_KINDS = (
 )
 
 
-def _decode_video(state: _State, pipe, latents, decode_chunk_size) -> None:
-    """What the pipeline does after its last step, as a run asks for it: final latents (from a
-    _StepClock) to uint8 frames on the host."""
-    import torch
-
-    from svdflow.pipeline.render import tensor_to_uint8
-
-    with torch.inference_mode():
-        frames = pipe.decode_latents(latents.to(pipe.vae.device, pipe.vae.dtype), state.config.num_frames,
-                                     decode_chunk_size or state.config.num_frames)
-        tensor_to_uint8(pipe.video_processor.postprocess_video(video=frames, output_type="pt")[0])
-
-
 def _kernel_profile(state: _State, pipe, decode_chunk_size, latents) -> dict[str, Any]:
     """Where the GPU time goes, by kind and top kernels: a 2-step call (CLIP, VAE encode, two UNet
     steps; latents out) and, apart, the VAE decode of one video's final latents."""
+    from svdflow.pipeline.render import decode_frames
+
     def two_steps():
         clock = _StepClock(pipe, state.cuda)
         clock.start(2)
         _call(pipe, state, decode_chunk_size=decode_chunk_size, steps=2, clock=clock, latent=True)
 
     def decode():
-        _decode_video(state, pipe, latents, decode_chunk_size)
+        # A run's decode: the clock's float32 host latents back on the VAE in its dtype, to uint8 frames.
+        decode_frames(pipe, latents.to(pipe.vae.device, pipe.vae.dtype), state.config.num_frames, decode_chunk_size)
 
     out = {}
     for name, work in (("denoise", two_steps), ("decode", decode)):

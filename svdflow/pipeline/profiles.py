@@ -46,6 +46,9 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     # Weights are not what fills a GPU here: activations are. Streaming the UNet's weights (group
     # offload) frees ~3 GiB, but the ~6 GiB cut needs the activations down too: feed-forward chunks,
     # one CFG branch at a time (batch 2 -> 1 halves every activation) and 2-frame VAE decodes.
+    # Estimated at 576x1024x25 (benchmarks/activation_memory.py, not yet measured on a GPU): a UNet
+    # call holds 7.7 GiB unchunked, 4.7 chunked, 2.4 chunked one branch at a time; a decode 9.0 GiB
+    # in chunks of 8 frames, 2.25 in chunks of 2.
     "low-vram": {"offload": "group", "forward_chunking": True, "decode_chunk_size": 2, "compile": "off",
                  "sequential_cfg": True, "overlap_decode": False},
     "cpu": {"offload": "none", "forward_chunking": False, "decode_chunk_size": None, "compile": "off",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
-from conftest import SVDFLOW, free_port, write_image, write_manifest
+from conftest import SVDFLOW, free_port, run_cli, write_image, write_manifest
 from PIL import Image
 
 from svdflow.cli import main
@@ -203,8 +203,6 @@ def test_missing_model_is_an_environment_error_and_records_nothing(tmp_path, cap
 
 
 def test_run_summary_prints_each_failure_whole_on_one_line(tmp_path, capsys):
-    from conftest import run_cli
-
     write_image(tmp_path / "a.png")
     manifest = tiny_manifest(tmp_path, "  - id: ok\n    image: a.png\n  - id: gone\n    image: nope.png\n")
 

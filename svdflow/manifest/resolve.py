@@ -114,6 +114,9 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
     ids = _JobIds(source)
     defaults = manifest.defaults.model_dump()
     for index, item in enumerate(manifest.items):
+        if problem := ids.item_problem(item.id, index):
+            problems.append(problem)
+            continue
         for job, where in _expand(item, index, defaults, images.locate):
             if problem := ids.problem(job.id, where):
                 problems.append(problem)
@@ -184,11 +187,22 @@ def _job_ids(item: Any, index: int):
 
 
 class _JobIds:
-    """The job ids seen so far, and what is wrong with the next one: reserved, or already used."""
+    """The item and job ids seen so far, and what is wrong with the next one: reserved, or already
+    used. Item ids are unique even when their sweeps would give different job ids: an item's id
+    derives its seed and groups its sweep in the report."""
 
     def __init__(self, source: SourceMap):
         self.source = source
         self.first_seen: dict[str, tuple] = {}
+        self.items: dict[str, int] = {}
+
+    def item_problem(self, item_id: str, index: int) -> Problem | None:
+        first = self.items.setdefault(item_id, index)
+        if first == index:
+            return None
+        line = self.source.problem(("items", first, "id"), "").line
+        return self.source.problem(("items", index, "id"), f"item id '{item_id}' is already used by "
+                                                           f"items[{first}] (line {line}); give each item a unique id")
 
     def problem(self, job_id: str, where: tuple) -> Problem | None:
         if job_id in RESERVED_JOB_IDS:
@@ -212,6 +226,9 @@ def job_id_problems(raw: Any, source: SourceMap) -> list[Problem]:
             item = Item.model_validate(raw_item)
         except ValidationError:
             continue  # the schema's problems already name it
+        if problem := ids.item_problem(item.id, index):
+            problems.append(problem)
+            continue
         problems += [p for job_id, where, _ in _job_ids(item, index) if (p := ids.problem(job_id, where))]
     return problems
 
@@ -286,8 +303,7 @@ def _collision(job_id: str, where: tuple, first: tuple, source: SourceMap) -> st
 
     if where == first:
         return f"the sweep of items[{where[1]}] generates job id '{job_id}' twice; list each value once"
-    if where[-1] != "sweep" and first[-1] != "sweep":
-        return f"item id '{job_id}' is already used by items[{first[1]}] (line {line}); give each item a unique id"
+    # Two unswept items with one id never get here: _JobIds.item_problem reports them first.
     return (f"job id '{job_id}' from {by(where)} is already used by {by(first)} (line {line}); rename one of "
             f"the items, or change the sweep so the generated ids differ")
 

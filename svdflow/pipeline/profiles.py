@@ -183,10 +183,7 @@ def resolve_hardware(hw: Hardware, facts: DeviceFacts, *, planned_unet_steps: in
     profile, reason = hw.profile, "set in the manifest"
     if profile == "auto":
         profile, reason = _auto_profile(device, facts)
-    settings = dict(PROFILE_SETTINGS[profile])
-    for name in ("offload", "forward_chunking", "decode_chunk_size", "compile", "overlap_decode"):
-        if name in explicit:
-            settings[name] = getattr(hw, name)
+    settings = requested_settings(hw, profile)
     dtype = hw.dtype if hw.dtype != "auto" else ("float32" if device == "cpu" else "float16")
     if device == "cpu" and settings["offload"] != "none":
         raise DeviceError(f"hardware.offload: {settings['offload']!r} moves weights to a GPU and back, but the "
@@ -200,6 +197,15 @@ def resolve_hardware(hw: Hardware, facts: DeviceFacts, *, planned_unet_steps: in
                             settings["decode_chunk_size"], compile_on, reason, settings["sequential_cfg"],
                             cpu_threads=cpu_render_threads(env) if device == "cpu" else None,
                             overlap_decode=settings["overlap_decode"])
+
+
+def requested_settings(hw: Hardware, profile: str) -> dict[str, Any]:
+    """The profile's settings with the fields the manifest sets itself put over them."""
+    settings = dict(PROFILE_SETTINGS[profile])
+    for name in ("offload", "forward_chunking", "decode_chunk_size", "compile", "overlap_decode"):
+        if name in hw.model_fields_set:
+            settings[name] = getattr(hw, name)
+    return settings
 
 
 def cpu_render_threads(env) -> int:
@@ -348,11 +354,16 @@ def apply_hardware(pipe, hw: ResolvedHardware):
         pipe.enable_sequential_cpu_offload(device=hw.device)
     elif hw.offload == "group":
         _group_offload(pipe, torch.device(hw.device))
-    set_forward_chunking(pipe.unet, hw.forward_chunking)
-    set_sequential_cfg(pipe.unet, hw.sequential_cfg)
+    configure_unet(pipe.unet, hw)
     if hw.compile:
         compile_unet(pipe)
     return pipe
+
+
+def configure_unet(unet, hw: ResolvedHardware) -> None:
+    """The settings that switch in place, without loading the pipeline again."""
+    set_forward_chunking(unet, hw.forward_chunking)
+    set_sequential_cfg(unet, hw.sequential_cfg)
 
 
 def _group_offload(pipe, device) -> None:

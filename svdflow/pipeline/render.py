@@ -80,7 +80,7 @@ def denoise_latents(pipe, image, params: dict[str, Any], *, on_step: Callable[[i
 
 def decode_to_device_uint8(pipe, latents, num_frames: int, decode_chunk_size: int | None):
     """Final latents to uint8 frames (T, H, W, 3) where the VAE is: what the pipeline itself does
-    after its last step (decode_latents in chunks, postprocess_video), then tensor_to_uint8's
+    after its last step (decode_latents in chunks, postprocess_video), then quantise()'s
     rounding. The caller moves the result to the host."""
     import torch
 
@@ -89,28 +89,30 @@ def decode_to_device_uint8(pipe, latents, num_frames: int, decode_chunk_size: in
         # made these latents, so the VAE is in its own dtype again, as the pipeline decodes with it.
         video = pipe.decode_latents(latents, num_frames, decode_chunk_size or num_frames)
         frames = pipe.video_processor.postprocess_video(video=video, output_type="pt")[0]
-        return quantise(frames).permute(0, 2, 3, 1)
+        return quantise(frames)
 
 
 def decode_frames(pipe, latents, num_frames: int, decode_chunk_size: int | None) -> np.ndarray:
     """Final latents to uint8 frames (T, H, W, 3) on the host. Only 1 byte per value crosses the
     bus: the frames are quantised where the VAE put them."""
-    frames = decode_to_device_uint8(pipe, latents, num_frames, decode_chunk_size)
-    return np.ascontiguousarray(frames.cpu().numpy())
+    return _to_host(decode_to_device_uint8(pipe, latents, num_frames, decode_chunk_size))
 
 
 def quantise(frames):
-    """The pipeline's float frames in [0, 1], on any device, to uint8 in the same layout.
+    """The pipeline's (T, 3, H, W) float frames in [0, 1], on any device, to uint8 (T, H, W, 3) there.
 
     Round half up in float32 (clip, x 255, + 0.5, truncate): IEEE single-precision arithmetic, so a
     GPU and a CPU give the same bytes for the same floats.
     """
     import torch
 
-    return (frames.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    return (frames.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def tensor_to_uint8(frames) -> np.ndarray:
-    """The pipeline's (T, 3, H, W) float32 frames in [0, 1], on any device, to uint8 (T, H, W, 3)
-    on the host."""
-    return np.ascontiguousarray(quantise(frames).permute(0, 2, 3, 1).cpu().numpy())
+    """quantise(), then to the host."""
+    return _to_host(quantise(frames))
+
+
+def _to_host(frames) -> np.ndarray:
+    return np.ascontiguousarray(frames.cpu().numpy())

@@ -13,18 +13,19 @@ import numpy as np
 
 from svdflow.errors import RenderError
 from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.pipeline import render  # as a module: tests swap its functions
 from svdflow.pipeline.overlap import DeferredDecode
 from svdflow.pipeline.profiles import (
-    PROFILE_SETTINGS,
     DeviceFacts,
     ResolvedHardware,
+    Shape,
     apply_hardware,
     compile_marker,
+    configure_unet,
     job_shape,
     planned_steps_by_shape,
+    requested_settings,
     resolve_hardware,
-    set_forward_chunking,
-    set_sequential_cfg,
     torch_dtype,
 )
 from svdflow.progress import Reporter
@@ -65,6 +66,7 @@ class PipelineSession:
         self.resolved_revision: str | None = None
         self.oom_retries: list[dict[str, Any]] = []
         self._pending: _Pending | None = None  # the job whose decode waits for the next job's steps
+        self._marked: set[Shape] = set()  # shapes whose compile marker this run wrote
 
     @property
     def loaded(self) -> bool:
@@ -78,9 +80,7 @@ class PipelineSession:
             self.hardware = resolve_hardware(self.spec.hardware, facts, planned_unet_steps=self._steps_by_shape,
                                              compile_cache_warm=warm)
             requested = self.spec.hardware
-            compile_setting = requested.compile if "compile" in requested.model_fields_set else \
-                PROFILE_SETTINGS[self.hardware.profile]["compile"]
-            if requested.profile == "auto" or compile_setting == "auto":
+            if requested.profile == "auto" or requested_settings(requested, self.hardware.profile)["compile"] == "auto":
                 self.reporter.note(f"hardware: profile {self.hardware.profile}, compile "
                                    f"{'on' if self.hardware.compile else 'off'} ({self.hardware.reason})")
         return self.hardware
@@ -107,8 +107,6 @@ class PipelineSession:
 
     def render(self, job: Job, image, on_step: Callable[[int, int], None] | None = None):
         """Render one job now, denoise and decode, down the memory ladder if need be; its frames."""
-        from svdflow.pipeline import render
-
         if self.pipe is None:
             self.load()
         while True:
@@ -178,8 +176,6 @@ class PipelineSession:
     def _denoise(self, job: Job, image, on_step, previous: _Pending | None):
         """This job's final latents; on its step callbacks, the previous job's decode is launched
         (from the first step on: the pipeline's VAE casts are behind us) and handed over when done."""
-        from svdflow.pipeline import render
-
         def step(done: int, total: int) -> None:
             nonlocal previous
             if previous is not None:
@@ -233,22 +229,21 @@ class PipelineSession:
         if lower is None:
             raise RenderError(f"job '{job.id}': out of GPU memory even at the bottom of the memory ladder "
                               f"({_describe(self.hardware)}; {error}); lower width/height/num_frames or free the GPU")
-        difference = _difference(self.hardware, lower)
+        changed = _changes(self.hardware, lower)
+        difference = ", ".join(f"{name}={value}" for name, value in changed.items())
         self.oom_retries.append({"job": job.id, "error": error, "failed_after_s": round(failed_after_s, 3),
                                  "changed": difference, "from": self.hardware.to_json(), "to": lower.to_json()})
         self.reporter.note(f"{job.id}: out of GPU memory; retrying with {difference}")
-        changed = {name for name in lower.to_json() if getattr(lower, name) != getattr(self.hardware, name)}
         # A compiled UNet would recompile for a changed forward anyway: load it fresh instead.
-        reload = bool(changed & set(_RELOAD_SETTINGS)) or (
-            self.hardware.compile and bool(changed & {"forward_chunking", "sequential_cfg"}))
+        reload = bool(changed.keys() & set(_RELOAD_SETTINGS)) or (
+            self.hardware.compile and bool(changed.keys() & {"forward_chunking", "sequential_cfg"}))
         self.hardware = lower
         if reload:
             self.pipe = None
             _free_device_memory()
             self.load()
         else:
-            set_forward_chunking(self.pipe.unet, lower.forward_chunking)
-            set_sequential_cfg(self.pipe.unet, lower.sequential_cfg)
+            configure_unet(self.pipe.unet, lower)
             _free_device_memory()
 
     def _compile_marker(self, facts: DeviceFacts, shape):
@@ -260,10 +255,12 @@ class PipelineSession:
 
     def _mark_compiled(self, job: Job) -> None:
         """Remember that this shape compiled here, so a later run's `compile: auto` counts it as warm."""
-        if not self.hardware.compile:
+        shape = job_shape(job.params)
+        if not self.hardware.compile or shape in self._marked:
             return
+        self._marked.add(shape)  # once per shape and run: the marker only has to exist
         try:
-            marker = self._compile_marker(self._facts, job_shape(job.params))
+            marker = self._compile_marker(self._facts, shape)
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
         except OSError:
@@ -278,9 +275,10 @@ def _free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _difference(before: ResolvedHardware, after: ResolvedHardware) -> str:
+def _changes(before: ResolvedHardware, after: ResolvedHardware) -> dict[str, Any]:
+    """The settings `after` changes, with their new values (why auto chose is no setting)."""
     old, new = before.to_json(), after.to_json()
-    return ", ".join(f"{k}={new[k]}" for k in new if new[k] != old[k] and k != "reason")
+    return {k: new[k] for k in new if new[k] != old[k] and k != "reason"}
 
 
 def _describe(hw: ResolvedHardware) -> str:

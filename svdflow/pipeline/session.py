@@ -198,7 +198,10 @@ class PipelineSession:
             return
         pending.settled = True
         try:
-            frames = pending.decode.result()
+            # Outside a step callback (flush, the end of the next call) the decode may run here: on a
+            # CPU with the run's thread count, or its bytes would differ from a plain render's.
+            with render.torch_threads(self.hardware.cpu_threads):
+                frames = pending.decode.result()
         except Exception as exc:
             if not _is_out_of_memory(exc):
                 pending.outcome.failed(exc)

@@ -42,8 +42,6 @@ from typing import Any
 
 from svdflow.errors import UsageError
 
-_IMPORTED_AT = time.perf_counter()
-
 CASE_ORDER = ("balanced", "max-speed", "low-vram", "seed-offload", "seed-offload-lowmem")
 # Not in the default list: compile-start means something only in a fresh process; the others are
 # comparisons: low-vram with both CFG branches in one batch (faster, more memory) and the whole-UNet

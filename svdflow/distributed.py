@@ -85,24 +85,22 @@ def assign(costs: Sequence[tuple[str, float]], size: int) -> list[list[str]]:
 
 class Group:
     """The collective operations svdflow needs, over torch.distributed's gloo backend (CPU
-    tensors only, so it works the same whether ranks render on GPUs or CPUs)."""
+    tensors only, so it works the same whether ranks render on GPUs or CPUs). For a World of
+    several processes only: one process has nothing to talk to."""
 
     def __init__(self, world: World):
+        import torch.distributed as dist
+
         self.world = world
         self._owned = False
-        if world.distributed:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                timeout = float(os.environ.get("SVDFLOW_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-                dist.init_process_group("gloo", rank=world.rank, world_size=world.size,
-                                        timeout=datetime.timedelta(seconds=timeout))
-                self._owned = True
+        if not dist.is_initialized():
+            timeout = float(os.environ.get("SVDFLOW_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+            dist.init_process_group("gloo", rank=world.rank, world_size=world.size,
+                                    timeout=datetime.timedelta(seconds=timeout))
+            self._owned = True
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's `value`, on every rank."""
-        if not self.world.distributed:
-            return value
         import torch.distributed as dist
 
         box = [value if self.world.is_main else None]
@@ -111,19 +109,11 @@ class Group:
 
     def gather(self, value: Any) -> list[Any] | None:
         """Every rank's `value` on rank 0 (None elsewhere)."""
-        if not self.world.distributed:
-            return [value]
         import torch.distributed as dist
 
         out = [None] * self.world.size if self.world.is_main else None
         dist.gather_object(value, out, dst=0)
         return out
-
-    def barrier(self) -> None:
-        if self.world.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
 
     def close(self) -> None:
         if self._owned:

@@ -48,6 +48,11 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+def in_file_order(problems) -> list[Problem]:
+    """Problems sorted by line and column, whole-file ones first: the order they are printed in."""
+    return sorted(problems, key=lambda p: (p.line or 0, p.col or 0))
+
+
 class ManifestError(SvdflowError):
     """A manifest that cannot be used: carries every problem found, not just the first."""
 

@@ -103,8 +103,6 @@ def _claim_output_dir(spec: RunSpec, store: OutputStore) -> OutputLock:
 
 def _run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions,
                      reporter: Reporter, world: World) -> RunResult:
-    # The device of this rank follows its local rank, whichever launcher named it.
-    os.environ.setdefault("LOCAL_RANK", str(world.local_rank))
     group = Group(world)
     lock = None
     try:
@@ -112,7 +110,7 @@ def _run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options
         if world.is_main:
             try:
                 lock = _claim_output_dir(spec, store)
-                decision = _share_pending(spec, jobs, options, world.size)
+                decision = _share_pending(spec, options, world.size)
             except SvdflowError as exc:
                 decision = {"error": str(exc), "exit_code": exc.exit_code}
         decision = group.broadcast(decision)
@@ -135,7 +133,7 @@ def _run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options
         for part in everyone:
             merged.statuses.update(part["statuses"])
             merged.errors.update(part["errors"])
-        reporter.note(f"merged {world.size} index shards into {store.path('index.json')}")
+        reporter.note(f"merged {world.size} index shards into {store.path(INDEX_FILE)}")
         return merged
     finally:
         if lock is not None:
@@ -143,9 +141,9 @@ def _run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options
         group.close()
 
 
-def _share_pending(spec: RunSpec, jobs: list[Job], options: RunOptions, size: int) -> dict[str, Any]:
+def _share_pending(spec: RunSpec, options: RunOptions, size: int) -> dict[str, Any]:
     """Rank 0's decision: which jobs render where. Up-to-date jobs are nobody's work."""
-    planned = plan_run(spec, only=tuple(job.id for job in jobs) if options.only else (), force=options.force)
+    planned = plan_run(spec, only=options.only, force=options.force)
     pending = [p.job for p in planned if p.would_render]
     return {"shares": assign([(job.id, job.cost()) for job in pending], size),
             "up_to_date": [p.job.id for p in planned if not p.would_render]}
@@ -173,7 +171,7 @@ class _Run:
         self._writes: queue.Queue = queue.Queue(maxsize=2)  # bounded: finished frames are large
         self._writer = threading.Thread(target=self._write_loop, name="svdflow-writer", daemon=True)
         self._current: str | None = None  # the job the render loop is on
-        self._failed = False  # a job failed (the writer records it a moment later)
+        self._failed = False  # a job failed: set when its failure is queued, or when an encode fails
 
     def execute(self) -> RunResult:
         started = time.perf_counter()
@@ -206,7 +204,7 @@ class _Run:
         if self.result.interrupted:
             done = self.result.count("done")
             raise Interrupted(f"interrupted; {done} job{'s' * (done != 1)} finished and recorded in "
-                              f"{self.store.path('index.json')}; run again to render the rest")
+                              f"{self.store.path(INDEX_FILE)}; run again to render the rest")
         return self.result
 
     def _prefetch(self, number: int) -> None:
@@ -246,8 +244,8 @@ class _Run:
         except Exception as exc:  # a pipeline error fails this job only; the cause is kept in the index
             delivery.failed(exc)
             return not self.options.fail_fast
-        # A failure may have been recorded meanwhile: a deferred decode, or the writer's encode.
-        return not (self.options.fail_fast and (self._failed or self.result.count("failed")))
+        # A failure may have come meanwhile: a deferred decode's, or the writer's encode.
+        return not (self.options.fail_fast and self._failed)
 
     def _on_step(self, job: Job, done: int, total: int) -> None:
         crash_point("denoise-step")
@@ -273,6 +271,7 @@ class _Run:
             self.index.record(entry)
             self.result.statuses[job.id] = entry["status"]
             if entry["status"] == "failed":
+                self._failed = True  # an encode that failed here (render failures set it when queued)
                 self.result.errors[job.id] = entry["error"]["message"]
                 self.reporter.job_finished(job.id, "failed", {"error": entry["error"]["message"]})
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from svdflow.errors import ManifestError
+from svdflow.errors import ManifestError, in_file_order
 from svdflow.manifest.loader import LoadedManifest, load_manifest
 from svdflow.manifest.resolve import Job, RunSpec, derive_seed, job_id_problems, resolve
 
@@ -21,7 +21,7 @@ def load_run_spec(path: str | os.PathLike[str]) -> RunSpec:
         extra = job_id_problems(*exc.document)
         if not extra:
             raise
-        raise ManifestError(sorted(exc.problems + extra, key=lambda p: (p.line or 0, p.col or 0))) from None
+        raise ManifestError(in_file_order(exc.problems + extra)) from None
     return resolve(loaded)
 
 

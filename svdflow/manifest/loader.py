@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from svdflow.errors import ManifestError, Problem
+from svdflow.errors import ManifestError, Problem, in_file_order
 from svdflow.manifest.schema import FORMAT_VERSION, Hardware, Item, Manifest, ModelSource, Output, Sweep
 from svdflow.manifest.schema import Defaults as DefaultsModel
 
@@ -135,7 +135,7 @@ def load_manifest(path: str | os.PathLike[str]) -> LoadedManifest:
         try:
             manifest = Manifest.model_validate(data)
         except ValidationError as exc:
-            raise ManifestError(sorted(duplicates + validation_problems(exc, source), key=_position),
+            raise ManifestError(in_file_order(duplicates + validation_problems(exc, source)),
                                 document=(data, source)) from None
     if duplicates:
         raise ManifestError(duplicates)
@@ -310,9 +310,6 @@ _TYPE_WORDS = {
 }
 
 
-def _position(problem: Problem) -> tuple[int, int]:
-    return problem.line or 0, problem.col or 0
-
 
 def validation_problems(exc: ValidationError, source: SourceMap) -> list[Problem]:
     """Turn Pydantic's errors into located, actionable problems, in file order."""
@@ -323,7 +320,7 @@ def validation_problems(exc: ValidationError, source: SourceMap) -> list[Problem
             problems.append(source.problem(loc, _unknown_key(loc), at_key=True))
         else:
             problems.append(source.problem(loc, _describe(error, loc)))
-    return sorted(problems, key=_position)
+    return in_file_order(problems)
 
 
 def _model_at(loc: Path_) -> type[BaseModel] | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from svdflow.errors import ManifestError, Problem
+from svdflow.errors import ManifestError, Problem, in_file_order
 from svdflow.manifest.loader import LoadedManifest, SourceMap, gc_paused
 from svdflow.manifest.schema import (
     MAX_SEED,
@@ -125,7 +125,7 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
             for warning in _job_warnings(job, index, source, manifest.model.source != "builtin:tiny", images):
                 warnings[warning] = None
     if problems:
-        raise ManifestError(sorted(problems, key=lambda p: (p.line or 0, p.col or 0)))
+        raise ManifestError(in_file_order(problems))
     return RunSpec(
         name=name,
         manifest_path=loaded.path,

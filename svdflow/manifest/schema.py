@@ -179,8 +179,10 @@ class Hardware(StrictModel):
     def _overlap_needs_resident_models(self) -> Hardware:
         # What the file alone decides; `profile: auto` may still pick low-vram on a small GPU,
         # which resolve_hardware refuses the same way.
+        from svdflow.pipeline.profiles import PROFILE_SETTINGS  # it imports this module
+
         offload = self.offload if "offload" in self.model_fields_set else \
-            "group" if self.profile == "low-vram" else "none"
+            PROFILE_SETTINGS.get(self.profile, {}).get("offload", "none")
         if self.overlap_decode and offload != "none":
             raise ValueError(overlap_conflict(offload, None if "offload" in self.model_fields_set else self.profile))
         return self

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from svdflow.distributed import World
 from svdflow.errors import DeviceError
 from svdflow.manifest.schema import Hardware, overlap_conflict
 
@@ -221,8 +222,8 @@ def cpu_render_threads(env) -> int:
 def _device(requested: str, facts: DeviceFacts, env) -> str:
     if requested == "auto":
         if facts.cuda_count:
-            # Under accelerate/torchrun each process owns the GPU of its local rank.
-            return f"cuda:{int(env.get('LOCAL_RANK', 0)) % facts.cuda_count}"
+            # Under a launcher (torchrun, accelerate, MPI, Slurm) each process owns the GPU of its local rank.
+            return f"cuda:{World.from_env(env).local_rank % facts.cuda_count}"
         return "mps" if facts.mps else "cpu"
     if requested.startswith("cuda"):
         index = int(requested.partition(":")[2] or 0)

@@ -111,11 +111,12 @@ fi
 # Each only if there is time for it: the full-graph compile alone took 109-137 s on an H200.
 need() { case "$1" in max-speed-fullgraph) echo 230 ;; *) echo 90 ;; esac; }
 chosen=""
+spent=0  # what the chosen cases need
 for case_name in ${EXTRA//,/ }; do
   budget_needed=$(need "$case_name")
-  spent=0; for c in ${chosen//,/ }; do spent=$(( spent + $(need "$c") )); done
   if [ "$(( $(left) - spent ))" -ge "$budget_needed" ]; then
     chosen="${chosen:+$chosen,}$case_name"
+    spent=$(( spent + budget_needed ))
   else
     echo "[$(elapsed) s] $case_name skipped: $(( $(left) - spent )) s left, it needs ~$budget_needed"
   fi

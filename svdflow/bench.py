@@ -98,8 +98,6 @@ def run_bench(variant: str | None = None, profiles: Sequence[str] | None = None,
     would start after that many seconds. `kernels` adds to balanced and max-speed where the time of a
     2-step call and of one VAE decode goes (CUDA kernels; CPU operators on a CPU).
     """
-    import torch
-
     log = log or (lambda _text: None)
     started = time.perf_counter()
     config = _config(variant, device, videos, steps, frames, height, width, check_latents, kernels, deadline_s)
@@ -136,9 +134,7 @@ def run_bench(variant: str | None = None, profiles: Sequence[str] | None = None,
             _write_json(json_path, result)
             log(f"bench: {name}: {_summary(outcome)}")
     finally:
-        state.discard()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        state.discard()  # frees the GPU's cached memory too
     return result
 
 
@@ -199,7 +195,7 @@ class _State:
         self.clean = False  # nothing installed on self.pipe: no hooks, no compiled wrapper
         self.where: str | None = None
         self.reference = None  # balanced's final latents
-        self.seed_pipe = None  # seed-offload's pipeline, which seed-offload-lowmem reuses
+        self.seed_offload = False  # self.pipe carries seed-offload's hooks (seed-offload-lowmem reuses it)
         self.build_s: float | None = None
         self.image = _test_image(config.width, config.height)
 
@@ -221,7 +217,7 @@ class _State:
     def discard(self) -> None:
         import torch
 
-        self.pipe, self.clean, self.where, self.seed_pipe = None, False, None, None
+        self.pipe, self.clean, self.where, self.seed_offload = None, False, None, False
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -235,7 +231,7 @@ def _build(config: BenchConfig):
     if config.variant == "tiny":
         from svdflow.pipeline.tiny import build_tiny_pipeline
 
-        pipe = build_tiny_pipeline().to(device=config.device, dtype=dtype)
+        pipe = build_tiny_pipeline(dtype).to(config.device)
     else:
         from svdflow.pipeline.tiny import build_full_size_pipeline
 
@@ -309,13 +305,9 @@ def _overlapped(state: _State, pipe, decode_chunk_size, plain_s_per_video: float
     from svdflow.pipeline.render import decode_frames, denoise_latents
 
     config = state.config
-    params = {"num_inference_steps": config.steps, "height": config.height, "width": config.width,
-              "num_frames": config.num_frames, "min_guidance_scale": 1.0, "max_guidance_scale": 3.0, "fps": 7,
-              "motion_bucket_id": 127, "noise_aug_strength": 0.02, "seed": SEED}  # what _call renders
+    params = _params(config, config.steps)
     pending: DeferredDecode | None = None
     frames, starts, first_latents = [], [], None
-    # A _StepClock's patch would mark (and reset the memory peaks) at every prepare_latents here.
-    pipe.__dict__.pop("prepare_latents", None)
 
     def step(_done: int, _total: int) -> None:
         nonlocal pending
@@ -426,12 +418,9 @@ def _case_seed(state: _State, *, lowmem: bool) -> dict[str, Any]:
     # diffusers as a user runs it: PyTorch's default kernel flags (no TF32 for the float32 encode).
     previous = fast_kernels(False)
     try:
-        reuse = lowmem and state.pipe is not None and state.seed_pipe is state.pipe
-        if not reuse:
-            pipe = state.pipeline("cpu")
-            state.clean = False
-            pipe.enable_model_cpu_offload(device=state.config.device)
-            state.seed_pipe = pipe
+        if not (lowmem and state.seed_offload):
+            state.pipeline("cpu").enable_model_cpu_offload(device=state.config.device)
+            state.clean, state.seed_offload = False, True
         pipe = state.pipe
         decode = 2 if lowmem else 8
         if lowmem:
@@ -458,10 +447,10 @@ def _case_compile_start(state: _State) -> dict[str, Any]:
     state.clean = False
     hw = _hardware(state, "max-speed", compile=True)
     apply_hardware(pipe, hw)
-    clock = _StepClock(pipe, state.cuda)
     since_start = _seconds_since_process_start()
-    clock.start()
-    _call(pipe, state, decode_chunk_size=None, steps=min(3, state.config.steps), clock=clock, latent=True)
+    with _StepClock(pipe, state.cuda) as clock:
+        clock.start()
+        _call(pipe, state, decode_chunk_size=None, steps=min(3, state.config.steps), clock=clock, latent=True)
     steps, pre_loop = clock.step_times(), clock.pre_loop_s()
     step = statistics.median(steps[1:]) if len(steps) > 1 else None
     return {"status": "ok", "settings": hw.to_json(),
@@ -502,7 +491,7 @@ class _StepClock:
         self.cuda, self.marks, self.latents, self.total = cuda, [], None, 0
         self.memory_device = memory_device if cuda else None
         self.peaks: list[tuple[int, int]] = []  # (allocated, reserved) peak since the mark before
-        pipe.__dict__.pop("prepare_latents", None)  # an earlier clock's patch
+        self.pipe = pipe
         original = pipe.prepare_latents
 
         def prepare_latents(*args, **kwargs):
@@ -510,10 +499,17 @@ class _StepClock:
             self._mark()
             return latents
 
-        pipe.prepare_latents = prepare_latents
+        pipe.prepare_latents = prepare_latents  # on the instance, until the clock is closed
 
-    def start(self, total: int = 0) -> None:
-        self.marks, self.latents, self.total, self.peaks = [], None, total, []
+    def __enter__(self) -> _StepClock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pipe.__dict__.pop("prepare_latents", None)
+
+    def start(self) -> None:
+        """Marks a call's start; _call then sets how many steps it runs."""
+        self.marks, self.latents, self.peaks = [], None, []
         self._mark()
 
     def finish(self) -> None:
@@ -546,7 +542,7 @@ class _StepClock:
     def on_step(self, _pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
         self._mark()
         if step == self.total - 1:
-            self.latents = callback_kwargs["latents"].detach().float().cpu()
+            self.latents = callback_kwargs["latents"]  # copied to the host once the video is timed
         return callback_kwargs
 
     def _seconds(self, a, b) -> float:
@@ -568,51 +564,56 @@ class _StepClock:
         return self._seconds(self.marks[0], self.marks[1])
 
 
-def _call(pipe, state: _State, *, decode_chunk_size, steps: int, clock: _StepClock, latent: bool = False):
+def _params(config: BenchConfig, steps: int) -> dict[str, Any]:
+    """One video's parameters, as a job's params name them: every case renders the same video."""
+    return {"num_inference_steps": steps, "height": config.height, "width": config.width,
+            "num_frames": config.num_frames, "min_guidance_scale": 1.0, "max_guidance_scale": 3.0, "fps": 7,
+            "motion_bucket_id": 127, "noise_aug_strength": 0.02, "seed": SEED}
+
+
+def _call(pipe, state: _State, *, decode_chunk_size, steps: int, clock: _StepClock, latent: bool = False) -> None:
     import torch
 
     from svdflow.pipeline.render import make_generator, tensor_to_uint8
 
-    config = state.config
+    params = _params(state.config, steps)
+    seed = params.pop("seed")
     clock.total = steps
     with torch.inference_mode():
-        frames = pipe(state.image, height=config.height, width=config.width, num_frames=config.num_frames,
-                      num_inference_steps=steps, min_guidance_scale=1.0, max_guidance_scale=3.0, fps=7,
-                      motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=decode_chunk_size,
-                      generator=make_generator(SEED), output_type="latent" if latent else "pt",
-                      callback_on_step_end=clock.on_step).frames
-        # As a run does (render_frames): uint8 frames on the host are the end of a video.
-        return frames if latent else tensor_to_uint8(frames[0])
+        frames = pipe(state.image, **params, decode_chunk_size=decode_chunk_size, generator=make_generator(seed),
+                      output_type="latent" if latent else "pt", callback_on_step_end=clock.on_step).frames
+        if not latent:  # as a run does: uint8 frames on the host are the end of a video
+            tensor_to_uint8(frames[0])
 
 
 def _measure(state: _State, pipe, decode_chunk_size, videos: int, *, kernels: bool = False) -> dict[str, Any]:
     import torch
 
     config = state.config
-    clock = _StepClock(pipe, state.cuda, memory_device=config.device)
     gc.collect()
     if state.cuda:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         start_gib = torch.cuda.memory_allocated(config.device) / GIB
     seconds, steps, latents, before, after, peaks, phases = [], [], [], [], [], [], []
-    for _ in range(videos):
-        if state.cuda:  # per video: the first one's transient allocations (autotuning, compiling) apart
-            torch.cuda.reset_peak_memory_stats(config.device)
-        clock.start(config.steps)
-        began = time.perf_counter()
-        _call(pipe, state, decode_chunk_size=decode_chunk_size, steps=config.steps, clock=clock)
-        clock.finish()
-        if state.cuda:
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - began)
-        steps.append(clock.step_times())
-        before.append(clock.pre_loop_s())
-        after.append(clock.post_loop_s())
-        latents.append(clock.latents)
-        if state.cuda:
-            peaks.append(clock.video_peak())
-            phases.append(clock.phase_peaks())
+    with _StepClock(pipe, state.cuda, memory_device=config.device) as clock:
+        for _ in range(videos):
+            if state.cuda:  # per video: the first one's transient allocations (autotuning, compiling) apart
+                torch.cuda.reset_peak_memory_stats(config.device)
+            clock.start()
+            began = time.perf_counter()
+            _call(pipe, state, decode_chunk_size=decode_chunk_size, steps=config.steps, clock=clock)
+            clock.finish()
+            if state.cuda:
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - began)
+            steps.append(clock.step_times())
+            before.append(clock.pre_loop_s())
+            after.append(clock.post_loop_s())
+            latents.append(clock.latents.detach().float().cpu())  # after the timing: no run copies them
+            if state.cuda:
+                peaks.append(clock.video_peak())
+                phases.append(clock.phase_peaks())
     steady = seconds[1:] or seconds
     steady_steps = [s for video in (steps[1:] or steps) for s in video]
     out: dict[str, Any] = {
@@ -679,9 +680,9 @@ def _kernel_profile(state: _State, pipe, decode_chunk_size, latents) -> dict[str
     from svdflow.pipeline.render import decode_frames
 
     def two_steps():
-        clock = _StepClock(pipe, state.cuda)
-        clock.start(2)
-        _call(pipe, state, decode_chunk_size=decode_chunk_size, steps=2, clock=clock, latent=True)
+        with _StepClock(pipe, state.cuda) as clock:
+            clock.start()
+            _call(pipe, state, decode_chunk_size=decode_chunk_size, steps=2, clock=clock, latent=True)
 
     def decode():
         # A run's decode: the clock's float32 host latents back on the VAE in its dtype, to uint8 frames.
@@ -877,13 +878,10 @@ def _fmt(value, spec: str = ".2f") -> str:
 
 
 def _write_json(path: str | os.PathLike[str] | None, result: dict[str, Any]) -> None:
+    from svdflow.outputs.atomic import atomic_write_bytes
+
     if path is None:
         return
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(result, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(temporary, path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(result, indent=2, default=str) + "\n").encode())

@@ -5,24 +5,18 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_cli
 
 from svdflow.bench import format_table, merge_results
-from svdflow.cli import main
-
-
-def run_cli(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    return exit_info.value.code
 
 
 def test_tiny_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench" / "result.json"
 
-    code = run_cli(["bench", "--variant", "tiny", "--frames", "2", "--steps", "2", "--kernels", "--json", str(path)])
+    code, out, _ = run_cli(capsys, "bench", "--variant", "tiny", "--frames", "2", "--steps", "2", "--kernels",
+                           "--json", str(path))
 
     assert code == 0
-    out = capsys.readouterr().out
     result = json.loads(path.read_text())
     cases = result["cases"]
     assert list(cases) == ["balanced", "max-speed", "low-vram", "seed-offload", "seed-offload-lowmem"]
@@ -67,8 +61,9 @@ def test_tiny_bench_prints_the_table_and_writes_json(tmp_path, capsys):
 
 
 def test_unknown_case_is_a_usage_error(capsys):
-    assert run_cli(["bench", "--variant", "tiny", "--cases", "balanced,turbo"]) == 2
-    assert capsys.readouterr().err.strip() == (
+    code, _, err = run_cli(capsys, "bench", "--variant", "tiny", "--cases", "balanced,turbo")
+    assert code == 2
+    assert err.strip() == (
         "error: unknown bench case turbo; choose from balanced, max-speed, low-vram, seed-offload, "
         "seed-offload-lowmem, compile-start, low-vram-batched-cfg, max-speed-fullgraph")
 

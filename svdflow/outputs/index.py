@@ -35,6 +35,7 @@ class RunIndex:
         self.flush_every_s = flush_every_s
         self._last_flush = 0.0
         self._dirty = False
+        self.shards: list[str] = []  # the shard files load() merged (a killed multi-process run's)
 
     @classmethod
     def load(cls, store: OutputStore, **kwargs: Any) -> RunIndex:
@@ -48,21 +49,23 @@ class RunIndex:
                     entries[entry["id"]] = entry
         index_mtime = store.mtime(INDEX_FILE)
         names = store.json_files()
-        for name in names:
-            if SHARD_FILE.match(name):
-                shard = store.read_json(name)
-                for entry in (shard or {}).get("jobs", []) if isinstance(shard, dict) else []:
-                    if _is_newer(entry, entries.get(entry.get("id"))):
-                        entries[entry["id"]] = entry
+        shards = [name for name in names if SHARD_FILE.match(name)]
+        for name in shards:
+            shard = store.read_json(name)
+            for entry in (shard or {}).get("jobs", []) if isinstance(shard, dict) else []:
+                if _is_newer(entry, entries.get(entry.get("id"))):
+                    entries[entry["id"]] = entry
         for name in names:
             job_id = name[: -len(".json")]
-            if name == INDEX_FILE or SHARD_FILE.match(name) or job_id in entries and index_mtime is not None and (
+            if name == INDEX_FILE or name in shards or job_id in entries and index_mtime is not None and (
                     (store.mtime(name) or 0) < index_mtime):
                 continue
             sidecar = store.read_json(name)
             if _is_newer(sidecar, entries.get(job_id)):
                 entries[job_id] = sidecar
-        return cls(store, entries, meta, **kwargs)
+        index = cls(store, entries, meta, **kwargs)
+        index.shards = shards
+        return index
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         return self.entries.get(job_id)
@@ -107,10 +110,10 @@ class RunIndex:
         self.entries = {job_id: self.entries[job_id] for job_id in ordered}
 
     def remove_shards(self) -> None:
-        """After a merge into index.json, the shards say nothing new."""
-        for name in self.store.json_files():
-            if SHARD_FILE.match(name):
-                self.store.remove(name)
+        """After a merge into index.json, the shards it loaded say nothing new."""
+        for name in self.shards:
+            self.store.remove(name)
+        self.shards = []
 
     def orphans(self, job_ids: set[str]) -> list[str]:
         """Recorded jobs that are no longer in the manifest (their files are kept)."""

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from PIL import Image  # noqa: E402
 
 from svdflow.manifest import load_manifest, resolve  # noqa: E402
-from svdflow.planning import plan_run  # noqa: E402
+from svdflow.run.planning import plan_run  # noqa: E402
 
 TARGET_S = 2.0
 SWEEPS = 5  # items with a 3 x 2 sweep each

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from svdflow.executor import run_manifest
-from svdflow.progress import Reporter
+from svdflow.run.executor import run_manifest
+from svdflow.run.progress import Reporter
 
 MANIFEST = """svdflow: 1
 name: overlap-{overlap}

@@ -68,7 +68,7 @@ def _report_validation(path: Path, spec, problems, as_json: bool) -> None:
 def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     """Show the jobs a manifest resolves to, and which of them would render."""
     from svdflow.manifest import load_run_spec
-    from svdflow.planning import plan_run
+    from svdflow.run.planning import plan_run
 
     spec = load_run_spec(file)
     for warning in spec.warnings:
@@ -94,10 +94,10 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
 @click.option("--report", "with_report", is_flag=True, help="Also write index.html, a contact sheet of the run.")
 def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json: bool, with_report: bool) -> None:
     """Render every job of a manifest that is not up to date."""
-    from svdflow.distributed import World, lonely_launch_hint
-    from svdflow.executor import RunOptions, run_manifest
     from svdflow.manifest import load_run_spec
-    from svdflow.progress import make_reporter
+    from svdflow.run.engines.torchrun import World, lonely_launch_hint
+    from svdflow.run.executor import RunOptions, run_manifest
+    from svdflow.run.progress import make_reporter
     from svdflow.views import print_summary
 
     world = World.from_env()
@@ -133,8 +133,8 @@ def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def rerender(index: Path, job_id: str, verify: bool, out_dir: str | None, device: str | None, as_json: bool) -> None:
     """Render one job again from its index entry alone (no manifest needed)."""
-    from svdflow.rerender import rerender as rerender_job
-    from svdflow.rerender import verify_or_raise
+    from svdflow.run.rerender import rerender as rerender_job
+    from svdflow.run.rerender import verify_or_raise
 
     result = rerender_job(str(index), job_id, out_dir=out_dir, device=device)
     if as_json:

@@ -133,7 +133,7 @@ def test_measure_splits_each_videos_peak_memory_by_phase(monkeypatch):
     fake peak is the number of resets so far, so each phase's peak says which mark read it."""
     import torch
 
-    from svdflow import bench
+    from svdflow.bench import cases as bench
 
     resets = []
     monkeypatch.setattr(torch.cuda, "Event", _FakeCudaEvent)

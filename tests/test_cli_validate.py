@@ -16,7 +16,7 @@ from svdflow.errors import EXIT_INVALID
 from svdflow.manifest import derive_seed, load_run_spec
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.store import OutputStore
-from svdflow.planning import plan_run
+from svdflow.run.planning import plan_run
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import write_image, write_manifest
 
-from svdflow.distributed import World, assign, lonely_launch_hint
-from svdflow.executor import RunOptions, run_manifest
+from svdflow.run.engines.torchrun import World, assign, lonely_launch_hint
+from svdflow.run.executor import RunOptions, run_manifest
 
 MANIFEST = """
 svdflow: 1

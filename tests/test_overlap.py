@@ -20,12 +20,12 @@ from PIL import Image
 from pydantic import ValidationError
 
 from svdflow.errors import DeviceError, Interrupted
-from svdflow.executor import RunOptions, run_manifest
 from svdflow.manifest import load_run_spec
 from svdflow.manifest.schema import Hardware
 from svdflow.pipeline import render
 from svdflow.pipeline.profiles import DeviceFacts, ResolvedHardware, resolve_hardware
 from svdflow.pipeline.session import PipelineSession
+from svdflow.run.executor import RunOptions, run_manifest
 
 MANIFEST = """
 svdflow: 1

@@ -245,7 +245,7 @@ items:
 
 
 def test_auto_prints_its_choice(tmp_path):
-    from svdflow.progress import Reporter
+    from svdflow.run.progress import Reporter
 
     class Notes(Reporter):
         def __init__(self):

@@ -94,7 +94,7 @@ PARAMS = {"num_frames": T, "num_inference_steps": 4, "fps": 7, "playback_fps": 7
 def make_entry(job_id: str, *, item_id: str | None = None, status: str = "done", params: dict | None = None,
                sweep: dict | None = None, uri: str, input_sha: str | None, outputs: list | None = None,
                error: dict | None = None, finished: float = 1_700_000_000.0) -> dict:
-    """An index entry in the exact shape of `svdflow.executor._Run._entry`."""
+    """An index entry in the exact shape of `svdflow.run.executor._Run._entry`."""
     params = {**PARAMS, **(params or {})}
     done = status == "done"
     return {

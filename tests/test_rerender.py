@@ -16,7 +16,7 @@ from conftest import SVDFLOW, write_image
 from test_run import tiny_manifest
 
 from svdflow.cli import main
-from svdflow.executor import run_manifest
+from svdflow.run.executor import run_manifest
 
 
 @pytest.fixture(scope="module")

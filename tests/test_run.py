@@ -12,8 +12,8 @@ from conftest import SVDFLOW, free_port, run_cli, write_image, write_manifest
 from PIL import Image
 
 from svdflow.cli import main
-from svdflow.executor import RunOptions, run_manifest
 from svdflow.outputs.writers import read_mp4_comment
+from svdflow.run.executor import RunOptions, run_manifest
 
 TINY_HEADER = """
 svdflow: 1

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from svdflow.distributed import World
 from svdflow.errors import DeviceError
 from svdflow.manifest.schema import Hardware, overlap_conflict
+from svdflow.run.engines.torchrun import World
 
 GIB = 1024**3
 # Below this much free memory, a resident fp16 SVD-XT at 576x1024x25 does not fit: measured on an

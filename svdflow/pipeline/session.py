@@ -28,7 +28,7 @@ from svdflow.pipeline.profiles import (
     resolve_hardware,
     torch_dtype,
 )
-from svdflow.progress import Reporter
+from svdflow.run.progress import Reporter
 
 # Offload hooks and compiled wrappers cannot be cleanly taken off a pipeline: changing these means
 # loading it again. Feed-forward chunking and sequential CFG switch in place.

@@ -10,10 +10,10 @@ from typing import Any
 
 from svdflow.errors import InputError, UsageError
 from svdflow.inputs import fetch_bytes
-from svdflow.keys import content_key, key_material
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.store import OutputStore
+from svdflow.run.keys import content_key, key_material
 
 UP_TO_DATE = "up to date"
 

@@ -9,11 +9,11 @@ from typing import Any
 
 from svdflow.errors import EnvironmentProblem, InputError, UsageError, VerifyMismatch
 from svdflow.inputs import decode_image, fetch_bytes, resize_image
-from svdflow.keys import content_key, frames_sha256
 from svdflow.manifest.resolve import Job
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import write_outputs
 from svdflow.pipeline.profiles import DeviceFacts, ResolvedHardware, apply_hardware, torch_dtype
+from svdflow.run.keys import content_key, frames_sha256
 
 RERENDER_DIR = "rerendered"
 
@@ -147,7 +147,7 @@ def _tampered_fields(entry: dict[str, Any]) -> list[str]:
 
 
 def _environment_differences(entry: dict[str, Any], hardware: ResolvedHardware) -> list[str]:
-    from svdflow.executor import collect_versions
+    from svdflow.run.executor import collect_versions
 
     out = []
     recorded_hw = entry.get("hardware") or {}

@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svdflow import RENDER_VERSION, __version__
-from svdflow.distributed import Group, World, assign
 from svdflow.errors import Interrupted, JobError, OutputWriteError, RenderError, SvdflowError
 from svdflow.faults import crash_point
 from svdflow.inputs import LoadedInput, load_input
-from svdflow.keys import frames_sha256
 from svdflow.manifest import RunSpec, load_run_spec
 from svdflow.manifest.resolve import Job
 from svdflow.outputs.atomic import remove_stale_temps
@@ -34,8 +32,10 @@ from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import write_outputs
 from svdflow.pipeline.profiles import shape_groups
 from svdflow.pipeline.session import PipelineSession
-from svdflow.planning import PlannedJob, decide, plan_run, select_jobs
-from svdflow.progress import Reporter
+from svdflow.run.engines.torchrun import Group, World, assign
+from svdflow.run.keys import frames_sha256
+from svdflow.run.planning import PlannedJob, decide, plan_run, select_jobs
+from svdflow.run.progress import Reporter
 
 
 @dataclass
@@ -73,7 +73,7 @@ def run_manifest(manifest: str | os.PathLike[str] | RunSpec, options: RunOptions
                  reporter: Reporter | None = None, world: World | None = None) -> RunResult:
     """Render every job of a manifest that is not up to date; the Python face of `svdflow run`.
 
-    Under a multi-process launcher (see svdflow.distributed) every process calls this; each
+    Under a multi-process launcher (see svdflow.run.engines.torchrun) every process calls this; each
     renders its share and rank 0 returns the result of the whole run.
     """
     spec = manifest if isinstance(manifest, RunSpec) else load_run_spec(manifest)

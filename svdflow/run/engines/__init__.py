@@ -1,0 +1,1 @@
+"""Engines: how a run's pending jobs reach pipelines (one process, torchrun ranks, Ray actors)."""

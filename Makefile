@@ -9,7 +9,7 @@ MANIFEST ?= manifests/smoke.yaml
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4' || echo 'torch==2.13.0')
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 
-.PHONY: install demo test validate plan schemas lint run bench fmt clean
+.PHONY: install demo test test-fast validate plan schemas lint run bench fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The inner loop: everything but the tests marked slow (real launchers, kill -9 crash tests).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 validate: $(STAMP)
 	$(PY) -m svdflow validate manifests/*.yaml
 
@@ -37,7 +41,8 @@ run: $(STAMP)
 	$(PY) -m svdflow run $(MANIFEST)
 
 schemas: $(STAMP)
-	$(PY) -m svdflow schema > schemas/manifest.schema.json
+	$(PY) -m svdflow schema manifest > schemas/manifest.schema.json
+	$(PY) -m svdflow schema index > schemas/index.schema.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check svdflow tests benchmarks

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from diffusers.utils import logging as diffusers_logging
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from svdflow.pipeline.profiles import set_forward_chunking, set_sequential_cfg
+from svdflow.pipeline.apply import set_forward_chunking
+from svdflow.pipeline.hooks.sequential_cfg import set_sequential_cfg
 from svdflow.pipeline.tiny import FULL_SIZE_NUM_FRAMES, build_full_size_pipeline
 
 GIB = 1024**3

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import write_image  # noqa: E402
 
-from svdflow.run.executor import run_manifest  # noqa: E402
+from svdflow.api import run_manifest  # noqa: E402
 
 LATENCY_S = 0.15
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from svdflow.run.executor import run_manifest
+from svdflow.api import run_manifest
 from svdflow.run.progress import Reporter
 
 MANIFEST = """svdflow: 1

@@ -96,8 +96,9 @@ def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json
     """Render every job of a manifest that is not up to date."""
     from svdflow.manifest import load_run_spec
     from svdflow.run.engines.torchrun import World, lonely_launch_hint
-    from svdflow.run.executor import RunOptions, run_manifest
+    from svdflow.run.executor import RunOptions
     from svdflow.run.progress import make_reporter
+    from svdflow.run.runner import run_manifest
     from svdflow.views import print_summary
 
     world = World.from_env()
@@ -187,9 +188,13 @@ def bench(variant, cases, videos, steps, frames, height, width, device, json_pat
 
 
 @cli.command()
-def schema() -> None:
-    """Print the manifest's JSON Schema."""
-    from svdflow.manifest.schema import json_schema
+@click.argument("which", type=click.Choice(["manifest", "index"]), default="manifest")
+def schema(which: str) -> None:
+    """Print a JSON Schema: the manifest's (default) or index.json's and the sidecars'."""
+    if which == "index":
+        from svdflow.outputs.entry import index_json_schema as json_schema
+    else:
+        from svdflow.manifest.schema import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 

@@ -25,6 +25,7 @@ import fsspec.core
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from svdflow.errors import InputError
+from svdflow.locations import Location
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_INPUT_PIXELS = 64_000_000
@@ -81,8 +82,8 @@ class _Transient(Exception):
 
 
 def _protocol(uri: str) -> str:
-    protocol, _ = fsspec.core.split_protocol(uri)
-    return (protocol or "file").lower()
+    """Where the bytes live: the innermost protocol (s3 for simplecache::s3://...), file for paths."""
+    return Location.parse(uri).protocol
 
 
 def _importable(module: str) -> bool:
@@ -139,7 +140,7 @@ def fetch_bytes(
 
 
 def _fetch_once(uri: str, *, timeout_s: float, max_bytes: int) -> bytes:
-    if _protocol(uri) in _HTTP_PROTOCOLS:
+    if Location.parse(uri).protocols in {(p,) for p in _HTTP_PROTOCOLS}:  # chained ones go through fsspec
         return _fetch_http(uri, timeout_s=timeout_s, max_bytes=max_bytes)
     return _fetch_fsspec(uri, max_bytes=max_bytes)
 

@@ -24,9 +24,9 @@ PLAN_COLUMNS = ("id", "image", "seed", "size", "frames", "steps", "fps", "motion
 def _plan_row(p) -> tuple[str, ...]:
     params = p.job.params
     status = p.status + (f" ({p.reason})" if p.reason and p.status != "new" else "")
-    return (p.job.id, _short(p.job.image), str(p.job.seed), f"{params['width']}x{params['height']}",
-            str(params["num_frames"]), str(params["num_inference_steps"]), str(params["fps"]),
-            str(params["motion_bucket_id"]), f"{params['noise_aug_strength']:g}", status)
+    return (p.job.id, _short(p.job.image), str(p.job.seed), f"{params.width}x{params.height}",
+            str(params.num_frames), str(params.num_inference_steps), str(params.fps),
+            str(params.motion_bucket_id), f"{params.noise_aug_strength:g}", status)
 
 
 def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:

@@ -10,6 +10,7 @@ from conftest import run_cli
 from svdflow.bench import format_table, merge_results
 
 
+@pytest.mark.slow
 def test_tiny_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench" / "result.json"
 

@@ -9,7 +9,7 @@ import json
 import shutil
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, done_entry, run_cli
 
 from svdflow import __version__
 from svdflow.errors import EXIT_INVALID
@@ -57,7 +57,7 @@ def test_plan_check_exits_0_when_everything_selected_is_up_to_date(capsys, examp
     (sunset,) = plan_run(spec, only=("sunset",))
     store = OutputStore(spec.output_dir)
     store.makedirs()
-    RunIndex.load(store).record({"id": "sunset", "status": "done", "key": sunset.key, "outputs": []})
+    RunIndex.load(store).record(done_entry(sunset, spec))
 
     code, out, _ = run_cli(capsys, "plan", "manifests/smoke.yaml", "--json")
     assert code == 0

@@ -20,8 +20,11 @@ import time
 from pathlib import Path
 
 import imageio_ffmpeg
+import pytest
 from conftest import SVDFLOW, write_image
 from test_run import tiny_manifest
+
+pytestmark = pytest.mark.slow  # real processes killed with SIGKILL: ~70 s in all
 
 TIMEOUT = 300  # per process; a tiny render takes seconds, a loaded CI machine can be slow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import write_image, write_manifest
 
+from svdflow.api import RunOptions, run_manifest
 from svdflow.run.engines.torchrun import World, assign, lonely_launch_hint
-from svdflow.run.executor import RunOptions, run_manifest
 
 MANIFEST = """
 svdflow: 1
@@ -53,6 +53,7 @@ ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
 
+@pytest.mark.slow
 def test_two_processes_render_the_same_frames_as_one(tmp_path):
     single = make_campaign(tmp_path / "single")
     run_manifest(single)
@@ -74,6 +75,7 @@ def test_two_processes_render_the_same_frames_as_one(tmp_path):
     assert not list((tmp_path / "multi" / "out").glob("index.rank*.json"))
 
 
+@pytest.mark.slow
 def test_resume_with_another_process_count_renders_only_what_is_missing(tmp_path):
     manifest = make_campaign(tmp_path)
     run_manifest(manifest, RunOptions(only=("b",)))

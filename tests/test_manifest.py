@@ -47,15 +47,15 @@ def test_defaults_fill_what_items_leave_out(tmp_path, images):
             noise_aug_strength: 0.1
     """)
     plain, custom = spec.jobs
-    assert plain.params == {
+    assert plain.params.model_dump() == {
         "num_frames": 8, "num_inference_steps": 4, "fps": 7, "playback_fps": 7.0, "motion_bucket_id": 127,
         "noise_aug_strength": 0.02, "min_guidance_scale": 1.0, "max_guidance_scale": 3.0, "width": 112,
         "height": 64, "resize": "pad", "seed": derive_seed(42, "plain"),
     }
-    assert tuple(plain.params) == PARAMETER_NAMES
-    assert (custom.params["num_frames"], custom.params["resize"], custom.params["noise_aug_strength"]) == (
+    assert tuple(plain.params.model_dump()) == PARAMETER_NAMES
+    assert (custom.params.num_frames, custom.params.resize, custom.params.noise_aug_strength) == (
         14, "stretch", 0.1)
-    assert custom.params["num_inference_steps"] == 4  # still from defaults
+    assert custom.params.num_inference_steps == 4  # still from defaults
     assert (plain.seed_origin, custom.seed_origin) == ("derived", "derived")
 
 
@@ -64,7 +64,7 @@ def test_built_in_defaults_without_a_defaults_section(tmp_path, images):
     assert spec.model.source == "stabilityai/stable-video-diffusion-img2vid-xt"
     assert spec.formats == ("mp4",) and spec.crf == 18
     params = spec.jobs[0].params
-    assert (params["num_frames"], params["width"], params["height"], params["fps"]) == (25, 1024, 576, 7)
+    assert (params.num_frames, params.width, params.height, params.fps) == (25, 1024, 576, 7)
 
 
 def test_playback_fps_defaults_to_fps_as_a_float(tmp_path, images):
@@ -76,9 +76,9 @@ def test_playback_fps_defaults_to_fps_as_a_float(tmp_path, images):
           - {id: b, image: images/a.png, fps: 10}
           - {id: c, image: images/a.png, playback_fps: 24}
     """)
-    fps = [(job.params["fps"], job.params["playback_fps"]) for job in spec.jobs]
+    fps = [(job.params.fps, job.params.playback_fps) for job in spec.jobs]
     assert fps == [(6, 6.0), (10, 10.0), (6, 24.0)]
-    assert all(isinstance(job.params["playback_fps"], float) for job in spec.jobs)
+    assert all(isinstance(job.params.playback_fps, float) for job in spec.jobs)
 
 
 # Sweeps.
@@ -89,7 +89,7 @@ def test_sweep_example_expands_in_order_with_exact_ids():
         "city-m60-aug0.02", "city-m60-aug0.1", "city-m127-aug0.02", "city-m127-aug0.1",
         "city-m200-aug0.02", "city-m200-aug0.1",
     ]
-    assert [(j.params["motion_bucket_id"], j.params["noise_aug_strength"]) for j in spec.jobs] == [
+    assert [(j.params.motion_bucket_id, j.params.noise_aug_strength) for j in spec.jobs] == [
         (60, 0.02), (60, 0.1), (127, 0.02), (127, 0.1), (200, 0.02), (200, 0.1)]
     assert {job.item_id for job in spec.jobs} == {"city"}
     assert spec.jobs[3].sweep == {"motion_bucket_id": 127, "noise_aug_strength": 0.1}
@@ -291,7 +291,7 @@ def test_anchors_and_merge_keys_work_in_manifests(tmp_path, images):
             image: images/b.png
             width: 256
     """)
-    assert [(j.id, j.image.endswith("a.png"), j.params["width"], j.params["height"], j.params["motion_bucket_id"])
+    assert [(j.id, j.image.endswith("a.png"), j.params.width, j.params.height, j.params.motion_bucket_id)
             for j in spec.jobs] == [("city", True, 112, 64, 127), ("city2", True, 112, 64, 30),
                                     ("big", False, 256, 64, 127)]
 

@@ -315,10 +315,11 @@ def test_full_size_rejects_unknown_variants():
 
 
 def test_render_frames_quantises_the_pipelines_floats_half_up(tiny, image, reference):
+    from svdflow.manifest.schema import JobParams
     from svdflow.pipeline.render import render_frames, tensor_to_uint8
 
-    params = {"num_inference_steps": 2, "height": 64, "width": 112, "num_frames": 8, "min_guidance_scale": 1.0,
-              "max_guidance_scale": 3.0, "fps": 7, "motion_bucket_id": 127, "noise_aug_strength": 0.02, "seed": 0}
+    params = JobParams(num_inference_steps=2, height=64, width=112, num_frames=8, min_guidance_scale=1.0,
+                       max_guidance_scale=3.0, fps=7, motion_bucket_id=127, noise_aug_strength=0.02, seed=0)
     frames = render_frames(tiny, image, params)
     # The numpy formula the frames were always defined by, on the pipeline's own numpy output.
     assert np.array_equal(frames, (np.clip(reference[0], 0, 1) * 255.0 + 0.5).astype(np.uint8))

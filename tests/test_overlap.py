@@ -19,13 +19,15 @@ from conftest import REPO, write_image, write_manifest
 from PIL import Image
 from pydantic import ValidationError
 
+from svdflow.api import RunOptions, run_manifest
 from svdflow.errors import DeviceError, Interrupted
+from svdflow.hardware import DeviceFacts, ResolvedHardware, resolve_hardware
 from svdflow.manifest import load_run_spec
 from svdflow.manifest.schema import Hardware
 from svdflow.pipeline import render
-from svdflow.pipeline.profiles import DeviceFacts, ResolvedHardware, resolve_hardware
+from svdflow.pipeline.ladder import next_rung
+from svdflow.pipeline.overlap import OverlappedRenderer
 from svdflow.pipeline.session import PipelineSession
-from svdflow.run.executor import RunOptions, run_manifest
 
 MANIFEST = """
 svdflow: 1
@@ -58,14 +60,14 @@ def index(folder, out: str = "out") -> dict[str, dict]:
 
 
 class Recorder:
-    """An outcome that logs, with the steps, into one list of events."""
+    """A job's sink that logs, with the steps, into one list of events."""
 
     def __init__(self, events: list, job_id: str):
         self.events, self.job_id = events, job_id
-        self.frames = self.timings = self.hardware = self.error = None
+        self.result = self.error = None
 
-    def done(self, frames, timings, hardware):
-        self.frames, self.timings, self.hardware = frames, timings, hardware
+    def done(self, result):
+        self.result = result
         self.events.append(("done", self.job_id))
 
     def failed(self, exc):
@@ -75,12 +77,13 @@ class Recorder:
 
 def submit_all(session, spec, folder, events):
     outcomes = {}
+    renderer = OverlappedRenderer(session)
     for job in spec.jobs[:2]:
         outcomes[job.id] = Recorder(events, job.id)
         image = Image.open(folder / job.image).convert("RGB")
-        session.submit(job, image, outcomes[job.id], lambda done, total, job=job: events.append((job.id, done)))
+        renderer.submit(job, image, outcomes[job.id], lambda done, total, job=job: events.append((job.id, done)))
         events.append(("submitted", job.id))
-    session.flush()
+    renderer.finish()
     return outcomes
 
 
@@ -96,9 +99,9 @@ def test_a_jobs_decode_runs_in_the_next_jobs_first_step_and_gives_the_same_frame
                       ("submitted", "b"), ("done", "b")]
     for job in spec.jobs[:2]:
         image = Image.open(folder / job.image).convert("RGB")
-        assert np.array_equal(outcomes[job.id].frames, session.render(job, image)), job.id
-    assert outcomes["a"].hardware["overlap_decode"] is True
-    assert set(outcomes["a"].timings) == {"render_s", "decode_s"}
+        assert np.array_equal(outcomes[job.id].result.frames, session.render(job, image)), job.id
+    assert outcomes["a"].result.hardware.overlap_decode is True
+    assert outcomes["a"].result.decode_s is not None and outcomes["a"].result.render_s >= outcomes["a"].result.decode_s
 
 
 def test_a_run_with_overlap_writes_the_frames_of_a_run_without(folder):
@@ -162,20 +165,20 @@ def test_out_of_memory_beside_the_next_job_turns_overlap_off_and_renders_the_job
     # runs beside it, and overlap is off from then on (b was denoised with it on, so it is deferred).
     assert events == [("a", 1), ("a", 2), ("submitted", "a"), ("b", 1), ("b", 2), ("done", "a"), ("submitted", "b"),
                       ("done", "b")]
-    retries = session.hardware_json("a")["oom_retries"]
-    assert [r["changed"] for r in retries] == ["overlap_decode=False"]
-    assert retries[0]["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB"
-    assert outcomes["a"].hardware["overlap_decode"] is False and outcomes["b"].hardware["overlap_decode"] is True
+    retries = session.hardware_record("a").oom_retries
+    assert [r.changed for r in retries] == ["overlap_decode=False"]
+    assert retries[0].error == "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB"
+    assert outcomes["a"].result.hardware.overlap_decode is False and outcomes["b"].result.hardware.overlap_decode is True
     assert session.hardware.overlap_decode is False
     image = Image.open(folder / "a.png").convert("RGB")
-    assert np.array_equal(outcomes["a"].frames, session.render(spec.jobs[0], image))
+    assert np.array_equal(outcomes["a"].result.frames, session.render(spec.jobs[0], image))
 
 
 def test_ctrl_c_while_the_next_job_denoises_keeps_the_job_before_it(folder, monkeypatch):
     real, calls = render.denoise_latents, []
 
     def denoise_latents(pipe, image, params, **kwargs):
-        calls.append(params["seed"])
+        calls.append(params.seed)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(pipe, image, params, **kwargs)
@@ -194,29 +197,29 @@ def test_overlap_needs_resident_models():
     # what auto decides on the machine, when the run resolves its hardware.
     small_gpu = DeviceFacts(1, False, {"cuda:0": 8 * 1024**3})
     with pytest.raises(DeviceError) as raised:
-        resolve_hardware(Hardware(overlap_decode=True), small_gpu, env={})
+        resolve_hardware(Hardware(overlap_decode=True), small_gpu)
     assert str(raised.value) == (
         "hardware.overlap_decode: true decodes beside the next job's UNet, which needs every model resident, "
         "but offload is 'group' (profile low-vram); set offload: none, or overlap_decode: false")
     with pytest.raises(ValidationError, match="but offload is 'model'; set offload: none, or overlap_decode: false"):
         Hardware(profile="balanced", offload="model", overlap_decode=True)
     gpu = DeviceFacts(1, False, {"cuda:0": 80 * 1024**3})
-    assert resolve_hardware(Hardware(profile="low-vram", offload="none", overlap_decode=True), gpu,
-                            env={}).overlap_decode is True
-    assert resolve_hardware(Hardware(profile="balanced", overlap_decode=True), gpu, env={}).overlap_decode is True
-    assert resolve_hardware(Hardware(profile="balanced"), gpu, env={}).overlap_decode is False
+    assert resolve_hardware(Hardware(profile="low-vram", offload="none", overlap_decode=True), gpu).overlap_decode is True
+    assert resolve_hardware(Hardware(profile="balanced", overlap_decode=True), gpu).overlap_decode is True
+    assert resolve_hardware(Hardware(profile="balanced"), gpu).overlap_decode is False
 
 
 def test_the_memory_ladder_turns_overlap_off_first():
-    hw = ResolvedHardware("balanced", "cuda:0", "float16", "none", False, 8, False, overlap_decode=True)
-    assert hw.lower_memory() == ResolvedHardware("balanced", "cuda:0", "float16", "none", False, 8, False)
+    hw = ResolvedHardware(profile="balanced", device="cuda:0", dtype="float16", offload="none",
+                          forward_chunking=False, decode_chunk_size=8, compile=False, overlap_decode=True)
+    assert next_rung(hw) == hw.replace(overlap_decode=False)
 
 
 def test_out_of_memory_while_the_next_job_denoises_settles_the_previous_one_then_steps_down(folder, monkeypatch):
     real, calls = render.denoise_latents, []
 
     def denoise_latents(pipe, image, params, **kwargs):
-        calls.append(params["motion_bucket_id"])
+        calls.append(params.motion_bucket_id)
         if len(calls) == 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
         return real(pipe, image, params, **kwargs)
@@ -232,11 +235,12 @@ def test_out_of_memory_while_the_next_job_denoises_settles_the_previous_one_then
     assert events == [("a", 1), ("a", 2), ("submitted", "a"), ("done", "a"), ("b", 1), ("b", 2), ("done", "b"),
                       ("submitted", "b")]
     assert calls == [127, 30, 30]
-    assert [r["changed"] for r in session.hardware_json("b")["oom_retries"]] == ["overlap_decode=False"]
-    assert session.hardware_json("a")["oom_retries"] == []
-    assert outcomes["a"].hardware["overlap_decode"] is True and outcomes["b"].hardware["overlap_decode"] is False
+    assert [r.changed for r in session.hardware_record("b").oom_retries] == ["overlap_decode=False"]
+    assert session.hardware_record("a").oom_retries == []
+    assert outcomes["a"].result.hardware.overlap_decode is True and outcomes["b"].result.hardware.overlap_decode is False
 
 
+@pytest.mark.slow
 def test_the_gpu_scripts_run_check_compares_every_jobs_frames(tmp_path):
     path = tmp_path / "check.json"
     proc = subprocess.run([sys.executable, "benchmarks/overlap_run_check.py", "--size", "64x112", "--frames", "4",

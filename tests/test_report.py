@@ -30,6 +30,7 @@ from conftest import SVDFLOW, write_image
 from PIL import Image
 
 from svdflow.errors import UsageError
+from svdflow.outputs.entry import IndexEntry
 from svdflow.report import Card, sweep_layout, write_report
 
 CHROMIUM = shutil.which("chromium")
@@ -94,28 +95,34 @@ PARAMS = {"num_frames": T, "num_inference_steps": 4, "fps": 7, "playback_fps": 7
 def make_entry(job_id: str, *, item_id: str | None = None, status: str = "done", params: dict | None = None,
                sweep: dict | None = None, uri: str, input_sha: str | None, outputs: list | None = None,
                error: dict | None = None, finished: float = 1_700_000_000.0) -> dict:
-    """An index entry in the exact shape of `svdflow.run.executor._Run._entry`."""
+    """An index entry in the exact shape of `svdflow.outputs.entry.IndexEntry` (validated here)."""
     params = {**PARAMS, **(params or {})}
     done = status == "done"
-    return {
+    fetched = error is None or error["stage"] != "fetch"
+    model = {"source": "builtin:tiny", "revision": None, "variant": None}
+    entry = {
         "id": job_id, "item_id": item_id or job_id, "status": status,
-        "key": hashlib.sha256(job_id.encode()).hexdigest() if error is None or error["stage"] != "fetch" else None,
-        "key_material": {"params": params} if error is None or error["stage"] != "fetch" else None,
+        "key": hashlib.sha256(job_id.encode()).hexdigest() if fetched else None,
+        "key_material": {"render_version": "1", "input_sha256": input_sha or "0" * 64, "params": params, "model": model,
+                         "output": {"formats": ["mp4"], "crf": 18}} if fetched else None,
         "params": params, "seed": params["seed"], "seed_origin": "item", "sweep": sweep or {},
         "input": {"uri": uri, "sha256": input_sha, "source_size": [96, 64] if input_sha else None},
-        "model": {"source": "builtin:tiny", "revision": None, "variant": None, "resolved_revision": None},
-        "hardware": {"device": "cpu", "dtype": "float32", "offload": "none"},
+        "model": {**model, "resolved_revision": None},
+        "hardware": {"profile": "cpu", "device": "cpu", "dtype": "float32", "offload": "none",
+                     "forward_chunking": False, "decode_chunk_size": None, "compile": False},
         "outputs": outputs or [],
         "frames_sha256": hashlib.sha256(job_id.encode()).hexdigest() if done else None,
         "output": {"formats": ["mp4"], "crf": 18},
         "timings": {"fetch_s": 0.01, "input_wait_s": 0.0, "render_s": 1.5, "encode_s": 0.1, "total_s": 1.61}
         if done else {},
-        "versions": {"svdflow": "0.1.0", "render_version": 1},
+        "versions": {"svdflow": "0.1.0", "render_version": "1"},
         "error": error,
         "run": {"name": "review-demo", "manifest": "/campaigns/review-demo.yaml"},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
         "finished_unix": finished,
     }
+    IndexEntry.model_validate(entry)
+    return entry
 
 
 class _Counting(http.server.SimpleHTTPRequestHandler):

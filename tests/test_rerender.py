@@ -15,8 +15,8 @@ import torch
 from conftest import SVDFLOW, write_image
 from test_run import tiny_manifest
 
+from svdflow.api import run_manifest
 from svdflow.cli import main
-from svdflow.run.executor import run_manifest
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,7 @@ def rerender_in_process(capsys, *args: str) -> tuple[int, str, list[str]]:
     return exit_info.value.code, captured.out, captured.err.splitlines()
 
 
+@pytest.mark.slow
 def test_verify_in_a_new_process_matches_the_record_bit_for_bit(rendered, tmp_path):
     recorded = entry(rendered, "a")
     # The new process starts with torch's default thread count (the machine's cores), while CPU

@@ -11,9 +11,9 @@ import pytest
 from conftest import SVDFLOW, free_port, run_cli, write_image, write_manifest
 from PIL import Image
 
+from svdflow.api import RunOptions, run_manifest
 from svdflow.cli import main
 from svdflow.outputs.writers import read_mp4_comment
-from svdflow.run.executor import RunOptions, run_manifest
 
 TINY_HEADER = """
 svdflow: 1
@@ -144,6 +144,7 @@ def test_rerun_skips_up_to_date_and_renders_only_what_changed(tmp_path):
     assert forced.statuses == {"one": "done", "two": "done"}
 
 
+@pytest.mark.slow
 def test_cli_run_exit_codes_and_json_events(tmp_path):
     write_image(tmp_path / "a.png")
     manifest = tiny_manifest(tmp_path, """

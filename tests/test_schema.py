@@ -12,6 +12,7 @@ from svdflow.cli import main
 from svdflow.manifest.schema import PARAMETERS, json_schema
 
 SCHEMA_FILE = REPO / "schemas" / "manifest.schema.json"
+INDEX_SCHEMA_FILE = REPO / "schemas" / "index.schema.json"
 EXAMPLES = sorted((REPO / "manifests").glob("*.yaml"))
 
 
@@ -22,6 +23,28 @@ def rendered() -> str:
 
 def test_checked_in_schema_is_current():
     assert SCHEMA_FILE.read_text() == rendered(), "schemas/manifest.schema.json is stale; run `make schemas`"
+
+
+def test_checked_in_index_schema_is_current_and_every_field_is_described(capsys):
+    from svdflow.outputs.entry import index_json_schema
+
+    assert INDEX_SCHEMA_FILE.read_text() == json.dumps(index_json_schema(), indent=2) + "\n", (
+        "schemas/index.schema.json is stale; run `make schemas`")
+    with pytest.raises(SystemExit):
+        main(["schema", "index"])
+    assert capsys.readouterr().out == INDEX_SCHEMA_FILE.read_text()
+    schema = index_json_schema()
+    missing = [f"{name}.{prop}" for name, obj in schema["$defs"].items()
+               for prop, spec in obj.get("properties", {}).items() if not spec.get("description")]
+    assert missing == []
+    assert all(spec.get("description") for spec in schema["properties"].values())
+    # The published schema accepts what the first release wrote, index and sidecar alike.
+    import jsonschema
+
+    release = REPO / "tests" / "fixtures" / "release-0.1-smoke"
+    jsonschema.validate(json.loads((release / "index.json").read_text()), schema)
+    entry_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/IndexEntry"}
+    jsonschema.validate(json.loads((release / "city.json").read_text()), entry_schema)
 
 
 def test_schema_command_prints_the_file(capsys):

@@ -27,7 +27,6 @@ from svdflow.outputs.atomic import (
     atomic_local_path,
     atomic_write_bytes,
     atomic_write_json,
-    is_remote,
     publish_local_file,
     remove_stale_temps,
 )
@@ -93,15 +92,6 @@ def test_output_path_names_each_format():
     assert output_path("memory://", "a", "gif") == "memory://a.gif"
     with pytest.raises(ValueError, match="unknown output format 'avi'"):
         output_path("x", "a", "avi")
-
-
-def test_is_remote():
-    assert not is_remote("renders/x")
-    assert not is_remote("/abs/renders")
-    assert not is_remote("file:///abs/renders")
-    assert is_remote("memory://x")
-    assert is_remote("s3://bucket/key")
-    assert is_remote("simplecache::s3://bucket/key")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -37,10 +37,11 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from svdflow.errors import UsageError
+from svdflow.pipeline.process_state import ProcessChanges
 
 CASE_ORDER = ("balanced", "max-speed", "low-vram", "seed-offload", "seed-offload-lowmem")
 # Not in the default list: compile-start means something only in a fresh process; the others are
@@ -135,6 +136,7 @@ def run_bench(variant: str | None = None, profiles: Sequence[str] | None = None,
             log(f"bench: {name}: {_summary(outcome)}")
     finally:
         state.discard()  # frees the GPU's cached memory too
+        state.changes.restore()
     return result
 
 
@@ -198,6 +200,7 @@ class _State:
         self.seed_offload = False  # self.pipe carries seed-offload's hooks (seed-offload-lowmem reuses it)
         self.build_s: float | None = None
         self.image = _test_image(config.width, config.height)
+        self.changes = ProcessChanges()  # process-wide settings the cases change; restored at the end
 
     def pipeline(self, where: str):
         """A clean pipeline with its weights on `where` (the device, or "cpu" for offloading)."""
@@ -225,7 +228,7 @@ class _State:
 
 def _build(config: BenchConfig):
     """The bench's pipeline, its weights drawn on the bench's device."""
-    from svdflow.pipeline.profiles import torch_dtype
+    from svdflow.pipeline.device import torch_dtype
 
     dtype = torch_dtype(config.dtype)
     if config.variant == "tiny":
@@ -252,12 +255,13 @@ def _test_image(width: int, height: int):
 
 
 def _hardware(state: _State, profile: str, **overrides):
-    from svdflow.pipeline.profiles import PROFILE_SETTINGS, ResolvedHardware
+    from svdflow.hardware import PROFILE_SETTINGS, ResolvedHardware
 
     settings = {**PROFILE_SETTINGS[profile], **overrides}
-    return ResolvedHardware(profile, state.config.device, state.config.dtype, settings["offload"],
-                            settings["forward_chunking"], settings["decode_chunk_size"],
-                            settings["compile"] is True, "bench", settings["sequential_cfg"])
+    return ResolvedHardware(profile=profile, device=state.config.device, dtype=state.config.dtype,
+                            offload=settings["offload"], forward_chunking=settings["forward_chunking"],
+                            decode_chunk_size=settings["decode_chunk_size"], compile=settings["compile"] is True,
+                            reason="bench", sequential_cfg=settings["sequential_cfg"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,11 +269,11 @@ def _hardware(state: _State, profile: str, **overrides):
 
 
 def _case_balanced(state: _State) -> dict[str, Any]:
-    from svdflow.pipeline.profiles import apply_hardware
+    from svdflow.pipeline.apply import apply_hardware
 
     pipe = state.pipeline(state.config.device)
     hw = _hardware(state, "balanced")
-    apply_hardware(pipe, hw)
+    apply_hardware(pipe, hw, state.changes)
     out = _measure(state, pipe, hw.decode_chunk_size, state.config.videos, kernels=True)
     latents = out.pop("_latents")
     state.reference = latents[0]
@@ -349,12 +353,9 @@ def _overlapped(state: _State, pipe, decode_chunk_size, plain_s_per_video: float
 def _case_max_speed(state: _State, *, regional: bool = True) -> dict[str, Any]:
     import torch
 
-    from svdflow.pipeline.profiles import (
-        apply_hardware,
-        compile_unet,
-        configure_compile_cache,
-        uncompile_unet,
-    )
+    from svdflow.pipeline.apply import apply_hardware
+    from svdflow.pipeline.compile import compile_unet, configure_compile_cache
+    from svdflow.pipeline.hooks.regional_compile import remove_regional_compile
 
     notes = []
     pipe = state.pipeline(state.config.device)
@@ -362,16 +363,16 @@ def _case_max_speed(state: _State, *, regional: bool = True) -> dict[str, Any]:
     if not state.cuda:
         notes.append("compile skipped on a CPU: inductor's C++ build of even the tiny UNet takes minutes; "
                      "this case then equals balanced")
-    cache = configure_compile_cache() if hw.compile else None
+    cache = configure_compile_cache(state.changes) if hw.compile else None
     cache_files_before = _count_files(cache) if cache else None
     counters = _dynamo_counters() if hw.compile else None
     if counters is not None:
         counters.clear()
     state.clean = False
     try:
-        apply_hardware(pipe, replace(hw, compile=False))
+        apply_hardware(pipe, hw.replace(compile=False), state.changes)
         if hw.compile:
-            compile_unet(pipe, regional=regional)
+            compile_unet(pipe, state.changes, regional=regional)
         videos = state.config.videos + (1 if hw.compile else 0)  # the first one compiles
         out = _measure(state, pipe, hw.decode_chunk_size, videos, kernels=True)
         if hw.compile:
@@ -385,16 +386,17 @@ def _case_max_speed(state: _State, *, regional: bool = True) -> dict[str, Any]:
         if regional:  # the compiled UNet as it is: its decodes overlapped
             out["overlap"] = _try_overlapped(state, pipe, hw.decode_chunk_size, out["s_per_video"])
     finally:
-        pipe.unet = uncompile_unet(pipe.unet)
+        remove_regional_compile(pipe.unet)
         if hw.compile:
             torch._dynamo.reset()  # drop the compiled graphs (and their hold on the weights)
-        state.clean = True  # back to eager, nothing installed
+        # Regional compilation comes off with its hooks; a whole-graph compile does not: build anew.
+        state.clean = regional or not hw.compile
     settings = {**hw.to_json(), "compile_regional": regional if hw.compile else None}
     return {"status": "ok", "settings": settings, **out, **({"notes": notes} if notes else {})}
 
 
 def _case_low_vram(state: _State, **overrides) -> dict[str, Any]:
-    from svdflow.pipeline.profiles import apply_hardware
+    from svdflow.pipeline.apply import apply_hardware
 
     notes = []
     if not state.cuda:
@@ -403,20 +405,23 @@ def _case_low_vram(state: _State, **overrides) -> dict[str, Any]:
     pipe = state.pipeline("cpu")
     state.clean = False  # hooks are about to go on
     hw = _hardware(state, "low-vram", **overrides)
-    apply_hardware(pipe, hw)
+    apply_hardware(pipe, hw, state.changes)
     out = _measure(state, pipe, hw.decode_chunk_size, state.config.videos)
     _check_latents(state, out)
     return {"status": "ok", "settings": hw.to_json(), **out, **({"notes": notes} if notes else {})}
 
 
 def _case_seed(state: _State, *, lowmem: bool) -> dict[str, Any]:
-    from svdflow.pipeline.profiles import fast_kernels, restore_kernel_flags
+    import torch
+
+    from svdflow.pipeline.process_state import ProcessChanges
 
     if not state.cuda:
         return {"status": "skipped", "reason": "enable_model_cpu_offload moves models to an accelerator and back; "
                                                "there is none on this machine"}
     # diffusers as a user runs it: PyTorch's default kernel flags (no TF32 for the float32 encode).
-    previous = fast_kernels(False)
+    defaults = ProcessChanges()
+    defaults.call(torch.set_float32_matmul_precision, torch.get_float32_matmul_precision, "highest")
     try:
         if not (lowmem and state.seed_offload):
             state.pipeline("cpu").enable_model_cpu_offload(device=state.config.device)
@@ -428,7 +433,7 @@ def _case_seed(state: _State, *, lowmem: bool) -> dict[str, Any]:
         out = _measure(state, pipe, decode, state.config.videos)
         out.pop("_latents", None)
     finally:
-        restore_kernel_flags(previous)
+        defaults.restore()
     settings = {"offload": "model", "forward_chunking": lowmem, "decode_chunk_size": decode,
                 "recipe": "pipe.enable_model_cpu_offload()" + ("; pipe.unet.enable_forward_chunking()" if lowmem else "")}
     return {"status": "ok", "settings": settings, **out}
@@ -436,17 +441,18 @@ def _case_seed(state: _State, *, lowmem: bool) -> dict[str, Any]:
 
 def _case_compile_start(state: _State) -> dict[str, Any]:
     """From a fresh process to the first compiled step: run twice on one cache for cold and warm."""
-    from svdflow.pipeline.profiles import apply_hardware, configure_compile_cache
+    from svdflow.pipeline.apply import apply_hardware
+    from svdflow.pipeline.compile import configure_compile_cache
 
     if not state.cuda:
         return {"status": "skipped", "reason": "compile is measured on CUDA only"}
-    cache = configure_compile_cache()
+    cache = configure_compile_cache(state.changes)
     files_before = _count_files(cache)
     pipe = state.pipeline(state.config.device)
     build_s = state.build_s
     state.clean = False
     hw = _hardware(state, "max-speed", compile=True)
-    apply_hardware(pipe, hw)
+    apply_hardware(pipe, hw, state.changes)
     since_start = _seconds_since_process_start()
     with _StepClock(pipe, state.cuda) as clock:
         clock.start()
@@ -564,11 +570,13 @@ class _StepClock:
         return self._seconds(self.marks[0], self.marks[1])
 
 
-def _params(config: BenchConfig, steps: int) -> dict[str, Any]:
-    """One video's parameters, as a job's params name them: every case renders the same video."""
-    return {"num_inference_steps": steps, "height": config.height, "width": config.width,
-            "num_frames": config.num_frames, "min_guidance_scale": 1.0, "max_guidance_scale": 3.0, "fps": 7,
-            "motion_bucket_id": 127, "noise_aug_strength": 0.02, "seed": SEED}
+def _params(config: BenchConfig, steps: int):
+    """One video's parameters, as a job's: every case renders the same video."""
+    from svdflow.manifest.schema import JobParams
+
+    return JobParams(num_inference_steps=steps, height=config.height, width=config.width,
+                     num_frames=config.num_frames, min_guidance_scale=1.0, max_guidance_scale=3.0, fps=7,
+                     playback_fps=7.0, motion_bucket_id=127, noise_aug_strength=0.02, seed=SEED)
 
 
 def _call(pipe, state: _State, *, decode_chunk_size, steps: int, clock: _StepClock, latent: bool = False) -> None:
@@ -576,8 +584,10 @@ def _call(pipe, state: _State, *, decode_chunk_size, steps: int, clock: _StepClo
 
     from svdflow.pipeline.render import make_generator, tensor_to_uint8
 
-    params = _params(state.config, steps)
-    seed = params.pop("seed")
+    params = _params(state.config, steps).model_dump(
+        include={"num_inference_steps", "height", "width", "num_frames", "min_guidance_scale", "max_guidance_scale",
+                 "fps", "motion_bucket_id", "noise_aug_strength"})
+    seed = SEED
     clock.total = steps
     with torch.inference_mode():
         frames = pipe(state.image, **params, decode_chunk_size=decode_chunk_size, generator=make_generator(seed),

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from svdflow.hardware import manifest_overlap_conflict
+
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # The sizes SVD and SVD-XT were trained at; others work but look worse, so they only warn.
@@ -104,6 +106,22 @@ def _params_model(name: str, doc: str, *, optional: bool) -> type[StrictModel]:
 
 Defaults = _params_model("Defaults", "Per-job parameters applied wherever an item is silent.", optional=False)
 
+
+def _resolved_params_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for key, p in PARAMETERS.items():
+        annotation = p.annotation
+        if key == "playback_fps":  # resolved: never null
+            annotation = Annotated[float, Field(gt=0, le=240)]
+        fields[key] = (annotation, Field(p.default, description=p.description))
+    return create_model("JobParams", __base__=StrictModel, __doc__="A job's parameters, every one resolved.",
+                        **fields)
+
+
+# A job's parameters, resolved (defaults, item, sweep): what the pipeline is called with and what
+# the index records. Built with model_construct by resolution (the manifest was validated already).
+JobParams = _resolved_params_model()
+
 _SWEEP_FIELDS = {
     key: (
         list[p.annotation] | None,
@@ -177,22 +195,9 @@ class Hardware(StrictModel):
 
     @model_validator(mode="after")
     def _overlap_needs_resident_models(self) -> Hardware:
-        # What the file alone decides; `profile: auto` may still pick low-vram on a small GPU,
-        # which resolve_hardware refuses the same way.
-        from svdflow.pipeline.profiles import PROFILE_SETTINGS  # it imports this module
-
-        offload = self.offload if "offload" in self.model_fields_set else \
-            PROFILE_SETTINGS.get(self.profile, {}).get("offload", "none")
-        if self.overlap_decode and offload != "none":
-            raise ValueError(overlap_conflict(offload, None if "offload" in self.model_fields_set else self.profile))
+        if conflict := manifest_overlap_conflict(self):
+            raise ValueError(conflict)
         return self
-
-
-def overlap_conflict(offload: str, profile: str | None) -> str:
-    """Why overlap_decode cannot run with this offload (which came from `profile`, or was set)."""
-    return (f"overlap_decode: true decodes beside the next job's UNet, which needs every model resident, but "
-            f"offload is {offload!r}{f' (profile {profile})' if profile else ''}; set offload: none, or "
-            f"overlap_decode: false")
 
 
 class Output(StrictModel):

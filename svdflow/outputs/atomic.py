@@ -19,43 +19,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import fsspec
-from fsspec.utils import get_protocol
 
 from svdflow.faults import crash_point
+from svdflow.locations import Location
 
 __all__ = [
     "atomic_local_dir",
     "atomic_local_path",
     "atomic_write_bytes",
     "atomic_write_json",
-    "is_remote",
-    "local_path",
     "publish_local_dir",
     "publish_local_file",
     "remove_stale_temps",
 ]
 
-_LOCAL_PROTOCOLS = ("file", "local")
-
 # Matches every temporary this module creates locally: the leading dot keeps it out of globs
 # such as `*.mp4`, and the pid lets a later run tell a dead writer's leftovers from live ones.
 _STALE_TEMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-[0-9a-f]+")
-
-
-def is_remote(path: str) -> bool:
-    """True for fsspec URLs (memory://, s3://, simplecache::s3://, ...), False for local paths."""
-    return get_protocol(str(path)) not in _LOCAL_PROTOCOLS
-
-
-def local_path(path: str) -> str:
-    """The OS path of a local path or file:// URL."""
-    path = str(path)
-    if is_remote(path):
-        raise ValueError(f"{path!r} is a remote URL, not a local path")
-    for prefix in ("file://", "local://"):
-        if path.startswith(prefix):
-            return path[len(prefix) :]
-    return path
 
 
 def _temp_name(final_name: str, suffix: str = "") -> str:
@@ -113,7 +93,7 @@ def atomic_local_path(final_path: str, suffix: str = "") -> Iterator[str]:
     that `os.replace` stays on one file system and is atomic. The body may write it any way it
     likes (open, ffmpeg, Pillow). On exception the temporary is removed and nothing else changes.
     """
-    final = os.path.abspath(local_path(final_path))
+    final = Location.parse(final_path).path
     folder, name = os.path.split(final)
     tmp = _reserve_temp_file(folder, name, suffix)
     try:
@@ -161,7 +141,7 @@ def _swap_dir_into_place(tmp: str, final: str) -> None:
 @contextmanager
 def atomic_local_dir(final_path: str) -> Iterator[str]:
     """Yield a hidden temporary folder beside `final_path`; on clean exit it replaces it whole."""
-    final = os.path.abspath(local_path(final_path))
+    final = Location.parse(final_path).path
     folder, name = os.path.split(final)
     while True:
         tmp = os.path.join(folder, _temp_name(name))
@@ -181,7 +161,7 @@ def atomic_local_dir(final_path: str) -> Iterator[str]:
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `data` to a local path or fsspec URL so that readers never see a partial file."""
-    if is_remote(path):
+    if not Location.parse(path).is_local:
         fs, rpath = fsspec.core.url_to_fs(path)
         tmp = _remote_temp(rpath)
         try:
@@ -207,7 +187,7 @@ def publish_local_file(local_tmp: str, final: str) -> None:
 
     `local_tmp` is consumed: renamed into place, or uploaded and then deleted.
     """
-    if is_remote(final):
+    if not Location.parse(final).is_local:
         fs, rpath = fsspec.core.url_to_fs(final)
         tmp = _remote_temp(rpath)
         # Upload beside the final name and move it there afterwards: on object stores (s3, gcs)
@@ -224,7 +204,7 @@ def publish_local_file(local_tmp: str, final: str) -> None:
             raise
         os.remove(local_tmp)
         return
-    final_local = os.path.abspath(local_path(final))
+    final_local = Location.parse(final).path
     _fsync_path(local_tmp)
     try:
         os.replace(local_tmp, final_local)
@@ -249,8 +229,8 @@ def publish_local_dir(local_dir: str, final: str) -> None:
     move there is a copy of each file then a delete).
     """
     names = sorted(os.listdir(local_dir))
-    if not is_remote(final):
-        final_local = os.path.abspath(local_path(final))
+    if Location.parse(final).is_local:
+        final_local = Location.parse(final).path
         with atomic_local_dir(final_local) as tmp:
             for name in names:
                 shutil.copyfile(os.path.join(local_dir, name), os.path.join(tmp, name))
@@ -303,7 +283,7 @@ def remove_stale_temps(dir_path: str) -> list[str]:
     of live processes are kept, since they may be in the middle of a write. (A dead writer whose
     pid was reused keeps its leftovers until the next run; that costs disk, never an output.)
     """
-    folder = local_path(dir_path)
+    folder = Location.parse(dir_path).path
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:

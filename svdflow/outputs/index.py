@@ -1,20 +1,23 @@
-"""index.json and the per-job sidecars: the record of what was rendered, and how.
+"""index.json and the per-job sidecars: the only code that reads or writes them.
 
 Each finished job writes its sidecar `<id>.json` atomically first; index.json is rewritten
 atomically from all entries at most every few seconds and at the end of a run. After a crash the
-index may lag behind, never lie: loading merges newer sidecars back in.
+index may lag behind, never lie: loading merges newer sidecars (and a killed multi-process run's
+rank shards) back in. Their shape is `svdflow.outputs.entry`.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from typing import Any
 
+from pydantic import ValidationError
+
+from svdflow.errors import EnvironmentProblem
+from svdflow.outputs.entry import INDEX_FORMAT, READABLE_FORMATS, IndexDocument, IndexEntry
 from svdflow.outputs.store import OutputStore
 
 INDEX_FILE = "index.json"
-INDEX_FORMAT = 1
 # Under a multi-process launcher each rank writes its own shard; rank 0 merges them into index.json.
 SHARD_FILE = re.compile(r"^index\.rank(\d+)\.json$")
 
@@ -26,48 +29,93 @@ def shard_name(rank: int) -> str:
 class RunIndex:
     """All entries of one output folder, by job id, in the order they were first recorded."""
 
-    def __init__(self, store: OutputStore, entries: dict[str, dict[str, Any]], meta: dict[str, Any] | None = None,
+    def __init__(self, store: OutputStore, entries: dict[str, IndexEntry] | None = None, *,
+                 name: str | None = None, manifest: str | None = None, updated_at: str | None = None,
                  flush_every_s: float = 2.0, file_name: str = INDEX_FILE):
         self.store = store
         self.file_name = file_name  # index.json, or this rank's shard
-        self.entries = entries
-        self.meta = dict(meta or {})  # run-level fields written at the top of index.json
+        self.entries: dict[str, IndexEntry] = dict(entries or {})
+        self.name, self.manifest, self.updated_at = name, manifest, updated_at  # the document's own fields
         self.flush_every_s = flush_every_s
+        self.format_read: int | None = None  # the format index.json was in (None: there was none)
+        self.skipped: list[str] = []  # entries that did not fit the format, and why (left out)
+        self.shards: list[str] = []  # the shard files load() merged (a killed multi-process run's)
         self._last_flush = 0.0
         self._dirty = False
-        self.shards: list[str] = []  # the shard files load() merged (a killed multi-process run's)
 
     @classmethod
-    def load(cls, store: OutputStore, **kwargs: Any) -> RunIndex:
-        document = store.read_json(INDEX_FILE)
-        entries: dict[str, dict[str, Any]] = {}
-        meta: dict[str, Any] = {}
-        if isinstance(document, dict) and isinstance(document.get("jobs"), list):
-            meta = {k: v for k, v in document.items() if k not in ("jobs", "svdflow_index", "updated_at")}
-            for entry in document["jobs"]:
-                if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                    entries[entry["id"]] = entry
-        index_mtime = store.mtime(INDEX_FILE)
+    def load(cls, store: OutputStore, *, document: str = INDEX_FILE, sidecars: bool = True,
+             **kwargs) -> RunIndex:
+        """The folder's record: `document` (index.json), then newer rank shards and sidecars.
+
+        An unreadable document or entry is left out (its job renders again, nothing is lost); a
+        document from a newer svdflow is refused, so this one never writes over what it cannot read.
+        """
+        index = cls(store, **kwargs)
+        parsed = index._read(document)
+        if parsed is not None:
+            index.format_read = parsed.get("svdflow_index")
+            index.name, index.manifest, index.updated_at = (
+                _text(parsed.get("name")), _text(parsed.get("manifest")), _text(parsed.get("updated_at")))
+            for raw in parsed.get("jobs", []):
+                if (entry := index._entry(raw, document)) is not None:
+                    index.entries[entry.id] = entry
+        if not sidecars:
+            return index
+        index_mtime = store.mtime(document)
         names = store.json_files()
-        shards = [name for name in names if SHARD_FILE.match(name)]
-        for name in shards:
-            shard = store.read_json(name)
-            for entry in (shard or {}).get("jobs", []) if isinstance(shard, dict) else []:
-                if _is_newer(entry, entries.get(entry.get("id"))):
-                    entries[entry["id"]] = entry
+        index.shards = [name for name in names if SHARD_FILE.match(name)]
+        for name in index.shards:
+            shard = index._read(name)
+            for raw in (shard or {}).get("jobs", []):
+                index._merge(index._entry(raw, name))
         for name in names:
             job_id = name[: -len(".json")]
-            if name == INDEX_FILE or name in shards or job_id in entries and index_mtime is not None and (
-                    (store.mtime(name) or 0) < index_mtime):
+            if name == document or name in index.shards:
                 continue
-            sidecar = store.read_json(name)
-            if _is_newer(sidecar, entries.get(job_id)):
-                entries[job_id] = sidecar
-        index = cls(store, entries, meta, **kwargs)
-        index.shards = shards
+            if job_id in index.entries and index_mtime is not None and (store.mtime(name) or 0) < index_mtime:
+                continue  # older than the index: already in it
+            raw = store.read_json(name)
+            if isinstance(raw, dict) and raw.get("id") == job_id:
+                index._merge(index._entry(raw, name))
         return index
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def _read(self, name: str) -> dict | None:
+        parsed = self.store.read_json(name)
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("jobs"), list):
+            return None
+        version = parsed.get("svdflow_index")
+        if isinstance(version, int) and version > max(READABLE_FORMATS):
+            raise EnvironmentProblem(
+                f"{self.store.path(name)}: index format {version} was written by a newer svdflow (this one reads "
+                f"format {max(READABLE_FORMATS)}); upgrade svdflow (pip install -U svdflow) to use this folder")
+        return parsed
+
+    def _entry(self, raw, where: str) -> IndexEntry | None:
+        try:
+            return IndexEntry.model_validate(raw)
+        except ValidationError as exc:
+            job = raw.get("id") if isinstance(raw, dict) else None
+            error = exc.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in error["loc"])
+            self.skipped.append(f"{where}: job {job!r}: {field}: {error['msg']}")
+            return None
+
+    def _merge(self, entry: IndexEntry | None) -> None:
+        if entry is None:
+            return
+        current = self.entries.get(entry.id)
+        if current is None or entry.finished_unix > current.finished_unix:
+            self.entries[entry.id] = entry
+
+    def snapshot(self) -> RunIndex:
+        """A copy of the entries as they are now, for reading while this index goes on recording."""
+        copy = RunIndex(self.store, self.entries, name=self.name, manifest=self.manifest,
+                        updated_at=self.updated_at, file_name=self.file_name)
+        copy.format_read = self.format_read
+        return copy
+
+    def get(self, job_id: str) -> IndexEntry | None:
         return self.entries.get(job_id)
 
     def is_up_to_date(self, job_id: str, key: str) -> bool:
@@ -77,29 +125,32 @@ class RunIndex:
         but before recording it leaves the old record beside the new files.
         """
         entry = self.entries.get(job_id)
-        if not entry or entry.get("status") != "done" or entry.get("key") != key:
+        if entry is None or entry.status != "done" or entry.key != key:
             return False
-        return all(self._output_as_recorded(out) for out in entry.get("outputs", []))
+        for out in entry.outputs:
+            if out.format == "frames":  # a folder's size is its PNGs' total
+                if not self.store.exists(out.file):
+                    return False
+            elif self.store.size(out.file) != out.bytes:
+                return False
+        return True
 
-    def _output_as_recorded(self, out: dict[str, Any]) -> bool:
-        if out.get("format") == "frames" or "bytes" not in out:  # a folder's size is its PNGs' total
-            return self.store.exists(out["file"])
-        return self.store.size(out["file"]) == out["bytes"]
-
-    def record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: IndexEntry) -> None:
         """Keep a finished job's entry: its sidecar now, the index soon."""
-        self.entries[entry["id"]] = entry
-        self.store.write_json(f"{entry['id']}.json", entry)
+        self.entries[entry.id] = entry
+        self.store.write_bytes(f"{entry.id}.json", entry.to_json_bytes())
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
     def flush(self, force: bool = False) -> None:
+        """Write the whole index, in the current format (an older one read is upgraded here)."""
         if not (self._dirty or force):
             return
-        document = {"svdflow_index": INDEX_FORMAT, **self.meta, "updated_at": _now(),
-                    "jobs": list(self.entries.values())}
-        self.store.write_json(self.file_name, document)
+        self.updated_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        document = IndexDocument(svdflow_index=INDEX_FORMAT, name=self.name, manifest=self.manifest,
+                                 updated_at=self.updated_at, jobs=list(self.entries.values()))
+        self.store.write_bytes(self.file_name, document.to_json_bytes())
         self._last_flush = time.monotonic()
         self._dirty = False
 
@@ -120,13 +171,5 @@ class RunIndex:
         return [job_id for job_id in self.entries if job_id not in job_ids]
 
 
-def _is_newer(candidate: Any, current: dict[str, Any] | None) -> bool:
-    if not isinstance(candidate, dict) or not isinstance(candidate.get("id"), str):
-        return False
-    if current is None:
-        return True
-    return candidate.get("finished_unix", 0) > current.get("finished_unix", 0)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None

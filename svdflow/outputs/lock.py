@@ -17,19 +17,22 @@ import time
 from pathlib import Path
 
 from svdflow.errors import LockHeldError
+from svdflow.locations import Location
+from svdflow.outputs.atomic import remove_stale_temps
+from svdflow.outputs.store import OutputStore
 
 LOCK_FILE = ".svdflow.lock"
 
 
 class OutputLock:
-    def __init__(self, output_dir: str, is_local: bool):
-        if is_local:
-            self.path = Path(output_dir) / LOCK_FILE
+    def __init__(self, output_dir: Location):
+        if output_dir.is_local:
+            self.path = Path(output_dir.path) / LOCK_FILE
         else:
             # Remote folders cannot be flock()ed: serialise runs of this machine on a local file.
-            digest = hashlib.sha256(output_dir.encode()).hexdigest()[:16]
+            digest = hashlib.sha256(output_dir.text.encode()).hexdigest()[:16]
             self.path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "svdflow" / f"{digest}.lock"
-        self.output_dir = output_dir
+        self.output_dir = output_dir.text
         self._fd: int | None = None
 
     def acquire(self) -> OutputLock:
@@ -59,6 +62,16 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def claim_output_dir(store: OutputStore) -> OutputLock:
+    """Create and lock the output folder, then clear a killed run's temporaries: under the lock no
+    other writer is live (and under a launcher no rank writes before rank 0 broadcasts the plan)."""
+    store.makedirs()
+    lock = OutputLock(store.location).acquire()
+    if store.is_local:
+        remove_stale_temps(store.root)
+    return lock
 
 
 def holder_info() -> dict:

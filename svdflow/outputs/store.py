@@ -7,25 +7,22 @@ import os
 import posixpath
 from typing import Any
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
-
-from svdflow.outputs.atomic import atomic_write_json
+from svdflow.locations import Location
+from svdflow.outputs.atomic import atomic_write_bytes
 
 
 class OutputStore:
     """Reads and atomically writes the files of one output folder."""
 
     def __init__(self, url: str):
-        self.url = url.rstrip("/") if url not in ("/", "") else url
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.location = Location.parse(url.rstrip("/") if url not in ("/", "") else url)
+        self.url = self.location.text  # an absolute local path, or the URL
+        self.is_local = self.location.is_local
+        self.fs, self.root = self.location.filesystem()
 
     def path(self, name: str) -> str:
         """Full path or URL of a file in the folder (what writers and the index record)."""
-        if self.is_local:
-            return os.path.join(self.root, name)
-        return f"{self.url}/{name}"
+        return self.location.join(name).text
 
     def makedirs(self) -> None:
         self.fs.makedirs(self.root, exist_ok=True)
@@ -47,8 +44,8 @@ class OutputStore:
         except (FileNotFoundError, ValueError):
             return None
 
-    def write_json(self, name: str, value: Any) -> None:
-        atomic_write_json(self.path(name), value)
+    def write_bytes(self, name: str, data: bytes) -> None:
+        atomic_write_bytes(self.path(name), data)
 
     def remove(self, name: str) -> None:
         try:

@@ -24,11 +24,10 @@ import numpy as np
 from PIL import Image
 
 from svdflow.errors import OutputWriteError
+from svdflow.locations import Location
 from svdflow.outputs.atomic import (
     atomic_local_dir,
     atomic_local_path,
-    is_remote,
-    local_path,
     publish_local_dir,
     publish_local_file,
 )
@@ -124,11 +123,10 @@ def output_path(out_dir: str, job_id: str, fmt: str) -> str:
     """`<out_dir>/<id>.mp4|.gif|.webp`, or `<out_dir>/<id>_frames` for PNG frames."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    name = job_id + _SUFFIX[fmt]
-    out_dir = str(out_dir)
-    if "://" in out_dir or "::" in out_dir:
-        return out_dir + name if out_dir.endswith("/") else f"{out_dir}/{name}"
-    return os.path.join(out_dir, name)
+    name, out_dir = job_id + _SUFFIX[fmt], str(out_dir)
+    if Location.parse(out_dir).is_local:
+        return os.path.join(out_dir, name)  # as given: relative stays relative
+    return Location.parse(out_dir).join(name).text
 
 
 def _check_frames(frames) -> None:
@@ -266,7 +264,7 @@ def _parse_ffmetadata(text: str) -> dict[str, str]:
 def read_mp4_comment(path: str) -> str | None:
     """The comment tag of a local mp4 (svdflow stores the job's content key there), or None."""
     proc = subprocess.run(
-        [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", local_path(path),
+        [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", Location.parse(path).path,
          "-f", "ffmetadata", "-"],
         capture_output=True,
         check=False,
@@ -362,7 +360,7 @@ def write_png_frames(frames: np.ndarray, folder: str) -> None:
     """Write 00000.png, 00001.png, ... into an existing local folder (not atomic on its own)."""
     _check_frames(frames)
     with _reporting(folder):
-        _write_pngs(frames, local_path(folder))
+        _write_pngs(frames, Location.parse(folder).path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,8 +399,8 @@ def hash_output(path: str, fmt: str) -> tuple[str, int]:
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if not is_remote(path):
-        local = local_path(path)
+    if Location.parse(path).is_local:
+        local = Location.parse(path).path
         return _sha256_frames(_local_png_items(local)) if fmt == "frames" else _sha256_file(local)
     fs, rpath = fsspec.core.url_to_fs(path)
     if fmt != "frames":
@@ -428,13 +426,13 @@ def _encoder(fmt: str, *, fps, crf: int, comment: str) -> Callable[[np.ndarray, 
 
 
 def _make_out_dir(out_dir: str) -> None:
-    remote = is_remote(out_dir)
+    remote = not Location.parse(out_dir).is_local
     with _reporting(out_dir, "could not create the output folder", remote=remote):
         if remote:
             fs, rpath = fsspec.core.url_to_fs(out_dir)
             fs.makedirs(rpath, exist_ok=True)
         else:
-            os.makedirs(local_path(out_dir), exist_ok=True)
+            os.makedirs(Location.parse(out_dir).path, exist_ok=True)
 
 
 def _write_file(frames: np.ndarray, final: str, fmt: str, encode: Callable, remote: bool) -> WrittenOutput:
@@ -496,7 +494,7 @@ def write_outputs(
     if not 0 <= crf <= 51:
         raise ValueError(f"crf must be between 0 and 51, got {crf}")
 
-    remote = is_remote(out_dir)
+    remote = not Location.parse(out_dir).is_local
     _make_out_dir(out_dir)
     written = []
     for fmt in formats:

@@ -21,9 +21,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from svdflow.hardware import HardwareRecord
+from svdflow.manifest.resolve import Job
+from svdflow.pipeline import render  # as a module: tests swap its functions
+from svdflow.pipeline.ladder import is_out_of_memory, oom_text
+from svdflow.pipeline.render import decode_to_device_uint8, torch_threads
+from svdflow.pipeline.session import JobSink, PipelineSession, RenderedFrames, StepCallback, render_job
 
 
 class DeferredDecode:
@@ -52,9 +60,7 @@ class DeferredDecode:
             if self.latents.is_cuda:
                 self._queue_on_side_stream()
             else:
-                from svdflow.pipeline.render import decode_frames
-
-                self._frames = decode_frames(self.pipe(), self.latents, self.num_frames, self.decode_chunk_size)
+                self._frames = render.decode_frames(self.pipe(), self.latents, self.num_frames, self.decode_chunk_size)
         except Exception as exc:
             self.error = exc
         finally:
@@ -62,8 +68,6 @@ class DeferredDecode:
 
     def _queue_on_side_stream(self) -> None:
         import torch
-
-        from svdflow.pipeline.render import decode_to_device_uint8
 
         device = self.latents.device
         stream = _side_stream(device)
@@ -120,3 +124,112 @@ def _side_stream(device):
     if device not in _streams:
         _streams[device] = torch.cuda.Stream(device=device)
     return _streams[device]
+
+
+@dataclass
+class _Deferred:
+    """A denoised job whose decode waits for the next job's steps."""
+
+    job: Job
+    image: Any
+    sink: JobSink
+    denoise_s: float
+    hardware: HardwareRecord  # the settings it was denoised with
+    decode: DeferredDecode | None
+    settled: bool = False
+
+
+class OverlappedRenderer:
+    """Each job's decode runs during the next job's denoising (see the module's docstring).
+
+    Once the memory ladder turns overlap off, jobs go through plainly (render_job)."""
+
+    def __init__(self, session: PipelineSession):
+        self.session = session
+        self._deferred: _Deferred | None = None  # the job whose decode waits for the next job's steps
+
+    def submit(self, job: Job, image, sink: JobSink, on_step: StepCallback | None = None) -> None:
+        started = time.perf_counter()  # the first job's time includes loading the model
+        self.session.resolve()
+        while self.session.hardware.overlap_decode:
+            previous, self._deferred = self._deferred, None
+            try:
+                latents = self.session.denoise(job, image, self._launching(previous, on_step))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    self._settle(previous)
+                    raise
+                error = oom_text(exc)
+            except BaseException:  # Ctrl-C: the job denoised before this one is still decoded and kept
+                self._settle(previous)
+                raise
+            else:
+                self.session.note_success(job, started)
+                # Taken before the previous job settles: a failed decode there may step the ladder down.
+                deferred = _Deferred(job, image, sink, time.perf_counter() - started,
+                                     self.session.hardware_record(job.id),
+                                     DeferredDecode(lambda: self.session.pipe, latents, job.params.num_frames,
+                                                    self.session.hardware.decode_chunk_size))
+                self._settle(previous)
+                self._deferred = deferred
+                return
+            # Out of memory. Out of the except block the failed attempt's activations are freed, so
+            # the previous job's decode has the room back before this one steps down and runs again.
+            self._settle(previous)
+            self.session.step_down(job, error, time.perf_counter() - started)
+        self.finish()
+        result = render_job(self.session, job, image, on_step)
+        sink.done(RenderedFrames(result.frames, result.hardware, time.perf_counter() - started))
+
+    def finish(self) -> None:
+        """Finish the deferred decode, if any: its frames (or its error) go to its job's sink."""
+        deferred, self._deferred = self._deferred, None
+        self._settle(deferred)
+
+    def _launching(self, previous: _Deferred | None, on_step: StepCallback | None) -> StepCallback:
+        """A step callback that launches the previous job's decode (from the first step on: the
+        pipeline's VAE casts are behind us) and hands it over when done."""
+        def step(done: int, total: int) -> None:
+            nonlocal previous
+            if previous is not None:
+                previous.decode.launch()
+                if previous.decode.ready():
+                    self._settle(previous)
+                    previous = None
+            if on_step is not None:
+                on_step(done, total)
+
+        return step
+
+    def _settle(self, deferred: _Deferred | None) -> None:
+        """Deliver a deferred decode's frames, waiting for them if need be. A decode that failed
+        is not this job's end: out of memory (beside the next job's UNet) steps the ladder down,
+        which turns overlap off first, and the job is rendered again in full, where nothing else
+        runs; anything else fails the job."""
+        if deferred is None or deferred.settled:
+            return
+        deferred.settled = True
+        try:
+            # Outside a step callback (finish, the end of the next call) the decode may run here: on
+            # a CPU with the run's thread count, or its bytes would differ from a plain render's.
+            with torch_threads(self.session.hardware.cpu_threads):
+                frames = deferred.decode.result()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                deferred.sink.failed(exc)
+                return
+            error = oom_text(exc)
+        else:
+            decode_s = deferred.decode.main_thread_s
+            deferred.sink.done(RenderedFrames(frames, deferred.hardware, deferred.denoise_s + decode_s, decode_s))
+            return
+        failed_after_s, deferred.decode = deferred.decode.main_thread_s, None  # drop its latents first
+        started = time.perf_counter()
+        try:
+            self.session.step_down(deferred.job, error, failed_after_s)
+            result = render_job(self.session, deferred.job, deferred.image)
+        except Exception as exc:
+            deferred.sink.failed(exc)
+        else:
+            deferred.sink.done(RenderedFrames(result.frames, result.hardware,
+                                              deferred.denoise_s + time.perf_counter() - started))

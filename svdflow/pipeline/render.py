@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
+
+from svdflow.manifest.schema import JobParams
 
 
 def make_generator(seed: int):
@@ -33,7 +34,7 @@ def torch_threads(count: int | None):
         torch.set_num_threads(before)
 
 
-def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int | None = None,
+def render_frames(pipe, image, params: JobParams, *, decode_chunk_size: int | None = None,
                   on_step: Callable[[int, int], None] | None = None, cpu_threads: int | None = None) -> np.ndarray:
     """Render one job; returns frames as uint8 (T, H, W, 3).
 
@@ -42,10 +43,10 @@ def render_frames(pipe, image, params: dict[str, Any], *, decode_chunk_size: int
     """
     with torch_threads(cpu_threads):
         latents = denoise_latents(pipe, image, params, on_step=on_step)
-        return decode_frames(pipe, latents, params["num_frames"], decode_chunk_size)
+        return decode_frames(pipe, latents, params.num_frames, decode_chunk_size)
 
 
-def denoise_latents(pipe, image, params: dict[str, Any], *, on_step: Callable[[int, int], None] | None = None):
+def denoise_latents(pipe, image, params: JobParams, *, on_step: Callable[[int, int], None] | None = None):
     """The pipeline up to its final latents (1, T, C, h, w), on the pipeline's device; no VAE decode.
 
     Split from the decode so a run can decode one job while the next one denoises
@@ -53,7 +54,7 @@ def denoise_latents(pipe, image, params: dict[str, Any], *, on_step: Callable[[i
     """
     import torch
 
-    total = params["num_inference_steps"]
+    total = params.num_inference_steps
 
     def step_callback(_pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
         if on_step is not None:
@@ -63,16 +64,16 @@ def denoise_latents(pipe, image, params: dict[str, Any], *, on_step: Callable[[i
     with torch.inference_mode():
         return pipe(
             image,
-            height=params["height"],
-            width=params["width"],
-            num_frames=params["num_frames"],
+            height=params.height,
+            width=params.width,
+            num_frames=params.num_frames,
             num_inference_steps=total,
-            min_guidance_scale=params["min_guidance_scale"],
-            max_guidance_scale=params["max_guidance_scale"],
-            fps=params["fps"],
-            motion_bucket_id=params["motion_bucket_id"],
-            noise_aug_strength=params["noise_aug_strength"],
-            generator=make_generator(params["seed"]),
+            min_guidance_scale=params.min_guidance_scale,
+            max_guidance_scale=params.max_guidance_scale,
+            fps=params.fps,
+            motion_bucket_id=params.motion_bucket_id,
+            noise_aug_strength=params.noise_aug_strength,
+            generator=make_generator(params.seed),
             output_type="latent",
             callback_on_step_end=step_callback,
         ).frames

@@ -25,7 +25,8 @@ from urllib.parse import quote
 from PIL import Image
 
 from svdflow.errors import EnvironmentProblem, InputError, UsageError
-from svdflow.outputs.atomic import atomic_write_bytes, is_remote, local_path
+from svdflow.locations import Location
+from svdflow.outputs.atomic import atomic_write_bytes
 from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
 
@@ -73,7 +74,7 @@ def write_report(output_dir: str) -> str:
     """
     root = _local_root(output_dir)
     document = _read_index(output_dir, root)
-    entries = list(RunIndex.load(OutputStore(root)).entries.values())
+    entries = [e.model_dump(mode="json", by_alias=True) for e in RunIndex.load(OutputStore(root)).entries.values()]
     try:
         cards = _build_cards(root, entries)
     except OSError as exc:  # the report's own folder: thumbnails and posters
@@ -94,11 +95,11 @@ def write_report(output_dir: str) -> str:
 
 
 def _local_root(output_dir: str) -> str:
-    if is_remote(str(output_dir)):
+    if not Location.parse(str(output_dir)).is_local:
         raise UsageError(f"{output_dir}: reports are written into local folders only; copy the folder "
                          "to this machine (e.g. with `aws s3 sync` or `gsutil rsync`) and run "
                          "`svdflow report` on the copy")
-    return os.path.abspath(local_path(str(output_dir)))
+    return Location.parse(str(output_dir)).path
 
 
 def _read_index(output_dir: str, root: str) -> dict[str, Any]:

@@ -7,30 +7,25 @@ key, and nothing that does not (job order, batch, process, wall-clock) may be.
 from __future__ import annotations
 
 import hashlib
-import json
-from typing import Any
 
 from svdflow import RENDER_VERSION
 from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.outputs.entry import KeyMaterial, ModelRef, OutputSettings
 
 
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def key_material(job: Job, input_sha256: str, spec: RunSpec) -> dict[str, Any]:
+def key_material(job: Job, input_sha256: str, spec: RunSpec) -> KeyMaterial:
     """What goes into the key, kept in the index so a mismatch can be explained field by field."""
-    return {
-        "render_version": RENDER_VERSION,
-        "input_sha256": input_sha256,
-        "params": job.params,
-        "model": {"source": spec.model.source, "revision": spec.model.revision, "variant": spec.model.variant},
-        "output": {"formats": sorted(spec.formats), "crf": spec.crf},
-    }
+    return KeyMaterial(
+        render_version=RENDER_VERSION,
+        input_sha256=input_sha256,
+        params=job.params,
+        model=ModelRef(source=spec.model.source, revision=spec.model.revision, variant=spec.model.variant),
+        output=OutputSettings(formats=sorted(spec.formats), crf=spec.crf),
+    )
 
 
-def content_key(material: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(material)).hexdigest()
+def content_key(material: KeyMaterial) -> str:
+    return hashlib.sha256(material.canonical_json()).hexdigest()
 
 
 def frames_sha256(frames) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from svdflow.errors import InputError, UsageError
 from svdflow.inputs import fetch_bytes
 from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.outputs.entry import KeyMaterial
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.run.keys import content_key, key_material
@@ -26,7 +27,7 @@ class PlannedJob:
     job: Job
     status: str
     key: str | None = None
-    material: dict[str, Any] | None = None
+    material: KeyMaterial | None = None
     reason: str = ""
     input_sha256: str | None = None
 
@@ -37,7 +38,7 @@ class PlannedJob:
     def to_json(self) -> dict[str, Any]:
         job = self.job
         return {"id": job.id, "item_id": job.item_id, "image": job.image, "seed": job.seed,
-                "seed_origin": job.seed_origin, "params": job.params, "sweep": job.sweep,
+                "seed_origin": job.seed_origin, "params": job.params.model_dump(), "sweep": job.sweep,
                 "status": self.status, "would_render": self.would_render, "reason": self.reason,
                 "key": self.key, "input_sha256": self.input_sha256}
 
@@ -72,10 +73,10 @@ def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: b
         planned.status, planned.reason = "forced", "--force"
     elif entry is None:
         planned.reason = "not rendered yet"
-    elif entry.get("status") != "done":
-        planned.status, planned.reason = "failed before", (entry.get("error") or {}).get("message", "")
-    elif entry.get("key") != key:
-        planned.status, planned.reason = "changed", explain_change(entry.get("key_material") or {}, material)
+    elif entry.status != "done":
+        planned.status, planned.reason = "failed before", entry.error.message if entry.error else ""
+    elif entry.key != key:
+        planned.status, planned.reason = "changed", explain_change(entry.key_material, material)
     elif not index.is_up_to_date(job.id, key):
         planned.status, planned.reason = "outputs missing", "an output file was removed or replaced"
     else:
@@ -83,15 +84,17 @@ def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: b
     return planned
 
 
-def explain_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+def explain_change(old: KeyMaterial | None, new: KeyMaterial) -> str:
     """Name what changed between two key materials, e.g. "motion_bucket_id 127 -> 180"."""
+    if old is None:
+        return "key changed"
     changes = []
-    for name, value in new.get("params", {}).items():
-        before = old.get("params", {}).get(name)
-        if before != value:
-            changes.append(f"{name} {before} -> {value}")
+    before_params = old.params.model_dump()
+    for name, value in new.params.model_dump().items():
+        if before_params.get(name) != value:
+            changes.append(f"{name} {before_params.get(name)} -> {value}")
     for part in ("input_sha256", "model", "output", "render_version"):
-        if old.get(part) != new.get(part):
+        if getattr(old, part) != getattr(new, part):
             changes.append({"input_sha256": "input image"}.get(part, part) + " changed")
     return ", ".join(changes) or "key changed"
 

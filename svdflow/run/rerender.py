@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from svdflow.errors import EnvironmentProblem, InputError, UsageError, VerifyMismatch
+from svdflow.hardware import ResolvedHardware
 from svdflow.inputs import decode_image, fetch_bytes, resize_image
-from svdflow.manifest.resolve import Job
+from svdflow.outputs.entry import IndexEntry
+from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import write_outputs
-from svdflow.pipeline.profiles import DeviceFacts, ResolvedHardware, apply_hardware, torch_dtype
+from svdflow.run.entries import collect_versions
 from svdflow.run.keys import content_key, frames_sha256
 
 RERENDER_DIR = "rerendered"
@@ -32,24 +33,20 @@ class RerenderResult:
         return self.frames_sha256 == self.recorded_frames_sha256
 
 
-def load_entry(index_path: str, job_id: str) -> dict[str, Any]:
-    """The entry of `job_id` from an index.json (or an output folder holding one)."""
-    folder, name = (index_path, "index.json") if os.path.isdir(index_path) else os.path.split(index_path)
-    store = OutputStore(folder or ".")
-    document = store.read_json(name)
-    if not isinstance(document, dict) or not isinstance(document.get("jobs"), list):
+def load_entry(index_path: str, job_id: str) -> IndexEntry:
+    """The entry of `job_id` from an index.json (or an output folder holding one), with its sidecar
+    merged in as a run would."""
+    folder, name = (index_path, INDEX_FILE) if os.path.isdir(index_path) else os.path.split(index_path)
+    index = RunIndex.load(OutputStore(folder or "."), document=name)
+    if index.format_read is None:
         raise UsageError(f"{index_path}: not an svdflow index.json; pass the index.json of a run "
                          "(or its output folder)")
-    entries = {e.get("id"): e for e in document["jobs"] if isinstance(e, dict)}
-    sidecar = store.read_json(f"{job_id}.json")
-    if isinstance(sidecar, dict) and sidecar.get("finished_unix", 0) > entries.get(job_id, {}).get("finished_unix", 0):
-        entries[job_id] = sidecar
-    if job_id not in entries:
-        known = ", ".join(sorted(str(k) for k in entries)[:10])
+    entry = index.get(job_id)
+    if entry is None:
+        known = ", ".join(sorted(index.entries)[:10])
         raise UsageError(f"{index_path}: no job '{job_id}' in this index; known ids: {known}")
-    entry = entries[job_id]
-    if entry.get("status") != "done":
-        raise UsageError(f"{index_path}: job '{job_id}' has status {entry.get('status')!r}, not done; only a "
+    if entry.status != "done":
+        raise UsageError(f"{index_path}: job '{job_id}' has status {entry.status!r}, not done; only a "
                          "finished job can be rendered again (run the manifest to retry it)")
     return entry
 
@@ -57,35 +54,37 @@ def load_entry(index_path: str, job_id: str) -> dict[str, Any]:
 def rerender(index_path: str, job_id: str, *, out_dir: str | None = None, device: str | None = None,
              write: bool = True) -> RerenderResult:
     """Render the job recorded in `index_path` again and compare its frames with the record."""
+    from svdflow.pipeline.apply import apply_hardware
+    from svdflow.pipeline.device import torch_dtype
     from svdflow.pipeline.models import ModelSpec, describe_source, load_pipeline
+    from svdflow.pipeline.process_state import ProcessChanges
     from svdflow.pipeline.render import render_frames
 
     entry = load_entry(index_path, job_id)
-    job = Job(entry["id"], entry["item_id"], entry["input"]["uri"], dict(entry["params"]),
-              entry.get("seed_origin", "item"), dict(entry.get("sweep") or {}))
     tampered = _tampered_fields(entry)
-    image = _input_image(entry, job)
+    image = _input_image(entry)
     hardware = _hardware(entry, device)
-    model = entry["model"]
+    model = entry.model
     # The exact commit that was loaded, where known: a branch name may have moved since.
-    revision = model.get("revision")
-    if describe_source(model["source"]) == "hub" and model.get("resolved_revision"):
-        revision = model["resolved_revision"]
-    spec = ModelSpec(model["source"], revision, model.get("variant"))
-    manifest = (entry.get("run") or {}).get("manifest")
+    revision = model.revision
+    if describe_source(model.source) == "hub" and model.resolved_revision:
+        revision = model.resolved_revision
+    spec = ModelSpec(model.source, revision, model.variant)
     pipe = load_pipeline(spec, torch_dtype=torch_dtype(hardware.dtype),
-                         manifest_dir=os.path.dirname(manifest) if manifest else None)
-    pipe.set_progress_bar_config(disable=True)
-    apply_hardware(pipe, hardware)
-    frames = render_frames(pipe, image, job.params, decode_chunk_size=hardware.decode_chunk_size,
-                           cpu_threads=hardware.cpu_threads)
-    result = RerenderResult(job.id, frames_sha256(frames), entry.get("frames_sha256"), tampered=tampered)
+                         manifest_dir=os.path.dirname(entry.run.manifest))
+    changes = ProcessChanges()
+    try:
+        apply_hardware(pipe, hardware, changes)
+        frames = render_frames(pipe, image, entry.params, decode_chunk_size=hardware.decode_chunk_size,
+                               cpu_threads=hardware.cpu_threads)
+    finally:
+        changes.restore()
+    result = RerenderResult(entry.id, frames_sha256(frames), entry.frames_sha256, tampered=tampered)
     if write:
         folder = out_dir or os.path.join(os.path.dirname(os.path.abspath(index_path))
                                          if not os.path.isdir(index_path) else index_path, RERENDER_DIR)
-        output = entry.get("output") or (entry.get("key_material") or {}).get("output") or {"formats": ["mp4"]}
-        written = write_outputs(frames, folder, job.id, output["formats"], playback_fps=job.params["playback_fps"],
-                                crf=output.get("crf", 18), comment=f"svdflow key={entry.get('key')}")
+        written = write_outputs(frames, folder, entry.id, entry.output.formats, playback_fps=entry.params.playback_fps,
+                                crf=entry.output.crf, comment=f"svdflow key={entry.key}")
         result.outputs = [w.path for w in written]
     if not result.matches:
         result.differences = tampered + _environment_differences(entry, hardware)
@@ -104,58 +103,59 @@ def verify_or_raise(result: RerenderResult) -> None:
                          f"vs recorded {str(result.recorded_frames_sha256)[:12]}); differences: {why}")
 
 
-def _input_image(entry: dict[str, Any], job: Job):
-    data = fetch_bytes(job.image)
+def _input_image(entry: IndexEntry):
+    uri = entry.input.uri
+    data = fetch_bytes(uri)
     digest = hashlib.sha256(data).hexdigest()
-    recorded = entry["input"].get("sha256")
+    recorded = entry.input.sha256
     if recorded and digest != recorded:
-        raise InputError(f"{job.image}: the input changed since it was rendered (sha256 {digest[:12]}, recorded "
+        raise InputError(f"{uri}: the input changed since it was rendered (sha256 {digest[:12]}, recorded "
                          f"{recorded[:12]}); restore the original file to render this job again")
-    p = job.params
-    return resize_image(decode_image(data, job.image), p["width"], p["height"], p["resize"])
+    p = entry.params
+    return resize_image(decode_image(data, uri), p.width, p.height, p.resize)
 
 
-def _hardware(entry: dict[str, Any], device: str | None) -> ResolvedHardware:
-    recorded = dict(entry.get("hardware") or {})
-    recorded.pop("oom_retries", None)
-    fields = {k: recorded[k] for k in ResolvedHardware.__dataclass_fields__ if k in recorded}
-    if not fields:
-        fields = {"profile": "cpu", "device": "cpu", "dtype": "float32", "offload": "none",
-                  "forward_chunking": False, "decode_chunk_size": None, "compile": False}
+def _hardware(entry: IndexEntry, device: str | None) -> ResolvedHardware:
+    from svdflow.pipeline.device import probe
+
+    recorded = entry.hardware
+    if recorded is None:
+        hardware = ResolvedHardware(profile="cpu", device="cpu", dtype="float32", offload="none",
+                                    forward_chunking=False, decode_chunk_size=None, compile=False)
+    else:
+        hardware = ResolvedHardware(**recorded.model_dump(exclude={"oom_retries"}))
     if device:
-        fields["device"] = device
-    hardware = ResolvedHardware(**fields)
-    facts = DeviceFacts.probe()
+        hardware = hardware.replace(device=device)
+    facts = probe()
     if hardware.device.startswith("cuda") and int(hardware.device.partition(":")[2] or 0) >= facts.cuda_count:
-        raise EnvironmentProblem(f"job '{entry['id']}' was rendered on {hardware.device}, which this machine does "
+        raise EnvironmentProblem(f"job '{entry.id}' was rendered on {hardware.device}, which this machine does "
                                  "not have; pass --device cpu (frames may then differ) or run it on a GPU machine")
     if hardware.device == "cpu" and hardware.offload != "none":
-        hardware = ResolvedHardware(**{**fields, "offload": "none"})
+        hardware = hardware.replace(offload="none")
     return hardware
 
 
-def _tampered_fields(entry: dict[str, Any]) -> list[str]:
+def _tampered_fields(entry: IndexEntry) -> list[str]:
     """Fields whose recorded value no longer matches the entry's own content key."""
-    material = entry.get("key_material")
-    if not material or content_key(material) != entry.get("key"):
-        return ["the entry's key_material does not hash to its key (edited?)"] if material else []
+    material = entry.key_material
+    if material is None:
+        return []
+    if content_key(material) != entry.key:
+        return ["the entry's key_material does not hash to its key (edited?)"]
+    rendered_with = material.params.model_dump()
+    return [f"params.{name} is {value!r} but was rendered with {rendered_with.get(name)!r}"
+            for name, value in entry.params.model_dump().items() if rendered_with.get(name) != value]
+
+
+def _environment_differences(entry: IndexEntry, hardware: ResolvedHardware) -> list[str]:
     out = []
-    for name, value in entry["params"].items():
-        if material["params"].get(name) != value:
-            out.append(f"params.{name} is {value!r} but was rendered with {material['params'].get(name)!r}")
-    return out
-
-
-def _environment_differences(entry: dict[str, Any], hardware: ResolvedHardware) -> list[str]:
-    from svdflow.run.executor import collect_versions
-
-    out = []
-    recorded_hw = entry.get("hardware") or {}
+    recorded_hw = entry.hardware
     for name in ("device", "dtype"):
-        if recorded_hw.get(name) not in (None, getattr(hardware, name)):
-            out.append(f"{name} {recorded_hw.get(name)} -> {getattr(hardware, name)}")
+        recorded_value = getattr(recorded_hw, name) if recorded_hw else None
+        if recorded_value not in (None, getattr(hardware, name)):
+            out.append(f"{name} {recorded_value} -> {getattr(hardware, name)}")
     now = collect_versions()
-    for name, value in (entry.get("versions") or {}).items():
+    for name, value in entry.versions.items():
         if name in now and now[name] != value and name != "platform":
             out.append(f"{name} {value} -> {now[name]}")
     return out

@@ -1,5 +1,5 @@
-"""Many processes, one manifest: the launcher (accelerate, torchrun, mpirun) makes the processes,
-svdflow only reads who it is from the environment and splits the work.
+"""The torchrun engine. Many processes, one manifest: the launcher (accelerate, torchrun, mpirun)
+makes the processes, svdflow only reads who it is from the environment and splits the work.
 
 Rank 0 decides which jobs are pending and how to share them, and broadcasts that decision, so
 every rank acts on the same plan even while others have already started writing. Each rank
@@ -16,13 +16,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from svdflow.errors import SvdflowError
+from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.outputs.index import INDEX_FILE, RunIndex, shard_name
+from svdflow.outputs.lock import claim_output_dir
+from svdflow.outputs.store import OutputStore
+from svdflow.run.executor import Executor, RunOptions, RunResult
+from svdflow.run.planning import plan_run
+from svdflow.run.progress import Reporter
+from svdflow.settings import load_settings
+
 # Launchers name ranks differently: torchrun/accelerate (RANK...), Open MPI, MPICH/Intel MPI, MVAPICH.
 _RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
 _SIZE_VARS = ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
 _LOCAL_RANK_VARS = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK")
 _LOCAL_SIZE_VARS = ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_LOCAL_SIZE")
-# Rendering a video can take minutes and a rank waits for the slowest at the end: be patient.
-DEFAULT_TIMEOUT_S = 24 * 3600
 
 
 def _first_int(env: Mapping[str, str], names: Sequence[str], default: int) -> int:
@@ -94,7 +102,7 @@ class Group:
         self.world = world
         self._owned = False
         if not dist.is_initialized():
-            timeout = float(os.environ.get("SVDFLOW_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+            timeout = load_settings().dist_timeout_s
             dist.init_process_group("gloo", rank=world.rank, world_size=world.size,
                                     timeout=datetime.timedelta(seconds=timeout))
             self._owned = True
@@ -121,3 +129,58 @@ class Group:
 
             dist.destroy_process_group()
             self._owned = False
+
+
+def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions,
+                    reporter: Reporter, world: World) -> RunResult:
+    """This rank's share of the run; on rank 0, the whole run's result once every rank is done."""
+    group = Group(world)
+    lock = None
+    try:
+        decision: dict[str, Any] | None = None
+        if world.is_main:
+            try:
+                lock = claim_output_dir(store)
+                decision = _share_pending(spec, options, world.size)
+            except SvdflowError as exc:
+                decision = {"error": str(exc), "exit_code": exc.exit_code}
+        decision = group.broadcast(decision)
+        if "error" in decision:
+            raise _error_from_rank0(decision)
+        mine = set(decision["shares"][world.rank])
+        executor = Executor(spec, [job for job in jobs if job.id in mine], store, options, reporter,
+                            index_file=shard_name(world.rank), local_rank=world.local_rank)
+        result = executor.execute()
+        everyone = group.gather({"statuses": result.statuses, "errors": result.errors})
+        if not world.is_main:
+            return result
+        index = RunIndex.load(store)
+        index.name, index.manifest = spec.name, str(spec.manifest_path)
+        index.order_by([job.id for job in spec.jobs])
+        index.flush(force=True)
+        index.remove_shards()
+        merged = RunResult(spec, seconds=result.seconds, orphans=result.orphans)
+        merged.statuses = {job_id: "up to date" for job_id in decision["up_to_date"]}
+        for part in everyone:
+            merged.statuses.update(part["statuses"])
+            merged.errors.update(part["errors"])
+        reporter.note(f"merged {world.size} index shards into {store.path(INDEX_FILE)}")
+        return merged
+    finally:
+        if lock is not None:
+            lock.release()
+        group.close()
+
+
+def _share_pending(spec: RunSpec, options: RunOptions, size: int) -> dict[str, Any]:
+    """Rank 0's decision: which jobs render where. Up-to-date jobs are nobody's work."""
+    planned = plan_run(spec, only=options.only, force=options.force)
+    pending = [p.job for p in planned if p.would_render]
+    return {"shares": assign([(job.id, job.cost()) for job in pending], size),
+            "up_to_date": [p.job.id for p in planned if not p.would_render]}
+
+
+def _error_from_rank0(decision: dict[str, Any]) -> SvdflowError:
+    error = SvdflowError(decision["error"])
+    error.exit_code = decision["exit_code"]
+    return error

@@ -1,0 +1,25 @@
+"""svdflow's Python API: everything the `svdflow` command does, importable.
+
+    from svdflow.api import RunOptions, load_run_spec, plan_run, run_manifest
+
+    spec = load_run_spec("manifests/campaign.yaml")     # ManifestError lists every problem
+    for planned in plan_run(spec):
+        print(planned.job.id, planned.status, planned.reason)
+    result = run_manifest(spec, RunOptions(fail_fast=True))
+    print(result.summary())
+
+A run restores the process-wide settings it changes (torch's float32 matmul precision, the inductor
+cache's environment, dynamo's limits) when it ends, so it can run inside another program.
+"""
+
+from svdflow.errors import SvdflowError, exit_code_for
+from svdflow.manifest import load_run_spec
+from svdflow.outputs.index import RunIndex
+from svdflow.report import write_report
+from svdflow.run.executor import RunOptions, RunResult
+from svdflow.run.planning import PlannedJob, plan_run
+from svdflow.run.rerender import RerenderResult, rerender
+from svdflow.run.runner import run_manifest
+
+__all__ = ["PlannedJob", "RerenderResult", "RunIndex", "RunOptions", "RunResult", "SvdflowError", "exit_code_for",
+           "load_run_spec", "plan_run", "rerender", "run_manifest", "write_report"]

@@ -1,0 +1,18 @@
+"""The local engine: this process renders every pending job, on its one device."""
+
+from __future__ import annotations
+
+from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.outputs.lock import claim_output_dir
+from svdflow.outputs.store import OutputStore
+from svdflow.run.executor import Executor, RunOptions, RunResult
+from svdflow.run.progress import Reporter
+
+
+def run_local(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions,
+              reporter: Reporter) -> RunResult:
+    lock = claim_output_dir(store)
+    try:
+        return Executor(spec, jobs, store, options, reporter).execute()
+    finally:
+        lock.release()

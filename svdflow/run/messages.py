@@ -1,0 +1,61 @@
+"""What the render loop tells the writer, one typed message per job: the writer owns the index and
+every job's status, so each job's outcome reaches it as exactly one of these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from svdflow.errors import SvdflowError
+from svdflow.hardware import HardwareRecord
+from svdflow.manifest.resolve import Job
+from svdflow.outputs.entry import InputRecord, Timings
+from svdflow.run.planning import PlannedJob
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A job the run decided to render, with what it knows of it before the pipeline runs."""
+
+    job: Job
+    planned: PlannedJob
+    input: InputRecord
+    timings: Timings  # fetch_s and input_wait_s so far
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A job's frames, to be encoded and recorded."""
+
+    ticket: Ticket
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    hardware: HardwareRecord
+    resolved_revision: str | None  # the model commit the session loaded
+    render_s: float
+    decode_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A job that failed before it had frames: its input, or the pipeline."""
+
+    job: Job
+    planned: PlannedJob | None  # None when its input could not be read (no content key)
+    input: InputRecord
+    error: SvdflowError
+    stage: Literal["fetch", "render"]
+    hardware: HardwareRecord | None
+    resolved_revision: str | None
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class UpToDate:
+    """A job whose recorded outputs match its content key: nothing to do."""
+
+    job: Job
+
+
+Message = Rendered | Failed | UpToDate

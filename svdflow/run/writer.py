@@ -1,0 +1,84 @@
+"""The one writer of a run: it owns the index and every job's status.
+
+`Recorder` keeps the record (index entries, statuses, errors) and reports each job's end; every
+engine records through one. `WriterThread` puts a Recorder on a thread of its own, fed typed
+messages, so that encoding one job's files overlaps the next job's denoising.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Literal
+
+from svdflow.outputs.entry import IndexEntry
+from svdflow.outputs.index import RunIndex
+from svdflow.run.entries import EntryContext, finish_rendered
+from svdflow.run.messages import Message, Rendered, UpToDate
+from svdflow.run.progress import Reporter
+
+Status = Literal["done", "failed", "up to date"]
+
+
+class Recorder:
+    """Every job's outcome, recorded once: its entry into the index (sidecar now, index.json soon),
+    its status, its error, and the `job_finished` event."""
+
+    def __init__(self, index: RunIndex, reporter: Reporter):
+        self.index, self.reporter = index, reporter
+        self.statuses: dict[str, Status] = {}
+        self.errors: dict[str, str] = {}
+
+    def up_to_date(self, job_id: str) -> None:
+        self.statuses[job_id] = "up to date"
+        self.reporter.job_finished(job_id, "up to date", {})
+
+    def record(self, entry: IndexEntry) -> None:
+        self.index.record(entry)
+        self.statuses[entry.id] = entry.status
+        if entry.status == "failed":
+            self.errors[entry.id] = entry.error.message
+            self.reporter.job_finished(entry.id, "failed", {"error": entry.error.message})
+        else:
+            self.reporter.job_finished(entry.id, "done", {"seconds": entry.timings.total_s,
+                                                          "files": [o.file for o in entry.outputs]})
+
+
+class WriterThread:
+    """A Recorder on its own thread. The render loop only `put`s messages; the statuses and errors
+    are read once `close()` has joined the thread."""
+
+    def __init__(self, recorder: Recorder, context: EntryContext):
+        self.recorder, self.context = recorder, context
+        self._messages: queue.Queue[Message | None] = queue.Queue(maxsize=2)  # bounded: frames are large
+        self._thread = threading.Thread(target=self._loop, name="svdflow-writer", daemon=True)
+        self._encode_failed = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, message: Message) -> None:
+        self._messages.put(message)
+
+    @property
+    def encode_failed(self) -> bool:
+        """A job's files could not be written (--fail-fast stops at that too)."""
+        return self._encode_failed.is_set()
+
+    def close(self) -> Recorder:
+        """Record what is queued, stop the thread; the recorder is the run's record from then on."""
+        self._messages.put(None)
+        self._thread.join()
+        return self.recorder
+
+    def _loop(self) -> None:
+        while (message := self._messages.get()) is not None:
+            if isinstance(message, UpToDate):
+                self.recorder.up_to_date(message.job.id)
+            elif isinstance(message, Rendered):
+                entry = finish_rendered(message, self.context)
+                if entry.status == "failed":
+                    self._encode_failed.set()
+                self.recorder.record(entry)
+            else:
+                self.recorder.record(self.context.failed(message))

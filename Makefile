@@ -22,7 +22,8 @@ install:
 	$(MAKE) $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m svdflow run manifests/smoke.yaml
+	$(PY) -m svdflow run manifests/smoke.yaml --report
+	@echo "open the contact sheet: file://$(CURDIR)/manifests/renders/smoke/index.html"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

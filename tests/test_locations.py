@@ -41,3 +41,37 @@ def test_local_paths_resolve_against_the_base_and_join_names():
     assert Location.parse("notes::draft.png", base="/m").path == "/m/notes::draft.png"
     assert Location.parse("/out").join("a.mp4").text == "/out/a.mp4"
     assert Location.parse("simplecache::memory://bucket/x/").join("a.mp4").text == "simplecache::memory://bucket/x/a.mp4"
+
+
+def test_chained_urls_work_for_inputs_and_for_the_output_folder(tmp_path, monkeypatch):
+    """`simplecache::file://` inputs are read through fsspec's cache; a `simplecache::memory://` output
+    folder is written in memory://, not planned into a folder named after the URL."""
+    import fsspec
+    from conftest import write_image, write_manifest
+
+    from svdflow.api import load_run_spec, plan_run, run_manifest
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the remote folder's lock lives here
+    image = write_image(tmp_path / "pictures" / "city.png", 64, 64)
+    manifest = write_manifest(tmp_path, f"""
+svdflow: 1
+name: chained
+model: {{source: "builtin:tiny"}}
+hardware: {{profile: cpu}}
+output: {{dir: "simplecache::memory://bucket/{{name}}", formats: [gif]}}
+defaults: {{num_frames: 2, num_inference_steps: 2, width: 64, height: 64}}
+items:
+  - {{id: city, image: "simplecache::file://{image}"}}
+""")
+    spec = load_run_spec(manifest)
+    assert spec.output_dir == "simplecache::memory://bucket/chained"
+    assert spec.jobs[0].image == f"simplecache::file://{image}"
+    assert [p.status for p in plan_run(spec)] == ["new"]
+
+    assert run_manifest(spec).statuses == {"city": "done"}
+    memory = fsspec.filesystem("memory")
+    assert sorted(memory.ls("/bucket/chained", detail=False)) == [
+        "/bucket/chained/city.gif", "/bucket/chained/city.json", "/bucket/chained/index.json"]
+    assert not any(p.name.startswith("simplecache") for p in tmp_path.rglob("*"))
+    assert [p.status for p in plan_run(spec)] == ["up to date"]
+    memory.rm("/bucket", recursive=True)

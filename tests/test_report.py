@@ -243,9 +243,10 @@ def test_markup_in_errors_ids_and_uris_is_escaped(report):
     _, _, text = report
     assert "<script>window.__pwned" not in text
     assert "<b>not bold</b>" not in text
-    assert ("RuntimeError: &lt;script&gt;window.__pwned=1&lt;/script&gt; &amp; &quot;quoted&quot; "
+    # escaped as Jinja2's autoescape (markupsafe) writes it: quotes as &#34; and &#39;
+    assert ("RuntimeError: &lt;script&gt;window.__pwned=1&lt;/script&gt; &amp; &#34;quoted&#34; "
             "&lt;b&gt;not bold&lt;/b&gt;") in text
-    assert 'missing &amp; &quot;odd&quot; &lt;name&gt;.png' in text
+    assert 'missing &amp; &#34;odd&#34; &lt;name&gt;.png' in text
     assert "<name>" not in text
     # the only <script> is the page's own
     assert [tag for tag, _ in elements(text)].count("script") == 1
@@ -326,8 +327,9 @@ def test_sweep_jobs_share_one_grid_labelled_by_their_values(report):
 
 def test_two_parameter_sweeps_form_a_matrix():
     def card(order, motion, aug):
-        return Card({"id": f"c{order}", "sweep": {"motion_bucket_id": motion, "noise_aug_strength": aug}},
-                    order, f"c{order}")
+        entry = make_entry(f"c{order}", item_id="c", uri="/in.png", input_sha=None,
+                           sweep={"motion_bucket_id": motion, "noise_aug_strength": aug})
+        return Card(IndexEntry.model_validate(entry), order, f"c{order}")
 
     cards = [card(0, 60, 0.1), card(1, 60, 0.02), card(2, 200, 0.02), card(3, 200, 0.1), card(4, 127, 0.1)]
     # rows: motion 60, 127, 200; columns: aug 0.02, 0.1; the missing (127, 0.02) cell stays empty
@@ -376,7 +378,7 @@ def test_an_index_cannot_point_the_page_outside_the_folder(tmp_path):
     text = Path(write_report(str(out))).read_text()
     assert "secret.mp4" not in [a.get("src") for _, a in elements(text)]
     assert not any("secret" in v for _, a in elements(text) for k, v in a.items() if k in ("src", "href"))
-    assert "&#x27;../secret.mp4&#x27; is not a file inside this folder; not shown" in text
+    assert "&#39;../secret.mp4&#39; is not a file inside this folder; not shown" in text
     assert "gone.gif is missing from this folder" in text
     assert "no playable output in this folder" in text
 

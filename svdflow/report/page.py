@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache
-from importlib.resources import files
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -71,7 +70,7 @@ class CardView:
     status: str
     sort: list[tuple[str, str]]  # data-s-<key> values the page's script sorts by
     cell: tuple[int, int] | None  # (row, column) inside a sweep's grid
-    aspect: str | None  # "width/height" of the video
+    aspect: str  # "width/height" of the video (the index allows no size below 64)
     video: str | None  # the mp4
     animated: str | None  # a webp or gif: the video's fallback, or the media itself without an mp4
     poster: str | None
@@ -105,14 +104,14 @@ def render_page(cards: list[Card], index: RunIndex, generated_at: str) -> str:
     if index.updated_at:
         facts.append(f"index updated {index.updated_at}")
     facts.append(f"page written {generated_at}")
-    units = [_sweep_view(u) if isinstance(u, SweepUnit) else card_view(u) for u in page_units(cards)]
+    units = [_sweep_view(u) if isinstance(u, SweepUnit) else _card_view(u) for u in page_units(cards)]
     return _environment().get_template("index.html.j2").render(
         name=index.name or "svdflow run", facts=facts, skipped=index.skipped,
         filters=[("all", len(cards)), ("done", counts["done"]), ("failed", counts["failed"])],
         sort_keys=SORT_KEYS, units=units, no_jobs=NO_JOBS)
 
 
-def card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
+def _card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
     entry, params = card.entry, card.params
     mp4 = card.output("mp4")
     animated = next((o for o in (card.output(f) for f in PLAYABLE_AS_IMAGE) if o), None)
@@ -132,7 +131,7 @@ def card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
     return CardView(
         id=card.id, dom_id=f"job-{card.asset_name}", status=entry.status,
         sort=[(key, _sort_value(value)) for key, value in sort.items()], cell=cell,
-        aspect=f"{width}/{height}" if width > 0 and height > 0 else None,
+        aspect=f"{width}/{height}",
         video=mp4.file if mp4 else None, animated=animated.file if animated else None, poster=card.poster,
         placeholder="no video: the job failed" if entry.status == "failed" else "no playable output in this folder",
         swept=", ".join(f"{k}={_fmt(v)}" for k, v in card.sweep.items()) or None,
@@ -144,7 +143,7 @@ def card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
 
 
 def _sweep_view(unit: SweepUnit) -> SweepView:
-    return SweepView(unit.item, unit.keys, unit.columns, [card_view(c, unit.cells[c.order]) for c in unit.cards])
+    return SweepView(unit.item, unit.keys, unit.columns, [_card_view(c, unit.cells[c.order]) for c in unit.cards])
 
 
 def _param_rows(card: Card) -> list[ParamRow]:
@@ -187,16 +186,15 @@ def _href(relative: str) -> str:
 
 @cache
 def _environment() -> Environment:
+    loader = PackageLoader("svdflow.report", "templates")
     environment = Environment(
-        loader=PackageLoader("svdflow.report", "templates"),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=True, default=True),
+        loader=loader, autoescape=select_autoescape(enabled_extensions=("html.j2",), default=True),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+    def inline(name: str) -> Markup:
+        """A CSS or JS file of `templates/` as it is: inlined into the page, not parsed as a template."""
+        return Markup(loader.get_source(environment, name)[0])
+
     environment.filters["href"] = _href
-    environment.globals["inline"] = _inline
+    environment.globals["inline"] = inline
     return environment
-
-
-@cache
-def _inline(name: str) -> Markup:
-    """A CSS or JS file of `templates/`, as it is: inlined into the page, not parsed as a template."""
-    return Markup((files("svdflow.report") / "templates" / name).read_text(encoding="utf-8"))

@@ -1,8 +1,9 @@
 """`svdflow report`: the contact sheet of an output folder, checked as HTML and in a real Chromium.
 
 The output folders here are built without the renderer: real H.264 mp4s from ffmpeg, real
-animated webp/gif and PNG frames from Pillow, and index entries in the exact shape
-`executor._Run._entry` writes.
+animated webp/gif and PNG frames from Pillow, and index entries validated as
+`svdflow.outputs.entry.IndexEntry`. The browser is driven over the DevTools protocol with
+websocket-client.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
-import struct
 import subprocess
 import threading
 import time
@@ -26,6 +25,7 @@ from types import SimpleNamespace
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import websocket  # websocket-client
 from conftest import SVDFLOW, write_image
 from PIL import Image
 
@@ -243,9 +243,10 @@ def test_markup_in_errors_ids_and_uris_is_escaped(report):
     _, _, text = report
     assert "<script>window.__pwned" not in text
     assert "<b>not bold</b>" not in text
-    assert ("RuntimeError: &lt;script&gt;window.__pwned=1&lt;/script&gt; &amp; &quot;quoted&quot; "
+    # escaped as Jinja2's autoescape (markupsafe) writes it: quotes as &#34; and &#39;
+    assert ("RuntimeError: &lt;script&gt;window.__pwned=1&lt;/script&gt; &amp; &#34;quoted&#34; "
             "&lt;b&gt;not bold&lt;/b&gt;") in text
-    assert 'missing &amp; &quot;odd&quot; &lt;name&gt;.png' in text
+    assert 'missing &amp; &#34;odd&#34; &lt;name&gt;.png' in text
     assert "<name>" not in text
     # the only <script> is the page's own
     assert [tag for tag, _ in elements(text)].count("script") == 1
@@ -326,8 +327,9 @@ def test_sweep_jobs_share_one_grid_labelled_by_their_values(report):
 
 def test_two_parameter_sweeps_form_a_matrix():
     def card(order, motion, aug):
-        return Card({"id": f"c{order}", "sweep": {"motion_bucket_id": motion, "noise_aug_strength": aug}},
-                    order, f"c{order}")
+        entry = make_entry(f"c{order}", item_id="c", uri="/in.png", input_sha=None,
+                           sweep={"motion_bucket_id": motion, "noise_aug_strength": aug})
+        return Card(IndexEntry.model_validate(entry), order, f"c{order}")
 
     cards = [card(0, 60, 0.1), card(1, 60, 0.02), card(2, 200, 0.02), card(3, 200, 0.1), card(4, 127, 0.1)]
     # rows: motion 60, 127, 200; columns: aug 0.02, 0.1; the missing (127, 0.02) cell stays empty
@@ -376,7 +378,7 @@ def test_an_index_cannot_point_the_page_outside_the_folder(tmp_path):
     text = Path(write_report(str(out))).read_text()
     assert "secret.mp4" not in [a.get("src") for _, a in elements(text)]
     assert not any("secret" in v for _, a in elements(text) for k, v in a.items() if k in ("src", "href"))
-    assert "&#x27;../secret.mp4&#x27; is not a file inside this folder; not shown" in text
+    assert "&#39;../secret.mp4&#39; is not a file inside this folder; not shown" in text
     assert "gone.gif is missing from this folder" in text
     assert "no playable output in this folder" in text
 
@@ -398,6 +400,18 @@ def test_an_empty_index_gives_a_page_that_says_so(tmp_path):
     assert cards_of(text) == [] and "index.json records no job yet" in text
 
 
+def test_entries_that_do_not_fit_the_index_format_are_listed_not_dropped_silently(tmp_path):
+    image = write_image(tmp_path / "in.png")
+    good = make_entry("good", uri=str(image), input_sha=sha256_file(image))
+    odd = {**make_entry("odd", uri=str(image), input_sha=None), "status": "<b>lost</b>"}
+    write_index(tmp_path, [good, odd])
+    (tmp_path / "odd.json").unlink()
+    text = Path(write_report(str(tmp_path))).read_text()
+    assert [c["id"] for c in cards_of(text)] == ["job-good"]
+    assert "<summary>1 index entry could not be read and is not shown</summary>" in text
+    assert "index.json: job &#39;odd&#39;: status: Input should be &#39;done&#39; or &#39;failed&#39;</li>" in text
+
+
 def test_cli_report(report, tmp_path):
     out, page, _ = report
     done = subprocess.run([*SVDFLOW, "report", str(out)], capture_output=True, text=True, timeout=60)
@@ -414,77 +428,20 @@ def test_cli_report(report, tmp_path):
 
 
 class DevTools:
-    """The smallest Chrome DevTools Protocol client: one RFC 6455 websocket, JSON text frames."""
+    """A Chrome DevTools Protocol session over websocket-client: JSON commands, replies matched by id."""
 
     def __init__(self, ws_url: str, timeout_s: float = 30):
-        url = urllib.parse.urlsplit(ws_url)
-        self.sock = socket.create_connection((url.hostname, url.port), timeout=timeout_s)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {url.path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
-                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        self.buffer = bytearray()
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        self.buffer = bytearray(rest)
+        self.ws = websocket.create_connection(ws_url, timeout=timeout_s)
         self.last_id = 0
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("DevTools closed the connection")
-        self.buffer += chunk
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            self._fill()
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
-
-    def _send(self, opcode: int, payload: bytes) -> None:
-        n = len(payload)
-        header = bytes([0x80 | opcode])
-        if n < 126:
-            header += bytes([0x80 | n])
-        elif n < 1 << 16:
-            header += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else:
-            header += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        mask = os.urandom(4)  # clients must mask every frame
-        masked = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
-        self.sock.sendall(header + mask + masked)
-
-    def _receive(self) -> dict:
-        parts = []
-        while True:
-            first, second = self._take(2)
-            n = second & 0x7F
-            if n == 126:
-                n = struct.unpack(">H", self._take(2))[0]
-            elif n == 127:
-                n = struct.unpack(">Q", self._take(8))[0]
-            payload = self._take(n)  # servers never mask
-            opcode = first & 0x0F
-            if opcode == 8:
-                raise ConnectionError("DevTools closed the websocket")
-            if opcode == 9:
-                self._send(10, payload)
-            elif opcode in (0, 1, 2):
-                parts.append(payload)
-                if first & 0x80:
-                    return json.loads(b"".join(parts))
 
     def call(self, method: str, session: str | None = None, **params) -> dict:
         self.last_id += 1
         message = {"id": self.last_id, "method": method, "params": params}
         if session:
             message["sessionId"] = session
-        self._send(1, json.dumps(message).encode())
+        self.ws.send(json.dumps(message))
         while True:  # events and other replies are skipped
-            reply = self._receive()
+            reply = json.loads(self.ws.recv())
             if reply.get("id") == self.last_id:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
@@ -498,7 +455,7 @@ class DevTools:
         return result["result"].get("value")
 
     def close(self) -> None:
-        self.sock.close()
+        self.ws.close()
 
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -576,7 +533,7 @@ def chromium(tmp_path):
         if devtools is not None:
             try:
                 devtools.call("Browser.close")
-            except (OSError, ConnectionError, RuntimeError):
+            except (OSError, websocket.WebSocketException, RuntimeError):
                 pass
             devtools.close()
         try:
@@ -657,11 +614,14 @@ def test_an_mp4_the_browser_cannot_play_falls_back_to_the_webp(tmp_path, chromiu
     out = tmp_path / "renders"
     out.mkdir()
     image = write_image(tmp_path / "in.png")
-    (out / "glitch.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))  # not decodable
+    for job in ("glitch", "garbled"):  # not decodable, so there is no poster either
+        (out / f"{job}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
     write_animated(out / "glitch.webp", frames_for(2), "WEBP")
     write_index(out, [make_entry("glitch", uri=str(image), input_sha=sha256_file(image),
                                  outputs=[output_record(out, "mp4", "glitch.mp4"),
-                                          output_record(out, "webp", "glitch.webp")])])
+                                          output_record(out, "webp", "glitch.webp")]),
+                      make_entry("garbled", uri=str(image), input_sha=sha256_file(image),
+                                 outputs=[output_record(out, "mp4", "garbled.mp4")])])
     devtools, open_page = chromium
     session = open_page(Path(write_report(str(out))).as_uri())
     shown = devtools.evaluate(session, """(async () => {
@@ -669,6 +629,8 @@ def test_an_mp4_the_browser_cannot_play_falls_back_to_the_webp(tmp_path, chromiu
       while (document.querySelector('video') && Date.now() < end) await new Promise(r => setTimeout(r, 25));
       const img = document.querySelector('#job-glitch .media img');
       while (img && !img.complete) await new Promise(r => setTimeout(r, 25));
-      return img && {src: img.getAttribute('src'), width: img.naturalWidth};
+      return {glitch: img && {src: img.getAttribute('src'), width: img.naturalWidth},
+              garbled: document.querySelector('#job-garbled .media').innerHTML};
     })()""")
-    assert shown == {"src": "glitch.webp", "width": W}
+    assert shown == {"glitch": {"src": "glitch.webp", "width": W},
+                     "garbled": '<div class="placeholder">this browser cannot play the mp4</div>'}

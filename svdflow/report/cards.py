@@ -1,0 +1,121 @@
+"""Cards: each index entry with what this folder holds of it (its files, poster, input thumbnail).
+
+An index may have been edited by hand or copied without all its files, so nothing an entry says
+about files is trusted: only plain relative paths inside the folder that exist are shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from svdflow.locations import is_url
+from svdflow.manifest.schema import JobParams
+from svdflow.outputs.entry import IndexEntry, OutputFile
+from svdflow.report.assets import input_thumbnail, make_asset_dirs, poster, remove_unused_assets
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
+
+
+@dataclass
+class Card:
+    """One job as the page shows it; every path is relative to the output folder."""
+
+    entry: IndexEntry
+    order: int  # position in the index
+    asset_name: str  # file-name-safe stem for this job's poster and its element id
+    outputs: list[OutputFile] = field(default_factory=list)  # the entry's outputs that exist here
+    output_notes: list[str] = field(default_factory=list)
+    poster: str | None = None
+    poster_note: str | None = None
+    input_thumb: str | None = None
+    input_note: str | None = None  # why there is no thumbnail, or a warning about it
+    sidecar: str | None = None  # the job's own <id>.json, when it is there
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def params(self) -> JobParams:  # type: ignore[valid-type]
+        return self.entry.params
+
+    @property
+    def sweep(self) -> dict[str, int | float | str]:
+        return self.entry.sweep
+
+    @property
+    def item(self) -> str:
+        """The item whose sweep this card belongs to."""
+        return self.entry.item_id or self.entry.id
+
+    def output(self, fmt: str) -> OutputFile | None:
+        return next((o for o in self.outputs if o.format == fmt), None)
+
+
+def build_cards(root: str, entries: Iterable[IndexEntry]) -> list[Card]:
+    """A card per entry, in order, with its images written under `report/` (stale ones removed)."""
+    cards = []
+    used_names: set[str] = set()
+    for order, entry in enumerate(entries):
+        card = Card(entry, order, _asset_name(entry.id, used_names))
+        card.outputs, card.output_notes = _existing_outputs(root, entry)
+        if os.path.isfile(os.path.join(root, f"{card.id}.json")):  # ids match ID_PATTERN: no slashes
+            card.sidecar = f"{card.id}.json"
+        cards.append(card)
+    make_asset_dirs(root)
+    inputs: dict[tuple[str, str | None], list[Card]] = {}
+    for card in cards:
+        if card.entry.input.uri:
+            inputs.setdefault((card.entry.input.uri, card.entry.input.sha256), []).append(card)
+        else:
+            card.input_note = "no input recorded for this job"
+    # Fetching inputs (possibly remote) and decoding first frames are independent and I/O bound.
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="svdflow-report") as pool:
+        input_futures = {key: pool.submit(input_thumbnail, root, *key) for key in inputs}
+        poster_futures = [(card, pool.submit(poster, root, card.outputs, card.asset_name)) for card in cards]
+        for key, future in input_futures.items():
+            thumb, note = future.result()
+            for card in inputs[key]:
+                card.input_thumb, card.input_note = thumb, note
+        for card, future in poster_futures:
+            card.poster, card.poster_note = future.result()
+    remove_unused_assets(root, {c.poster for c in cards} | {c.input_thumb for c in cards})
+    return cards
+
+
+def safe_relative(name: str) -> str | None:
+    """`name` if it is a plain relative path inside the output folder, else None."""
+    if not name or "\\" in name or "\0" in name or is_url(name):
+        return None
+    if name.startswith("/") or os.path.isabs(name):
+        return None
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return None
+    return name
+
+
+def _asset_name(job_id: str, used: set[str]) -> str:
+    # Ids match ID_PATTERN, so they are file-name safe, but nothing caps an index entry's length.
+    name = job_id if _SAFE_NAME.match(job_id) else "job-" + hashlib.sha256(job_id.encode()).hexdigest()[:16]
+    while name in used:
+        name += "_"
+    used.add(name)
+    return name
+
+
+def _existing_outputs(root: str, entry: IndexEntry) -> tuple[list[OutputFile], list[str]]:
+    outputs, notes = [], []
+    for output in entry.outputs:
+        name = safe_relative(output.file)
+        if name is None:
+            notes.append(f"output {output.file!r} is not a file inside this folder; not shown")
+        elif not os.path.exists(os.path.join(root, name)):
+            notes.append(f"{name} is missing from this folder")
+        else:
+            outputs.append(output)
+    return outputs, notes

@@ -1,0 +1,200 @@
+"""The page: what each card shows, rendered through the Jinja2 templates in `templates/`.
+
+This module decides what the page says (which parameters, which file plays, what a missing input
+reads as); the templates decide the markup. Autoescaping is on for every template, so nothing an
+index holds (ids, errors, URIs) can become markup; links are percent-encoded relative paths. The
+CSS and JS are inlined, so the page is one file that works from file:// and loads nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from svdflow.outputs.entry import ErrorRecord
+from svdflow.outputs.index import RunIndex
+from svdflow.report.cards import Card
+from svdflow.report.layout import SweepUnit, page_units
+
+# Shown in every card, in this order: (key, label, tooltip).
+SHOWN_PARAMS = (
+    ("fps", "fps", "conditioning fps (playback fps in brackets when it differs)"),
+    ("motion_bucket_id", "motion_bucket_id", "amount of motion"),
+    ("noise_aug_strength", "noise_aug_strength", "noise added to the conditioning image"),
+    ("num_frames", "num_frames", "frames generated"),
+    ("num_inference_steps", "steps", "num_inference_steps"),
+    ("guidance", "guidance", "min_guidance_scale - max_guidance_scale"),
+    ("size", "size", "width x height, resize policy"),
+)
+# A shown row that stands for several parameters is marked swept when any of them is.
+_ROW_PARAMS = {"guidance": {"min_guidance_scale", "max_guidance_scale"}, "size": {"width", "height"}}
+# The sort select: (value, label). Values name a card's data-s-<value> attribute.
+SORT_KEYS = (
+    ("order", "index order"), ("id", "id"), ("status", "status"), ("seed", "seed"), ("fps", "fps"),
+    ("motion_bucket_id", "motion_bucket_id"), ("noise_aug_strength", "noise_aug_strength"),
+    ("num_frames", "num_frames"), ("num_inference_steps", "steps"),
+    ("min_guidance_scale", "min_guidance_scale"), ("max_guidance_scale", "max_guidance_scale"),
+    ("pixels", "size (pixels)"), ("finished", "finished at"), ("total_s", "render time"),
+)
+_SORTED_PARAMS = ("fps", "motion_bucket_id", "noise_aug_strength", "num_frames", "num_inference_steps",
+                  "min_guidance_scale", "max_guidance_scale")
+PLAYABLE_AS_IMAGE = ("webp", "gif")  # animated images any browser shows without a video decoder
+NO_JOBS = "index.json records no job yet; run the manifest, then write the report again"
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    label: str
+    text: str
+    tooltip: str | None
+    swept: bool
+
+
+@dataclass(frozen=True)
+class Link:
+    file: str  # relative to the output folder
+    text: str
+
+
+@dataclass(frozen=True)
+class CardView:
+    """Everything the card template shows of one job; paths are relative to the output folder."""
+
+    id: str
+    dom_id: str
+    status: str
+    sort: list[tuple[str, str]]  # data-s-<key> values the page's script sorts by
+    cell: tuple[int, int] | None  # (row, column) inside a sweep's grid
+    aspect: str  # "width/height" of the video (the index allows no size below 64)
+    video: str | None  # the mp4
+    animated: str | None  # a webp or gif: the video's fallback, or the media itself without an mp4
+    poster: str | None
+    placeholder: str  # what the media box says when there is nothing to show
+    swept: str | None  # "motion_bucket_id=60, ..."
+    input_thumb: str | None
+    input_reason: str  # why there is no thumbnail
+    params: list[ParamRow]
+    error: ErrorRecord | None
+    notes: list[str]
+    uri: str
+    links: list[Link]
+    finished_at: str
+    total: str | None
+
+
+@dataclass(frozen=True)
+class SweepView:
+    item: str
+    keys: list[str]
+    columns: int
+    cards: list[CardView]
+
+
+def render_page(cards: list[Card], index: RunIndex, generated_at: str) -> str:
+    """The whole page as one string."""
+    counts = {s: sum(1 for c in cards if c.entry.status == s) for s in ("done", "failed")}
+    facts = [f"{len(cards)} jobs", f"{counts['done']} done", f"{counts['failed']} failed"]
+    if index.manifest:
+        facts.append(f"manifest {index.manifest}")
+    if index.updated_at:
+        facts.append(f"index updated {index.updated_at}")
+    facts.append(f"page written {generated_at}")
+    units = [_sweep_view(u) if isinstance(u, SweepUnit) else _card_view(u) for u in page_units(cards)]
+    return _environment().get_template("index.html.j2").render(
+        name=index.name or "svdflow run", facts=facts, skipped=index.skipped,
+        filters=[("all", len(cards)), ("done", counts["done"]), ("failed", counts["failed"])],
+        sort_keys=SORT_KEYS, units=units, no_jobs=NO_JOBS)
+
+
+def _card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
+    entry, params = card.entry, card.params
+    mp4 = card.output("mp4")
+    animated = next((o for o in (card.output(f) for f in PLAYABLE_AS_IMAGE) if o), None)
+    width, height = params.width, params.height
+    sort = {
+        "order": card.order, "id": card.id, "status": entry.status, "seed": entry.seed,
+        **{key: getattr(params, key) for key in _SORTED_PARAMS},
+        "pixels": width * height, "finished": entry.finished_unix, "total_s": entry.timings.total_s,
+    }
+    notes = [*card.output_notes, *([card.poster_note] if card.poster_note else [])]
+    if card.input_thumb and card.input_note:
+        notes.append(card.input_note)
+    links = [Link(o.file, o.format or o.file) for o in card.outputs]
+    if card.sidecar:
+        links.append(Link(card.sidecar, "json"))
+    total = entry.timings.total_s
+    return CardView(
+        id=card.id, dom_id=f"job-{card.asset_name}", status=entry.status,
+        sort=[(key, _sort_value(value)) for key, value in sort.items()], cell=cell,
+        aspect=f"{width}/{height}",
+        video=mp4.file if mp4 else None, animated=animated.file if animated else None, poster=card.poster,
+        placeholder="no video: the job failed" if entry.status == "failed" else "no playable output in this folder",
+        swept=", ".join(f"{k}={_fmt(v)}" for k, v in card.sweep.items()) or None,
+        input_thumb=card.input_thumb, input_reason=card.input_note or "input not available",
+        params=_param_rows(card), error=entry.error if entry.error and entry.error.message else None,
+        notes=notes, uri=entry.input.uri, links=links, finished_at=entry.finished_at,
+        total=f"{total:.1f} s" if total is not None else None,
+    )
+
+
+def _sweep_view(unit: SweepUnit) -> SweepView:
+    return SweepView(unit.item, unit.keys, unit.columns, [_card_view(c, unit.cells[c.order]) for c in unit.cards])
+
+
+def _param_rows(card: Card) -> list[ParamRow]:
+    rows = [ParamRow("seed", str(card.entry.seed), None, False)]
+    for key, label, tooltip in SHOWN_PARAMS:
+        swept = bool(_ROW_PARAMS.get(key, {key}) & set(card.sweep))
+        rows.append(ParamRow(label, _param_text(card, key), tooltip, swept))
+    return rows
+
+
+def _param_text(card: Card, key: str) -> str:
+    params = card.params
+    if key == "guidance":
+        return f"{_fmt(params.min_guidance_scale)}–{_fmt(params.max_guidance_scale)}"
+    if key == "size":
+        return f"{params.width}×{params.height} {params.resize}"
+    if key == "fps" and float(params.playback_fps) != float(params.fps):
+        return f"{_fmt(params.fps)} ({_fmt(params.playback_fps)})"
+    return _fmt(getattr(params, key))
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "" if value is None else str(value)
+
+
+def _sort_value(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        return repr(value) if math.isfinite(value) else ""
+    return str(value)
+
+
+def _href(relative: str) -> str:
+    """A relative path as a URL path: percent-encoded, so '#', '?' and '%' stay part of the name."""
+    return quote(relative, safe="/")
+
+
+@cache
+def _environment() -> Environment:
+    loader = PackageLoader("svdflow.report", "templates")
+    environment = Environment(
+        loader=loader, autoescape=select_autoescape(enabled_extensions=("html.j2",), default=True),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+    def inline(name: str) -> Markup:
+        """A CSS or JS file of `templates/` as it is: inlined into the page, not parsed as a template."""
+        return Markup(loader.get_source(environment, name)[0])
+
+    environment.filters["href"] = _href
+    environment.globals["inline"] = inline
+    return environment

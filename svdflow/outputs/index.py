@@ -8,6 +8,7 @@ rank shards) back in. Their shape is `svdflow.outputs.entry`.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -38,6 +39,7 @@ class RunIndex:
         self.name, self.manifest, self.updated_at = name, manifest, updated_at  # the document's own fields
         self.flush_every_s = flush_every_s
         self.format_read: int | None = None  # the format index.json was in (None: there was none)
+        self.unreadable: str | None = None  # why index.json could not be used: missing, not JSON, ...
         self.skipped: list[str] = []  # entries that did not fit the format, and why (left out)
         self.shards: list[str] = []  # the shard files load() merged (a killed multi-process run's)
         self._last_flush = 0.0
@@ -52,7 +54,7 @@ class RunIndex:
         document from a newer svdflow is refused, so this one never writes over what it cannot read.
         """
         index = cls(store, **kwargs)
-        parsed = index._read(document)
+        parsed, index.unreadable = index._read(document)
         if parsed is not None:
             index.format_read = parsed.get("svdflow_index")
             index.name, index.manifest, index.updated_at = (
@@ -66,7 +68,7 @@ class RunIndex:
         names = store.json_files()
         index.shards = [name for name in names if SHARD_FILE.match(name)]
         for name in index.shards:
-            shard = index._read(name)
+            shard, _ = index._read(name)
             for raw in (shard or {}).get("jobs", []):
                 index._merge(index._entry(raw, name))
         for name in names:
@@ -80,16 +82,23 @@ class RunIndex:
                 index._merge(index._entry(raw, name))
         return index
 
-    def _read(self, name: str) -> dict | None:
-        parsed = self.store.read_json(name)
+    def _read(self, name: str) -> tuple[dict | None, str | None]:
+        """The parsed document, or None and why it cannot be used."""
+        data = self.store.read_bytes(name)
+        if data is None:
+            return None, "missing"
+        try:
+            parsed = json.loads(data)
+        except ValueError as exc:
+            return None, f"cannot be read as JSON ({exc})"
         if not isinstance(parsed, dict) or not isinstance(parsed.get("jobs"), list):
-            return None
+            return None, "not an svdflow index (no \"jobs\" list)"
         version = parsed.get("svdflow_index")
         if isinstance(version, int) and version > max(READABLE_FORMATS):
             raise EnvironmentProblem(
                 f"{self.store.path(name)}: index format {version} was written by a newer svdflow (this one reads "
                 f"format {max(READABLE_FORMATS)}); upgrade svdflow (pip install -U svdflow) to use this folder")
-        return parsed
+        return parsed, None
 
     def _entry(self, raw, where: str) -> IndexEntry | None:
         try:

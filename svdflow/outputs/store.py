@@ -32,16 +32,22 @@ class OutputStore:
             return os.path.exists(os.path.join(self.root, name))
         return self.fs.exists(posixpath.join(self.root, name))
 
-    def read_json(self, name: str) -> Any:
-        """Parsed JSON, or None when the file is missing or is not valid JSON."""
+    def read_bytes(self, name: str) -> bytes | None:
+        """The file's bytes, or None when it is missing."""
         try:
             if self.is_local:
                 with open(os.path.join(self.root, name), "rb") as f:
-                    data = f.read()
-            else:
-                data = self.fs.cat_file(posixpath.join(self.root, name))
-            return json.loads(data)
-        except (FileNotFoundError, ValueError):
+                    return f.read()
+            return self.fs.cat_file(posixpath.join(self.root, name))
+        except FileNotFoundError:
+            return None
+
+    def read_json(self, name: str) -> Any:
+        """Parsed JSON, or None when the file is missing or is not valid JSON."""
+        data = self.read_bytes(name)
+        try:
+            return None if data is None else json.loads(data)
+        except ValueError:
             return None
 
     def write_bytes(self, name: str, data: bytes) -> None:

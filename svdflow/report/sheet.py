@@ -8,7 +8,6 @@ relative, and CSS and JS are inline (`page`). This module reads the index and wr
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -60,20 +59,12 @@ def _local_root(output_dir: str) -> str:
 def _load_index(output_dir: str, root: str) -> RunIndex:
     """The folder's index (with newer sidecars merged, as every reader sees it), or a UsageError."""
     index = RunIndex.load(OutputStore(root))
-    if index.format_read is None:  # no index.json it could read: the folder is not a run's
-        raise _no_index(output_dir, os.path.join(root, INDEX_FILE))
+    path = os.path.join(root, INDEX_FILE)
+    if index.unreadable == "missing":
+        raise UsageError(f"{output_dir}: no index.json here; run `svdflow run MANIFEST` first, "
+                         "or pass the output folder of a run")
+    if index.unreadable and index.unreadable.startswith("cannot be read"):
+        raise UsageError(f"{path}: {index.unreadable}; run `svdflow run MANIFEST` again to rewrite it")
+    if index.unreadable:
+        raise UsageError(f"{path}: {index.unreadable}; pass the output folder of a run")
     return index
-
-
-def _no_index(output_dir: str, path: str) -> UsageError:
-    if not os.path.isfile(path):
-        return UsageError(f"{output_dir}: no index.json here; run `svdflow run MANIFEST` first, "
-                          "or pass the output folder of a run")
-    # RunIndex says only that it could not use the file; the JSON parser's message says where it broke.
-    try:
-        with open(path, "rb") as f:
-            json.loads(f.read())
-    except (OSError, ValueError) as exc:
-        return UsageError(f"{path}: cannot be read as JSON ({exc}); run `svdflow run MANIFEST` again "
-                          "to rewrite it")
-    return UsageError(f"{path}: not an svdflow index (no \"jobs\" list); pass the output folder of a run")

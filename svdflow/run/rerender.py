@@ -38,7 +38,7 @@ def load_entry(index_path: str, job_id: str) -> IndexEntry:
     merged in as a run would."""
     folder, name = (index_path, INDEX_FILE) if os.path.isdir(index_path) else os.path.split(index_path)
     index = RunIndex.load(OutputStore(folder or "."), document=name)
-    if index.format_read is None:
+    if index.unreadable:
         raise UsageError(f"{index_path}: not an svdflow index.json; pass the index.json of a run "
                          "(or its output folder)")
     entry = index.get(job_id)

@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
-from conftest import write_image
+from conftest import run_cli, write_image
 from test_run import tiny_manifest
 from test_writers import make_frames
 
@@ -198,6 +199,34 @@ def test_masters_false_keeps_none_and_output_changes_render(copy):
     assert all(e["master"] is None and e["output"]["masters"] is False for e in entries(copy).values())
     # A job rendered without a master loses the one it had: it would hold the old render.
     assert list((copy / "out" / ".svdflow" / "masters").iterdir()) == []
+
+
+def test_the_summary_counts_re_encoded_jobs_and_states_the_masters_size(copy, capsys):
+    set_output(copy / "m.yaml", "crf: 23")
+    code, _, err = run_cli(capsys, "run", str(copy / "m.yaml"))
+    assert code == 0
+    lines = err.splitlines()
+    size = sum(path.stat().st_size for path in (copy / "out" / ".svdflow" / "masters").iterdir())
+    assert lines[-2].startswith("0 rendered, 3 re-encoded, 0 up to date, 0 failed in ") and lines[-2].endswith(
+        f"s -> {copy / 'out'}")
+    assert lines[-1] == f"masters: {size / 1024:.1f} KiB in .svdflow/masters/"
+    assert "c: re-encoded in " in err
+
+
+def test_masters_work_in_a_remote_output_folder(tmp_path, monkeypatch):
+    write_image(tmp_path / "a.png")
+    url = f"memory://svdflow-masters/{tmp_path.name}/out"
+    manifest = tiny_manifest(tmp_path, "  - id: a\n    image: a.png\n", formats="[mp4, frames]")
+    manifest.write_text(manifest.read_text().replace("dir: out", f"dir: {url}"))
+    assert run_manifest(manifest).statuses == {"a": "done"}
+    set_output_text = manifest.read_text().replace("formats: [mp4, frames]", "formats: [mp4, frames], crf: 25")
+    manifest.write_text(set_output_text)
+    with monkeypatch.context() as patched:
+        patched.setattr(PipelineSession, "load", never_built)
+        assert plan(manifest) == [("a", "re-encode", "crf 18 -> 25")]
+        assert run_manifest(manifest).statuses == {"a": "re-encoded"}
+    fsspec.filesystem("memory").rm(f"/svdflow-masters/{tmp_path.name}/out/.svdflow/masters/a.mkv")
+    assert plan(manifest) == [("a", "master missing", "master .svdflow/masters/a.mkv is missing")]
 
 
 def test_a_re_encode_imports_no_torch(copy):

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from svdflow.hardware import manifest_overlap_conflict
+from svdflow.outputs.codecs import PRORES_PROFILES
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -201,7 +202,6 @@ class Hardware(StrictModel):
 
 
 OUTPUT_FORMATS = ("mp4", "hevc", "prores", "webm", "gif", "webp", "frames")
-PRORES_PROFILES = ("proxy", "lt", "standard", "hq", "4444", "4444xq")
 
 
 class Output(StrictModel):
@@ -219,7 +219,7 @@ class Output(StrictModel):
         18, ge=0, le=51,
         description="Quality of mp4 (x264), hevc (x265) and webm (VP9, whose scale runs to 63): 0 best (x264, x265: "
                     "lossless), 18 visually lossless, 51 worst. Changing it re-encodes from the masters.")
-    prores_profile: Literal[PRORES_PROFILES] = Field(  # type: ignore[valid-type]
+    prores_profile: Literal[tuple(PRORES_PROFILES)] = Field(  # type: ignore[valid-type]
         "hq",
         description="ProRes flavour of prores: proxy, lt, standard, hq (422 HQ, the default), 4444 or 4444xq "
                     "(4:4:4); 10-bit.")

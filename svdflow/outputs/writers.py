@@ -26,6 +26,7 @@ from PIL import Image, PngImagePlugin
 
 from svdflow.errors import OutputWriteError
 from svdflow.locations import Location
+from svdflow.manifest.schema import OUTPUT_FORMATS
 from svdflow.outputs.atomic import (
     atomic_local_dir,
     atomic_local_path,
@@ -56,7 +57,7 @@ __all__ = [
     "write_png_frames",
 ]
 
-FORMATS = ("mp4", "hevc", "prores", "webm", "gif", "webp", "frames")
+FORMATS = OUTPUT_FORMATS
 SUFFIXES = {"mp4": ".mp4", "hevc": ".hevc.mp4", "prores": ".mov", "webm": ".webm", "gif": ".gif", "webp": ".webp",
             "frames": "_frames", "master": ".mkv"}
 

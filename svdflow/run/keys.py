@@ -26,10 +26,6 @@ def key_material(job: Job, input_sha256: str, spec: RunSpec) -> KeyMaterial:
     )
 
 
-def content_key(material: KeyMaterial) -> str:
-    return material.key
-
-
 def frames_sha256(frames) -> str:
     """Hash of the decoded uint8 frames (shape included): what `rerender --verify` compares."""
     digest = hashlib.sha256(f"{tuple(frames.shape)}|{frames.dtype}|".encode())

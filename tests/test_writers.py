@@ -257,6 +257,31 @@ def test_every_format_is_byte_reproducible(tmp_path):
     assert all(a.sha256 != c.sha256 for a, c in zip(first, other, strict=True))
 
 
+_ENCODE_ON_ONE_CPU = """
+import json, os, sys
+sys.path.insert(0, sys.argv[2])
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # ffmpeg inherits it: a one-core machine
+from test_writers import make_frames
+from svdflow.outputs.writers import write_outputs
+written = write_outputs(make_frames(t=16, h=256, w=256), sys.argv[1], "a", ["mp4", "hevc", "prores", "webm"],
+                        playback_fps=7, provenance="k")
+print(json.dumps([w.sha256 for w in written]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_video_bytes_do_not_depend_on_the_machines_core_count(tmp_path):
+    """x264, x265 and libvpx pick their thread count from the cores they see, and the bytes follow it
+    (on this clip, 1 thread and 4 give other bytes in all three); svdflow pins it. Encoded with every
+    core here, and in a process limited to one core."""
+    here = write_outputs(make_frames(t=16, h=256, w=256), str(tmp_path / "many"), "a", ["mp4", "hevc", "prores", "webm"],
+                         playback_fps=7, provenance="k")
+    proc = subprocess.run([sys.executable, "-c", _ENCODE_ON_ONE_CPU, str(tmp_path / "one"), str(REPO / "tests")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert json.loads(proc.stdout) == [w.sha256 for w in here]
+
+
 def test_rewrite_replaces_outputs_and_leaves_no_temporaries(tmp_path):
     write_outputs(FRAMES, str(tmp_path), "a", FORMATS, playback_fps=7)
     shorter = make_frames(t=3, shift=5)

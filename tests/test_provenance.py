@@ -79,10 +79,10 @@ def test_inspect_says_why_a_file_has_no_provenance(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     cases = {
         str(tmp_path / "plain.mp4"): "carries no svdflow provenance (written by another program, or its metadata was "
-                                     "stripped); pass a file svdflow 0.2 or later wrote, or use `svdflow rerender INDEX "
+                                     "stripped); pass a file svdflow wrote, or use `svdflow rerender INDEX "
                                      "--id ID` with the run's index.json",
         str(tmp_path / "plain.gif"): "carries no svdflow provenance (written by another program, or its metadata was "
-                                     "stripped); pass a file svdflow 0.2 or later wrote, or use `svdflow rerender INDEX "
+                                     "stripped); pass a file svdflow wrote, or use `svdflow rerender INDEX "
                                      "--id ID` with the run's index.json",
         str(RELEASE / "city.mp4"): "written by svdflow 0.1, which stored only the content key (107921b4de7d…); use "
                                    "`svdflow rerender INDEX --id ID` with the run's index.json",

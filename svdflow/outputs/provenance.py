@@ -115,7 +115,7 @@ def read_provenance(path: str) -> Provenance:
     text = embedded_text(path)
     if text is None:
         raise UsageError(f"{path}: carries no svdflow provenance (written by another program, or its metadata "
-                         "was stripped); pass a file svdflow 0.2 or later wrote, or use `svdflow rerender "
+                         "was stripped); pass a file svdflow wrote, or use `svdflow rerender "
                          "INDEX --id ID` with the run's index.json")
     if _RELEASE_0_1_COMMENT.match(text):
         raise UsageError(f"{path}: written by svdflow 0.1, which stored only the content key ({text[len('svdflow key='):][:12]}…); "

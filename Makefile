@@ -44,6 +44,7 @@ run: $(STAMP)
 schemas: $(STAMP)
 	$(PY) -m svdflow schema manifest > schemas/manifest.schema.json
 	$(PY) -m svdflow schema index > schemas/index.schema.json
+	$(PY) -m svdflow schema provenance > schemas/provenance.schema.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check svdflow tests benchmarks

@@ -7,6 +7,7 @@
         print(planned.job.id, planned.status, planned.reason)
     result = run_manifest(spec, RunOptions(fail_fast=True))
     print(result.summary())
+    print(read_provenance("renders/spring-campaign/rocket.mp4").params)   # how a file was made
 
 A run restores the process-wide settings it changes (torch's float32 matmul precision, the inductor
 cache's environment, dynamo's limits) when it ends, so it can run inside another program.
@@ -14,12 +15,14 @@ cache's environment, dynamo's limits) when it ends, so it can run inside another
 
 from svdflow.errors import SvdflowError, exit_code_for
 from svdflow.manifest import load_run_spec
+from svdflow.outputs.entry import Provenance
 from svdflow.outputs.index import RunIndex
+from svdflow.outputs.provenance import read_provenance
 from svdflow.report import write_report
 from svdflow.run.executor import RunOptions, RunResult
 from svdflow.run.planning import PlannedJob, plan_run
 from svdflow.run.rerender import RerenderResult, rerender
 from svdflow.run.runner import run_manifest
 
-__all__ = ["PlannedJob", "RerenderResult", "RunIndex", "RunOptions", "RunResult", "SvdflowError", "exit_code_for",
-           "load_run_spec", "plan_run", "rerender", "run_manifest", "write_report"]
+__all__ = ["PlannedJob", "Provenance", "RerenderResult", "RunIndex", "RunOptions", "RunResult", "SvdflowError",
+           "exit_code_for", "load_run_spec", "plan_run", "read_provenance", "rerender", "run_manifest", "write_report"]

@@ -63,7 +63,7 @@ def _report_validation(path: Path, spec, problems, as_json: bool) -> None:
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON on stdout.")
-@click.option("--check", is_flag=True, help="Exit 1 when any job would render (for Make).")
+@click.option("--check", is_flag=True, help="Exit 1 when any job would render or re-encode (for Make).")
 @click.option("--only", "only", multiple=True, metavar="ID", help="Plan only this job id (repeatable).")
 def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     """Show the jobs a manifest resolves to, and which of them would render."""
@@ -81,7 +81,7 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
         from svdflow.views import print_plan  # rich takes 0.1 s to import; --json does not need it
 
         print_plan(spec, planned)
-    if check and any(p.would_render for p in planned):
+    if check and any(p.has_work for p in planned):
         raise SystemExit(1)
 
 
@@ -126,27 +126,46 @@ def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json
 
 
 @cli.command()
-@click.argument("index", type=click.Path(path_type=Path))
-@click.option("--id", "job_id", required=True, help="The job to render again.")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--id", "job_id", default=None, help="The job to render again (with an index.json or output folder).")
 @click.option("--verify", is_flag=True, help="Exit 1 unless the new frames hash to the recorded ones.")
-@click.option("--out", "out_dir", default=None, help="Folder for the new files (default: rerendered/ beside the index).")
+@click.option("--out", "out_dir", default=None,
+              help="Folder for the new files (default: rerendered/ beside the index or the file).")
 @click.option("--device", default=None, help="Render on this device instead of the recorded one (e.g. cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def rerender(index: Path, job_id: str, verify: bool, out_dir: str | None, device: str | None, as_json: bool) -> None:
-    """Render one job again from its index entry alone (no manifest needed)."""
+def rerender(source: Path, job_id: str | None, verify: bool, out_dir: str | None, device: str | None,
+             as_json: bool) -> None:
+    """Render one job again, from SOURCE alone (no manifest needed): a file svdflow wrote (its embedded
+    provenance), or an index.json or output folder with --id."""
     from svdflow.run.rerender import rerender as rerender_job
     from svdflow.run.rerender import verify_or_raise
 
-    result = rerender_job(str(index), job_id, out_dir=out_dir, device=device)
+    result = rerender_job(str(source), job_id, out_dir=out_dir, device=device)
     if as_json:
         click.echo(json.dumps({"id": result.job_id, "frames_sha256": result.frames_sha256,
                                "recorded_frames_sha256": result.recorded_frames_sha256,
                                "matches": result.matches, "outputs": result.outputs,
                                "differences": result.differences}))
-    _stderr(f"{job_id}: {'frames match the record' if result.matches else 'frames DIFFER from the record'}"
+    _stderr(f"{result.job_id}: {'frames match the record' if result.matches else 'frames DIFFER from the record'}"
             f" -> {', '.join(result.outputs)}")
     if verify:
         verify_or_raise(result)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the provenance JSON on stdout.")
+def inspect(file: Path, as_json: bool) -> None:
+    """Show how a file svdflow wrote was made: the provenance it carries (video, GIF, WebP, PNG frames)."""
+    from svdflow.outputs.provenance import read_provenance
+
+    provenance = read_provenance(str(file))
+    if as_json:
+        click.echo(provenance.model_dump_json(indent=2))
+    else:
+        from svdflow.views import provenance_text
+
+        click.echo(provenance_text(str(file), provenance))
 
 
 @cli.command()
@@ -188,11 +207,14 @@ def bench(variant, cases, videos, steps, frames, height, width, device, json_pat
 
 
 @cli.command()
-@click.argument("which", type=click.Choice(["manifest", "index"]), default="manifest")
+@click.argument("which", type=click.Choice(["manifest", "index", "provenance"]), default="manifest")
 def schema(which: str) -> None:
-    """Print a JSON Schema: the manifest's (default) or index.json's and the sidecars'."""
+    """Print a JSON Schema: the manifest's (default), index.json's and the sidecars', or the provenance
+    embedded in every file."""
     if which == "index":
         from svdflow.outputs.entry import index_json_schema as json_schema
+    elif which == "provenance":
+        from svdflow.outputs.entry import provenance_json_schema as json_schema
     else:
         from svdflow.manifest.schema import json_schema
 

@@ -108,6 +108,10 @@ class OutputWriteError(JobError):
     """A job's outputs could not be encoded or written."""
 
 
+class MasterError(JobError):
+    """A job's lossless master is missing, damaged or does not hold the recorded frames."""
+
+
 class VerifyMismatch(SvdflowError):
     """`rerender --verify` produced frames that differ from the recorded ones."""
 

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from svdflow.manifest.resolve import RunSpec
+from svdflow.outputs.masters import MASTERS_DIR
 
 
 def _console(stderr: bool = False) -> Console:
@@ -45,8 +46,9 @@ def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
         lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
                            for row in [PLAN_COLUMNS, *rows]]
         console.file.write("\n".join(lines) + "\n")
-    counts = Counter("render" if p.would_render else "up to date" for p in planned)
-    console.print(f"{counts['render']} to render, {counts['up to date']} up to date")
+    counts = Counter("render" if p.would_render else "re-encode" if p.would_reencode else "up to date"
+                     for p in planned)
+    console.print(f"{counts['render']} to render, {counts['re-encode']} to re-encode, {counts['up to date']} up to date")
 
 
 def _short(uri: str, width: int = 48) -> str:
@@ -68,5 +70,55 @@ def print_summary(result, console: Console | None = None) -> None:
         console.print(table)
     if result.orphans:
         console.print(f"orphaned (no longer in the manifest, files kept): {', '.join(result.orphans)}")
-    console.print(f"{summary['rendered']} rendered, {summary['up_to_date']} up to date, {summary['failed']} failed "
-                  f"in {summary['seconds']:.1f}s -> {result.spec.output_dir}")
+    console.print(f"{summary['rendered']} rendered, {summary['re_encoded']} re-encoded, {summary['up_to_date']} up to "
+                  f"date, {summary['failed']} failed in {summary['seconds']:.1f}s -> {result.spec.output_dir}")
+    if result.spec.masters or result.masters_bytes:
+        console.print(f"masters: {human_bytes(result.masters_bytes)} in {MASTERS_DIR}/")
+
+
+def human_bytes(count: int) -> str:
+    """1536 -> "1.5 KiB"."""
+    if count < 1024:
+        return f"{count} bytes"
+    value = count / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def provenance_text(path: str, p) -> str:
+    """What `svdflow inspect FILE` prints: the provenance a file carries, one fact per line."""
+    model = p.model
+    hardware = p.hardware
+    output = p.output
+    settings = [", ".join(output.formats), f"crf {output.crf}"]
+    if "prores" in output.formats:
+        settings.append(f"prores_profile {output.prores_profile}")
+    settings.append(f"masters {'on' if output.masters else 'off'}")
+    lines = [
+        f"{path}: job {p.id} of {p.run.name}, svdflow {p.versions.get('svdflow', '?')}",
+        f"  item        {p.item_id}, seed {p.seed} ({p.seed_origin})",
+        f"  input       {p.input.uri}",
+        f"              sha256 {p.input.sha256}",
+        f"  model       {model.source}, revision {model.revision or 'none'}, variant {model.variant or 'none'}, "
+        f"loaded {model.resolved_revision or 'from a local folder'}",
+        "  parameters  " + ", ".join(f"{name} {value}" for name, value in p.params.model_dump().items()),
+    ]
+    if p.sweep:
+        lines.append("  sweep       " + ", ".join(f"{name} {value}" for name, value in p.sweep.items()))
+    if hardware is not None:
+        lines.append(f"  hardware    {hardware.device}, {hardware.dtype}, profile {hardware.profile}, "
+                     f"offload {hardware.offload}, compile {'on' if hardware.compile else 'off'}")
+    lines += [
+        "  output      " + "; ".join(settings),
+        f"  frames      sha256 {p.frames_sha256}",
+        f"  keys        content {p.key}",
+        f"              render  {p.render_key}",
+        f"              output  {p.output_key}",
+        "  versions    " + ", ".join(f"{name} {value}" for name, value in p.versions.items() if name != "platform"),
+        f"  manifest    {p.run.manifest}",
+        f"render again: svdflow rerender {path} --verify",
+    ]
+    return "\n".join(lines)

@@ -108,17 +108,20 @@ def free_port() -> int:
 
 
 def done_entry(planned, spec, outputs=()):
-    """A `done` index entry for a planned job, as a run that wrote `outputs` would record it."""
+    """A `done` index entry for a planned job, as a run that wrote `outputs` (and no master) would record it."""
     from svdflow.outputs.entry import IndexEntry, InputRecord, ModelRecord, OutputSettings, RunRecord, Timings
     from svdflow.run.entries import collect_versions
 
-    job = planned.job
+    job, material = planned.job, planned.material
     return IndexEntry(
-        id=job.id, item_id=job.item_id, status="done", key=planned.key, key_material=planned.material,
+        id=job.id, item_id=job.item_id, status="done", key=material.key, render_key=material.render_key,
+        output_key=material.output_key, key_material=material,
         params=job.params, seed=job.seed, seed_origin=job.seed_origin, sweep=job.sweep,
         input=InputRecord(uri=job.image, sha256=planned.input_sha256, source_size=(64, 64)),
         model=ModelRecord(**spec.model.model_dump(), resolved_revision=None), hardware=None,
-        outputs=list(outputs), frames_sha256=None,
-        output=OutputSettings(formats=list(spec.formats), crf=spec.crf), timings=Timings(),
-        versions=collect_versions(), error=None, run=RunRecord(name=spec.name, manifest=str(spec.manifest_path)),
+        outputs=list(outputs), master=None, encoded_from="render", frames_sha256=None,
+        output=OutputSettings(formats=list(spec.formats), crf=spec.crf, prores_profile=spec.prores_profile,
+                              masters=spec.masters),
+        timings=Timings(), versions=collect_versions(), error=None,
+        run=RunRecord(name=spec.name, manifest=str(spec.manifest_path)),
         finished_at="2026-12-01T00:00:00Z", finished_unix=1.0)

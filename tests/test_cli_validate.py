@@ -92,7 +92,7 @@ def test_plan_table(capsys, examples):
     assert lines[1].split() == ["id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "status"]
     assert lines[2].split()[0] == "city-m60-aug0.02" and lines[2].split()[3:] == [
         "112x64", "8", "4", "7", "60", "0.02", "new"]
-    assert lines[-1] == "6 to render, 0 up to date"
+    assert lines[-1] == "6 to render, 0 to re-encode, 0 up to date"
 
 
 def test_plan_of_an_invalid_manifest(capsys, monkeypatch):

@@ -232,6 +232,47 @@ def test_kill_9_while_a_decode_waits_for_the_next_job_then_rerun_finishes_the_re
     assert temporaries(out) == []
 
 
+def test_kill_9_during_a_re_encode_leaves_no_truncated_file_and_the_rerun_finishes(tmp_path):
+    write_image(tmp_path / "a.png")
+    manifest = tiny_manifest(tmp_path, THREE_JOBS)
+    out = tmp_path / "out"
+    masters = out / ".svdflow" / "masters"
+    # Killed while writing c's master: a complete temporary, no master under its name, c unrecorded.
+    proc = svdflow(tmp_path, "run", "m.yaml", crash_at="before-rename:c.mkv")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert set(check_folder(out)) == {"a", "b"} and not (masters / "c.mkv").exists()
+    assert [name for name in os.listdir(masters) if name.startswith(".c.mkv.tmp-")]
+    proc = svdflow(tmp_path, "run", "m.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(masters)) == ["a.mkv", "b.mkv", "c.mkv"]  # the dead run's temporary is gone
+    rendered = check_folder(out)
+    manifest.write_text(manifest.read_text().replace("formats: [mp4]", "formats: [mp4], crf: 30"))
+
+    # b's new mp4 is encoded and not yet renamed; a was re-encoded and recorded before it.
+    proc = svdflow(tmp_path, "run", "m.yaml", crash_at="before-rename:b.mp4")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    after = check_folder(out)
+    assert after["a"]["output"]["crf"] == 30 and after["b"] == rendered["b"] and after["c"] == rendered["c"]
+    assert [name for name in temporaries(out) if name.startswith(".b.mp4.tmp-")]
+
+    # Killed between re-encoding c's mp4 and recording it: the new file sits beside the old record.
+    proc = svdflow(tmp_path, "run", "m.yaml", crash_at="before-rename:c.json")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    after = check_folder(out, records_match=False)
+    assert after["b"]["output"]["crf"] == 30 and after["c"] == rendered["c"]
+
+    proc = svdflow(tmp_path, "run", "m.yaml", "--json")
+    assert proc.returncode == 0, proc.stderr
+    finished = json.loads(proc.stdout.splitlines()[-1])
+    assert (finished["rendered"], finished["re_encoded"], finished["up_to_date"]) == (0, 1, 2)
+    assert not any(e["event"] == "job_stage" and e["stage"] in ("load model", "denoise")
+                   for e in map(json.loads, proc.stdout.splitlines()))
+    after = check_folder(out)
+    assert all(e["output"]["crf"] == 30 and e["frames_sha256"] == rendered[job_id]["frames_sha256"]
+               for job_id, e in after.items())
+    assert temporaries(out) == [] and sorted(os.listdir(masters)) == ["a.mkv", "b.mkv", "c.mkv"]
+
+
 def test_kill_9_at_random_moments_then_rerun_renders_only_unfinished_jobs(tmp_path):
     write_image(tmp_path / "a.png")
     tiny_manifest(tmp_path, THREE_JOBS + "  - id: d\n    image: a.png\n    seed: 3\n")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import write_image, write_manifest
+from test_index import video_stream
 
-from svdflow.api import RunOptions, run_manifest
+from svdflow.api import RunOptions, read_provenance, run_manifest
 from svdflow.run.engines.torchrun import World, assign, lonely_launch_hint
 
 MANIFEST = """
@@ -64,13 +65,18 @@ def test_two_processes_render_the_same_frames_as_one(tmp_path):
     assert proc.returncode != 0  # job d fails: the launcher passes rank 0's exit code 1 on
     assert "[rank 0/2]" in proc.stderr and "[rank 1/2]" in proc.stderr
     assert "merged 2 index shards" in proc.stderr
-    assert "3 rendered, 0 up to date, 1 failed" in proc.stderr
+    assert "3 rendered, 0 re-encoded, 0 up to date, 1 failed" in proc.stderr
     one, two = index_of(tmp_path / "single"), index_of(tmp_path / "multi")
     assert list(two) == ["a", "b", "c", "d"]  # manifest order, whatever rank finished first
     for job_id in "abc":
         assert two[job_id]["status"] == "done"
         assert two[job_id]["frames_sha256"] == one[job_id]["frames_sha256"]
-        assert two[job_id]["outputs"][0]["sha256"] == one[job_id]["outputs"][0]["sha256"]
+        # The files differ only by the paths in their provenance (the two campaigns' folders).
+        assert video_stream(tmp_path / "multi" / "out" / f"{job_id}.mp4") == video_stream(
+            tmp_path / "single" / "out" / f"{job_id}.mp4")
+        provenance = [read_provenance(str(tmp_path / run / "out" / f"{job_id}.mp4")).model_dump(exclude={"input", "run"})
+                      for run in ("single", "multi")]
+        assert provenance[0] == provenance[1]
     assert two["d"]["status"] == "failed"
     assert not list((tmp_path / "multi" / "out").glob("index.rank*.json"))
 
@@ -83,7 +89,7 @@ def test_resume_with_another_process_count_renders_only_what_is_missing(tmp_path
 
     proc = launch(TORCHRUN, manifest)
 
-    assert "2 rendered, 1 up to date, 1 failed" in proc.stderr, proc.stderr
+    assert "2 rendered, 0 re-encoded, 1 up to date, 1 failed" in proc.stderr, proc.stderr
     after = index_of(tmp_path)
     assert after["b"]["finished_unix"] == before
     assert {job_id: e["status"] for job_id, e in after.items()} == {

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
+import imageio_ffmpeg
 import pytest
 from conftest import REPO, write_manifest
 
 from svdflow.api import RunIndex, load_run_spec, plan_run, run_manifest
 from svdflow.errors import EnvironmentProblem
-from svdflow.outputs.entry import INDEX_FORMAT, IndexEntry
+from svdflow.outputs.entry import INDEX_FORMAT, IndexEntry, Provenance
+from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.store import OutputStore
+from svdflow.pipeline.session import PipelineSession
 
 RELEASE = REPO / "tests" / "fixtures" / "release-0.1-smoke"  # `make demo`'s folder, written by svdflow 0.1.0
 VOLATILE = ("timings", "finished_at", "finished_unix")
@@ -28,39 +32,104 @@ def jobs(folder) -> dict[str, dict]:
     return {e["id"]: e for e in json.loads((folder / "index.json").read_text())["jobs"]}
 
 
-def test_make_demo_writes_the_bytes_the_release_wrote(tmp_path):
-    """The redesign changed no pixel and no byte: every file of `make demo`, and every key."""
+def video_stream(path) -> bytes:
+    """The H.264 stream of an mp4, without its container (and so without its metadata)."""
+    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v", "-c", "copy",
+                           "-f", "h264", "-"], capture_output=True, check=True).stdout
+
+
+def without_gif_comments(data: bytes) -> bytes:
+    """A GIF's bytes with its comment extensions (0x21 0xFE, then sub-blocks) cut out."""
+    flags = data[10]
+    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)  # header, screen descriptor, global palette
+    out = bytearray(data[:at])
+    while at < len(data):
+        start = at
+        if data[at] == 0x3B:  # trailer
+            at += 1
+        elif data[at] == 0x21:  # extension: label, then sub-blocks up to an empty one
+            at += 2
+            while data[at]:
+                at += data[at] + 1
+            at += 1
+        else:  # image: descriptor, local palette, LZW code size, sub-blocks
+            local = data[at + 9]
+            at += 10 + (3 * 2 ** ((local & 7) + 1) if local & 0x80 else 0) + 1
+            while data[at]:
+                at += data[at] + 1
+            at += 1
+        if data[start:start + 2] != b"\x21\xfe":
+            out += data[start:at]
+    return bytes(out)
+
+
+def test_make_demo_writes_the_frames_and_video_streams_the_release_wrote(tmp_path):
+    """Since the release no pixel changed, and no byte of what encodes them: every job's frames, its
+    keys (format 2 derives them from the release's key material), the H.264 stream of every mp4 and
+    every byte of every GIF, except for the provenance each file now carries (the mp4's container
+    comment, the GIF's comment extension)."""
     manifest = smoke_campaign(tmp_path)
     assert run_manifest(manifest).statuses == {"sunset": "done", "rocket": "done", "city": "done"}
     out, release = tmp_path / "renders" / "smoke", jobs(RELEASE)
+    upgraded = RunIndex.load(OutputStore(str(RELEASE))).entries
     now = jobs(out)
     for job_id, recorded in release.items():
-        assert now[job_id]["frames_sha256"] == recorded["frames_sha256"], job_id
-        assert now[job_id]["key"] == recorded["key"], job_id
-        assert now[job_id]["outputs"] == recorded["outputs"], job_id
-        for output in recorded["outputs"]:
-            assert (out / output["file"]).read_bytes() == (RELEASE / output["file"]).read_bytes(), output["file"]
-        same_shape = {k: v for k, v in now[job_id].items() if k not in VOLATILE + ("input", "run", "versions")}
-        assert same_shape == {k: v for k, v in recorded.items() if k not in VOLATILE + ("input", "run", "versions")}
-        assert list(now[job_id]) == list(recorded)  # the same keys in the same order
+        entry = now[job_id]
+        assert entry["frames_sha256"] == recorded["frames_sha256"], job_id
+        assert (entry["key"], entry["render_key"], entry["output_key"]) == (
+            upgraded[job_id].key, upgraded[job_id].render_key, upgraded[job_id].output_key), job_id
+        assert [(o["format"], o["file"]) for o in entry["outputs"]] == [("mp4", f"{job_id}.mp4"), ("gif", f"{job_id}.gif")]
+        assert video_stream(out / f"{job_id}.mp4") == video_stream(RELEASE / f"{job_id}.mp4"), job_id
+        assert without_gif_comments((out / f"{job_id}.gif").read_bytes()) == (RELEASE / f"{job_id}.gif").read_bytes()
+        for name in (f"{job_id}.mp4", f"{job_id}.gif", entry["master"]["file"]):
+            assert read_provenance(str(out / name)) == Provenance.of(IndexEntry.model_validate(entry)), name
+        volatile = VOLATILE + ("input", "run", "versions", "outputs", "master", "output")
+        assert ({k: v for k, v in entry.items() if k not in volatile}
+                == {k: v for k, v in upgraded[job_id].model_dump(mode="json").items() if k not in volatile})
+        assert entry["output"] == {"formats": ["mp4", "gif"], "crf": 18, "prores_profile": "hq", "masters": True}
 
 
-def test_the_release_index_loads_is_up_to_date_and_is_upgraded_on_the_next_write(tmp_path):
+def test_the_release_index_loads_is_up_to_date_and_is_upgraded_on_the_next_write(tmp_path, monkeypatch):
+    """A campaign rendered by 0.1 has no masters. Its jobs stay up to date (their keys come out the same
+    from the 0.1 material) and the plan says they have no master: rendering them again only to keep
+    one would re-render a whole campaign because svdflow was upgraded, and a lossy mp4 cannot become a
+    lossless master. A change of their files renders them again (there is nothing to re-encode from),
+    and that render keeps a master."""
     shutil.copytree(RELEASE, tmp_path / "renders" / "smoke")
     manifest = smoke_campaign(tmp_path)
     spec = load_run_spec(manifest)
 
-    assert [(p.job.id, p.status) for p in plan_run(spec)] == [
-        ("sunset", "up to date"), ("rocket", "up to date"), ("city", "up to date")]
+    no_master = "no master; a change of its files will render it again"
+    assert [(p.job.id, p.status, p.reason) for p in plan_run(spec)] == [
+        ("sunset", "up to date", no_master), ("rocket", "up to date", no_master), ("city", "up to date", no_master)]
     index = RunIndex.load(OutputStore(spec.output_dir))
     assert (index.format_read, index.skipped, list(index.entries)) == (1, [], ["sunset", "rocket", "city"])
-    assert all(isinstance(entry, IndexEntry) for entry in index.entries.values())
+    assert all(isinstance(entry, IndexEntry) and entry.master is None for entry in index.entries.values())
 
+    monkeypatch.setattr(PipelineSession, "load", never_built)
     result = run_manifest(manifest)
     assert result.statuses == {"sunset": "up to date", "rocket": "up to date", "city": "up to date"}
     written = json.loads((tmp_path / "renders" / "smoke" / "index.json").read_text())
-    assert written["svdflow_index"] == INDEX_FORMAT
-    assert written["jobs"] == json.loads((RELEASE / "index.json").read_text())["jobs"]  # nothing lost on the way
+    assert written["svdflow_index"] == INDEX_FORMAT == 2
+    release = json.loads((RELEASE / "index.json").read_text())["jobs"]
+    new_fields = ("key", "render_key", "output_key", "key_material", "output", "master", "encoded_from")
+    for before, after in zip(release, written["jobs"], strict=True):  # nothing lost on the way
+        assert {k: v for k, v in after.items() if k not in new_fields} == {
+            k: v for k, v in before.items() if k not in new_fields}
+        assert after["key_material"]["render"]["params"] == {
+            k: v for k, v in before["params"].items() if k != "playback_fps"}
+        assert after["key_material"]["output"] == {"formats": ["gif", "mp4"], "params": {"playback_fps": 7.0},
+                                                   "crf": 18}
+        assert (after["output"], after["master"], after["encoded_from"]) == (
+            {"formats": ["mp4", "gif"], "crf": 18, "prores_profile": "hq", "masters": False}, None, "render")
+
+    manifest.write_text(manifest.read_text().replace("formats: [mp4, gif]", "formats: [mp4, gif]\n  crf: 23"))
+    assert {(p.status, p.reason) for p in plan_run(load_run_spec(manifest))} == {
+        ("changed", "crf 18 -> 23; no master to re-encode from: rendering again")}
+
+
+def never_built(self):
+    raise AssertionError("the pipeline was built")
 
 
 def test_an_index_from_a_newer_svdflow_is_refused_not_overwritten(tmp_path):
@@ -70,7 +139,7 @@ def test_an_index_from_a_newer_svdflow_is_refused_not_overwritten(tmp_path):
     with pytest.raises(EnvironmentProblem) as raised:
         RunIndex.load(OutputStore(str(out)))
     assert str(raised.value) == (f"{out}/index.json: index format 99 was written by a newer svdflow (this one reads "
-                                 "format 1); upgrade svdflow (pip install -U svdflow) to use this folder")
+                                 "format 2); upgrade svdflow (pip install -U svdflow) to use this folder")
     assert json.loads((out / "index.json").read_text())["svdflow_index"] == 99
 
 

@@ -31,6 +31,7 @@ from PIL import Image
 
 from svdflow.errors import UsageError
 from svdflow.outputs.entry import IndexEntry
+from svdflow.outputs.upgrade import upgrade_entry
 from svdflow.report import Card, sweep_layout, write_report
 
 CHROMIUM = shutil.which("chromium")
@@ -95,7 +96,7 @@ PARAMS = {"num_frames": T, "num_inference_steps": 4, "fps": 7, "playback_fps": 7
 def make_entry(job_id: str, *, item_id: str | None = None, status: str = "done", params: dict | None = None,
                sweep: dict | None = None, uri: str, input_sha: str | None, outputs: list | None = None,
                error: dict | None = None, finished: float = 1_700_000_000.0) -> dict:
-    """An index entry in the exact shape of `svdflow.outputs.entry.IndexEntry` (validated here)."""
+    """An index entry in the shape svdflow 0.1 wrote (index format 1), which still loads (validated here)."""
     params = {**PARAMS, **(params or {})}
     done = status == "done"
     fetched = error is None or error["stage"] != "fetch"
@@ -121,7 +122,7 @@ def make_entry(job_id: str, *, item_id: str | None = None, status: str = "done",
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
         "finished_unix": finished,
     }
-    IndexEntry.model_validate(entry)
+    IndexEntry.model_validate(upgrade_entry(entry))
     return entry
 
 

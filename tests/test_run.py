@@ -13,7 +13,8 @@ from PIL import Image
 
 from svdflow.api import RunOptions, run_manifest
 from svdflow.cli import main
-from svdflow.outputs.writers import read_mp4_comment
+from svdflow.outputs.entry import IndexEntry, Provenance
+from svdflow.outputs.provenance import read_provenance
 
 TINY_HEADER = """
 svdflow: 1
@@ -71,7 +72,10 @@ def test_local_and_http_inputs_render_all_formats(tmp_path, http_server):
     assert set(local["timings"]) >= {"fetch_s", "render_s", "encode_s", "total_s"}
     assert set(local["versions"]) >= {"svdflow", "torch", "diffusers", "transformers", "python"}
     assert index["remote"]["params"]["motion_bucket_id"] == 200
-    assert read_mp4_comment(str(out / "local.mp4")) == f"svdflow key={local['key']}"
+    provenance = Provenance.of(IndexEntry.model_validate(local))
+    for name in ("local.mp4", "local.gif", "local.webp", "local_frames", "local_frames/00003.png",
+                 ".svdflow/masters/local.mkv"):
+        assert read_provenance(str(out / name)) == provenance, name
     sidecar = json.loads((out / "local.json").read_text())
     assert sidecar == local
 

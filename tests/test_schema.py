@@ -10,9 +10,13 @@ from conftest import REPO
 
 from svdflow.cli import main
 from svdflow.manifest.schema import PARAMETERS, json_schema
+from svdflow.outputs.entry import IndexDocument
+from svdflow.outputs.index import RunIndex
+from svdflow.outputs.store import OutputStore
 
 SCHEMA_FILE = REPO / "schemas" / "manifest.schema.json"
 INDEX_SCHEMA_FILE = REPO / "schemas" / "index.schema.json"
+PROVENANCE_SCHEMA_FILE = REPO / "schemas" / "provenance.schema.json"
 EXAMPLES = sorted((REPO / "manifests").glob("*.yaml"))
 
 
@@ -38,13 +42,33 @@ def test_checked_in_index_schema_is_current_and_every_field_is_described(capsys)
                for prop, spec in obj.get("properties", {}).items() if not spec.get("description")]
     assert missing == []
     assert all(spec.get("description") for spec in schema["properties"].values())
-    # The published schema accepts what the first release wrote, index and sidecar alike.
+    # Each format's schema stays published: format 1's accepts what the first release wrote, index and
+    # sidecar alike; the current one what this svdflow writes.
     import jsonschema
 
     release = REPO / "tests" / "fixtures" / "release-0.1-smoke"
-    jsonschema.validate(json.loads((release / "index.json").read_text()), schema)
-    entry_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/IndexEntry"}
-    jsonschema.validate(json.loads((release / "city.json").read_text()), entry_schema)
+    first = json.loads((REPO / "schemas" / "index-1.schema.json").read_text())
+    assert first["x-svdflow-index-format"] == 1
+    jsonschema.validate(json.loads((release / "index.json").read_text()), first)
+    jsonschema.validate(json.loads((release / "city.json").read_text()), {"$defs": first["$defs"],
+                                                                         "$ref": "#/$defs/IndexEntry"})
+    upgraded = RunIndex.load(OutputStore(str(release)))
+    document = IndexDocument(svdflow_index=2, jobs=list(upgraded.entries.values()))
+    jsonschema.validate(json.loads(document.to_json_bytes()), schema)
+
+
+def test_checked_in_provenance_schema_is_current_and_every_field_is_described(capsys):
+    from svdflow.outputs.entry import provenance_json_schema
+
+    assert PROVENANCE_SCHEMA_FILE.read_text() == json.dumps(provenance_json_schema(), indent=2) + "\n", (
+        "schemas/provenance.schema.json is stale; run `make schemas`")
+    with pytest.raises(SystemExit):
+        main(["schema", "provenance"])
+    assert capsys.readouterr().out == PROVENANCE_SCHEMA_FILE.read_text()
+    schema = provenance_json_schema()
+    missing = [f"{name}.{prop}" for name, obj in schema["$defs"].items()
+               for prop, spec in obj.get("properties", {}).items() if not spec.get("description")]
+    assert missing == [] and all(spec.get("description") for spec in schema["properties"].values())
 
 
 def test_schema_command_prints_the_file(capsys):

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from svdflow.errors import OutputWriteError
-from svdflow.outputs import atomic, writers
+from svdflow.outputs import atomic, codecs, writers
 from svdflow.outputs.atomic import (
     atomic_local_path,
     atomic_write_bytes,
@@ -30,13 +30,14 @@ from svdflow.outputs.atomic import (
     publish_local_file,
     remove_stale_temps,
 )
+from svdflow.outputs.provenance import embedded_text, read_comment
 from svdflow.outputs.writers import (
     FORMATS,
+    EncodeSettings,
     WrittenOutput,
-    encode_mp4,
+    encode_video,
     hash_output,
     output_path,
-    read_mp4_comment,
     write_outputs,
 )
 
@@ -88,6 +89,9 @@ def test_output_path_names_each_format():
     assert output_path("renders/x", "rocket", "gif") == os.path.join("renders/x", "rocket.gif")
     assert output_path("renders/x", "rocket", "webp") == os.path.join("renders/x", "rocket.webp")
     assert output_path("renders/x", "rocket", "frames") == os.path.join("renders/x", "rocket_frames")
+    assert output_path("renders/x", "rocket", "hevc") == os.path.join("renders/x", "rocket.hevc.mp4")
+    assert output_path("renders/x", "rocket", "prores") == os.path.join("renders/x", "rocket.mov")
+    assert output_path("renders/x", "rocket", "webm") == os.path.join("renders/x", "rocket.webm")
     assert output_path("s3://bucket/out", "city-m60", "mp4") == "s3://bucket/out/city-m60.mp4"
     assert output_path("memory://", "a", "gif") == "memory://a.gif"
     with pytest.raises(ValueError, match="unknown output format 'avi'"):
@@ -101,7 +105,7 @@ def test_output_path_names_each_format():
 @pytest.mark.parametrize("fps", [7, 7.5])
 def test_mp4_round_trip(tmp_path, fps):
     comment = "svdflow key=3f9a;#\\odd\nvalue"
-    (out,) = write_outputs(FRAMES, str(tmp_path), "rocket", ["mp4"], playback_fps=fps, comment=comment)
+    (out,) = write_outputs(FRAMES, str(tmp_path), "rocket", ["mp4"], playback_fps=fps, provenance=comment)
     assert out == WrittenOutput(
         "mp4", str(tmp_path / "rocket.mp4"), sha256_of(out.path), os.path.getsize(out.path)
     )
@@ -115,7 +119,7 @@ def test_mp4_round_trip(tmp_path, fps):
     # Measured 2.1 at crf 18 on this clip; chroma subsampling of the sine texture dominates.
     assert np.abs(decoded.astype(int) - FRAMES).mean() < 4
 
-    assert read_mp4_comment(out.path) == comment
+    assert read_comment(out.path) == comment
     dumped = subprocess.run(
         [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", out.path, "-f", "ffmetadata", "-"],
         capture_output=True,
@@ -138,7 +142,7 @@ def test_mp4_size_multiple_of_8_not_16_is_not_resized(tmp_path):
 
 def test_mp4_without_comment_has_none(tmp_path):
     (out,) = write_outputs(FRAMES, str(tmp_path), "a", ["mp4"], playback_fps=7)
-    assert read_mp4_comment(out.path) is None
+    assert read_comment(out.path) is None
 
 
 # Mean abs errors measured on this clip: gif 6.5 (one 256-colour palette for all frames),
@@ -186,9 +190,59 @@ def test_png_frames_are_exact(tmp_path):
     assert hash_output(out.path, "frames") == (out.sha256, out.bytes)
 
 
+def ffmpeg_description(path) -> str:
+    """ffmpeg's one-line description of a file's video stream (codec, profile, fourcc, pixel format)."""
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True,
+                          text=True)
+    return next(line for line in proc.stderr.splitlines() if "Video:" in line).strip()
+
+
+# Mean abs errors measured on this clip at crf 18: hevc 2.0, webm 2.2; prores hq and lt 1.6 (4:2:2), 4444 0.03.
+@pytest.mark.parametrize(("fmt", "settings", "described", "max_error"), [
+    ("hevc", {}, "Video: hevc (Main) (hvc1 / 0x31637668), yuv420p(tv, progressive), 112x64", 4),
+    ("prores", {}, "Video: prores (HQ) (apch / 0x68637061), yuv422p10le(tv, progressive), 112x64", 2),
+    ("prores", {"prores_profile": "lt"}, "Video: prores (LT) (apcs / 0x73637061), yuv422p10le(tv, progressive), "
+                                         "112x64", 2),
+    # Encoded from yuv444p10le; ffmpeg's decoder reports 4444 as 12-bit.
+    ("prores", {"prores_profile": "4444"}, "Video: prores (4444) (ap4h / 0x68347061), yuv444p12le(tv, progressive), "
+                                           "112x64", 2),
+    ("webm", {}, "Video: vp9 (Profile 0), yuv420p(tv, progressive), 112x64", 4),
+])
+def test_hevc_prores_and_webm_decode_to_every_frame(tmp_path, fmt, settings, described, max_error):
+    (out,) = write_outputs(FRAMES, str(tmp_path), "rocket", [fmt], playback_fps=7, provenance="k", **settings)
+    assert ffmpeg_description(out.path).startswith("Stream #0:0") and described in ffmpeg_description(out.path)
+    meta, decoded = decode_mp4(out.path)
+    assert meta["fps"] == pytest.approx(7)
+    assert decoded.shape == FRAMES.shape
+    assert np.abs(decoded.astype(int) - FRAMES).mean() < max_error
+    assert read_comment(out.path) == "k"
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "hevc", "prores", "webm"])
+def test_the_provenance_survives_a_stream_copy_remux(tmp_path, fmt):
+    provenance = json.dumps({"id": "rocket", "note": "ü; = # \\ \n" + "x" * 3000})
+    (out,) = write_outputs(FRAMES, str(tmp_path), "rocket", [fmt], playback_fps=7, provenance=provenance)
+    copy = str(tmp_path / f"copy{os.path.splitext(out.path)[1]}")
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", out.path, "-c", "copy", copy], check=True)
+    assert read_comment(copy) == provenance
+    assert decode_mp4(copy)[1].shape == FRAMES.shape
+
+
+def test_gif_webp_and_png_frames_carry_the_provenance(tmp_path):
+    provenance = json.dumps({"id": "rocket", "note": "ü <svdflow:provenance> & </x>"})
+    written = write_outputs(FRAMES, str(tmp_path), "rocket", ["gif", "webp", "frames"], playback_fps=7,
+                            provenance=provenance)
+    for out in written:
+        assert embedded_text(out.path) == provenance, out.format
+    for name in sorted(os.listdir(tmp_path / "rocket_frames")):
+        assert embedded_text(str(tmp_path / "rocket_frames" / name)) == provenance
+    with Image.open(tmp_path / "rocket.gif") as im:  # the comment changes nothing else
+        assert im.n_frames == len(FRAMES) and im.info["loop"] == 0
+
+
 def test_every_format_is_byte_reproducible(tmp_path):
-    first = write_outputs(FRAMES, str(tmp_path / "one"), "a", FORMATS, playback_fps=7, comment="k")
-    second = write_outputs(FRAMES, str(tmp_path / "two"), "a", FORMATS, playback_fps=7, comment="k")
+    first = write_outputs(FRAMES, str(tmp_path / "one"), "a", FORMATS, playback_fps=7, provenance="k")
+    second = write_outputs(FRAMES, str(tmp_path / "two"), "a", FORMATS, playback_fps=7, provenance="k")
     assert [w.format for w in first] == list(FORMATS)
     for a, b in zip(first, second, strict=True):
         assert (a.format, a.sha256, a.bytes) == (b.format, b.sha256, b.bytes)
@@ -198,16 +252,41 @@ def test_every_format_is_byte_reproducible(tmp_path):
             assert Path(a.path).read_bytes() == Path(b.path).read_bytes()
     # Different frames must not collide, or the recorded hashes would prove nothing.
     other = write_outputs(
-        make_frames(shift=3), str(tmp_path / "three"), "a", FORMATS, playback_fps=7, comment="k"
+        make_frames(shift=3), str(tmp_path / "three"), "a", FORMATS, playback_fps=7, provenance="k"
     )
     assert all(a.sha256 != c.sha256 for a, c in zip(first, other, strict=True))
+
+
+_ENCODE_ON_ONE_CPU = """
+import json, os, sys
+sys.path.insert(0, sys.argv[2])
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # ffmpeg inherits it: a one-core machine
+from test_writers import make_frames
+from svdflow.outputs.writers import write_outputs
+written = write_outputs(make_frames(t=16, h=256, w=256), sys.argv[1], "a", ["mp4", "hevc", "prores", "webm"],
+                        playback_fps=7, provenance="k")
+print(json.dumps([w.sha256 for w in written]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_video_bytes_do_not_depend_on_the_machines_core_count(tmp_path):
+    """x264, x265 and libvpx pick their thread count from the cores they see, and the bytes follow it
+    (on this clip, 1 thread and 4 give other bytes in all three); svdflow pins it. Encoded with every
+    core here, and in a process limited to one core."""
+    here = write_outputs(make_frames(t=16, h=256, w=256), str(tmp_path / "many"), "a", ["mp4", "hevc", "prores", "webm"],
+                         playback_fps=7, provenance="k")
+    proc = subprocess.run([sys.executable, "-c", _ENCODE_ON_ONE_CPU, str(tmp_path / "one"), str(REPO / "tests")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert json.loads(proc.stdout) == [w.sha256 for w in here]
 
 
 def test_rewrite_replaces_outputs_and_leaves_no_temporaries(tmp_path):
     write_outputs(FRAMES, str(tmp_path), "a", FORMATS, playback_fps=7)
     shorter = make_frames(t=3, shift=5)
     written = write_outputs(shorter, str(tmp_path), "a", FORMATS, playback_fps=7)
-    assert sorted(os.listdir(tmp_path)) == ["a.gif", "a.mp4", "a.webp", "a_frames"]
+    assert sorted(os.listdir(tmp_path)) == ["a.gif", "a.hevc.mp4", "a.mov", "a.mp4", "a.webm", "a.webp", "a_frames"]
     assert sorted(os.listdir(tmp_path / "a_frames")) == ["00000.png", "00001.png", "00002.png"]
     assert decode_mp4(str(tmp_path / "a.mp4"))[1].shape[0] == 3
     assert all(hash_output(w.path, w.format) == (w.sha256, w.bytes) for w in written)
@@ -215,9 +294,9 @@ def test_rewrite_replaces_outputs_and_leaves_no_temporaries(tmp_path):
 
 def test_memory_out_dir(tmp_path):
     url = memory_url() + "/renders/x"
-    write_outputs(make_frames(t=4), url, "rocket", FORMATS, playback_fps=7, comment="k")
-    written = write_outputs(FRAMES, url, "rocket", FORMATS, playback_fps=7, comment="k")
-    local = write_outputs(FRAMES, str(tmp_path), "rocket", FORMATS, playback_fps=7, comment="k")
+    write_outputs(make_frames(t=4), url, "rocket", FORMATS, playback_fps=7, provenance="k")
+    written = write_outputs(FRAMES, url, "rocket", FORMATS, playback_fps=7, provenance="k")
+    local = write_outputs(FRAMES, str(tmp_path), "rocket", FORMATS, playback_fps=7, provenance="k")
     fs = fsspec.filesystem("memory")
     root = url[len("memory://") :]
     for remote, here in zip(written, local, strict=True):
@@ -226,7 +305,8 @@ def test_memory_out_dir(tmp_path):
         assert hash_output(remote.path, remote.format) == (remote.sha256, remote.bytes)
     assert fs.cat_file(f"{root}/rocket.mp4") == Path(tmp_path / "rocket.mp4").read_bytes()
     listed = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
-    assert listed == ["rocket.gif", "rocket.mp4", "rocket.webp", "rocket_frames"]
+    assert listed == ["rocket.gif", "rocket.hevc.mp4", "rocket.mov", "rocket.mp4", "rocket.webm", "rocket.webp",
+                      "rocket_frames"]
     frames = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{root}/rocket_frames", detail=False))
     assert frames == [f"{i:05d}.png" for i in range(len(FRAMES))]
 
@@ -286,10 +366,11 @@ def test_odd_size_mp4_is_refused_with_the_fix(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_ffmpeg_failure_reports_its_message(tmp_path):
+def test_ffmpeg_failure_reports_its_message(tmp_path, monkeypatch):
     path = str(tmp_path / "a.mp4")
+    monkeypatch.setattr(codecs, "MP4_PRESET", "no-such-preset")
     with pytest.raises(OutputWriteError, match=r"a\.mp4: could not encode mp4 \(ffmpeg exited with status"):
-        encode_mp4(FRAMES, path, fps=7, crf=18, comment="", preset="no-such-preset")
+        encode_video(FRAMES, path, "mp4", EncodeSettings(playback_fps=7))
 
 
 def _fail_midway(frames, path, **kwargs):
@@ -301,7 +382,7 @@ def _fail_midway(frames, path, **kwargs):
 def test_crash_while_encoding_keeps_the_previous_output(tmp_path, monkeypatch):
     (previous,) = write_outputs(FRAMES, str(tmp_path), "rocket", ["mp4"], playback_fps=7)
     before = Path(previous.path).read_bytes()
-    monkeypatch.setattr(writers, "_encode_mp4", _fail_midway)
+    monkeypatch.setattr(writers, "_encode_video", _fail_midway)
     with pytest.raises(OutputWriteError) as info:
         write_outputs(make_frames(shift=9), str(tmp_path), "rocket", ["mp4"], playback_fps=7)
     assert str(info.value) == (
@@ -329,7 +410,7 @@ def test_crash_while_writing_frames_keeps_the_previous_folder(tmp_path, monkeypa
         n: (tmp_path / "rocket_frames" / n).read_bytes() for n in os.listdir(tmp_path / "rocket_frames")
     }
 
-    def two_then_crash(frames, folder):
+    def two_then_crash(frames, folder, provenance=""):
         for i in range(2):
             Image.fromarray(frames[i]).save(os.path.join(folder, f"{i:05d}.png"))
         raise OSError(errno.EIO, os.strerror(errno.EIO))
@@ -344,7 +425,7 @@ def test_crash_while_writing_frames_keeps_the_previous_folder(tmp_path, monkeypa
 
 def test_crash_during_remote_encode_uploads_nothing(monkeypatch):
     url = memory_url()
-    monkeypatch.setattr(writers, "_encode_mp4", _fail_midway)
+    monkeypatch.setattr(writers, "_encode_video", _fail_midway)
     with pytest.raises(OutputWriteError, match="could not write"):
         write_outputs(FRAMES, url, "rocket", ["mp4"], playback_fps=7)
     assert fsspec.filesystem("memory").ls(url[len("memory://") :], detail=False) == []

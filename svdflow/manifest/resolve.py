@@ -73,6 +73,8 @@ class RunSpec:
     crf: int
     jobs: tuple[Job, ...]
     warnings: tuple[Problem, ...] = ()
+    prores_profile: str = "hq"
+    masters: bool = True
 
     def job(self, job_id: str) -> Job:
         for job in self.jobs:
@@ -131,6 +133,8 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
         crf=manifest.output.crf,
         jobs=tuple(jobs),
         warnings=tuple(warnings),
+        prores_profile=manifest.output.prores_profile,
+        masters=manifest.output.masters,
     )
 
 

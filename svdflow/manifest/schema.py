@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from svdflow.hardware import manifest_overlap_conflict
+from svdflow.outputs.codecs import PRORES_PROFILES
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -200,15 +201,32 @@ class Hardware(StrictModel):
         return self
 
 
+OUTPUT_FORMATS = ("mp4", "hevc", "prores", "webm", "gif", "webp", "frames")
+
+
 class Output(StrictModel):
     """Where and how videos are written."""
 
     dir: str = Field(
         "renders/{name}", min_length=1,
         description="Output folder, relative to the manifest's folder, or an fsspec URL; {name} is the manifest's name.")
-    formats: list[Literal["mp4", "gif", "webp", "frames"]] = Field(
-        ["mp4"], min_length=1, description="Files to write per job: mp4, gif, webp, frames (PNG folder).")
-    crf: int = Field(18, ge=0, le=51, description="mp4 (x264) quality: 0 lossless, 18 visually lossless, 51 worst.")
+    formats: list[Literal[OUTPUT_FORMATS]] = Field(  # type: ignore[valid-type]
+        ["mp4"], min_length=1,
+        description="Files to write per job: mp4 (H.264), hevc (H.265 in .hevc.mp4, tagged hvc1 for Apple "
+                    "players), prores (.mov, ProRes 422 HQ 10-bit 4:2:2 by default, for editors), webm (VP9), "
+                    "gif, webp, frames (a folder of PNGs).")
+    crf: int = Field(
+        18, ge=0, le=51,
+        description="Quality of mp4 (x264), hevc (x265) and webm (VP9, whose scale runs to 63): 0 best (x264, x265: "
+                    "lossless), 18 visually lossless, 51 worst. Changing it re-encodes from the masters.")
+    prores_profile: Literal[tuple(PRORES_PROFILES)] = Field(  # type: ignore[valid-type]
+        "hq",
+        description="ProRes flavour of prores: proxy, lt, standard, hq (422 HQ, the default), 4444 or 4444xq "
+                    "(4:4:4); 10-bit.")
+    masters: bool = Field(
+        True,
+        description="Keep each job's frames losslessly (FFV1) in <dir>/.svdflow/masters, so that a change of "
+                    "formats, crf, playback_fps or prores_profile re-encodes them instead of rendering again.")
 
     @field_validator("formats")
     @classmethod

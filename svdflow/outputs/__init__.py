@@ -1,1 +1,2 @@
-"""Writing a job's results: encoded videos, frames, sidecars and the index, crash-safe."""
+"""Writing a job's results, crash-safe: encoded files carrying the job's provenance, lossless masters,
+sidecars and the index."""

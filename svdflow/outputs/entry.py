@@ -3,12 +3,24 @@
 
 People's own tools read these files, so their shape is this module's Pydantic models, published as
 `schemas/index.schema.json` (`svdflow schema index`), and versioned: `svdflow_index` says which
-format a document is, and every older format still loads (and is written back in the current one).
-Nothing else in svdflow parses or builds these files' JSON: it goes through `svdflow.outputs.index`.
+format a document is, and every older format still loads (`svdflow.outputs.upgrade`) and is written
+back in the current one. Nothing else in svdflow parses or builds these files' JSON: it goes through
+`svdflow.outputs.index`. `Provenance`, the part of an entry every written file carries inside it, is
+published as `schemas/provenance.schema.json`.
+
+Keys. A job has two: the render key hashes what decides its pixels (`RenderMaterial`), the output
+key what decides its files from those pixels (`OutputMaterial`); the content key hashes both. When
+only the output key changed, the files are encoded again from the job's lossless master. Both
+materials follow one rule so that svdflow can grow without re-rendering anyone's campaign: release
+0.1's twelve per-job parameters are always in a material, and a parameter added since enters only
+where it differs from its default (`keyed_params`). A new parameter that shapes the files rather
+than the pixels (a loop, an interpolation) is named in `OUTPUT_PARAMETERS`; an output setting that
+applies to some formats only enters while one of them is listed (`OutputMaterial.of`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Literal
 
@@ -17,9 +29,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from svdflow.hardware import HardwareRecord
 from svdflow.manifest.schema import ID_PATTERN, JobParams
 
-# 1: svdflow 0.1 (the first release).
-INDEX_FORMAT = 1
-READABLE_FORMATS = (1,)
+# 1: svdflow 0.1 (the first release). 2: render and output keys, masters, provenance in the files.
+INDEX_FORMAT = 2
+READABLE_FORMATS = (1, 2)
+PROVENANCE_FORMAT = 1
+
+# The per-job parameters of release 0.1: always part of a key's material (see the module docstring).
+RELEASE_PARAMETERS = ("num_frames", "num_inference_steps", "fps", "playback_fps", "motion_bucket_id",
+                      "noise_aug_strength", "min_guidance_scale", "max_guidance_scale", "width", "height",
+                      "resize", "seed")
+# Per-job parameters that decide the written files, not the rendered frames: output key, not render key.
+OUTPUT_PARAMETERS = ("playback_fps",)
+# The formats whose encoder takes output.crf, and the one that takes output.prores_profile.
+CRF_FORMATS = ("mp4", "hevc", "webm")
+PRORES_FORMATS = ("prores",)
 
 JobStatus = Literal["done", "failed"]
 
@@ -47,25 +70,92 @@ class ModelRef(Record):
 
 
 class OutputSettings(Record):
-    """What the job's files were written as."""
+    """What the job's files were written as: the run's output block."""
 
     formats: list[str] = Field(description="The formats written, as output.formats listed them.")
-    crf: int = Field(description="output.crf: the mp4 quality setting.")
+    crf: int = Field(description="output.crf: the quality of mp4, hevc and webm.")
+    prores_profile: str = Field(description="output.prores_profile: the ProRes flavour of prores.")
+    masters: bool = Field(description="output.masters: whether the run kept lossless masters.")
 
 
-class KeyMaterial(Record):
-    """Everything the content key hashes: what decides the job's pixels and files."""
+ParamValue = int | float | str | bool | None
+
+
+def keyed_params(params: BaseModel, *, output: bool) -> dict[str, ParamValue]:
+    """A job's parameters as a key's material takes them: those that decide the pixels (or, with
+    `output`, the files); release 0.1's always, later ones only where they differ from their default,
+    so that adding a parameter never changes an existing job's keys."""
+    fields = type(params).model_fields
+    values = params.model_dump(mode="json")
+    return {name: value for name, value in values.items()
+            if (name in OUTPUT_PARAMETERS) == output
+            and (name in RELEASE_PARAMETERS or value != fields[name].default)}
+
+
+class RenderMaterial(Record):
+    """What the render key hashes: everything that decides the job's pixels."""
 
     render_version: str = Field(description="svdflow's render version (bumped when svdflow's pixels change).")
     input_sha256: str = Field(description="sha256 of the input image's bytes.")
-    params: JobParams = Field(description="The job's resolved parameters.")  # type: ignore[valid-type]
+    params: dict[str, ParamValue] = Field(
+        description="The parameters that decide the pixels: release 0.1's (less playback_fps), and any later "
+                    "one only where it differs from its default.")
     model: ModelRef = Field(description="The model as the manifest named it.")
-    output: OutputSettings = Field(description="Formats (sorted) and crf.")
+
+    @classmethod
+    def of(cls, *, render_version: str, input_sha256: str, params: BaseModel, model: ModelRef) -> RenderMaterial:
+        return cls(render_version=render_version, input_sha256=input_sha256,
+                   params=keyed_params(params, output=False), model=model)
+
+
+class OutputMaterial(_DropsNone):
+    """What the output key hashes: everything that decides the files made from the job's pixels."""
+
+    formats: list[str] = Field(description="The formats written, sorted.")
+    params: dict[str, ParamValue] = Field(
+        description="The per-job parameters that shape the files (playback_fps; a later one only where it "
+                    "differs from its default).")
+    crf: int | None = Field(None, description="output.crf; only while mp4, hevc or webm is listed.")
+    prores_profile: str | None = Field(None, description="output.prores_profile; only while prores is listed.")
+
+    @classmethod
+    def of(cls, *, formats: list[str] | tuple[str, ...], params: BaseModel, crf: int,
+           prores_profile: str) -> OutputMaterial:
+        return cls(formats=sorted(formats), params=keyed_params(params, output=True),
+                   crf=crf if any(f in CRF_FORMATS for f in formats) else None,
+                   prores_profile=prores_profile if any(f in PRORES_FORMATS for f in formats) else None)
+
+
+class KeyMaterial(Record):
+    """Everything the content key hashes: the render part (render key) and the output part (output key)."""
+
+    render: RenderMaterial = Field(description="What decides the pixels; hashes to render_key.")
+    output: OutputMaterial = Field(description="What decides the files made from them; hashes to output_key.")
 
     def canonical_json(self) -> bytes:
         """The bytes the content key hashes: sorted keys, no spaces, ASCII."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=True).encode()
+        return canonical_json(self)
+
+    @property
+    def key(self) -> str:
+        return sha256_of(self)
+
+    @property
+    def render_key(self) -> str:
+        return sha256_of(self.render)
+
+    @property
+    def output_key(self) -> str:
+        return sha256_of(self.output)
+
+
+def canonical_json(model: BaseModel) -> bytes:
+    return json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True).encode()
+
+
+def sha256_of(model: BaseModel) -> str:
+    return hashlib.sha256(canonical_json(model)).hexdigest()
 
 
 class InputRecord(Record):
@@ -86,10 +176,19 @@ class ModelRecord(ModelRef):
 class OutputFile(Record):
     """One written file (or, for frames, folder of PNGs)."""
 
-    format: str = Field(description="mp4, gif, webp or frames.")
+    format: str = Field(description="mp4, hevc, prores, webm, gif, webp or frames.")
     file: str = Field(description="Its name in the output folder.")
     sha256: str = Field(description="sha256 of its bytes; for frames, over the PNGs in name order.")
     bytes: int = Field(description="Its size; for frames, the PNGs' total.")
+
+
+class MasterRecord(Record):
+    """The job's lossless master: its rendered frames, kept so that output changes re-encode them."""
+
+    file: str = Field(description="Its path in the output folder: .svdflow/masters/<id>.mkv.")
+    codec: Literal["ffv1"] = Field(description="ffv1: FFV1 (lossless, planar RGB) in Matroska.")
+    sha256: str = Field(description="sha256 of its bytes: a master that differs is not used.")
+    bytes: int = Field(description="Its size.")
 
 
 class Timings(_DropsNone):
@@ -125,7 +224,9 @@ class IndexEntry(Record):
     item_id: str = Field(description="The item it came from.")
     status: JobStatus = Field(description="done, or failed (see error).")
     key: str | None = Field(description="The content key: sha256 of key_material; null when the input could not be read.")
-    key_material: KeyMaterial | None = Field(description="What the content key hashes.")
+    render_key: str | None = Field(description="sha256 of key_material.render: what decides the pixels.")
+    output_key: str | None = Field(description="sha256 of key_material.output: what decides the files from the pixels.")
+    key_material: KeyMaterial | None = Field(description="What the keys hash.")
     params: JobParams = Field(description="The job's resolved parameters.")  # type: ignore[valid-type]
     seed: int = Field(description="The seed the noise was drawn with (also in params).")
     seed_origin: Literal["item", "sweep", "derived"] = Field(
@@ -135,6 +236,11 @@ class IndexEntry(Record):
     model: ModelRecord = Field(description="The weights.")
     hardware: HardwareRecord | None = Field(description="The hardware settings used; null when it never reached the pipeline.")
     outputs: list[OutputFile] = Field(description="The files written.")
+    master: MasterRecord | None = Field(description="The lossless master; null when none was kept (masters: false, "
+                                                    "svdflow 0.1, a failed job).")
+    encoded_from: Literal["render", "master"] = Field(
+        description="render: the files were encoded from this job's render; master: re-encoded from its master "
+                    "after an output-only change (hardware, versions and frames_sha256 are the render's).")
     frames_sha256: str | None = Field(description="sha256 of the uint8 frames (shape included): what rerender --verify compares.")
     output: OutputSettings = Field(description="The output settings of the run.")
     timings: Timings = Field(description="Seconds per stage.")
@@ -146,6 +252,42 @@ class IndexEntry(Record):
 
     def to_json_bytes(self) -> bytes:
         return _pretty(self.model_dump(mode="json", by_alias=True))
+
+
+class Provenance(Record):
+    """How one job's files were made, embedded in each of them (video: the container's comment; PNG:
+    an iTXt chunk `svdflow`; GIF: a comment; WebP: XMP): its index entry, less what is only known once
+    the files are written (the outputs and their hashes, timings, the finishing time). Read by
+    `svdflow inspect FILE`; enough for `svdflow rerender FILE`."""
+
+    svdflow_provenance: int = Field(description=f"The provenance format; this svdflow writes {PROVENANCE_FORMAT}.")
+    id: str = Field(pattern=ID_PATTERN, description="The job id.")
+    item_id: str = Field(description="The item it came from.")
+    key: str = Field(description="The content key: sha256 of key_material.")
+    render_key: str = Field(description="sha256 of key_material.render: what decides the pixels.")
+    output_key: str = Field(description="sha256 of key_material.output: what decides the files.")
+    key_material: KeyMaterial = Field(description="What the keys hash.")
+    params: JobParams = Field(description="The job's resolved parameters.")  # type: ignore[valid-type]
+    seed: int = Field(description="The seed the noise was drawn with (also in params).")
+    seed_origin: Literal["item", "sweep", "derived"] = Field(description="Where the seed came from.")
+    sweep: dict[str, int | float | str] = Field(description="The swept values that made this job.")
+    input: InputRecord = Field(description="The input image.")
+    model: ModelRecord = Field(description="The weights.")
+    hardware: HardwareRecord | None = Field(description="The hardware settings the frames were rendered with.")
+    frames_sha256: str = Field(description="sha256 of the rendered uint8 frames: what rerender --verify compares.")
+    output: OutputSettings = Field(description="The output settings the files were written with.")
+    versions: dict[str, str] = Field(description="Versions of svdflow and of the libraries that decided the pixels.")
+    run: RunRecord = Field(description="The campaign and manifest the job was rendered from.")
+
+    @classmethod
+    def of(cls, entry: IndexEntry) -> Provenance:
+        """A done entry's provenance (the same for each of its files)."""
+        shared = (name for name in cls.model_fields if name != "svdflow_provenance")
+        return cls(svdflow_provenance=PROVENANCE_FORMAT, **{name: getattr(entry, name) for name in shared})
+
+    def to_text(self) -> str:
+        """The JSON embedded in the files: compact, and the same for the same entry."""
+        return self.model_dump_json()
 
 
 class IndexDocument(Record):
@@ -167,10 +309,21 @@ def _pretty(value: Any) -> bytes:
 
 
 def index_json_schema() -> dict[str, Any]:
-    """The index's JSON Schema, as checked into schemas/index.schema.json."""
+    """The index's JSON Schema, as checked into schemas/index.schema.json (format 1's stays beside it,
+    schemas/index-1.schema.json)."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://svdflow.dev/schemas/index.schema.json",
         "x-svdflow-index-format": INDEX_FORMAT,
         **IndexDocument.model_json_schema(by_alias=True),
+    }
+
+
+def provenance_json_schema() -> dict[str, Any]:
+    """The embedded provenance's JSON Schema, as checked into schemas/provenance.schema.json."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://svdflow.dev/schemas/provenance.schema.json",
+        "x-svdflow-provenance-format": PROVENANCE_FORMAT,
+        **Provenance.model_json_schema(by_alias=True),
     }

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from svdflow.errors import EnvironmentProblem
 from svdflow.outputs.entry import INDEX_FORMAT, READABLE_FORMATS, IndexDocument, IndexEntry
 from svdflow.outputs.store import OutputStore
+from svdflow.outputs.upgrade import upgrade_entry
 
 INDEX_FILE = "index.json"
 # Under a multi-process launcher each rank writes its own shard; rank 0 merges them into index.json.
@@ -102,7 +103,7 @@ class RunIndex:
 
     def _entry(self, raw, where: str) -> IndexEntry | None:
         try:
-            return IndexEntry.model_validate(raw)
+            return IndexEntry.model_validate(upgrade_entry(raw))
         except ValidationError as exc:
             job = raw.get("id") if isinstance(raw, dict) else None
             error = exc.errors(include_url=False)[0]
@@ -127,14 +128,14 @@ class RunIndex:
     def get(self, job_id: str) -> IndexEntry | None:
         return self.entries.get(job_id)
 
-    def is_up_to_date(self, job_id: str, key: str) -> bool:
-        """Done with this key, and every recorded output still there, of the recorded size.
+    def outputs_intact(self, job_id: str) -> bool:
+        """Every output the job's entry records is still there, of the recorded size.
 
         A file of another size is not this entry's output: a run killed after replacing a job's files
         but before recording it leaves the old record beside the new files.
         """
         entry = self.entries.get(job_id)
-        if entry is None or entry.status != "done" or entry.key != key:
+        if entry is None:
             return False
         for out in entry.outputs:
             if out.format == "frames":  # a folder's size is its PNGs' total
@@ -143,6 +144,10 @@ class RunIndex:
             elif self.store.size(out.file) != out.bytes:
                 return False
         return True
+
+    def masters_bytes(self) -> int:
+        """The recorded masters' total size."""
+        return sum(entry.master.bytes for entry in self.entries.values() if entry.master is not None)
 
     def record(self, entry: IndexEntry) -> None:
         """Keep a finished job's entry: its sidecar now, the index soon."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from svdflow.errors import LockHeldError
 from svdflow.locations import Location
 from svdflow.outputs.atomic import remove_stale_temps
+from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.outputs.store import OutputStore
 
 LOCK_FILE = ".svdflow.lock"
@@ -71,6 +72,7 @@ def claim_output_dir(store: OutputStore) -> OutputLock:
     lock = OutputLock(store.location).acquire()
     if store.is_local:
         remove_stale_temps(store.root)
+        remove_stale_temps(os.path.join(store.root, MASTERS_DIR))
     return lock
 
 

@@ -1,8 +1,10 @@
-"""Encode one job's frames to mp4, gif, webp or PNG frames, crash-safe and byte-reproducible.
+"""Encode one job's frames in each output format, crash-safe and byte-reproducible, each file
+carrying the job's provenance.
 
 Output hashes are recorded in the index and compared on later runs, so every encoder here is
 pinned to settings that give the same bytes for the same frames on any machine with the same
-ffmpeg/Pillow builds (see `encode_mp4` for what that took with x264).
+ffmpeg/Pillow builds (`svdflow.outputs.codecs` says what that took per codec); the provenance is
+stored as `svdflow.outputs.provenance` describes.
 """
 
 from __future__ import annotations
@@ -17,46 +19,70 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 
 import fsspec
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from svdflow.errors import OutputWriteError
 from svdflow.locations import Location
+from svdflow.manifest.schema import OUTPUT_FORMATS
 from svdflow.outputs.atomic import (
     atomic_local_dir,
     atomic_local_path,
     publish_local_dir,
     publish_local_file,
 )
+from svdflow.outputs.codecs import (
+    CODEC_NAMES,
+    PRORES_PROFILES,
+    VIDEO_FORMATS,
+    encode_command,
+    needs_even_size,
+    pix_fmt,
+)
+from svdflow.outputs.provenance import PNG_KEYWORD, xmp_packet
 
 __all__ = [
     "FORMATS",
+    "EncodeSettings",
     "WrittenOutput",
     "encode_gif",
-    "encode_mp4",
+    "encode_video",
     "encode_webp",
     "hash_output",
     "output_path",
-    "read_mp4_comment",
+    "write_file",
     "write_outputs",
     "write_png_frames",
 ]
 
-FORMATS = ("mp4", "gif", "webp", "frames")
-_SUFFIX = {"mp4": ".mp4", "gif": ".gif", "webp": ".webp", "frames": "_frames"}
-
-MP4_PRESET = "medium"
-# x264 is deterministic for a given thread count, but its default thread count follows the CPU
-# count and changes the bitstream (frame threads limit motion search and the options SEI records
-# threads=N). A fixed count makes the bytes the same on a laptop and on a 64-core render node.
-MP4_THREADS = 4
+FORMATS = OUTPUT_FORMATS
+SUFFIXES = {"mp4": ".mp4", "hevc": ".hevc.mp4", "prores": ".mov", "webm": ".webm", "gif": ".gif", "webp": ".webp",
+            "frames": "_frames", "master": ".mkv"}
 
 GIF_PALETTE_SAMPLE_PIXELS = 250_000
 WEBP_QUALITY = 90
 WEBP_METHOD = 4
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How a job's files are encoded: the output block's settings, the job's playback rate, and the
+    provenance JSON every file carries ("" for none)."""
+
+    playback_fps: float
+    crf: int = 18
+    prores_profile: str = "hq"
+    provenance: str = ""
+
+    def check(self) -> None:
+        _check_fps(self.playback_fps)
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be between 0 and 51, got {self.crf}")
+        if self.prores_profile not in PRORES_PROFILES:
+            raise ValueError(f"unknown prores_profile {self.prores_profile!r}; expected one of "
+                             f"{', '.join(PRORES_PROFILES)}")
 
 
 @dataclass(frozen=True)
@@ -120,10 +146,13 @@ def _reporting(shown: str, action: str = "could not write", remote: bool = False
 
 
 def output_path(out_dir: str, job_id: str, fmt: str) -> str:
-    """`<out_dir>/<id>.mp4|.gif|.webp`, or `<out_dir>/<id>_frames` for PNG frames."""
+    """`<out_dir>/<id>.mp4|.hevc.mp4|.mov|.webm|.gif|.webp`, or `<out_dir>/<id>_frames` for PNG frames."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    name, out_dir = job_id + _SUFFIX[fmt], str(out_dir)
+    return _join(str(out_dir), job_id + SUFFIXES[fmt])
+
+
+def _join(out_dir: str, name: str) -> str:
     if Location.parse(out_dir).is_local:
         return os.path.join(out_dir, name)  # as given: relative stays relative
     return Location.parse(out_dir).join(name).text
@@ -151,59 +180,22 @@ def _frame_duration_ms(fps: float) -> int:
 # mp4
 
 
-def _ffmpeg() -> str:
-    # Imported here: a run that writes only frames, GIF or WebP needs no ffmpeg binary.
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def _mp4_command(
-    path: str, width: int, height: int, *, fps, crf: int, comment: str, preset: str
-) -> list[str]:
-    rate = str(Fraction(fps).limit_denominator(1001 * 1000)) if not isinstance(fps, Fraction) else str(fps)
-    cmd = [
-        _ffmpeg(),
-        "-hide_banner",
-        "-loglevel", "error",
-        "-y",
-        "-f", "rawvideo",
-        "-pix_fmt", "rgb24",
-        "-s", f"{width}x{height}",
-        "-r", rate,
-        "-i", "pipe:0",
-        "-an",
-        "-map_metadata", "-1",
-        "-c:v", "libx264",
-        "-preset", preset,
-        "-crf", str(crf),
-        "-pix_fmt", "yuv420p",
-        "-threads", str(MP4_THREADS),
-        # Without these the file embeds the libavformat/libavcodec versions ("Lavf61.7.100"),
-        # so upgrading imageio-ffmpeg would change every hash even for identical video.
-        "-fflags", "+bitexact",
-        "-flags:v", "+bitexact",
-        "-movflags", "+faststart",
-    ]  # fmt: skip
-    if comment:
-        cmd += ["-metadata", f"comment={comment}"]
-    cmd += ["-f", "mp4", path]
-    return cmd
-
-
-def _encode_mp4(frames: np.ndarray, path: str, *, fps, crf: int, comment: str, preset: str) -> None:
+def _encode_video(frames: np.ndarray, path: str, *, fmt: str, settings: EncodeSettings, fps=None) -> None:
+    """`fmt` is a video format or `master`; `fps` overrides the settings' playback rate (masters)."""
     _, height, width, _ = frames.shape
-    if width % 2 or height % 2:
+    name = CODEC_NAMES[fmt]
+    if needs_even_size(fmt, settings.prores_profile) and (width % 2 or height % 2):
         raise _EncodeFailed(
-            f"could not encode mp4 (width {width} and height {height} must both be even for H.264 "
-            "with yuv420p)",
+            f"could not encode {fmt} (width {width} and height {height} must both be even for {name} "
+            f"with {pix_fmt(fmt, settings.prores_profile)})",
             "use an even width and height, or another format",
         )
     try:
-        cmd = _mp4_command(path, width, height, fps=fps, crf=crf, comment=comment, preset=preset)
+        cmd = encode_command(fmt, path, width, height, fps=fps or settings.playback_fps, crf=settings.crf,
+                             prores_profile=settings.prores_profile, comment=settings.provenance)
     except RuntimeError as exc:  # imageio-ffmpeg found no ffmpeg binary
         raise _EncodeFailed(
-            f"could not encode mp4 ({exc})", "reinstall it: pip install --force-reinstall imageio-ffmpeg"
+            f"could not encode {fmt} ({exc})", "reinstall it: pip install --force-reinstall imageio-ffmpeg"
         ) from exc
     data = np.ascontiguousarray(frames).data.cast("B")
     # ffmpeg is run directly rather than through imageio_ffmpeg.write_frames: write_frames leaves
@@ -220,61 +212,21 @@ def _encode_mp4(frames: np.ndarray, path: str, *, fps, crf: int, comment: str, p
                 fix = text
                 break
         raise _EncodeFailed(
-            f"could not encode mp4 (ffmpeg exited with status {proc.returncode}: {detail})", fix
+            f"could not encode {fmt} (ffmpeg exited with status {proc.returncode}: {detail})", fix
         )
 
 
-def encode_mp4(
-    frames: np.ndarray, path: str, *, fps, crf: int, comment: str, preset: str = MP4_PRESET
-) -> None:
-    """Encode H.264/yuv420p mp4 to a local path (not atomic; `write_outputs` adds that).
+def encode_video(frames: np.ndarray, path: str, fmt: str, settings: EncodeSettings) -> None:
+    """Encode mp4, hevc, prores or webm to a local path (not atomic; `write_outputs` adds that).
 
-    `comment` is stored as the container's comment tag; `read_mp4_comment` reads it back.
+    The provenance is stored as the container's comment tag (`svdflow.outputs.provenance` reads it).
     """
     _check_frames(frames)
-    _check_fps(fps)
-    if not 0 <= crf <= 51:
-        raise ValueError(f"crf must be between 0 and 51, got {crf}")
+    settings.check()
+    if fmt not in VIDEO_FORMATS:
+        raise ValueError(f"not a video format: {fmt!r}; expected one of {', '.join(VIDEO_FORMATS)}")
     with _reporting(path):
-        _encode_mp4(frames, path, fps=fps, crf=crf, comment=comment, preset=preset)
-
-
-def _parse_ffmetadata(text: str) -> dict[str, str]:
-    # ffmetadata escapes '=', ';', '#', '\\' and newline with a backslash, so a value may span
-    # physical lines; only an unescaped newline ends an entry. The first (global) value wins.
-    tags: dict[str, str] = {}
-    key: list[str] = []
-    value: list[str] = []
-    in_value = False
-    chars = iter(text + "\n")
-    for ch in chars:
-        if ch == "\\":
-            (value if in_value else key).append(next(chars, ""))
-        elif ch == "\n":
-            if in_value:
-                tags.setdefault("".join(key), "".join(value))
-            key, value, in_value = [], [], False
-        elif ch == "=" and not in_value:
-            in_value = True
-        else:
-            (value if in_value else key).append(ch)
-    return tags
-
-
-def read_mp4_comment(path: str) -> str | None:
-    """The comment tag of a local mp4 (svdflow stores the job's content key there), or None."""
-    proc = subprocess.run(
-        [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-i", Location.parse(path).path,
-         "-f", "ffmetadata", "-"],
-        capture_output=True,
-        check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise OutputWriteError(
-            f"{path}: could not read metadata ({proc.stderr.decode('utf-8', 'replace').strip()}); "
-            "check that the file is a complete mp4"
-        )
-    return _parse_ffmetadata(proc.stdout.decode("utf-8", "replace")).get("comment")
+        _encode_video(frames, path, fmt=fmt, settings=settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +248,7 @@ def _gif_palette(frames: np.ndarray) -> Image.Image:
     return Image.fromarray(sample, mode="RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
 
 
-def _encode_gif(frames: np.ndarray, path: str, *, fps) -> None:
+def _encode_gif(frames: np.ndarray, path: str, *, settings: EncodeSettings) -> None:
     palette = _gif_palette(frames)
     # No dithering: error diffusion differs from frame to frame, which shows as crawling noise in
     # an animation and nearly doubles the file size.
@@ -306,24 +258,26 @@ def _encode_gif(frames: np.ndarray, path: str, *, fps) -> None:
         format="GIF",
         save_all=True,
         append_images=images[1:],
-        duration=_frame_duration_ms(fps),
+        duration=_frame_duration_ms(settings.playback_fps),
         loop=0,
         optimize=False,
+        **({"comment": settings.provenance.encode("utf-8")} if settings.provenance else {}),
     )
 
 
-def _encode_webp(frames: np.ndarray, path: str, *, fps) -> None:
+def _encode_webp(frames: np.ndarray, path: str, *, settings: EncodeSettings) -> None:
     images = _pil_frames(frames)
     images[0].save(
         path,
         format="WEBP",
         save_all=True,
         append_images=images[1:],
-        duration=_frame_duration_ms(fps),
+        duration=_frame_duration_ms(settings.playback_fps),
         loop=0,
         lossless=False,
         quality=WEBP_QUALITY,
         method=WEBP_METHOD,
+        **({"xmp": xmp_packet(settings.provenance)} if settings.provenance else {}),
     )
 
 
@@ -331,36 +285,40 @@ def _png_name(index: int) -> str:
     return f"{index:05d}.png"
 
 
-def _write_pngs(frames: np.ndarray, folder: str) -> None:
+def _write_pngs(frames: np.ndarray, folder: str, provenance: str = "") -> None:
+    info = None
+    if provenance:
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(PNG_KEYWORD, provenance, zip=True)
     for index, image in enumerate(_pil_frames(frames)):
-        image.save(os.path.join(folder, _png_name(index)), format="PNG")
+        image.save(os.path.join(folder, _png_name(index)), format="PNG", pnginfo=info)
 
 
-def encode_gif(frames: np.ndarray, path: str, *, fps) -> None:
+def encode_gif(frames: np.ndarray, path: str, settings: EncodeSettings) -> None:
     """Encode an endlessly looping GIF to a local path (not atomic; `write_outputs` adds that).
 
     GIF stores delays in hundredths of a second, so 7 fps plays at 1/0.14 s. Pillow merges
     consecutive identical frames into one longer frame, so a still video has fewer frames.
     """
     _check_frames(frames)
-    _check_fps(fps)
+    settings.check()
     with _reporting(path):
-        _encode_gif(frames, path, fps=fps)
+        _encode_gif(frames, path, settings=settings)
 
 
-def encode_webp(frames: np.ndarray, path: str, *, fps) -> None:
+def encode_webp(frames: np.ndarray, path: str, settings: EncodeSettings) -> None:
     """Encode a looping lossy animated WebP to a local path (not atomic; `write_outputs` adds that)."""
     _check_frames(frames)
-    _check_fps(fps)
+    settings.check()
     with _reporting(path):
-        _encode_webp(frames, path, fps=fps)
+        _encode_webp(frames, path, settings=settings)
 
 
-def write_png_frames(frames: np.ndarray, folder: str) -> None:
+def write_png_frames(frames: np.ndarray, folder: str, provenance: str = "") -> None:
     """Write 00000.png, 00001.png, ... into an existing local folder (not atomic on its own)."""
     _check_frames(frames)
     with _reporting(folder):
-        _write_pngs(frames, Location.parse(folder).path)
+        _write_pngs(frames, Location.parse(folder).path, provenance)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,7 +355,7 @@ def hash_output(path: str, fmt: str) -> tuple[str, int]:
     For "frames" the digest runs over the folder's `*.png` files sorted by name, feeding for
     each `"<name>\\n<size>\\n"` (UTF-8) and then the file's bytes; the size is their total.
     """
-    if fmt not in FORMATS:
+    if fmt not in SUFFIXES:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if Location.parse(path).is_local:
         local = Location.parse(path).path
@@ -415,14 +373,12 @@ def hash_output(path: str, fmt: str) -> tuple[str, int]:
 # one job
 
 
-def _encoder(fmt: str, *, fps, crf: int, comment: str) -> Callable[[np.ndarray, str], None]:
-    if fmt == "mp4":
-        return lambda frames, path: _encode_mp4(
-            frames, path, fps=fps, crf=crf, comment=comment, preset=MP4_PRESET
-        )
+def _encoder(fmt: str, settings: EncodeSettings) -> Callable[[np.ndarray, str], None]:
     if fmt == "gif":
-        return lambda frames, path: _encode_gif(frames, path, fps=fps)
-    return lambda frames, path: _encode_webp(frames, path, fps=fps)
+        return lambda frames, path: _encode_gif(frames, path, settings=settings)
+    if fmt == "webp":
+        return lambda frames, path: _encode_webp(frames, path, settings=settings)
+    return lambda frames, path: _encode_video(frames, path, fmt=fmt, settings=settings)
 
 
 def _make_out_dir(out_dir: str) -> None:
@@ -437,12 +393,12 @@ def _make_out_dir(out_dir: str) -> None:
 
 def _write_file(frames: np.ndarray, final: str, fmt: str, encode: Callable, remote: bool) -> WrittenOutput:
     if not remote:
-        with _reporting(final), atomic_local_path(final, suffix=_SUFFIX[fmt]) as tmp:
+        with _reporting(final), atomic_local_path(final, suffix=SUFFIXES[fmt]) as tmp:
             encode(frames, tmp)
             sha, size = _sha256_file(tmp)
         return WrittenOutput(fmt, final, sha, size)
     with _reporting(final), tempfile.TemporaryDirectory(prefix="svdflow-") as scratch:
-        tmp = os.path.join(scratch, "out" + _SUFFIX[fmt])
+        tmp = os.path.join(scratch, "out" + SUFFIXES[fmt])
         encode(frames, tmp)
         sha, size = _sha256_file(tmp)
         with _reporting(final, "could not upload", remote=True):
@@ -450,20 +406,34 @@ def _write_file(frames: np.ndarray, final: str, fmt: str, encode: Callable, remo
     return WrittenOutput(fmt, final, sha, size)
 
 
-def _write_frames(frames: np.ndarray, final: str, remote: bool) -> WrittenOutput:
+def _write_frames(frames: np.ndarray, final: str, remote: bool, provenance: str) -> WrittenOutput:
     if not remote:
         with _reporting(final), atomic_local_dir(final) as tmp:
-            _write_pngs(frames, tmp)
+            _write_pngs(frames, tmp, provenance)
             sha, size = _sha256_frames(_local_png_items(tmp))
         return WrittenOutput("frames", final, sha, size)
     with _reporting(final), tempfile.TemporaryDirectory(prefix="svdflow-") as scratch:
         tmp = os.path.join(scratch, "frames")
         os.mkdir(tmp)
-        _write_pngs(frames, tmp)
+        _write_pngs(frames, tmp, provenance)
         sha, size = _sha256_frames(_local_png_items(tmp))
         with _reporting(final, "could not upload", remote=True):
             publish_local_dir(tmp, final)
     return WrittenOutput("frames", final, sha, size)
+
+
+def write_file(frames: np.ndarray, folder: str, name: str, fmt: str, settings: EncodeSettings,
+               fps=None) -> WrittenOutput:
+    """Encode `<folder>/<name>` (local or fsspec URL) in a video format or as a `master`, atomically;
+    `fps` overrides the settings' playback rate."""
+    if fmt not in (*VIDEO_FORMATS, "master"):
+        raise ValueError(f"not a video format: {fmt!r}")
+    _make_out_dir(folder)
+
+    def encode(frames: np.ndarray, path: str) -> None:
+        _encode_video(frames, path, fmt=fmt, settings=settings, fps=fps)
+
+    return _write_file(frames, _join(folder, name), fmt, encode, remote=not Location.parse(folder).is_local)
 
 
 def write_outputs(
@@ -474,16 +444,20 @@ def write_outputs(
     *,
     playback_fps: float,
     crf: int = 18,
-    comment: str = "",
+    prores_profile: str = "hq",
+    provenance: str = "",
 ) -> list[WrittenOutput]:
-    """Encode `frames` (uint8, T×H×W×3) in each format into `out_dir` (local or fsspec URL).
+    """Encode `frames` (uint8, T×H×W×3) in each format into `out_dir` (local or fsspec URL), each file
+    carrying `provenance` (the job's JSON; "" for none).
 
     Each output replaces any previous one atomically: readers see the old file or the new one,
     never a partial one. Raises OutputWriteError naming the output and the fix when encoding or
     writing fails; outputs finished before the failure stay in place.
     """
     _check_frames(frames)
-    _check_fps(playback_fps)
+    settings = EncodeSettings(playback_fps=playback_fps, crf=crf, prores_profile=prores_profile,
+                              provenance=provenance)
+    settings.check()
     if isinstance(formats, str):
         raise ValueError(f"formats must be a sequence of format names, got the string {formats!r}")
     unknown = [f for f in formats if f not in FORMATS]
@@ -491,8 +465,6 @@ def write_outputs(
         raise ValueError(f"unknown output format(s) {unknown}; expected some of {', '.join(FORMATS)}")
     if len(set(formats)) != len(formats):
         raise ValueError(f"formats must not repeat, got {list(formats)}")
-    if not 0 <= crf <= 51:
-        raise ValueError(f"crf must be between 0 and 51, got {crf}")
 
     remote = not Location.parse(out_dir).is_local
     _make_out_dir(out_dir)
@@ -500,8 +472,7 @@ def write_outputs(
     for fmt in formats:
         final = output_path(out_dir, job_id, fmt)
         if fmt == "frames":
-            written.append(_write_frames(frames, final, remote))
+            written.append(_write_frames(frames, final, remote, provenance))
         else:
-            encode = _encoder(fmt, fps=playback_fps, crf=crf, comment=comment)
-            written.append(_write_file(frames, final, fmt, encode, remote))
+            written.append(_write_file(frames, final, fmt, _encoder(fmt, settings), remote))
     return written

@@ -1,7 +1,9 @@
-"""A job's index entry, built from what the run knows of it; and encoding a rendered job's files.
+"""A job's index entry, built from what the run knows of it; and encoding a job's files, from its
+rendered frames or from its master.
 
-`finish_rendered` is what every engine does with a job's frames: the local writer thread, and a Ray
-worker that writes the files itself and sends the entry back to the driver.
+`finish_rendered` is what every engine does with a job's frames (files, master, provenance, entry):
+the local writer thread, and a Ray worker that writes the files itself and sends the entry back to
+the driver. `finish_reencoded` is its counterpart for a job whose pixels are unchanged.
 """
 
 from __future__ import annotations
@@ -12,20 +14,27 @@ import time
 from dataclasses import dataclass
 
 from svdflow import RENDER_VERSION, __version__
-from svdflow.errors import OutputWriteError
-from svdflow.manifest.resolve import RunSpec
+from svdflow.errors import MasterError, OutputWriteError
+from svdflow.hardware import HardwareRecord
+from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.entry import (
     ErrorRecord,
     IndexEntry,
+    InputRecord,
+    MasterRecord,
     ModelRecord,
     OutputFile,
     OutputSettings,
+    Provenance,
     RunRecord,
     Timings,
 )
-from svdflow.outputs.writers import write_outputs
+from svdflow.outputs.masters import read_master, remove_master, write_master
+from svdflow.outputs.store import OutputStore
+from svdflow.outputs.writers import WrittenOutput, write_outputs
 from svdflow.run.keys import frames_sha256
-from svdflow.run.messages import Failed, Rendered
+from svdflow.run.messages import Failed, Reencode, Rendered
+from svdflow.run.planning import PlannedJob
 
 
 def collect_versions() -> dict[str, str]:
@@ -52,49 +61,107 @@ class EntryContext:
     def model(self, resolved_revision: str | None) -> ModelRecord:
         return ModelRecord(**self.spec.model.model_dump(), resolved_revision=resolved_revision)
 
-    def entry(self, message: Rendered | Failed, **fields) -> IndexEntry:
-        ticket = message.ticket if isinstance(message, Rendered) else None
-        job = ticket.job if ticket else message.job
-        planned = ticket.planned if ticket else message.planned
+    def output_settings(self) -> OutputSettings:
+        spec = self.spec
+        return OutputSettings(formats=list(spec.formats), crf=spec.crf, prores_profile=spec.prores_profile,
+                              masters=spec.masters)
+
+    def entry(self, job: Job, planned: PlannedJob | None, input: InputRecord, *, status: str, model: ModelRecord,
+              hardware: HardwareRecord | None, timings: Timings, outputs: list[OutputFile] | None = None,
+              master: MasterRecord | None = None, frames_sha256: str | None = None, error: ErrorRecord | None = None,
+              encoded_from: str = "render", versions: dict[str, str] | None = None) -> IndexEntry:
+        material = planned.material if planned else None
         now = time.time()
         return IndexEntry(
-            id=job.id, item_id=job.item_id, status=fields.pop("status"),
-            key=planned.key if planned else None, key_material=planned.material if planned else None,
-            params=job.params, seed=job.seed, seed_origin=job.seed_origin, sweep=job.sweep,
-            input=ticket.input if ticket else message.input, model=self.model(message.resolved_revision),
-            hardware=message.hardware, outputs=fields.pop("outputs", []),
-            frames_sha256=fields.pop("frames_sha256", None),
-            output=OutputSettings(formats=list(self.spec.formats), crf=self.spec.crf),
-            timings=fields.pop("timings"), versions=self.versions, error=fields.pop("error", None),
+            id=job.id, item_id=job.item_id, status=status, key=material.key if material else None,
+            render_key=material.render_key if material else None,
+            output_key=material.output_key if material else None, key_material=material,
+            params=job.params, seed=job.seed, seed_origin=job.seed_origin, sweep=job.sweep, input=input,
+            model=model, hardware=hardware, outputs=outputs or [], master=master, encoded_from=encoded_from,
+            frames_sha256=frames_sha256, output=self.output_settings(), timings=timings,
+            versions=versions or self.versions, error=error,
             run=RunRecord(name=self.spec.name, manifest=str(self.spec.manifest_path)),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), finished_unix=now)
 
     def failed(self, message: Failed) -> IndexEntry:
-        return self.entry(message, status="failed", timings=message.timings,
-                          error=ErrorRecord(type=type(message.error).__name__, message=str(message.error),
-                                            stage=message.stage))
+        return self.entry(message.job, message.planned, message.input, status="failed",
+                          model=self.model(message.resolved_revision), hardware=message.hardware,
+                          timings=message.timings, error=_error(message.error, message.stage))
 
 
 def finish_rendered(message: Rendered, context: EntryContext) -> IndexEntry:
-    """Encode a rendered job's files into the output folder and return its entry (failed, with the
-    reason, when encoding or writing failed)."""
+    """Encode a rendered job's files (and its master) into the output folder, each carrying the job's
+    provenance, and return its entry (failed, with the reason, when encoding or writing failed)."""
     spec, ticket = context.spec, message.ticket
+    job = ticket.job
     timings = ticket.timings.model_copy(update={"render_s": message.render_s, "decode_s": message.decode_s})
     started = time.perf_counter()
+    made = {"model": context.model(message.resolved_revision), "hardware": message.hardware,
+            "frames_sha256": frames_sha256(message.frames)}
+    draft = context.entry(job, ticket.planned, ticket.input, status="done", timings=Timings(), **made)
+    provenance = Provenance.of(draft).to_text()
+    store = OutputStore(spec.output_dir)
     try:
-        written = write_outputs(message.frames, spec.output_dir, ticket.job.id, spec.formats,
-                                playback_fps=ticket.job.params.playback_fps, crf=spec.crf,
-                                comment=f"svdflow key={ticket.planned.key}")
+        master = None
+        if spec.masters:
+            master = write_master(message.frames, store, job.id, fps=job.params.fps, provenance=provenance)
+        else:
+            remove_master(store, job.id)
+        written = _write(message.frames, spec, job, provenance)
     except OutputWriteError as exc:
-        return context.entry(message, status="failed", timings=_rounded(timings),
-                             error=ErrorRecord(type=type(exc).__name__, message=str(exc), stage="encode"))
+        return context.entry(job, ticket.planned, ticket.input, status="failed", timings=_rounded(timings),
+                             error=_error(exc, "encode"), model=made["model"], hardware=message.hardware)
     encode_s = time.perf_counter() - started
     timings = timings.model_copy(update={
         "encode_s": encode_s, "total_s": (timings.fetch_s or 0.0) + message.render_s + encode_s})
-    outputs = [OutputFile(format=w.format, file=os.path.basename(w.path.rstrip("/")), sha256=w.sha256, bytes=w.bytes)
-               for w in written]
-    return context.entry(message, status="done", outputs=outputs,
-                         frames_sha256=frames_sha256(message.frames), timings=_rounded(timings))
+    return context.entry(job, ticket.planned, ticket.input, status="done", timings=_rounded(timings),
+                         outputs=_files(written), master=master, **made)
+
+
+def finish_reencoded(message: Reencode, context: EntryContext) -> IndexEntry:
+    """Encode a job's files again from its master (its pixels are unchanged) and return its entry: the
+    recorded render's model, hardware, versions and frames, with this run's output settings and files.
+    Failed, with the reason, when the master does not give back the recorded frames: the next run
+    renders the job again."""
+    spec, ticket, recorded = context.spec, message.ticket, message.recorded
+    job = ticket.job
+    started = time.perf_counter()
+    made = {"model": recorded.model, "hardware": recorded.hardware, "versions": recorded.versions}
+    store = OutputStore(spec.output_dir)
+    try:
+        frames = read_master(store, recorded.master, job.params.width, job.params.height)
+        if frames_sha256(frames) != recorded.frames_sha256:
+            raise MasterError(f"master {recorded.master.file} does not hold the recorded frames (sha256 "
+                              f"{frames_sha256(frames)[:12]}, recorded {str(recorded.frames_sha256)[:12]})")
+        draft = context.entry(job, ticket.planned, ticket.input, status="done", timings=Timings(),
+                              master=recorded.master, frames_sha256=recorded.frames_sha256, encoded_from="master",
+                              **made)
+        written = _write(frames, spec, job, Provenance.of(draft).to_text())
+    except (MasterError, OutputWriteError) as exc:
+        if isinstance(exc, MasterError):
+            exc = MasterError(f"job '{job.id}': {exc}; run again to render it")
+        return context.entry(job, ticket.planned, ticket.input, status="failed", timings=_rounded(ticket.timings),
+                             error=_error(exc, "encode"), **made)
+    encode_s = time.perf_counter() - started
+    timings = ticket.timings.model_copy(update={"encode_s": encode_s,
+                                                "total_s": (ticket.timings.fetch_s or 0.0) + encode_s})
+    return context.entry(job, ticket.planned, ticket.input, status="done", timings=_rounded(timings),
+                         outputs=_files(written), master=recorded.master, frames_sha256=recorded.frames_sha256,
+                         encoded_from="master", **made)
+
+
+def _write(frames, spec: RunSpec, job: Job, provenance: str) -> list[WrittenOutput]:
+    return write_outputs(frames, spec.output_dir, job.id, spec.formats, playback_fps=job.params.playback_fps,
+                         crf=spec.crf, prores_profile=spec.prores_profile, provenance=provenance)
+
+
+def _files(written: list[WrittenOutput]) -> list[OutputFile]:
+    return [OutputFile(format=w.format, file=os.path.basename(w.path.rstrip("/")), sha256=w.sha256, bytes=w.bytes)
+            for w in written]
+
+
+def _error(exc: Exception, stage: str) -> ErrorRecord:
+    return ErrorRecord(type=type(exc).__name__, message=str(exc), stage=stage)
 
 
 def _rounded(timings: Timings) -> Timings:

@@ -28,7 +28,7 @@ from svdflow.outputs.store import OutputStore
 from svdflow.pipeline.renderers import Renderer, make_renderer
 from svdflow.pipeline.session import PipelineSession, RenderedFrames
 from svdflow.run.entries import EntryContext
-from svdflow.run.messages import Failed, Rendered, Ticket, UpToDate
+from svdflow.run.messages import Failed, Reencode, Rendered, Ticket, UpToDate
 from svdflow.run.planning import decide
 from svdflow.run.progress import Reporter
 from svdflow.run.writer import Recorder, Status, WriterThread
@@ -45,11 +45,12 @@ class RunOptions:
 @dataclass
 class RunResult:
     spec: RunSpec
-    statuses: dict[str, Status] = field(default_factory=dict)  # job id -> done | failed | up to date
+    statuses: dict[str, Status] = field(default_factory=dict)  # job id -> done | re-encoded | failed | up to date
     errors: dict[str, str] = field(default_factory=dict)
     orphans: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    masters_bytes: int = 0  # the recorded masters' total size, after the run
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.statuses.values() if s == status)
@@ -60,8 +61,9 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.spec.name, "output_dir": self.spec.output_dir, "rendered": self.count("done"),
-                "up_to_date": self.count("up to date"), "failed": self.count("failed"),
-                "orphaned": self.orphans, "errors": self.errors, "seconds": round(self.seconds, 3),
+                "re_encoded": self.count("re-encoded"), "up_to_date": self.count("up to date"),
+                "failed": self.count("failed"), "orphaned": self.orphans, "errors": self.errors,
+                "masters_bytes": self.masters_bytes, "seconds": round(self.seconds, 3),
                 "interrupted": self.interrupted, "exit_code": 130 if self.interrupted else self.exit_code}
 
 
@@ -124,6 +126,7 @@ class Executor:
             self.session.close()
             result.statuses, result.errors = recorder.statuses, recorder.errors
             result.orphans = self.index.orphans({job.id for job in self.spec.jobs})
+            result.masters_bytes = self.index.masters_bytes()
             self.index.order_by([job.id for job in self.spec.jobs])
             self.index.flush(force=True)
             if self.index.file_name == INDEX_FILE:
@@ -131,7 +134,7 @@ class Executor:
             result.seconds = time.perf_counter() - started
             self.reporter.run_finished(result.summary())
         if result.interrupted:
-            done = result.count("done")
+            done = result.count("done") + result.count("re-encoded")
             raise Interrupted(f"interrupted; {done} job{'s' * (done != 1)} finished and recorded in "
                               f"{self.store.path(INDEX_FILE)}; run again to render the rest")
         return result
@@ -158,13 +161,17 @@ class Executor:
             return not self.options.fail_fast
         timings = Timings(fetch_s=fetch_s, input_wait_s=time.perf_counter() - waited)
         planned = decide(job, loaded.sha256, self.spec, self.recorded, self.options.force)
-        if not planned.would_render:
+        if not planned.has_work:
             self.writer.put(UpToDate(job))
             return True
-        self.reporter.job_stage(job.id, "load model" if not self.session.loaded else "denoise")
-        self._current = job.id
         ticket = Ticket(job, planned, InputRecord(uri=job.image, sha256=loaded.sha256,
                                                   source_size=loaded.source_size), timings)
+        if planned.would_reencode:  # from the master, on the writer thread: no pipeline, no torch
+            self.reporter.job_stage(job.id, "re-encode")
+            self.writer.put(Reencode(ticket, self.recorded.get(job.id)))
+            return not (self.options.fail_fast and self.writer.encode_failed)
+        self.reporter.job_stage(job.id, "load model" if not self.session.loaded else "denoise")
+        self._current = job.id
         sink = _TicketSink(self, ticket)
         try:
             if self._renderer is None:

@@ -1,7 +1,9 @@
-"""Content keys: one hash of everything that decides a job's pixels and files.
+"""A job's keys: the render key hashes everything that decides its pixels, the output key everything
+that decides its files from those pixels (`svdflow.outputs.entry` defines both materials and the rule
+that keeps later parameters out of them at their defaults).
 
-A rerun compares keys to skip finished work, so anything that changes the output must be in the
-key, and nothing that does not (job order, batch, process, wall-clock) may be.
+A rerun compares keys to skip finished work, so anything that changes the output must be in a key,
+and nothing that does not (job order, batch, process, hardware, wall-clock) may be.
 """
 
 from __future__ import annotations
@@ -10,22 +12,18 @@ import hashlib
 
 from svdflow import RENDER_VERSION
 from svdflow.manifest.resolve import Job, RunSpec
-from svdflow.outputs.entry import KeyMaterial, ModelRef, OutputSettings
+from svdflow.outputs.entry import KeyMaterial, ModelRef, OutputMaterial, RenderMaterial
 
 
 def key_material(job: Job, input_sha256: str, spec: RunSpec) -> KeyMaterial:
-    """What goes into the key, kept in the index so a mismatch can be explained field by field."""
+    """What goes into the keys, kept in the index so a mismatch can be explained field by field."""
     return KeyMaterial(
-        render_version=RENDER_VERSION,
-        input_sha256=input_sha256,
-        params=job.params,
-        model=ModelRef(source=spec.model.source, revision=spec.model.revision, variant=spec.model.variant),
-        output=OutputSettings(formats=sorted(spec.formats), crf=spec.crf),
+        render=RenderMaterial.of(
+            render_version=RENDER_VERSION, input_sha256=input_sha256, params=job.params,
+            model=ModelRef(source=spec.model.source, revision=spec.model.revision, variant=spec.model.variant)),
+        output=OutputMaterial.of(formats=spec.formats, params=job.params, crf=spec.crf,
+                                 prores_profile=spec.prores_profile),
     )
-
-
-def content_key(material: KeyMaterial) -> str:
-    return hashlib.sha256(material.canonical_json()).hexdigest()
 
 
 def frames_sha256(frames) -> str:

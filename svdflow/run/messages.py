@@ -11,7 +11,7 @@ import numpy as np
 from svdflow.errors import SvdflowError
 from svdflow.hardware import HardwareRecord
 from svdflow.manifest.resolve import Job
-from svdflow.outputs.entry import InputRecord, Timings
+from svdflow.outputs.entry import IndexEntry, InputRecord, Timings
 from svdflow.run.planning import PlannedJob
 
 
@@ -52,10 +52,18 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Reencode:
+    """A job whose pixels are unchanged but whose files must be encoded again, from its master."""
+
+    ticket: Ticket
+    recorded: IndexEntry  # the done entry whose master and render the files are made from
+
+
+@dataclass(frozen=True)
 class UpToDate:
     """A job whose recorded outputs match its content key: nothing to do."""
 
     job: Job
 
 
-Message = Rendered | Failed | UpToDate
+Message = Rendered | Reencode | Failed | UpToDate

@@ -11,18 +11,22 @@ from typing import Any
 from svdflow.errors import InputError, UsageError
 from svdflow.inputs import fetch_bytes
 from svdflow.manifest.resolve import Job, RunSpec
-from svdflow.outputs.entry import KeyMaterial
+from svdflow.outputs.entry import IndexEntry, KeyMaterial
 from svdflow.outputs.index import RunIndex
+from svdflow.outputs.masters import master_problem
 from svdflow.outputs.store import OutputStore
-from svdflow.run.keys import content_key, key_material
+from svdflow.run.keys import key_material
 
 UP_TO_DATE = "up to date"
+REENCODE = "re-encode"
 
 
 @dataclass
 class PlannedJob:
-    """A job with its decision: `status` is "up to date", "new", "changed", "failed before",
-    "outputs missing", "forced" or "input error"."""
+    """A job with its decision: `status` is "up to date", "re-encode" (only the files change, and the
+    master to encode them from is sound), or one that renders: "new", "changed", "failed before",
+    "outputs missing", "master missing", "master damaged", "forced", "input error" (never renders:
+    it fails)."""
 
     job: Job
     status: str
@@ -33,14 +37,25 @@ class PlannedJob:
 
     @property
     def would_render(self) -> bool:
+        return self.status not in (UP_TO_DATE, REENCODE)
+
+    @property
+    def would_reencode(self) -> bool:
+        return self.status == REENCODE
+
+    @property
+    def has_work(self) -> bool:
+        """Something to do for it: render, re-encode (or fail)."""
         return self.status != UP_TO_DATE
 
     def to_json(self) -> dict[str, Any]:
-        job = self.job
+        job, material = self.job, self.material
         return {"id": job.id, "item_id": job.item_id, "image": job.image, "seed": job.seed,
                 "seed_origin": job.seed_origin, "params": job.params.model_dump(), "sweep": job.sweep,
-                "status": self.status, "would_render": self.would_render, "reason": self.reason,
-                "key": self.key, "input_sha256": self.input_sha256}
+                "status": self.status, "would_render": self.would_render, "would_reencode": self.would_reencode,
+                "reason": self.reason, "key": self.key,
+                "render_key": material.render_key if material else None,
+                "output_key": material.output_key if material else None, "input_sha256": self.input_sha256}
 
 
 def select_jobs(spec: RunSpec, only: tuple[str, ...] | list[str] = ()) -> list[Job]:
@@ -64,10 +79,9 @@ def _display_path(path) -> str:
 
 
 def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: bool = False) -> PlannedJob:
-    """Compare the job's content key with what the index recorded."""
+    """Compare the job's keys with what the index recorded, and its files and master with the folder."""
     material = key_material(job, input_sha256, spec)
-    key = content_key(material)
-    planned = PlannedJob(job, "new", key, material, input_sha256=input_sha256)
+    planned = PlannedJob(job, "new", material.key, material, input_sha256=input_sha256)
     entry = index.get(job.id)
     if force:
         planned.status, planned.reason = "forced", "--force"
@@ -75,28 +89,65 @@ def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: b
         planned.reason = "not rendered yet"
     elif entry.status != "done":
         planned.status, planned.reason = "failed before", entry.error.message if entry.error else ""
-    elif entry.key != key:
+    elif entry.render_key != material.render_key:
         planned.status, planned.reason = "changed", explain_change(entry.key_material, material)
-    elif not index.is_up_to_date(job.id, key):
-        planned.status, planned.reason = "outputs missing", "an output file was removed or replaced"
+    elif entry.output_key != material.output_key or not index.outputs_intact(job.id):
+        _files_change(planned, entry, spec, index)
+    elif spec.masters and entry.master is not None and (problem := master_problem(index.store, entry.master,
+                                                                                  verify=False)):
+        # The record promises a master that is not there: render it again, as the record says.
+        planned.status = "master missing" if "missing" in problem else "master damaged"
+        planned.reason = problem
     else:
         planned.status = UP_TO_DATE
+        if spec.masters and entry.master is None:
+            planned.reason = "no master; a change of its files will render it again"
     return planned
 
 
+def _files_change(planned: PlannedJob, entry: IndexEntry, spec: RunSpec, index: RunIndex) -> None:
+    """Same pixels, other or damaged files: re-encode from the master when it is sound, else render."""
+    output_changed = entry.output_key != planned.material.output_key
+    why = explain_change(entry.key_material, planned.material) if output_changed \
+        else "an output file was removed or replaced"
+    if not spec.masters:
+        problem = "masters are off"
+    elif entry.master is None:
+        problem = "no master to re-encode from"
+    else:
+        problem = master_problem(index.store, entry.master, verify=True)
+    if problem is None:
+        planned.status, planned.reason = REENCODE, why
+    else:
+        planned.status = "changed" if output_changed else "outputs missing"
+        planned.reason = f"{why}; {problem}: rendering again"
+
+
 def explain_change(old: KeyMaterial | None, new: KeyMaterial) -> str:
-    """Name what changed between two key materials, e.g. "motion_bucket_id 127 -> 180"."""
+    """Name what changed between two key materials, e.g. "motion_bucket_id 127 -> 180", "crf 18 -> 23"."""
     if old is None:
         return "key changed"
-    changes = []
-    before_params = old.params.model_dump()
-    for name, value in new.params.model_dump().items():
-        if before_params.get(name) != value:
-            changes.append(f"{name} {before_params.get(name)} -> {value}")
-    for part in ("input_sha256", "model", "output", "render_version"):
-        if getattr(old, part) != getattr(new, part):
+    changes = _changed_params(old.render.params, new.render.params)
+    for part in ("input_sha256", "model", "render_version"):
+        if getattr(old.render, part) != getattr(new.render, part):
             changes.append({"input_sha256": "input image"}.get(part, part) + " changed")
+    changes += _changed_params(old.output.params, new.output.params)
+    before, after = old.output.model_dump(exclude={"params"}), new.output.model_dump(exclude={"params"})
+    for name, value in after.items():
+        if name in before and before[name] != value:
+            changes.append(f"{name} {_shown(before[name])} -> {_shown(value)}")
     return ", ".join(changes) or "key changed"
+
+
+def _changed_params(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """A parameter absent on one side was at its default there (see `keyed_params`)."""
+    names = list(after) + [name for name in before if name not in after]
+    return [f"{name} {before.get(name, 'default')} -> {after.get(name, 'default')}"
+            for name in names if before.get(name) != after.get(name)]
+
+
+def _shown(value: Any) -> str:
+    return ", ".join(value) if isinstance(value, list) else str(value)
 
 
 def input_sha256(uri: str) -> str:

@@ -151,9 +151,9 @@ class Fanout(Reporter):
 
 
 def describe(status: str, info: dict[str, Any]) -> str:
-    if status == "done":
+    if status in ("done", "re-encoded"):
         files = ", ".join(info.get("files", []))
-        return f"done in {info.get('seconds', 0):.1f}s -> {files}"
+        return f"{status} in {info.get('seconds', 0):.1f}s -> {files}"
     if status == "failed":
         return f"FAILED: {info.get('error', '')}"
     return status

@@ -1,4 +1,5 @@
-"""`svdflow rerender`: one video again from its index entry alone, no manifest needed."""
+"""`svdflow rerender`: one video again from its index entry, or from one of its files alone (the
+provenance every file carries), no manifest needed."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from dataclasses import dataclass, field
 from svdflow.errors import EnvironmentProblem, InputError, UsageError, VerifyMismatch
 from svdflow.hardware import ResolvedHardware
 from svdflow.inputs import decode_image, fetch_bytes, resize_image
-from svdflow.outputs.entry import IndexEntry
+from svdflow.outputs.entry import Provenance
 from svdflow.outputs.index import INDEX_FILE, RunIndex
+from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import write_outputs
 from svdflow.run.entries import collect_versions
-from svdflow.run.keys import content_key, frames_sha256
+from svdflow.run.keys import frames_sha256
 
 RERENDER_DIR = "rerendered"
 
@@ -33,7 +35,28 @@ class RerenderResult:
         return self.frames_sha256 == self.recorded_frames_sha256
 
 
-def load_entry(index_path: str, job_id: str) -> IndexEntry:
+def is_index(source: str) -> bool:
+    """An index.json (any .json) or an output folder, rather than a file svdflow wrote (or a folder
+    of PNG frames)."""
+    if source.endswith(".json"):
+        return True
+    return os.path.isdir(source) and not any(name.endswith(".png") for name in os.listdir(source))
+
+
+def load_source(source: str, job_id: str | None) -> Provenance:
+    """What to render again: job `job_id` of an index (or output folder), or the job a file was made by."""
+    if is_index(source):
+        if job_id is None:
+            raise UsageError(f"{source}: an index holds many jobs; pass --id ID to say which (or pass one of "
+                             "the job's files instead)")
+        return Provenance.of(load_entry(source, job_id))
+    provenance = read_provenance(source)
+    if job_id is not None and job_id != provenance.id:
+        raise UsageError(f"{source}: made by job '{provenance.id}', not '{job_id}'; drop --id or pass that job's file")
+    return provenance
+
+
+def load_entry(index_path: str, job_id: str):
     """The entry of `job_id` from an index.json (or an output folder holding one), with its sidecar
     merged in as a run would."""
     folder, name = (index_path, INDEX_FILE) if os.path.isdir(index_path) else os.path.split(index_path)
@@ -51,16 +74,21 @@ def load_entry(index_path: str, job_id: str) -> IndexEntry:
     return entry
 
 
-def rerender(index_path: str, job_id: str, *, out_dir: str | None = None, device: str | None = None,
+def rerender(source: str, job_id: str | None = None, *, out_dir: str | None = None, device: str | None = None,
              write: bool = True) -> RerenderResult:
-    """Render the job recorded in `index_path` again and compare its frames with the record."""
+    """Render a job again and compare its frames with the record: job `job_id` of the index.json (or
+    output folder) `source`, or, when `source` is a file svdflow wrote, the job it carries.
+
+    The new files go to `out_dir` (default: `rerendered/` beside the index or the file) and carry
+    the recorded provenance: when the frames match, they are the very files of the record.
+    """
     from svdflow.pipeline.apply import apply_hardware
     from svdflow.pipeline.device import torch_dtype
     from svdflow.pipeline.models import ModelSpec, describe_source, load_pipeline
     from svdflow.pipeline.process_state import ProcessChanges
     from svdflow.pipeline.render import render_frames
 
-    entry = load_entry(index_path, job_id)
+    entry = load_source(source, job_id)
     tampered = _tampered_fields(entry)
     image = _input_image(entry)
     hardware = _hardware(entry, device)
@@ -81,10 +109,11 @@ def rerender(index_path: str, job_id: str, *, out_dir: str | None = None, device
         changes.restore()
     result = RerenderResult(entry.id, frames_sha256(frames), entry.frames_sha256, tampered=tampered)
     if write:
-        folder = out_dir or os.path.join(os.path.dirname(os.path.abspath(index_path))
-                                         if not os.path.isdir(index_path) else index_path, RERENDER_DIR)
+        folder = out_dir or os.path.join(os.path.dirname(os.path.abspath(source))
+                                         if not os.path.isdir(source) else source, RERENDER_DIR)
         written = write_outputs(frames, folder, entry.id, entry.output.formats, playback_fps=entry.params.playback_fps,
-                                crf=entry.output.crf, comment=f"svdflow key={entry.key}")
+                                crf=entry.output.crf, prores_profile=entry.output.prores_profile,
+                                provenance=entry.to_text())
         result.outputs = [w.path for w in written]
     if not result.matches:
         result.differences = tampered + _environment_differences(entry, hardware)
@@ -103,7 +132,7 @@ def verify_or_raise(result: RerenderResult) -> None:
                          f"vs recorded {str(result.recorded_frames_sha256)[:12]}); differences: {why}")
 
 
-def _input_image(entry: IndexEntry):
+def _input_image(entry: Provenance):
     uri = entry.input.uri
     data = fetch_bytes(uri)
     digest = hashlib.sha256(data).hexdigest()
@@ -115,7 +144,7 @@ def _input_image(entry: IndexEntry):
     return resize_image(decode_image(data, uri), p.width, p.height, p.resize)
 
 
-def _hardware(entry: IndexEntry, device: str | None) -> ResolvedHardware:
+def _hardware(entry: Provenance, device: str | None) -> ResolvedHardware:
     from svdflow.pipeline.device import probe
 
     recorded = entry.hardware
@@ -135,19 +164,22 @@ def _hardware(entry: IndexEntry, device: str | None) -> ResolvedHardware:
     return hardware
 
 
-def _tampered_fields(entry: IndexEntry) -> list[str]:
-    """Fields whose recorded value no longer matches the entry's own content key."""
+def _tampered_fields(entry: Provenance) -> list[str]:
+    """Fields whose recorded value no longer matches the entry's own keys."""
     material = entry.key_material
-    if material is None:
-        return []
-    if content_key(material) != entry.key:
+    if material.key != entry.key:
         return ["the entry's key_material does not hash to its key (edited?)"]
-    rendered_with = material.params.model_dump()
-    return [f"params.{name} is {value!r} but was rendered with {rendered_with.get(name)!r}"
-            for name, value in entry.params.model_dump().items() if rendered_with.get(name) != value]
+    fields = type(entry.params).model_fields
+    made_with = {name: field.default for name, field in fields.items()}  # a parameter not keyed was at its default
+    made_with.update({**material.render.params, **material.output.params})
+    out = [f"params.{name} is {value!r} but was rendered with {made_with.get(name)!r}"
+           for name, value in entry.params.model_dump().items() if made_with.get(name) != value]
+    if material.output.crf is not None and entry.output.crf != material.output.crf:
+        out.append(f"output.crf is {entry.output.crf} but was encoded with {material.output.crf}")
+    return out
 
 
-def _environment_differences(entry: IndexEntry, hardware: ResolvedHardware) -> list[str]:
+def _environment_differences(entry: Provenance, hardware: ResolvedHardware) -> list[str]:
     out = []
     recorded_hw = entry.hardware
     for name in ("device", "dtype"):

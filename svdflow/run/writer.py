@@ -13,11 +13,11 @@ from typing import Literal
 
 from svdflow.outputs.entry import IndexEntry
 from svdflow.outputs.index import RunIndex
-from svdflow.run.entries import EntryContext, finish_rendered
-from svdflow.run.messages import Message, Rendered, UpToDate
+from svdflow.run.entries import EntryContext, finish_reencoded, finish_rendered
+from svdflow.run.messages import Message, Reencode, Rendered, UpToDate
 from svdflow.run.progress import Reporter
 
-Status = Literal["done", "failed", "up to date"]
+Status = Literal["done", "re-encoded", "failed", "up to date"]
 
 
 class Recorder:
@@ -35,13 +35,15 @@ class Recorder:
 
     def record(self, entry: IndexEntry) -> None:
         self.index.record(entry)
-        self.statuses[entry.id] = entry.status
         if entry.status == "failed":
+            self.statuses[entry.id] = "failed"
             self.errors[entry.id] = entry.error.message
             self.reporter.job_finished(entry.id, "failed", {"error": entry.error.message})
-        else:
-            self.reporter.job_finished(entry.id, "done", {"seconds": entry.timings.total_s,
-                                                          "files": [o.file for o in entry.outputs]})
+            return
+        status: Status = "re-encoded" if entry.encoded_from == "master" else "done"
+        self.statuses[entry.id] = status
+        self.reporter.job_finished(entry.id, status, {"seconds": entry.timings.total_s,
+                                                      "files": [o.file for o in entry.outputs]})
 
 
 class WriterThread:
@@ -75,8 +77,9 @@ class WriterThread:
         while (message := self._messages.get()) is not None:
             if isinstance(message, UpToDate):
                 self.recorder.up_to_date(message.job.id)
-            elif isinstance(message, Rendered):
-                entry = finish_rendered(message, self.context)
+            elif isinstance(message, (Rendered, Reencode)):
+                finish = finish_rendered if isinstance(message, Rendered) else finish_reencoded
+                entry = finish(message, self.context)
                 if entry.status == "failed":
                     self._encode_failed.set()
                 self.recorder.record(entry)

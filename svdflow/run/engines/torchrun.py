@@ -159,7 +159,7 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
         index.order_by([job.id for job in spec.jobs])
         index.flush(force=True)
         index.remove_shards()
-        merged = RunResult(spec, seconds=result.seconds, orphans=result.orphans)
+        merged = RunResult(spec, seconds=result.seconds, orphans=result.orphans, masters_bytes=index.masters_bytes())
         merged.statuses = {job_id: "up to date" for job_id in decision["up_to_date"]}
         for part in everyone:
             merged.statuses.update(part["statuses"])
@@ -173,11 +173,11 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
 
 
 def _share_pending(spec: RunSpec, options: RunOptions, size: int) -> dict[str, Any]:
-    """Rank 0's decision: which jobs render where. Up-to-date jobs are nobody's work."""
+    """Rank 0's decision: which jobs render (or re-encode) where. Up-to-date jobs are nobody's work."""
     planned = plan_run(spec, only=options.only, force=options.force)
-    pending = [p.job for p in planned if p.would_render]
+    pending = [p.job for p in planned if p.has_work]
     return {"shares": assign([(job.id, job.cost()) for job in pending], size),
-            "up_to_date": [p.job.id for p in planned if not p.would_render]}
+            "up_to_date": [p.job.id for p in planned if not p.has_work]}
 
 
 def _error_from_rank0(decision: dict[str, Any]) -> SvdflowError:

@@ -1,0 +1,102 @@
+"""The ffmpeg settings of each video format svdflow writes, and of the lossless masters.
+
+Output hashes are recorded in the index and compared on later runs, so every encoder is pinned to
+settings that give the same bytes for the same frames and the same ffmpeg build, on any machine.
+What that took, per encoder (measured with imageio-ffmpeg's ffmpeg 9.0.2, 14 frames at 1024x576,
+threads 1, 2 and 4):
+- x264 (mp4): the bitstream changes with the thread count (frame threads limit motion search, and
+  the options SEI records threads=N): fixed at 4.
+- x265 (hevc): one frame thread gives other bytes than several: `pools` and `frame-threads` fixed
+  at 4; `info=0` drops the SEI that names the x265 build and its options.
+- libvpx-vp9 (webm): one thread gives other bytes than several: threads fixed at 4, row-mt on.
+- prores_ks (prores) and FFV1 (masters, with fixed slices): the same bytes whatever the threads.
+`-fflags +bitexact -flags:v +bitexact` keep libavformat/libavcodec version strings out of every
+container (so an imageio-ffmpeg upgrade alone does not change every hash) and make the Matroska
+muxers (webm, masters) write fixed segment ids instead of random ones. Different ffmpeg, x264,
+x265 or libvpx builds may still give different bytes for the same frames; decoded pixels are then
+equally good but the recorded sha256 will differ.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+# Everything an encoder may split work over: fixed, because x264, x265 and libvpx make other
+# (equally good) bytes with another count. 4 uses a laptop's cores and costs a big node little.
+THREADS = 4
+MP4_PRESET = "medium"
+HEVC_PRESET = "medium"
+# libvpx's speed/quality trade-off for VP9: 2 of 0 (slowest, best) to 5 in `good` mode.
+WEBM_CPU_USED = 2
+PRORES_PROFILES = {"proxy": 0, "lt": 1, "standard": 2, "hq": 3, "4444": 4, "4444xq": 5}
+# The masters' FFV1: version 3 with CRCs per slice (a damaged master fails to decode rather than
+# decoding to wrong pixels), every frame a keyframe, and a fixed slice count (the bytes follow it).
+MASTER_SLICES = 4
+
+VIDEO_FORMATS = ("mp4", "hevc", "prores", "webm")
+CONTAINERS = {"mp4": "mp4", "hevc": "mp4", "prores": "mov", "webm": "webm", "master": "matroska"}
+CODEC_NAMES = {"mp4": "H.264", "hevc": "H.265", "prores": "ProRes", "webm": "VP9", "master": "FFV1"}
+
+
+def frame_rate(fps) -> str:
+    """fps as ffmpeg's exact rational (7.5 -> 15/2; 29.97 -> 2997/100)."""
+    return str(fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001 * 1000))
+
+
+def pix_fmt(fmt: str, prores_profile: str = "hq") -> str:
+    """The pixel format a format is encoded in."""
+    if fmt == "prores":
+        return "yuv444p10le" if prores_profile.startswith("4444") else "yuv422p10le"
+    return "gbrp" if fmt == "master" else "yuv420p"
+
+
+def needs_even_size(fmt: str, prores_profile: str = "hq") -> bool:
+    """Chroma subsampled across columns (4:2:2) or both ways (4:2:0): the sides must be even."""
+    return pix_fmt(fmt, prores_profile) in ("yuv420p", "yuv422p10le")
+
+
+def codec_args(fmt: str, *, crf: int, prores_profile: str) -> list[str]:
+    """The encoder arguments of one format (`master`: the lossless master)."""
+    pixels = ["-pix_fmt", pix_fmt(fmt, prores_profile)]
+    if fmt == "mp4":
+        return ["-c:v", "libx264", "-preset", MP4_PRESET, "-crf", str(crf), *pixels, "-threads", str(THREADS)]
+    if fmt == "hevc":
+        return ["-c:v", "libx265", "-preset", HEVC_PRESET, "-crf", str(crf), *pixels,
+                # hvc1 (parameter sets in the sample description), not ffmpeg's default hev1: what
+                # QuickTime, Safari and iOS require to play H.265 at all.
+                "-tag:v", "hvc1",
+                "-x265-params", f"pools={THREADS}:frame-threads={THREADS}:info=0:log-level=error"]
+    if fmt == "prores":
+        return ["-c:v", "prores_ks", "-profile:v", str(PRORES_PROFILES[prores_profile]),
+                # Apple's vendor id: some editors and QuickTime builds trust only ProRes that claims it.
+                "-vendor", "apl0", *pixels, "-threads", str(THREADS)]
+    if fmt == "webm":
+        # -b:v 0 makes -crf a constant quality; without it libvpx treats crf as a cap under a bitrate.
+        return ["-c:v", "libvpx-vp9", "-crf", str(crf), "-b:v", "0", "-deadline", "good",
+                "-cpu-used", str(WEBM_CPU_USED), "-row-mt", "1", "-threads", str(THREADS), *pixels]
+    if fmt == "master":
+        return ["-c:v", "ffv1", "-level", "3", "-g", "1", "-slices", str(MASTER_SLICES), "-slicecrc", "1",
+                *pixels, "-threads", str(THREADS)]
+    raise ValueError(f"not an ffmpeg format: {fmt!r}")
+
+
+def ffmpeg_exe() -> str:
+    # Imported here: a run that writes only frames, GIF or WebP needs no ffmpeg binary.
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def encode_command(fmt: str, path: str, width: int, height: int, *, fps, crf: int, prores_profile: str,
+                   comment: str) -> list[str]:
+    """ffmpeg reading raw RGB frames on stdin and writing `path` in `fmt`, `comment` in its metadata."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", frame_rate(fps), "-i", "pipe:0",
+           "-an", "-map_metadata", "-1",
+           *codec_args(fmt, crf=crf, prores_profile=prores_profile),
+           "-fflags", "+bitexact", "-flags:v", "+bitexact"]
+    if comment:
+        cmd += ["-metadata", f"comment={comment}"]
+    if CONTAINERS[fmt] in ("mp4", "mov"):
+        cmd += ["-movflags", "+faststart"]  # the index first: players start before the whole file is in
+    return [*cmd, "-f", CONTAINERS[fmt], path]

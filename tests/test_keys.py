@@ -1,0 +1,85 @@
+"""The render and output keys: what is in each, and the rule that keeps later parameters out of them
+while they are at their defaults (so that adding a parameter never re-renders anyone's campaign)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from pydantic import Field, create_model
+
+from svdflow.manifest.schema import JobParams
+from svdflow.outputs import entry as entry_module
+from svdflow.outputs.entry import KeyMaterial, ModelRef, OutputMaterial, RenderMaterial
+from svdflow.run.planning import explain_change
+
+RELEASE_PARAMS = {"num_frames": 4, "num_inference_steps": 2, "fps": 7, "playback_fps": 7.0, "motion_bucket_id": 127,
+                  "noise_aug_strength": 0.02, "min_guidance_scale": 1.0, "max_guidance_scale": 3.0, "width": 112,
+                  "height": 64, "resize": "crop", "seed": 42}
+# JobParams as a later svdflow will have it: one parameter that decides the pixels, one that decides
+# only the files (named in OUTPUT_PARAMETERS by the test that uses it).
+LaterParams = create_model(
+    "LaterParams", __base__=JobParams,
+    cache_interval=(int, Field(1, description="reuse deep features for N-1 of every N steps")),
+    loop=(Literal["none", "pingpong"], Field("none", description="loop the clip")))
+
+
+def material(params, *, formats=("mp4",), crf=18, prores_profile="hq") -> KeyMaterial:
+    return KeyMaterial(
+        render=RenderMaterial.of(render_version="1", input_sha256="0" * 64, params=params,
+                                 model=ModelRef(source="builtin:tiny", revision=None, variant=None)),
+        output=OutputMaterial.of(formats=formats, params=params, crf=crf, prores_profile=prores_profile))
+
+
+@pytest.fixture
+def loop_shapes_the_files(monkeypatch):
+    monkeypatch.setattr(entry_module, "OUTPUT_PARAMETERS", (*entry_module.OUTPUT_PARAMETERS, "loop"))
+
+
+def test_a_parameter_added_later_changes_no_key_at_its_default(loop_shapes_the_files):
+    today = material(JobParams(**RELEASE_PARAMS))
+    later = material(LaterParams(**RELEASE_PARAMS))
+    assert (later.key, later.render_key, later.output_key) == (today.key, today.render_key, today.output_key)
+    assert later.model_dump(mode="json") == today.model_dump(mode="json")
+
+
+def test_a_later_parameter_off_its_default_enters_its_own_key_only(loop_shapes_the_files):
+    today = material(LaterParams(**RELEASE_PARAMS))
+    cached = material(LaterParams(**RELEASE_PARAMS, cache_interval=2))
+    looped = material(LaterParams(**RELEASE_PARAMS, loop="pingpong"))
+    assert cached.render_key != today.render_key and cached.output_key == today.output_key
+    assert cached.render.params["cache_interval"] == 2 and "cache_interval" not in cached.output.params
+    assert looped.render_key == today.render_key and looped.output_key != today.output_key
+    assert looped.output.params == {"playback_fps": 7.0, "loop": "pingpong"}
+    assert explain_change(today, cached) == "cache_interval default -> 2"
+    assert explain_change(cached, today) == "cache_interval 2 -> default"
+    assert explain_change(today, looped) == "loop default -> pingpong"
+
+
+def test_release_parameters_are_always_in_and_playback_fps_decides_only_the_files():
+    params = JobParams(**RELEASE_PARAMS)
+    keyed = material(params)
+    assert keyed.render.params == {k: v for k, v in RELEASE_PARAMS.items() if k != "playback_fps"}
+    slower = material(JobParams(**{**RELEASE_PARAMS, "playback_fps": 12.0}))
+    assert (slower.render_key, slower.output_key != keyed.output_key) == (keyed.render_key, True)
+    assert explain_change(keyed, slower) == "playback_fps 7.0 -> 12.0"
+
+
+def test_output_settings_enter_only_while_a_format_that_uses_them_is_listed():
+    params = JobParams(**RELEASE_PARAMS)
+    gif = material(params, formats=("gif",))
+    assert gif.output.model_dump(mode="json") == {"formats": ["gif"], "params": {"playback_fps": 7.0}}
+    assert material(params, formats=("gif",), crf=30, prores_profile="lt").output_key == gif.output_key
+
+    mp4 = material(params, formats=("mp4", "gif"))
+    assert mp4.output.formats == ["gif", "mp4"] and mp4.output.crf == 18 and mp4.output.prores_profile is None
+    assert material(params, formats=("gif", "mp4")).output_key == mp4.output_key  # order is no change
+    assert material(params, formats=("mp4",), prores_profile="lt").output_key == material(params).output_key
+    assert explain_change(mp4, material(params, formats=("mp4", "gif"), crf=23)) == "crf 18 -> 23"
+
+    prores = material(params, formats=("prores",))
+    assert (prores.output.crf, prores.output.prores_profile) == (None, "hq")
+    assert explain_change(prores, material(params, formats=("prores",), prores_profile="lt")) == (
+        "prores_profile hq -> lt")
+    assert explain_change(mp4, material(params, formats=("mp4", "webm"))) == "formats gif, mp4 -> mp4, webm"
+    assert {m.render_key for m in (gif, mp4, prores)} == {gif.render_key}  # the pixels never change

@@ -1,0 +1,122 @@
+"""Provenance inside the files: `svdflow inspect FILE` and `svdflow rerender FILE`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli, write_image
+from test_run import tiny_manifest
+from test_writers import FRAMES
+
+from svdflow.api import run_manifest
+from svdflow.outputs.writers import hash_output, write_outputs
+
+RELEASE = REPO / "tests" / "fixtures" / "release-0.1-smoke"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """A swept job `a-m60` in every format, its index and sidecar gone: only the files are left."""
+    folder = tmp_path_factory.mktemp("provenance")
+    write_image(folder / "a.png")
+    manifest = tiny_manifest(folder, "  - id: a\n    image: a.png\n    sweep: {motion_bucket_id: [60]}\n",
+                             formats="[mp4, hevc, prores, webm, gif, webp, frames]")
+    assert run_manifest(manifest).statuses == {"a-m60": "done"}
+    out = folder / "out"
+    (folder / "entry.json").write_text((out / "a-m60.json").read_text())
+    for name in ("index.json", "a-m60.json"):
+        (out / name).unlink()
+    return folder
+
+
+def test_inspect_prints_how_the_file_was_made(rendered, capsys):
+    e = json.loads((rendered / "entry.json").read_text())
+    path = str(rendered / "out" / "a-m60.mov")
+
+    code, out, err = run_cli(capsys, "inspect", path)
+
+    assert (code, err) == (0, "")
+    p = e["params"]
+    assert out == f"""\
+{path}: job a-m60 of t, svdflow {e["versions"]["svdflow"]}
+  item        a, seed {e["seed"]} (derived)
+  input       {rendered / "a.png"}
+              sha256 {e["input"]["sha256"]}
+  model       builtin:tiny, revision none, variant none, loaded builtin-tiny-v1
+  parameters  num_frames 4, num_inference_steps 2, fps 7, playback_fps 7.0, motion_bucket_id 60, noise_aug_strength \
+0.02, min_guidance_scale 1.0, max_guidance_scale 3.0, width 112, height 64, resize crop, seed {p["seed"]}
+  sweep       motion_bucket_id 60
+  hardware    cpu, float32, profile cpu, offload none, compile off
+  output      mp4, hevc, prores, webm, gif, webp, frames; crf 18; prores_profile hq; masters on
+  frames      sha256 {e["frames_sha256"]}
+  keys        content {e["key"]}
+              render  {e["render_key"]}
+              output  {e["output_key"]}
+  versions    svdflow {e["versions"]["svdflow"]}, render_version 1, torch {e["versions"]["torch"]}, diffusers \
+{e["versions"]["diffusers"]}, transformers {e["versions"]["transformers"]}, python {e["versions"]["python"]}
+  manifest    {rendered / "m.yaml"}
+render again: svdflow rerender {path} --verify
+"""
+
+
+@pytest.mark.parametrize("name", ["a-m60.mp4", "a-m60.hevc.mp4", "a-m60.mov", "a-m60.webm", "a-m60.gif",
+                                  "a-m60.webp", "a-m60_frames", "a-m60_frames/00002.png",
+                                  ".svdflow/masters/a-m60.mkv"])
+def test_inspect_json_is_the_entry_less_what_writing_the_files_added(rendered, capsys, name):
+    entry = json.loads((rendered / "entry.json").read_text())
+    code, out, _ = run_cli(capsys, "inspect", str(rendered / "out" / name), "--json")
+    assert code == 0
+    unknowable = ("status", "outputs", "master", "encoded_from", "timings", "error", "finished_at", "finished_unix")
+    assert json.loads(out) == {"svdflow_provenance": 1,
+                               **{k: v for k, v in entry.items() if k not in unknowable}}
+
+
+def test_inspect_says_why_a_file_has_no_provenance(tmp_path, capsys):
+    write_outputs(FRAMES, str(tmp_path), "plain", ["mp4", "gif"], playback_fps=7)
+    (tmp_path / "notes.txt").write_text("hello")
+    cases = {
+        str(tmp_path / "plain.mp4"): "carries no svdflow provenance (written by another program, or its metadata was "
+                                     "stripped); pass a file svdflow wrote, or use `svdflow rerender INDEX "
+                                     "--id ID` with the run's index.json",
+        str(tmp_path / "plain.gif"): "carries no svdflow provenance (written by another program, or its metadata was "
+                                     "stripped); pass a file svdflow wrote, or use `svdflow rerender INDEX "
+                                     "--id ID` with the run's index.json",
+        str(RELEASE / "city.mp4"): "written by svdflow 0.1, which stored only the content key (107921b4de7d…); use "
+                                   "`svdflow rerender INDEX --id ID` with the run's index.json",
+        str(tmp_path / "gone.mp4"): "no such file; pass a video, image or frames folder svdflow wrote",
+    }
+    for path, message in cases.items():
+        code, _, err = run_cli(capsys, "inspect", path)
+        assert (code, err) == (2, f"error: {path}: {message}\n"), path
+    code, _, err = run_cli(capsys, "inspect", str(tmp_path / "notes.txt"))
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'notes.txt'}: not a video or image svdflow can read (")
+
+
+def test_rerender_needs_an_id_with_an_index_and_the_right_one_with_a_file(rendered, tmp_path, capsys):
+    shutil.copy(rendered / "entry.json", tmp_path / "index.json")
+    code, _, err = run_cli(capsys, "rerender", str(tmp_path / "index.json"))
+    assert (code, err.splitlines()[-1]) == (2, f"error: {tmp_path / 'index.json'}: an index holds many jobs; pass "
+                                               "--id ID to say which (or pass one of the job's files instead)")
+    mp4 = str(rendered / "out" / "a-m60.mp4")
+    code, _, err = run_cli(capsys, "rerender", mp4, "--id", "b")
+    assert (code, err.splitlines()[-1]) == (2, f"error: {mp4}: made by job 'a-m60', not 'b'; drop --id or pass that "
+                                               "job's file")
+
+
+def test_rerender_from_a_file_alone_writes_the_very_same_files(rendered, capsys):
+    entry = json.loads((rendered / "entry.json").read_text())
+    webm = rendered / "out" / "a-m60.webm"
+
+    code, out, err = run_cli(capsys, "rerender", str(webm), "--verify", "--json")
+
+    assert code == 0, err
+    result = json.loads(out)
+    again = rendered / "out" / "rerendered"
+    assert result["matches"] is True and result["frames_sha256"] == entry["frames_sha256"]
+    assert result["outputs"] == [str(again / f"a-m60{suffix}") for suffix in
+                                 (".mp4", ".hevc.mp4", ".mov", ".webm", ".gif", ".webp", "_frames")]
+    for output in entry["outputs"]:
+        assert hash_output(str(again / output["file"]), output["format"])[0] == output["sha256"], output

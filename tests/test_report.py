@@ -330,7 +330,7 @@ def test_two_parameter_sweeps_form_a_matrix():
     def card(order, motion, aug):
         entry = make_entry(f"c{order}", item_id="c", uri="/in.png", input_sha=None,
                            sweep={"motion_bucket_id": motion, "noise_aug_strength": aug})
-        return Card(IndexEntry.model_validate(entry), order, f"c{order}")
+        return Card(IndexEntry.model_validate(upgrade_entry(entry)), order, f"c{order}")
 
     cards = [card(0, 60, 0.1), card(1, 60, 0.02), card(2, 200, 0.02), card(3, 200, 0.1), card(4, 127, 0.1)]
     # rows: motion 60, 127, 200; columns: aug 0.02, 0.1; the missing (127, 0.02) cell stays empty

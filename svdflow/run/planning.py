@@ -39,6 +39,7 @@ class PlannedJob:
         job = self.job
         return {"id": job.id, "item_id": job.item_id, "image": job.image, "seed": job.seed,
                 "seed_origin": job.seed_origin, "params": job.params.model_dump(), "sweep": job.sweep,
+                "defined_at": job.defined_at, "origins": dict(job.origins),
                 "status": self.status, "would_render": self.would_render, "reason": self.reason,
                 "key": self.key, "input_sha256": self.input_sha256}
 

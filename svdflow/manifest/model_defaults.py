@@ -63,11 +63,13 @@ def model_defaults(source: str, revision: str | None, manifest_dir: str | os.Pat
         config = folder / "unet" / "config.json"
         if not config.is_file():
             raise ModelConfigUnreadable(
-                f"{config} does not exist, so the model's own num_frames is unknown; point model.source at "
-                "a diffusers pipeline folder (with unet/config.json), or set num_frames in defaults")
-        return ModelDefaults(source, {"num_frames": _num_frames(config)}, {}, "unet/config.json")
+                f"{source.rstrip('/')}/unet/config.json does not exist, so the model's own num_frames is unknown; "
+                "point model.source at a diffusers pipeline folder (with unet/config.json), or set num_frames "
+                "in defaults")
+        return ModelDefaults(source, {"num_frames": _num_frames(config, f"{source.rstrip('/')}/unet/config.json")},
+                             {}, "unet/config.json")
     path = _hub_cached_config(source, revision)
-    return ModelDefaults(source, {"num_frames": _num_frames(path)}, {},
+    return ModelDefaults(source, {"num_frames": _num_frames(path, "its unet/config.json")}, {},
                          "unet/config.json (in the Hugging Face cache)")
 
 
@@ -91,13 +93,14 @@ def _hub_cached_config(source: str, revision: str | None) -> str:
         f"`hf download {source} unet/config.json{flag}`")
 
 
-def _num_frames(path: str | os.PathLike) -> int:
+def _num_frames(path: str | os.PathLike, shown: str) -> int:
     try:
-        config = json.loads(open(path, encoding="utf-8").read())
+        with open(path, encoding="utf-8") as file:
+            config = json.load(file)
     except (OSError, ValueError) as exc:
-        raise ModelConfigUnreadable(f"{path} cannot be read ({exc}); download or copy it again, or set "
+        raise ModelConfigUnreadable(f"{shown} cannot be read ({exc}); download or copy it again, or set "
                                     "num_frames in defaults") from None
     value = config.get("num_frames") if isinstance(config, dict) else None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ModelConfigUnreadable(f"{path} has no num_frames (a positive integer); set num_frames in defaults")
+        raise ModelConfigUnreadable(f"{shown} has no num_frames (a positive integer); set num_frames in defaults")
     return value

@@ -117,9 +117,8 @@ def _match(pattern: str, index: int, base_dir: str | os.PathLike[str], id_prefix
     if matches:
         return matches, None
     skipped = [f"{n} {what}{'s' * (n != 1)}" for n, what in ((hidden, "hidden file"), (folders, "folder")) if n]
-    where = f" (looked in {fixed or '/'})" if location.is_local else ""
-    return [], (f"glob '{pattern}' matches no files{where}" + (f"; skipped {' and '.join(skipped)}" if skipped
-                else "") + "; check the pattern (local patterns are relative to the manifest's folder)")
+    return [], (f"glob '{pattern}' matches no files" + (f" (skipped {' and '.join(skipped)})" if skipped else "")
+                + "; check the pattern (local patterns are read from the manifest's folder)")
 
 
 def _fixed_part(pattern: str) -> str:

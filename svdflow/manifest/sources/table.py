@@ -109,6 +109,10 @@ def read_table(written: str, base_dir: str | os.PathLike[str], shown: str) -> Ta
     if kind is None:
         raise TableUnusable(f"'{written}' is not a table svdflow reads; use a .csv file with a header row "
                             "(spreadsheets: save as CSV UTF-8) or a .jsonl file (one JSON object per line)")
+    if location.is_local and not os.path.isfile(location.path):
+        what = "is a folder, not a table" if os.path.isdir(location.path) else "does not exist"
+        raise TableUnusable(f"'{written}' {what}; check the path (local tables are read from the manifest's "
+                            "folder)")
     text = _read_text(location, written)
     table = Table(shown, location, kind, io.StringIO(text, newline="").readlines())
     if kind == "csv":

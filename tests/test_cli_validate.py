@@ -24,7 +24,7 @@ def examples(tmp_path, monkeypatch):
     """A fresh copy of manifests/ (yaml files and images, no renders), as the cwd's manifests/."""
     target = tmp_path / "manifests"
     target.mkdir()
-    for path in (REPO / "manifests").glob("*.yaml"):
+    for path in [*(REPO / "manifests").glob("*.yaml"), *(REPO / "manifests").glob("*.csv")]:
         shutil.copy(path, target / path.name)
     shutil.copytree(REPO / "manifests" / "images", target / "images")
     monkeypatch.chdir(tmp_path)

@@ -214,20 +214,18 @@ class LocalImages:
         return other
 
     def locate(self, image: str) -> str:
-        if _is_written_as_url(image):
-            return image
+        # Rows and items repeat images: the cache comes before telling a URL from a path.
         path = self._paths.get(image)
         if path is None:
-            path = self._paths[image] = self._locate(image)
+            path = self._paths[image] = image if _is_written_as_url(image) else self._locate(image)
         return path
 
     def exists(self, path: str) -> bool:
         """Whether a located image is there; always true for URLs (they are not fetched here)."""
-        if _is_written_as_url(path):
-            return True
-        if path not in self._exists:
-            self._exists[path] = os.path.exists(path)
-        return self._exists[path]
+        known = self._exists.get(path)
+        if known is None:
+            known = self._exists[path] = _is_written_as_url(path) or os.path.exists(path)
+        return known
 
     def _locate(self, image: str) -> str:
         head, tail = os.path.split(os.path.join(self.base_dir, os.path.expanduser(image)))

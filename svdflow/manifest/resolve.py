@@ -314,11 +314,11 @@ def job_id_problems(raw: Any, source: SourceMap) -> list[Problem]:
 
 def _job(job_id: str, item: ItemSpec, params: dict[str, Any], seed_origin: str, sweep: dict,
          origins: Mapping[str, str], defined_at: str) -> Job:
-    resolved = {name: params[name] for name in PARAMETER_NAMES}
-    if resolved["playback_fps"] is None:
-        resolved["playback_fps"] = float(resolved["fps"])
-    # Validated already (the manifest's models): constructing is 20x cheaper than validating again.
-    return Job(job_id, item.id, item.image, JobParams.model_construct(**resolved), seed_origin, sweep, origins,
+    if params["playback_fps"] is None:
+        params["playback_fps"] = float(params["fps"])
+    # Every value passed the manifest's (or the table's) models already, so this cannot fail; and
+    # pydantic-core validates a flat model twice as fast as model_construct builds one in Python.
+    return Job(job_id, item.id, item.image, JobParams.model_validate(params), seed_origin, sweep, origins,
                defined_at)
 
 

@@ -145,6 +145,16 @@ def test_generated_items_run_like_written_ones(tmp_path):
     assert all(job_id in open(page).read() for job_id in ("g-good", "row", "g-notes"))
 
 
+def test_generated_jobs_pickle_for_other_processes(tmp_path):
+    import pickle
+
+    touch(tmp_path / "in" / "a.png")
+    (tmp_path / "t.csv").write_text("id,image\nrow,in/a.png\n")
+    spec = spec_of(tmp_path, "svdflow: 1\nmodel: {source: builtin:tiny}\nitems:\n  - glob: in/*.png\n"
+                             "  - table: t.csv\n")
+    assert pickle.loads(pickle.dumps(spec)) == spec
+
+
 def test_a_written_item_turned_into_a_glob_match_stays_up_to_date(tmp_path):
     """Content keys depend on what is rendered, not on how the item was written."""
     from conftest import done_entry
@@ -230,6 +240,15 @@ def test_table_behind_a_url_reads_relative_images_beside_it(tmp_path, memory_fs)
                              "  - table: memory://campaign/shots.csv\n")
     assert [job.image for job in spec.jobs] == ["memory://campaign/img/a.png", "/abs/b.png", "memory://else/c.png"]
     assert spec.jobs[0].defined_at == "memory://campaign/shots.csv:2"
+
+
+def test_table_over_http_reads_relative_images_beside_it(tmp_path, http_server):
+    http_server.routes["/campaign/shots.jsonl"] = (200, {}, b'{"id": "a", "image": "img/a.png", "fps": 9}\n')
+    spec = spec_of(tmp_path, f"svdflow: 1\nmodel: {{source: builtin:tiny}}\nitems:\n"
+                             f"  - table: {http_server.url('/campaign/shots.jsonl')}\n")
+    (job,) = spec.jobs
+    assert (job.image, job.params.fps, job.defined_at) == (
+        http_server.url("/campaign/img/a.png"), 9, http_server.url("/campaign/shots.jsonl") + ":1")
 
 
 def test_a_table_with_many_bad_rows_lists_twenty_and_counts_the_rest(tmp_path):

@@ -161,8 +161,10 @@ def gather_items(loaded: LoadedManifest, images: LocalImages) -> tuple[list[Item
         if isinstance(entry, GlobItem):
             matches, found = glob_source.expand(entry.glob, base_dir, entry.id_prefix)
             problems += [source.problem(("items", index, "glob", p.pattern), p.message) for p in found]
-            items += [ItemSpec(m.item_id, m.image, own, {}, sweep, GlobOrigin(source, index, m), False)
-                      for m in matches]
+            # Local matches are located like written images (symlinks resolved), so the index
+            # records one path for a file however the manifest reached it.
+            items += [ItemSpec(m.item_id, images.locate(m.image), own, {}, sweep, GlobOrigin(source, index, m),
+                               False) for m in matches]
         elif isinstance(entry, TableItem):
             items += _table_items(entry.table, index, own, sweep, loaded, images, problems)
         else:

@@ -14,7 +14,6 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
@@ -209,7 +208,8 @@ class _Fallback:
             origins.update(dict.fromkeys(combo, "sweep"))
             if derived:
                 origins["seed"] = "derived"
-            shared = self._shared[key] = MappingProxyType(origins)
+            # A plain dict, not a read-only proxy: jobs are pickled to other processes (engines).
+            shared = self._shared[key] = origins
         return shared
 
 

@@ -170,10 +170,11 @@ class _Swept(StrictModel):
 
 # Bounds a glob entry's list of patterns; a campaign lists folders, not files.
 MAX_GLOB_PATTERNS = 256
+_Pattern = Annotated[str, Field(min_length=1)]
 
 
 class _Globbed(StrictModel):
-    glob: str | list[str] = Field(
+    glob: _Pattern | Annotated[list[_Pattern], Field(min_length=1, max_length=MAX_GLOB_PATTERNS)] = Field(
         description="One item per file matching this pattern (or these patterns), in sorted order: a local "
                     "pattern (relative to the manifest's folder) or an fsspec URL whose filesystem can list "
                     "(file://, memory://, s3://, gs://, hf://, chained URLs). ** matches any depth; hidden "

@@ -276,8 +276,7 @@ def _validate(table: Table, index: int, values: dict[str, Any], *, strict: bool)
             column = str(error["loc"][0]) if error["loc"] else "id"
             table.problems.append(table.problem(index, column, _describe(error, column, table.kind)))
         return
-    params = {key: value for key, value in row.__dict__.items()
-              if key in values and key not in REQUIRED_COLUMNS}
+    params = {key: getattr(row, key) for key in values if key not in REQUIRED_COLUMNS}
     table.rows.append(Row(index, row.id, row.image, params))
 
 

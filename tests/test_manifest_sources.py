@@ -271,6 +271,15 @@ def test_an_empty_table_file_is_an_error_at_its_entry(tmp_path):
         "header row (id,image,...)"]
 
 
+def test_broken_csv_quoting_is_reported_where_it_breaks(tmp_path):
+    (tmp_path / "t.csv").write_text('id,image\na,"x.png"y\n')
+    with pytest.raises(ManifestError) as raised:
+        spec_of(tmp_path, "svdflow: 1\nitems:\n  - table: t.csv\n")
+    assert [str(p) for p in raised.value.problems] == [
+        f"{tmp_path}/t.csv:2: not valid CSV (',' expected after '\"'); quote cells that hold commas, quotes or "
+        "line breaks (\"a, b\"), and double the quotes inside them (\"\")"]
+
+
 def test_manifest_problems_come_before_the_tables(tmp_path):
     (tmp_path / "t.csv").write_text("id,image,fps\na,a.png,0\n")
     with pytest.raises(ManifestError) as raised:

@@ -119,7 +119,7 @@ def read_table(written: str, base_dir: str | os.PathLike[str], shown: str) -> Ta
         _read_csv(table)
     else:
         _read_jsonl(table)
-    if not table.row_lines:
+    if not table.row_lines and not table.problems:  # a table that breaks early says why, not "empty"
         what = "has a header row but no rows" if table.header else "is empty"
         raise TableUnusable(f"the table '{written}' {what}; add one row per item"
                             + (" under a header row (id,image,...)" if kind == "csv" else

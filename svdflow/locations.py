@@ -73,6 +73,13 @@ class Location:
             raise ValueError(f"{self.text!r} is a URL, not a local path")
         return self.text
 
+    @property
+    def parent(self) -> Location:
+        """The folder this location is in."""
+        if self.is_local:
+            return Location(os.path.dirname(self.text), self.protocols)
+        return Location(self.text.rsplit("/", 1)[0], self.protocols)
+
     def join(self, name: str) -> Location:
         if self.is_local:
             return Location(os.path.join(self.text, name), self.protocols)

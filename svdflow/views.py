@@ -19,7 +19,10 @@ def _console(stderr: bool = False) -> Console:
 # Past this many rows, and whenever the output is not a terminal (a log, a pipe to grep: rich
 # would squeeze the table into 80 columns and cut every cell), the plan is aligned plain text.
 RICH_TABLE_MAX_ROWS = 500
-PLAN_COLUMNS = ("id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "status")
+PLAN_COLUMNS = ("id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "from", "status")
+# How the plan's legend names each origin of a value (Job.origins), in the order it lists them.
+ORIGIN_WORDS = {"item": "items", "table": "table rows", "sweep": "sweeps", "defaults": "defaults",
+                "model": "the model", "derived": "derived"}
 
 
 def _plan_row(p) -> tuple[str, ...]:
@@ -27,7 +30,34 @@ def _plan_row(p) -> tuple[str, ...]:
     status = p.status + (f" ({p.reason})" if p.reason and p.status != "new" else "")
     return (p.job.id, _short(p.job.image), str(p.job.seed), f"{params.width}x{params.height}",
             str(params.num_frames), str(params.num_inference_steps), str(params.fps),
-            str(params.motion_bucket_id), f"{params.noise_aug_strength:g}", status)
+            str(params.motion_bucket_id), f"{params.noise_aug_strength:g}", _short(p.job.defined_at, 32), status)
+
+
+def origin_legend(spec: RunSpec, planned) -> list[str]:
+    """Where the plan's values came from, per origin: which parameters, for how many of the jobs."""
+    total = len(planned)
+    shapes = Counter(id(p.job.origins) for p in planned)  # jobs alike share one mapping
+    by_id = {id(p.job.origins): p.job.origins for p in planned}
+    counts: dict[str, Counter] = {origin: Counter() for origin in ORIGIN_WORDS}
+    for shape, jobs in shapes.items():
+        for parameter, origin in by_id[shape].items():
+            if origin in counts:
+                counts[origin][parameter] += jobs
+    width = max(len(words) for words in ORIGIN_WORDS.values()) + 1
+    lines = ["where values came from (the rest: svdflow's defaults):"]
+    for origin, words in ORIGIN_WORDS.items():
+        if not counts[origin]:
+            continue
+        model = spec.model_defaults if origin == "model" else None
+        listed = ", ".join(
+            f"{name}{f' {model.values[name]}' if model and name in model.values else ''} "
+            f"({'all' if n == total else f'{n} of {total}'})" for name, n in counts[origin].items())
+        if model is not None:
+            listed += f": {model.source}'s {model.basis}"
+        elif origin == "derived":
+            listed += ": from (base seed, item id)"
+        lines.append(f"  {words + ':':<{width}} {listed}")
+    return lines if len(lines) > 1 else []
 
 
 def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
@@ -46,6 +76,8 @@ def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
         lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
                            for row in [PLAN_COLUMNS, *rows]]
         console.file.write("\n".join(lines) + "\n")
+    for line in origin_legend(spec, planned):
+        console.file.write(line + "\n")
     counts = Counter("render" if p.would_render else "re-encode" if p.would_reencode else "up to date"
                      for p in planned)
     console.print(f"{counts['render']} to render, {counts['re-encode']} to re-encode, {counts['up to date']} up to date")

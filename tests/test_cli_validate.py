@@ -24,7 +24,7 @@ def examples(tmp_path, monkeypatch):
     """A fresh copy of manifests/ (yaml files and images, no renders), as the cwd's manifests/."""
     target = tmp_path / "manifests"
     target.mkdir()
-    for path in (REPO / "manifests").glob("*.yaml"):
+    for path in [*(REPO / "manifests").glob("*.yaml"), *(REPO / "manifests").glob("*.csv")]:
         shutil.copy(path, target / path.name)
     shutil.copytree(REPO / "manifests" / "images", target / "images")
     monkeypatch.chdir(tmp_path)
@@ -89,10 +89,18 @@ def test_plan_table(capsys, examples):
     # Not a terminal: aligned plain text, every cell whole (rich would cut them to fit 80 columns).
     lines = out.splitlines()
     assert lines[0].startswith("motion-sweep: 6 jobs -> ")
-    assert lines[1].split() == ["id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "status"]
+    assert lines[1].split() == ["id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "from",
+                                "status"]
     assert lines[2].split()[0] == "city-m60-aug0.02" and lines[2].split()[3:] == [
-        "112x64", "8", "4", "7", "60", "0.02", "new"]
-    assert lines[-1] == "6 to render, 0 to re-encode, 0 up to date"
+        "112x64", "8", "4", "7", "60", "0.02", "manifests/sweep.yaml:19", "new"]
+    # Under the table, where the values came from: what varies per job is in `plan --json`.
+    assert lines[-5:] == [
+        "where values came from (the rest: svdflow's defaults):",
+        "  sweeps:     motion_bucket_id (all), noise_aug_strength (all)",
+        "  defaults:   num_frames (all), num_inference_steps (all), width (all), height (all)",
+        "  derived:    seed (all): from (base seed, item id)",
+        "6 to render, 0 to re-encode, 0 up to date",
+    ]
 
 
 def test_plan_of_an_invalid_manifest(capsys, monkeypatch):

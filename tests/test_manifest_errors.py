@@ -51,11 +51,13 @@ def test_invalid_manifest_message(name, capsys, at_repo):
 
 
 def test_located_problems_name_line_and_column():
-    """Everything except whole-file problems points at a line and column."""
+    """Everything except whole-file problems points at a line and column: of the manifest, or of the
+    table beside it that the case reads (named like the case)."""
     whole_file = {"empty", "comment_only"}
     for name in CASES:
         for line in (INVALID / f"{name}.expected").read_text().splitlines()[:-1]:
-            assert line.startswith(f"error: tests/invalid/{name}.yaml:"), line
+            assert line.startswith((f"error: tests/invalid/{name}.yaml:", f"error: tests/invalid/{name}.csv:",
+                                    f"error: tests/invalid/{name}.jsonl:")), line
             if name not in whole_file:
                 where = line.split(": ", 2)[1]
                 assert where.count(":") == 2 and all(p.isdigit() for p in where.split(":")[1:]), line

@@ -116,8 +116,35 @@ def test_schema_header_and_strictness():
 
 def test_every_parameter_appears_in_defaults_items_and_sweeps():
     defs = json_schema()["$defs"]
-    for model in ("Defaults", "Item", "Sweep"):
+    for model in ("Defaults", "Item", "GlobItem", "TableItem", "Sweep"):
         assert set(PARAMETERS) <= set(defs[model]["properties"]), model
+
+
+def test_an_item_has_exactly_one_of_image_glob_and_table():
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json_schema())
+
+    def valid(item: dict) -> bool:
+        return validator.is_valid({"svdflow": 1, "items": [item]})
+
+    assert valid({"id": "a", "image": "a.png"})
+    assert valid({"glob": "shots/*.png", "id_prefix": "p-", "fps": 6})
+    assert valid({"glob": ["a/*.png", "b/*.jpg"]})
+    assert valid({"table": "shots.csv", "sweep": {"seed": [1, 2]}})
+    assert not valid({"id": "a"})
+    assert not valid({"id": "a", "image": "a.png", "glob": "*.png"})
+    assert not valid({"glob": "*.png", "table": "shots.csv"})
+    assert not valid({"glob": "*.png", "id": "a"})
+    assert not valid({"table": "shots.csv", "id_prefix": "p-"})
+    items = json_schema()["properties"]["items"]["items"]
+    assert [ref["$ref"] for ref in items["oneOf"]] == ["#/$defs/Item", "#/$defs/GlobItem", "#/$defs/TableItem"]
+
+
+def test_defaults_that_follow_the_model_show_no_fixed_default():
+    defaults = json_schema()["$defs"]["Defaults"]["properties"]
+    assert [name for name, spec in defaults.items() if "default" not in spec] == [
+        "num_frames", "fps", "motion_bucket_id"]
+    assert "Unset: the model's own" in defaults["num_frames"]["description"]
 
 
 def test_examples_validate_against_the_json_schema():

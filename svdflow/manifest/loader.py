@@ -22,7 +22,19 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from svdflow.errors import ManifestError, Problem, in_file_order
-from svdflow.manifest.schema import FORMAT_VERSION, Hardware, Item, Manifest, ModelSource, Output, Sweep
+from svdflow.manifest.schema import (
+    FORMAT_VERSION,
+    INPUT_KEYS,
+    ITEM_FORMS,
+    GlobItem,
+    Hardware,
+    Item,
+    Manifest,
+    ModelSource,
+    Output,
+    Sweep,
+    TableItem,
+)
 from svdflow.manifest.schema import Defaults as DefaultsModel
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -315,32 +327,72 @@ def validation_problems(exc: ValidationError, source: SourceMap) -> list[Problem
     """Turn Pydantic's errors into located, actionable problems, in file order."""
     problems = []
     for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
+        loc, form = _untag(tuple(error["loc"]))
         if error["type"] == "extra_forbidden":
-            problems.append(source.problem(loc, _unknown_key(loc), at_key=True))
+            problems.append(source.problem(loc, _unknown_key(loc, form), at_key=True))
         else:
-            problems.append(source.problem(loc, _describe(error, loc)))
+            problems.append(source.problem(loc, _describe(error, loc, form)))
     return in_file_order(problems)
 
 
-def _model_at(loc: Path_) -> type[BaseModel] | None:
-    return _MODELS_BY_SHAPE.get(tuple("*" if isinstance(p, int) else p for p in loc))
+def _untag(loc: Path_) -> tuple[Path_, type[BaseModel] | None]:
+    """The location without the item form's tag Pydantic puts in it, and that form's model."""
+    if len(loc) > 2 and loc[0] == "items" and loc[2] in ITEM_FORMS:
+        return loc[:2] + loc[3:], ITEM_FORMS[loc[2]]
+    return loc, None
 
 
-def _unknown_key(loc: Path_) -> str:
-    key, parent = loc[-1], loc[:-1]
-    model = _model_at(parent)
-    # Required keys first: for an item that is id and image, which is what people look for.
-    allowed = sorted(model.model_fields, key=lambda f: not model.model_fields[f].is_required()) if model else []
-    where = f" in {_dotted(parent)}" if parent else " at the top level"
+def _model_at(loc: Path_, form: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    shape = tuple("*" if isinstance(p, int) else p for p in loc)
+    if shape == ("items", "*"):
+        return form or Item
+    return _MODELS_BY_SHAPE.get(shape)
+
+
+def allowed_keys(model: type[BaseModel]) -> list[str]:
+    """A model's keys, required ones first: for an item that is id and image, what people look for."""
+    return sorted(model.model_fields, key=lambda f: not model.model_fields[f].is_required())
+
+
+def suggest(key: str, allowed: list[str]) -> str:
+    """What to do about an unknown key (or table column): the close name, and every allowed one."""
     close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
     if not close:  # a shortened name: motion -> motion_bucket_id
         close = [name for name in allowed if str(key).lower() in name] if len(str(key)) >= 3 else []
     hint = f"did you mean '{close[0]}'?" if len(close) == 1 else "remove it or fix its spelling;"
-    return f"unknown key '{key}'{where}; {hint} allowed: {', '.join(allowed)}"
+    return f"{hint} allowed: {', '.join(allowed)}"
 
 
-def _describe(error: dict[str, Any], loc: Path_) -> str:
+_FORM_WORDS = {Item: "an item written out (id and image)", GlobItem: "a glob entry", TableItem: "a table entry"}
+
+
+def _unknown_key(loc: Path_, form: type[BaseModel] | None = None) -> str:
+    key, parent = loc[-1], loc[:-1]
+    model = _model_at(parent, form)
+    where = f" in {_dotted(parent)}" if parent else " at the top level"
+    if model in _FORM_WORDS:
+        if key in INPUT_KEYS:
+            given = next(k for k in INPUT_KEYS if k in model.model_fields)
+            return (f"'{key}' and '{given}' cannot both be on {_dotted(parent)}: an item has one of image (one "
+                    f"file), glob (the files a pattern matches) or table (one item per row); split it into two "
+                    f"items")
+        if key == "id" and model is GlobItem:
+            return (f"'id' cannot be on a glob entry ({_dotted(parent)}): each matched file's path gives its "
+                    f"item's id; remove it (id_prefix puts a text before every id)")
+        if key == "id" and model is TableItem:
+            return (f"'id' cannot be on a table entry ({_dotted(parent)}): the table's id column gives each "
+                    f"row's id; remove it")
+        if key == "id_prefix":
+            return (f"'id_prefix' is for glob entries, not {_FORM_WORDS[model]} ({_dotted(parent)}); remove it")
+    return f"unknown key '{key}'{where}; {suggest(str(key), allowed_keys(model) if model else [])}"
+
+
+def describe_error(error: dict[str, Any], loc: Path_, model: type[BaseModel]) -> str:
+    """A Pydantic error about `loc` within `model` (a table row's cell, say) in the manifest's words."""
+    return _describe(error, loc, model)
+
+
+def _describe(error: dict[str, Any], loc: Path_, form: type[BaseModel] | None = None) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     name = _dotted(loc)
     if loc == ("svdflow",):
@@ -352,14 +404,17 @@ def _describe(error: dict[str, Any], loc: Path_) -> str:
         if loc == ("items",):
             return "missing required key 'items'; add `items:` with at least one `- id: ...` and its `image: ...`"
         parent = _dotted(loc[:-1]) or "the top level"
-        example = {"id": "id: <name>", "image": "image: <local path or URL>"}.get(str(loc[-1]))
+        if loc[-1] == "image" and loc[:1] == ("items",):
+            return (f"{parent}: missing required key 'image'; add `image: <local path or URL>` (or, for many "
+                    "items, `glob: <pattern>` or `table: <file>` instead of id and image)")
+        example = {"id": "id: <name>"}.get(str(loc[-1]))
         return f"{parent}: missing required key '{loc[-1]}'; add " + (f"`{example}`" if example else "it")
     if kind == "literal_error":
         return f"{name}: {_show(value)} is not one of {ctx['expected']}; use one of those"
     if kind in _TYPE_WORDS:
         got = _show(value)
         got = got if got == _yaml_kind(value) else f"{got} ({_yaml_kind(value)})"
-        return f"{name}: expected {_TYPE_WORDS[kind]}, got {got}; {_type_fix(kind, value, loc)}"
+        return f"{name}: expected {_TYPE_WORDS[kind]}, got {got}; {_type_fix(kind, value, loc, form)}"
     if kind == "string_pattern_mismatch":
         if loc == ("hardware", "device"):
             return f"{name}: {_show(value)} is not a device; use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps"
@@ -392,10 +447,10 @@ def _describe(error: dict[str, Any], loc: Path_) -> str:
     return f"{name}: {error['msg']}, got {_show(value)}"
 
 
-def _type_fix(kind: str, value: Any, loc: Path_) -> str:
+def _type_fix(kind: str, value: Any, loc: Path_, form: type[BaseModel] | None = None) -> str:
     """What to write instead of a value of the wrong type."""
     if value is None:  # `key:` with nothing after the colon
-        model = _model_at(loc[:-1])
+        model = _model_at(loc[:-1], form)
         field_info = model.model_fields.get(str(loc[-1])) if model else None
         optional = field_info is not None and not field_info.is_required()
         return "write a value after the colon" + (", or remove the key to use the default" if optional else "")

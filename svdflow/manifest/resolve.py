@@ -1,16 +1,17 @@
 """Turn a validated manifest into the list of jobs to render.
 
-Resolution is pure: no file is read and no model is touched, so `validate` and `plan` stay fast on
-manifests with tens of thousands of items.
+Items come from items.py (written ones, glob matches, table rows); here they get their defaults
+(the manifest's, the model's, svdflow's), their sweeps, seeds and ids, and the warnings about
+legal but unlikely settings. No image is read and no model is loaded: `validate` and `plan` stay
+fast on campaigns of 100,000 items. Globs are listed and tables read, once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import os
-import stat
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from svdflow.errors import ManifestError, Problem, in_file_order
-from svdflow.locations import Location, is_url
+from svdflow.locations import Location
+from svdflow.manifest.items import ItemSpec, LocalImages, Origin, RowOrigin, gather_items
 from svdflow.manifest.loader import LoadedManifest, SourceMap, gc_paused
+from svdflow.manifest.model_defaults import (
+    ModelConfigUnreadable,
+    ModelDefaults,
+    fixed_model_defaults,
+    model_defaults,
+)
 from svdflow.manifest.schema import (
     MAX_SEED,
     PARAMETERS,
@@ -36,6 +44,8 @@ from svdflow.manifest.schema import (
 PARAMETER_NAMES = tuple(PARAMETERS)
 # A job called "index" would write its sidecar index.json over the run's index.
 RESERVED_JOB_IDS = frozenset({"index"})
+# Where a job's value came from, most specific first ("derived": a seed from (base seed, item id)).
+ORIGINS = ("sweep", "table", "item", "defaults", "model", "svdflow", "derived")
 
 
 @dataclass(frozen=True)
@@ -46,8 +56,11 @@ class Job:
     item_id: str
     image: str  # absolute local path or URL
     params: JobParams  # every parameter resolved; playback_fps never null
-    seed_origin: str  # "item" (set on the item), "sweep" (a swept value) or "derived" (from base seed + item id)
+    seed_origin: str  # "item" (set on the item or its row), "sweep" (a swept value) or "derived" (base seed + id)
     sweep: dict[str, Any] = field(default_factory=dict)  # the swept values that made this job
+    # Where each parameter's value came from (one of ORIGINS); shared between jobs alike.
+    origins: Mapping[str, str] = field(default_factory=dict)
+    defined_at: str = ""  # where its item is defined: "campaign.yaml:12", "shots.csv:40"
 
     @property
     def seed(self) -> int:
@@ -75,6 +88,8 @@ class RunSpec:
     warnings: tuple[Problem, ...] = ()
     prores_profile: str = "hq"
     masters: bool = True
+    # What the model set where the manifest is silent (num_frames, SVD-XT 1.1's conditioning).
+    model_defaults: ModelDefaults | None = None
 
     def job(self, job_id: str) -> Job:
         for job in self.jobs:
@@ -93,7 +108,7 @@ def derive_seed(base_seed: int, item_id: str) -> int:
 
 
 def resolve(loaded: LoadedManifest) -> RunSpec:
-    """Merge defaults into items, expand sweeps, derive seeds and paths; collect every problem."""
+    """Merge defaults into items, expand globs, tables and sweeps, derive seeds and paths; collect every problem."""
     with gc_paused():
         return _resolve(loaded)
 
@@ -104,25 +119,29 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
     name = manifest.name or loaded.path.stem
     problems: list[Problem] = []
     warnings: dict[Problem, None] = {}  # ordered and unique: sweeps repeat their item's warnings
-    images = _LocalImages(base_dir)
+    images = LocalImages(base_dir)
 
     output_dir = _output_dir(manifest, name, base_dir, source, problems)
+    items, item_problems = gather_items(loaded, images)
+    problems += item_problems
+    model = _model_defaults(loaded, items, problems)
+    fallback = _Fallback(manifest, model)
     jobs: list[Job] = []
-    ids = _JobIds(source)
-    defaults = manifest.defaults.model_dump()
-    for index, item in enumerate(manifest.items):
-        if problem := ids.item_problem(item.id, index):
+    ids = _JobIds()
+    trained = manifest.model.source != "builtin:tiny"
+    for item in items:
+        if problem := ids.item_problem(item):
             problems.append(problem)
             continue
-        for job, where in _expand(item, index, defaults, images.locate):
-            if problem := ids.problem(job.id, where):
+        for job in _expand(item, fallback):
+            if problem := ids.job_problem(job.id, item.origin, bool(job.sweep)):
                 problems.append(problem)
                 continue
             jobs.append(job)
-            for warning in _job_warnings(job, index, source, manifest.model.source != "builtin:tiny", images):
+            for warning in _job_warnings(job, item, source, trained, model, images):
                 warnings[warning] = None
     if problems:
-        raise ManifestError(in_file_order(problems))
+        raise ManifestError(_in_order(problems, source.file))
     return RunSpec(
         name=name,
         manifest_path=loaded.path,
@@ -135,7 +154,67 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
         warnings=tuple(warnings),
         prores_profile=manifest.output.prores_profile,
         masters=manifest.output.masters,
+        model_defaults=model,
     )
+
+
+def _in_order(problems: list[Problem], manifest_file: str) -> list[Problem]:
+    """The manifest's problems in file order, then each table's, in the order the tables are named."""
+    files: dict[str, int] = {manifest_file: 0}
+    for problem in problems:
+        files.setdefault(problem.file, len(files))
+    return sorted(in_file_order(problems), key=lambda p: files[p.file])
+
+
+def _model_defaults(loaded: LoadedManifest, items: list[ItemSpec], problems: list[Problem]) -> ModelDefaults:
+    """What the model sets; its config is read only when some job leaves num_frames to it."""
+    manifest = loaded.manifest
+    model = manifest.model
+    needed = "num_frames" not in manifest.defaults.model_fields_set and any(
+        "num_frames" not in item.entry and "num_frames" not in item.row and "num_frames" not in item.sweep
+        for item in items)
+    if not needed:
+        return fixed_model_defaults(model.source)
+    try:
+        return model_defaults(model.source, model.revision, loaded.path.parent)
+    except ModelConfigUnreadable as exc:
+        problems.append(loaded.source.problem(("model", "source"), f"model.source: {model.source}: {exc}"))
+        return fixed_model_defaults(model.source)
+
+
+class _Fallback:
+    """Each parameter's value where an item is silent, and where that value comes from:
+    the manifest's defaults, else the model's own, else svdflow's."""
+
+    def __init__(self, manifest: Manifest, model: ModelDefaults):
+        given = manifest.defaults.model_fields_set
+        defaults = manifest.defaults.__dict__
+        self.values: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
+        for key, parameter in PARAMETERS.items():
+            if key in given:
+                self.values[key], self.origins[key] = defaults[key], "defaults"
+            elif key in model.values:
+                self.values[key], self.origins[key] = model.values[key], "model"
+            else:
+                self.values[key], self.origins[key] = parameter.default, "svdflow"
+        self.base_seed: int = self.values["seed"]
+        self._shared: dict[tuple, Mapping[str, str]] = {}
+
+    def origins_for(self, entry: dict, row: dict, combo: dict, derived: bool) -> Mapping[str, str]:
+        """One shared mapping per shape of item: 100,000 table rows make a handful of them."""
+        key = (tuple(entry), tuple(row), tuple(combo), derived)
+        shared = self._shared.get(key)
+        if shared is None:
+            origins = dict(self.origins)
+            origins.update(dict.fromkeys(entry, "item"))
+            origins.update(dict.fromkeys(row, "table"))
+            origins.update(dict.fromkeys(combo, "sweep"))
+            if derived:
+                origins["seed"] = "derived"
+            # A plain dict, not a read-only proxy: jobs are pickled to other processes (engines).
+            shared = self._shared[key] = origins
+        return shared
 
 
 def _output_dir(manifest: Manifest, name: str, base_dir: Path, source: SourceMap, problems: list[Problem]) -> str:
@@ -156,32 +235,29 @@ def _output_dir(manifest: Manifest, name: str, base_dir: Path, source: SourceMap
     return str(Path(location.path).resolve()) if location.is_local else location.text
 
 
-def _expand(item: Any, index: int, defaults: dict[str, Any], locate):
-    """Yield (job, source path of what defines its id) for one item, sweeps expanded in key order."""
-    own = {k: v for k, v in item.model_dump(include=set(PARAMETER_NAMES)).items() if v is not None}
-    params = {**defaults, **own}
-    if "seed" in own:
-        origin = "item"
-    else:
-        params["seed"] = derive_seed(defaults["seed"], item.id)
-        origin = "derived"
-    image = locate(item.image)
-    for job_id, where, combo in _job_ids(item, index):
-        job_origin = "sweep" if "seed" in combo else origin
-        yield _job(job_id, item.id, image, {**params, **combo}, job_origin, combo), where
+def _expand(item: ItemSpec, fallback: _Fallback):
+    """The item's jobs, sweeps expanded in parameter order."""
+    params = {**fallback.values, **item.entry, **item.row}
+    derived = "seed" not in item.entry and "seed" not in item.row
+    if derived:
+        params["seed"] = derive_seed(fallback.base_seed, item.id)
+    defined_at = item.origin.defined_at
+    for job_id, combo in _job_ids(item.id, item.sweep):
+        seed_origin = "sweep" if "seed" in combo else ("derived" if derived else "item")
+        origins = fallback.origins_for(item.entry, item.row, combo, derived and "seed" not in combo)
+        yield _job(job_id, item, {**params, **combo}, seed_origin, combo, origins, defined_at)
 
 
-def _job_ids(item: Any, index: int):
-    """Yield (job id, source path of what defines it, the swept values) for one item's jobs."""
-    swept = {k: v for k, v in (item.sweep.model_dump() if item.sweep else {}).items() if v is not None}
+def _job_ids(item_id: str, swept: dict[str, list]):
+    """Yield (job id, the swept values) for one item's jobs."""
     if not swept:
-        yield item.id, ("items", index, "id"), {}
+        yield item_id, {}
         return
-    keys = list(swept)
+    keys = [k for k in PARAMETER_NAMES if k in swept]
     for values in itertools.product(*(swept[k] for k in keys)):
         combo = dict(zip(keys, values, strict=True))
         suffix = "-".join(f"{PARAMETERS[k].sweep_label}{_id_value(v)}" for k, v in combo.items())
-        yield f"{item.id}-{suffix}", ("items", index, "sweep"), combo
+        yield f"{item_id}-{suffix}", combo
 
 
 class _JobIds:
@@ -189,107 +265,65 @@ class _JobIds:
     used. Item ids are unique even when their sweeps would give different job ids: an item's id
     derives its seed and groups its sweep in the report."""
 
-    def __init__(self, source: SourceMap):
-        self.source = source
-        self.first_seen: dict[str, tuple] = {}
-        self.items: dict[str, int] = {}
+    def __init__(self):
+        self.items: dict[str, Origin] = {}
+        self.jobs: dict[str, tuple[Origin, bool]] = {}
 
-    def item_problem(self, item_id: str, index: int) -> Problem | None:
-        first = self.items.setdefault(item_id, index)
-        if first == index:
+    def item_problem(self, item: ItemSpec) -> Problem | None:
+        first = self.items.setdefault(item.id, item.origin)
+        if first is item.origin:
             return None
-        line = self.source.problem(("items", first, "id"), "").line
-        return self.source.problem(("items", index, "id"), f"item id '{item_id}' is already used by "
-                                                           f"items[{first}] (line {line}); give each item a unique id")
+        return item.origin.duplicate_id(item.id, first)
 
-    def problem(self, job_id: str, where: tuple) -> Problem | None:
+    def job_problem(self, job_id: str, origin: Origin, swept: bool) -> Problem | None:
+        def at(message: str) -> Problem:
+            return origin.sweep_problem(message) if swept else origin.problem("id", message)
+
         if job_id in RESERVED_JOB_IDS:
-            return self.source.problem(where, f"job id '{job_id}' is reserved (its sidecar would overwrite "
-                                              f"{job_id}.json); rename the item")
-        if job_id in self.first_seen:
-            return self.source.problem(where, _collision(job_id, where, self.first_seen[job_id], self.source))
-        self.first_seen[job_id] = where
-        return None
+            return at(f"job id '{job_id}' is reserved (its sidecar would overwrite {job_id}.json); rename the item")
+        first = self.jobs.get(job_id)
+        if first is None:
+            self.jobs[job_id] = (origin, swept)
+            return None
+        if first == (origin, True) and swept:
+            return at(f"the sweep of {origin.name} generates job id '{job_id}' twice; list each value once")
+        # Two unswept items with one id never get here: item_problem reports them first.
+        by = ("the sweep of " if swept else "") + origin.name
+        return at(f"job id '{job_id}' from {by} is already used by {first[0].ref(first[1])}; rename one of the "
+                  "items, or change the sweep so the generated ids differ")
 
 
 def job_id_problems(raw: Any, source: SourceMap) -> list[Problem]:
-    """The id problems among the items that are valid on their own, for a file whose schema check
-    failed elsewhere: reported with the schema's problems, one round of fixes shows them all."""
+    """The id problems among the written items that are valid on their own, for a file whose schema
+    check failed elsewhere: reported with the schema's problems, one round of fixes shows them all.
+    (Glob and table entries are expanded once the file is valid.)"""
     items = raw.get("items") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         return []
-    ids, problems = _JobIds(source), []
+    ids, problems = _JobIds(), []
     for index, raw_item in enumerate(items):
         try:
             item = Item.model_validate(raw_item)
         except ValidationError:
             continue  # the schema's problems already name it
-        if problem := ids.item_problem(item.id, index):
+        swept = {k: v for k, v in item.sweep.model_dump().items() if v is not None} if item.sweep else {}
+        spec = ItemSpec(item.id, item.image, {}, {}, swept, Origin(source, index), False)
+        if problem := ids.item_problem(spec):
             problems.append(problem)
             continue
-        problems += [p for job_id, where, _ in _job_ids(item, index) if (p := ids.problem(job_id, where))]
+        problems += [p for job_id, combo in _job_ids(item.id, swept)
+                     if (p := ids.job_problem(job_id, spec.origin, bool(combo)))]
     return problems
 
 
-def _job(job_id: str, item_id: str, image: str, params: dict[str, Any], origin: str, sweep: dict) -> Job:
-    resolved = {name: params[name] for name in PARAMETER_NAMES}
-    if resolved["playback_fps"] is None:
-        resolved["playback_fps"] = float(resolved["fps"])
-    # Validated already (the manifest's models): constructing is 20x cheaper than validating again.
-    return Job(job_id, item_id, image, JobParams.model_construct(**resolved), origin, sweep)
-
-
-class _LocalImages:
-    """Item images as absolute paths (URLs as given), symlinks resolved like Path.resolve().
-
-    Items usually share a few folders: resolving each folder once and each image with one lstat
-    keeps resolution of 10,000 distinct images to 10,000 system calls instead of ~50,000.
-    """
-
-    def __init__(self, base_dir: Path):
-        self.base_dir = str(base_dir)
-        self._dirs: dict[str, str] = {}
-        self._paths: dict[str, str] = {}
-        self._exists: dict[str, bool] = {}
-
-    def locate(self, image: str) -> str:
-        if _is_written_as_url(image):
-            return image
-        path = self._paths.get(image)
-        if path is None:
-            path = self._paths[image] = self._locate(image)
-        return path
-
-    def exists(self, path: str) -> bool:
-        """Whether a located image is there; always true for URLs (they are not fetched here)."""
-        if _is_written_as_url(path):
-            return True
-        if path not in self._exists:
-            self._exists[path] = os.path.exists(path)
-        return self._exists[path]
-
-    def _locate(self, image: str) -> str:
-        head, tail = os.path.split(os.path.join(self.base_dir, os.path.expanduser(image)))
-        if tail in ("", ".", ".."):
-            return os.path.realpath(os.path.join(head, tail))
-        real_head = self._dirs.get(head)
-        if real_head is None:
-            real_head = self._dirs[head] = os.path.realpath(head)
-        path = os.path.join(real_head, tail)
-        try:
-            is_link = stat.S_ISLNK(os.lstat(path).st_mode)
-        except OSError:
-            self._exists[path] = False
-            return path
-        if is_link:
-            return os.path.realpath(path)
-        self._exists[path] = True
-        return path
-
-
-def _is_written_as_url(image: str) -> bool:
-    """A URL (file:// ones too: fsspec reads them, and the index records them as written)."""
-    return is_url(image) or image.startswith(("file://", "local://"))
+def _job(job_id: str, item: ItemSpec, params: dict[str, Any], seed_origin: str, sweep: dict,
+         origins: Mapping[str, str], defined_at: str) -> Job:
+    if params["playback_fps"] is None:
+        params["playback_fps"] = float(params["fps"])
+    # Every value passed the manifest's (or the table's) models already, so this cannot fail; and
+    # pydantic-core validates a flat model twice as fast as model_construct builds one in Python.
+    return Job(job_id, item.id, item.image, JobParams.model_validate(params), seed_origin, sweep, origins,
+               defined_at)
 
 
 def _id_value(value: Any) -> str:
@@ -298,27 +332,21 @@ def _id_value(value: Any) -> str:
     return str(value).replace("-", "n")
 
 
-def _collision(job_id: str, where: tuple, first: tuple, source: SourceMap) -> str:
-    """Say which items clash, and whether the id was written or generated by a sweep."""
-    line = source.problem(first, "").line
-
-    def by(path: tuple) -> str:
-        return f"the sweep of items[{path[1]}]" if path[-1] == "sweep" else f"items[{path[1]}]"
-
-    if where == first:
-        return f"the sweep of items[{where[1]}] generates job id '{job_id}' twice; list each value once"
-    # Two unswept items with one id never get here: _JobIds.item_problem reports them first.
-    return (f"job id '{job_id}' from {by(where)} is already used by {by(first)} (line {line}); rename one of "
-            f"the items, or change the sweep so the generated ids differ")
-
-
-def _job_warnings(job: Job, index: int, source: SourceMap, trained: bool, images: _LocalImages) -> list[Problem]:
+def _job_warnings(job: Job, item: ItemSpec, source: SourceMap, trained: bool, model: ModelDefaults,
+                  images: LocalImages) -> list[Problem]:
     """Legal but likely unintended settings, reported once per item (sweeps would repeat them)."""
     p, out = job.params, []
 
+    def at(key: str, message: str) -> Problem:
+        origin = job.origins.get(key, "item")
+        if origin in ("item", "table"):
+            return item.origin.problem(key, message)
+        if origin == "sweep":
+            return source.problem(("items", item.origin.index, "sweep", key), message)
+        return source.problem(("defaults", key), message)
+
     def warn(key: str, message: str) -> None:
-        path = ("items", index, key) if ("items", index, key) in source.values else ("defaults", key)
-        out.append(source.problem(path, f"item '{job.item_id}': {message}"))
+        out.append(at(key, f"item '{job.item_id}': {message}"))
 
     if trained and (p.width, p.height) not in TRAINED_SIZES:
         warn("width", f"{p.width}x{p.height} is not a size SVD was trained at (1024x576 or 576x1024); "
@@ -329,6 +357,20 @@ def _job_warnings(job: Job, index: int, source: SourceMap, trained: bool, images
     if p.min_guidance_scale > p.max_guidance_scale:
         warn("min_guidance_scale", f"min_guidance_scale {p.min_guidance_scale} is above max_guidance_scale "
                                    f"{p.max_guidance_scale}; guidance will fall across frames")
-    if not images.exists(job.image):
+    if item.may_be_missing and not images.exists(job.image):
         warn("image", f"image {job.image} does not exist; its jobs will fail until it does")
+    for key, kept in model.fixed.items():
+        value = getattr(p, key)
+        if value != kept:
+            # Said once per place and value, not per item: a table column or a default sets many.
+            message = (f"{key} {value}: {model.source} was finetuned with fixed conditioning "
+                       f"({_listed(model.fixed)}); other values may give worse results (unset, it is {kept})")
+            if job.origins.get(key) == "table" and isinstance(item.origin, RowOrigin):
+                out.append(item.origin.column_problem(key, message))
+            else:
+                out.append(at(key, message))
     return out
+
+
+def _listed(values: dict[str, Any]) -> str:
+    return " and ".join(f"{key} {value}" for key, value in values.items())

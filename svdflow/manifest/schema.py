@@ -14,7 +14,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     create_model,
     field_validator,
     model_validator,
@@ -53,25 +55,31 @@ class Parameter:
     default: Any
     description: str
     sweep_label: str  # prefix of the value in generated sweep ids: city-m60
+    # Where the default follows the model (manifest/model_defaults.py): what defaults' hover text
+    # says about it. The schema then shows no fixed default.
+    follows_model: str = ""
 
 
 Size = Annotated[int, Field(ge=64, le=4096, json_schema_extra={"multipleOf": 8}), AfterValidator(_multiple_of_8)]
 PARAMETERS: dict[str, Parameter] = {
     "num_frames": Parameter(
         Annotated[int, Field(ge=1, le=1024)], 25,
-        "Frames to generate. SVD was trained on 14, SVD-XT on 25.", "f"),
+        "Frames to generate. SVD was trained on 14, SVD-XT on 25.", "f",
+        follows_model="Unset: the model's own (SVD 14, SVD-XT 25, other models their unet/config.json's)."),
     "num_inference_steps": Parameter(
         Annotated[int, Field(ge=1, le=1000)], 25,
         "Denoising steps; more is slower and usually cleaner.", "steps"),
     "fps": Parameter(
         Annotated[int, Field(ge=1, le=240)], 7,
-        "Conditioning frame rate, as diffusers takes it (the model is conditioned on fps-1).", "fps"),
+        "Conditioning frame rate, as diffusers takes it (the model is conditioned on fps-1).", "fps",
+        follows_model="Unset: 7, or 6 for SVD-XT 1.1 (finetuned at 6 only)."),
     "playback_fps": Parameter(
         Annotated[float, Field(gt=0, le=240)] | None, None,
         "Frame rate of the written files; null: the same as fps.", "pfps"),
     "motion_bucket_id": Parameter(
         Annotated[int, Field(ge=0, le=1023)], 127,
-        "Amount of motion; SVD was trained on 0-255 (higher values warn).", "m"),
+        "Amount of motion; SVD was trained on 0-255 (higher values warn).", "m",
+        follows_model="Unset: 127 (SVD-XT 1.1 was finetuned at 127 only)."),
     "noise_aug_strength": Parameter(
         Annotated[float, Field(ge=0, le=10)], 0.02,
         "Noise added to the conditioning image; more noise, less resemblance, more motion.", "aug"),
@@ -95,13 +103,18 @@ PARAMETERS: dict[str, Parameter] = {
 }
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 def _params_model(name: str, doc: str, *, optional: bool) -> type[StrictModel]:
     fields = {}
     for key, p in PARAMETERS.items():
         if optional:
             fields[key] = (p.annotation | None, Field(None, description=p.description + " Overrides defaults."))
         else:
-            fields[key] = (p.annotation, Field(p.default, description=p.description))
+            fields[key] = (p.annotation, Field(p.default, description=f"{p.description} {p.follows_model}".strip(),
+                                               json_schema_extra=_no_default if p.follows_model else None))
     return create_model(name, __base__=StrictModel, __doc__=doc, **fields)
 
 
@@ -138,24 +151,124 @@ Sweep = create_model(
 )
 
 
-class _ItemBase(StrictModel):
-    id: str = Field(
-        pattern=ID_PATTERN, max_length=128,
-        description="Unique name of the item; names its outputs. Letters, digits, '.', '_', '-'; "
-                    "starts with a letter or digit.")
-    image: str = Field(
-        min_length=1,
-        description="Input image: a local path (relative to the manifest's folder) or an fsspec URL "
-                    "(file://, http(s)://, memory://, s3://, gs://, hf://).")
+_IMAGE_DESCRIPTION = ("Input image: a local path (relative to the {base}) or an fsspec URL "
+                      "(file://, http(s)://, memory://, s3://, gs://, hf://).")
+_Id = Annotated[str, Field(
+    pattern=ID_PATTERN, max_length=128,
+    description="Unique name of the item; names its outputs. Letters, digits, '.', '_', '-'; "
+                "starts with a letter or digit.")]
+
+
+class _Written(StrictModel):
+    id: _Id
+    image: str = Field(min_length=1, description=_IMAGE_DESCRIPTION.format(base="manifest's folder"))
+
+
+class _Swept(StrictModel):
     sweep: Sweep | None = Field(  # type: ignore[valid-type]
         None, description="Expand this item into one job per combination of the listed values.")
 
 
+# Bounds a glob entry's list of patterns; a campaign lists folders, not files.
+MAX_GLOB_PATTERNS = 256
+_Pattern = Annotated[str, Field(min_length=1)]
+
+
+class _Globbed(StrictModel):
+    glob: _Pattern | Annotated[list[_Pattern], Field(min_length=1, max_length=MAX_GLOB_PATTERNS)] = Field(
+        description="One item per file matching this pattern (or these patterns), in sorted order: a local "
+                    "pattern (relative to the manifest's folder) or an fsspec URL whose filesystem can list "
+                    "(file://, memory://, s3://, gs://, hf://, chained URLs). ** matches any depth; hidden "
+                    "files are skipped. Each item's id is the match's path below the pattern's fixed "
+                    "folders, without its extension, other characters than letters, digits, '.', '_' and "
+                    "'-' turned into '-' (products/red shoe.JPG -> products-red-shoe). Every other key of "
+                    "the entry applies to each item.")
+    id_prefix: str | None = Field(
+        None, pattern=ID_PATTERN, max_length=64,
+        description="Put before every generated id (p- makes p-products-red-shoe).")
+
+    @field_validator("glob", mode="before")
+    @classmethod
+    def _patterns(cls, value: Any) -> Any:
+        # Checked here in one go: a str | list union would report each member's failure separately.
+        patterns = [value] if isinstance(value, str) else value
+        if not isinstance(patterns, list):
+            raise ValueError(f"expected a pattern or a list of patterns, got {_kind(value)}; write e.g. "
+                             "images/*.png or [images/*.png, more/*.jpg]")
+        if not patterns:
+            raise ValueError("the list is empty; list at least one pattern, or remove the entry")
+        if len(patterns) > MAX_GLOB_PATTERNS:
+            raise ValueError(f"too many patterns ({len(patterns)}); list at most {MAX_GLOB_PATTERNS}")
+        for pattern in patterns:
+            if not isinstance(pattern, str):
+                raise ValueError(f"every pattern is a string, got {_kind(pattern)}; quote it")
+            if not pattern:
+                raise ValueError("a pattern is empty; give a pattern such as images/*.png")
+        return patterns
+
+
+class _Tabled(StrictModel):
+    table: str = Field(
+        min_length=1,
+        description="One item per row of this table: a CSV file with a header row (.csv) or JSON Lines "
+                    "(.jsonl), local (relative to the manifest's folder) or an fsspec URL. Columns: id, "
+                    "image (relative to the table's folder, or a URL) and any per-item parameter; an empty "
+                    "cell means not set. Every other key of the entry applies to each row that does not "
+                    "set it.")
+
+
+class _Row(StrictModel):
+    id: _Id
+    image: str = Field(min_length=1, description=_IMAGE_DESCRIPTION.format(base="table's folder"))
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", dict: "a mapping",
+            list: "a list", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+_ItemParams = _params_model("_ItemParams", "", optional=True)
 Item = create_model(
-    "Item",
-    __base__=(_ItemBase, _params_model("_ItemFields", "", optional=True)),
+    "Item", __base__=(_Written, _Swept, _ItemParams),
     __doc__="One input image and how to animate it.",
 )
+GlobItem = create_model(
+    "GlobItem", __base__=(_Globbed, _Swept, _ItemParams),
+    __doc__="Many items: one per file a glob pattern matches, with the same parameters.",
+)
+TableItem = create_model(
+    "TableItem", __base__=(_Tabled, _Swept, _ItemParams),
+    __doc__="Many items: one per row of a CSV or JSON Lines table.",
+)
+# A table row, validated like a written item (same fields, same messages) but without sweeps.
+TableRow = create_model(
+    "TableRow", __base__=(_Row, _ItemParams),
+    __doc__="One row of an items table: one item.",
+)
+
+# Which form an entry of `items:` is, by the key that names its input(s). Tags are not keys, so
+# loader.py can tell them apart in error locations and drop them.
+ITEM_FORMS: dict[str, type[StrictModel]] = {"image-item": Item, "glob-item": GlobItem, "table-item": TableItem}
+INPUT_KEYS = ("image", "glob", "table")
+
+
+def _item_form(value: Any) -> str:
+    if isinstance(value, dict):
+        # With none of the input keys (or image beside another), the plain item's errors say what to add.
+        if "image" not in value:
+            if "glob" in value:
+                return "glob-item"
+            if "table" in value:
+                return "table-item"
+        return "image-item"
+    return next((tag for tag, model in ITEM_FORMS.items() if isinstance(value, model)), "image-item")
+
+
+ItemEntry = Annotated[
+    Annotated[Item, Tag("image-item")] | Annotated[GlobItem, Tag("glob-item")]  # type: ignore[valid-type]
+    | Annotated[TableItem, Tag("table-item")],  # type: ignore[valid-type]
+    Discriminator(_item_form),
+]
 
 
 class ModelSource(StrictModel):
@@ -249,8 +362,10 @@ class Manifest(StrictModel):
     output: Output = Field(default_factory=Output, description="Where and how videos are written.")
     defaults: Defaults = Field(  # type: ignore[valid-type]
         default_factory=Defaults, description="Per-job parameters applied wherever an item is silent.")
-    items: list[Item] = Field(  # type: ignore[valid-type]
-        min_length=1, description="The inputs to render; each item is one job, or several with sweep.")
+    items: list[ItemEntry] = Field(  # type: ignore[valid-type]
+        min_length=1,
+        description="The inputs to render: items written out (id and image), or entries that make many "
+                    "items (glob: matching files, table: rows). Each item is one job, or several with sweep.")
 
 
 def json_schema() -> dict[str, Any]:

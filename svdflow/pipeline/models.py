@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from diffusers import StableVideoDiffusionPipeline
-from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -28,12 +27,17 @@ from huggingface_hub.errors import (
 )
 
 from svdflow.errors import ModelLoadError
+from svdflow.pipeline.model_source import (
+    BUILTIN_TINY,
+    describe_source,
+    hub_cache_dir,
+    offline_variable,
+    resolve_local,
+)
 from svdflow.pipeline.tiny import TINY_REVISION, build_tiny_pipeline
 
-BUILTIN_TINY = "builtin:tiny"
 PIPELINE_CLASS = "StableVideoDiffusionPipeline"
 
-_PATH_PREFIXES = ("./", "../", "/", "~", ".\\", "..\\")
 _COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 _SNAPSHOT_HASH = re.compile(r"[/\\]snapshots[/\\]([0-9a-f]{40})(?:[/\\]|$)")
 _MISSING_WEIGHTS = re.compile(r"no file named (\S+) found in directory (.+?)\.?$")
@@ -69,22 +73,6 @@ class ModelSpec:
     source: str
     revision: str | None = None
     variant: str | None = None
-
-
-def describe_source(source: str, manifest_dir: str | os.PathLike | None = None) -> str:
-    """How `source` will be loaded: "builtin", "local" or "hub".
-
-    A source is a local folder when it is written as a path (./, ../, /, ~) or when a folder of that
-    name exists (relative ones next to the manifest); anything else is a hub id. This is the rule
-    diffusers applies too, so a bare `models/svd` folder is found just as it would be there.
-    """
-    if source.startswith("builtin:"):
-        return "builtin"
-    if source.startswith(_PATH_PREFIXES) or source in (".", "..") or os.path.isabs(source):
-        return "local"
-    if _resolve_local(source, manifest_dir).is_dir():
-        return "local"
-    return "hub"
 
 
 def load_pipeline(
@@ -153,17 +141,10 @@ def _load_builtin(spec: ModelSpec, torch_dtype: torch.dtype | None) -> StableVid
     return build_tiny_pipeline(torch_dtype or torch.float32)
 
 
-def _resolve_local(source: str, manifest_dir: str | os.PathLike | None) -> Path:
-    path = Path(os.path.expanduser(source))
-    if not path.is_absolute():
-        path = Path(manifest_dir if manifest_dir is not None else os.getcwd()) / path
-    return path
-
-
 def _load_local(
     spec: ModelSpec, torch_dtype: torch.dtype | None, manifest_dir: str | os.PathLike | None
 ) -> StableVideoDiffusionPipeline:
-    path = _resolve_local(spec.source, manifest_dir)
+    path = resolve_local(spec.source, manifest_dir)
     src = spec.source
     shown = f"{src} ({path})" if str(path) != src else src
     if not path.exists():
@@ -221,37 +202,18 @@ def _from_pretrained(
     }
     if torch_dtype is not None:
         kwargs[_DTYPE_KWARG] = torch_dtype
-    offline = None if local else _offline_variable()
+    offline = None if local else offline_variable()
     if offline:
         # huggingface_hub reads HF_HUB_OFFLINE once, at import; reading it here too makes a value set
         # later (by a test, a notebook, a wrapper script) count.
         kwargs["local_files_only"] = True
-    cache_dir = None if local else _cache_dir()
+    cache_dir = None if local else hub_cache_dir()
     if cache_dir:
         kwargs["cache_dir"] = cache_dir
     try:
         return StableVideoDiffusionPipeline.from_pretrained(path_or_id, **kwargs)
     except Exception as exc:
         raise _explain(exc, spec, where=where, local=local, offline=offline) from exc
-
-
-def _offline_variable() -> str | None:
-    """The name of the variable that puts the hub in offline mode, when one does."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-            return name
-    if hf_constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE"
-    return None
-
-
-def _cache_dir() -> str | None:
-    # As with HF_HUB_OFFLINE, huggingface_hub fixed its cache folder at import time.
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return None
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

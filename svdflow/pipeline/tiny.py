@@ -24,6 +24,8 @@ from diffusers import (
 )
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from svdflow.pipeline.tiny_config import TINY_UNET_CONFIG
+
 # Recorded as the "revision" of builtin:tiny. Bump it whenever anything below changes the tiny
 # pipeline's weights or configs, so that old index entries are not silently re-rendered differently.
 TINY_REVISION = "builtin-tiny-v1"
@@ -218,22 +220,7 @@ def build_tiny_pipeline(dtype: torch.dtype = torch.float32) -> StableVideoDiffus
     # Meta construction draws nothing from the RNG today; fork_rng keeps the promise if a library
     # version starts to, so building never shifts the caller's random stream.
     with torch.random.fork_rng(devices=[]), init_empty_weights(include_buffers=False):
-        unet = UNetSpatioTemporalConditionModel(
-            sample_size=32,
-            in_channels=8,
-            out_channels=4,
-            down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-            block_out_channels=(32, 64),
-            addition_time_embed_dim=32,
-            projection_class_embeddings_input_dim=3 * 32,
-            layers_per_block=2,
-            cross_attention_dim=32,
-            # Heads 16 and 32 wide: with 8 heads 4 wide, CPU attention kernels made the UNet ~1.6x
-            # slower for the same arithmetic.
-            num_attention_heads=2,
-            num_frames=25,
-        )
+        unet = UNetSpatioTemporalConditionModel(**TINY_UNET_CONFIG)
         vae = AutoencoderKLTemporalDecoder(
             in_channels=3,
             out_channels=3,

@@ -407,5 +407,5 @@ def test_plan_json_says_where_each_value_came_from(tmp_path, capsys, monkeypatch
         "  defaults:   width (all)",
         "  the model:  num_frames 25 (all): builtin:tiny's unet config",
         "  derived:    seed (2 of 3): from (base seed, item id)",
-        "3 to render, 0 up to date",
+        "3 to render, 0 to re-encode, 0 up to date",
     ]

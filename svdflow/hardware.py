@@ -195,7 +195,10 @@ def job_shape(params: Any) -> Shape:
 
 
 def _steps(params: Any) -> int:
-    return int(params["num_inference_steps"] if isinstance(params, Mapping) else params.num_inference_steps)
+    """UNet steps of one job: its denoising steps, once per chained segment."""
+    if isinstance(params, Mapping):
+        return int(params["num_inference_steps"]) * int(params.get("segments", 1))
+    return int(params.num_inference_steps) * int(getattr(params, "segments", 1))
 
 
 def shape_groups(jobs: Iterable[Any]) -> list[tuple[Shape, list[Any]]]:

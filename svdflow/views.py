@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from svdflow.manifest.resolve import RunSpec
+from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.masters import MASTERS_DIR
 
 
@@ -19,7 +20,10 @@ def _console(stderr: bool = False) -> Console:
 # Past this many rows, and whenever the output is not a terminal (a log, a pipe to grep: rich
 # would squeeze the table into 80 columns and cut every cell), the plan is aligned plain text.
 RICH_TABLE_MAX_ROWS = 500
-PLAN_COLUMNS = ("id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "from", "status")
+# frames: num_frames (of each segment); clip and duration: the written files' frames and seconds
+# (after segments, loop and interpolate: svdflow.outputs.clip).
+PLAN_COLUMNS = ("id", "image", "seed", "size", "frames", "clip", "duration", "steps", "fps", "motion", "aug", "from",
+                "status")
 # How the plan's legend names each origin of a value (Job.origins), in the order it lists them.
 ORIGIN_WORDS = {"item": "items", "table": "table rows", "sweep": "sweeps", "defaults": "defaults",
                 "model": "the model", "derived": "derived"}
@@ -27,9 +31,11 @@ ORIGIN_WORDS = {"item": "items", "table": "table rows", "sweep": "sweeps", "defa
 
 def _plan_row(p) -> tuple[str, ...]:
     params = p.job.params
+    clip = clip_shape(params)
     status = p.status + (f" ({p.reason})" if p.reason and p.status != "new" else "")
+    frames = f"{params.segments}x{params.num_frames}" if params.segments > 1 else str(params.num_frames)
     return (p.job.id, _short(p.job.image), str(p.job.seed), f"{params.width}x{params.height}",
-            str(params.num_frames), str(params.num_inference_steps), str(params.fps),
+            frames, str(clip.frames), f"{clip.duration_s:.2f}s", str(params.num_inference_steps), str(params.fps),
             str(params.motion_bucket_id), f"{params.noise_aug_strength:g}", _short(p.job.defined_at, 32), status)
 
 

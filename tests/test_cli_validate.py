@@ -89,10 +89,11 @@ def test_plan_table(capsys, examples):
     # Not a terminal: aligned plain text, every cell whole (rich would cut them to fit 80 columns).
     lines = out.splitlines()
     assert lines[0].startswith("motion-sweep: 6 jobs -> ")
-    assert lines[1].split() == ["id", "image", "seed", "size", "frames", "steps", "fps", "motion", "aug", "from",
-                                "status"]
+    assert lines[1].split() == ["id", "image", "seed", "size", "frames", "clip", "duration", "steps", "fps", "motion",
+                                "aug", "from", "status"]
+    # clip and duration: the written files' frames and seconds (8 frames at 7 fps)
     assert lines[2].split()[0] == "city-m60-aug0.02" and lines[2].split()[3:] == [
-        "112x64", "8", "4", "7", "60", "0.02", "manifests/sweep.yaml:19", "new"]
+        "112x64", "8", "8", "1.14s", "4", "7", "60", "0.02", "manifests/sweep.yaml:19", "new"]
     # Under the table, where the values came from: what varies per job is in `plan --json`.
     assert lines[-5:] == [
         "where values came from (the rest: svdflow's defaults):",

@@ -39,6 +39,7 @@ from svdflow.manifest.schema import (
     Manifest,
     ModelSource,
 )
+from svdflow.outputs.clip import default_loop_frames, max_loop_frames, rendered_frames
 
 # Field order of a job's parameters everywhere they are shown or hashed.
 PARAMETER_NAMES = tuple(PARAMETERS)
@@ -67,10 +68,11 @@ class Job:
         return self.params.seed
 
     def cost(self) -> float:
-        """Relative render cost, for balancing work: UNet work ~ pixels x frames x steps (x2 with CFG)."""
+        """Relative render cost, for balancing work: UNet work ~ pixels x frames x steps (x2 with CFG),
+        once per chained segment."""
         p = self.params
         guided = 2 if p.max_guidance_scale > 1.0 else 1
-        return p.width * p.height * p.num_frames * (p.num_inference_steps * guided + 1)
+        return p.width * p.height * p.num_frames * (p.num_inference_steps * guided + 1) * p.segments
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
         for job in _expand(item, fallback):
             if problem := ids.job_problem(job.id, item.origin, bool(job.sweep)):
                 problems.append(problem)
+                continue
+            if job_problems := _job_problems(job, item, source):
+                problems += [p for p in job_problems if p not in problems]  # a default's problem, once
                 continue
             jobs.append(job)
             for warning in _job_warnings(job, item, source, trained, model, images):
@@ -319,7 +324,13 @@ def job_id_problems(raw: Any, source: SourceMap) -> list[Problem]:
 def _job(job_id: str, item: ItemSpec, params: dict[str, Any], seed_origin: str, sweep: dict,
          origins: Mapping[str, str], defined_at: str) -> Job:
     if params["playback_fps"] is None:
-        params["playback_fps"] = float(params["fps"])
+        params["playback_fps"] = float(params["fps"] * params["interpolate"])
+    if params["loop"] != "crossfade":
+        # Only a crossfade uses it: kept, it would enter the output key of files it does not shape
+        # (a warning says so where it was set).
+        params["loop_frames"] = None
+    elif params["loop_frames"] is None:
+        params["loop_frames"] = default_loop_frames(rendered_frames(params["num_frames"], params["segments"]))
     # Every value passed the manifest's (or the table's) models already, so this cannot fail; and
     # pydantic-core validates a flat model twice as fast as model_construct builds one in Python.
     return Job(job_id, item.id, item.image, JobParams.model_validate(params), seed_origin, sweep, origins,
@@ -332,11 +343,8 @@ def _id_value(value: Any) -> str:
     return str(value).replace("-", "n")
 
 
-def _job_warnings(job: Job, item: ItemSpec, source: SourceMap, trained: bool, model: ModelDefaults,
-                  images: LocalImages) -> list[Problem]:
-    """Legal but likely unintended settings, reported once per item (sweeps would repeat them)."""
-    p, out = job.params, []
-
+def _located(job: Job, item: ItemSpec, source: SourceMap):
+    """A problem about one of a job's parameters, where its value was set (item, table row, sweep, defaults)."""
     def at(key: str, message: str) -> Problem:
         origin = job.origins.get(key, "item")
         if origin in ("item", "table"):
@@ -344,6 +352,43 @@ def _job_warnings(job: Job, item: ItemSpec, source: SourceMap, trained: bool, mo
         if origin == "sweep":
             return source.problem(("items", item.origin.index, "sweep", key), message)
         return source.problem(("defaults", key), message)
+
+    return at
+
+
+def _job_problems(job: Job, item: ItemSpec, source: SourceMap) -> list[Problem]:
+    """Values each valid alone that do not fit together: a crossfade longer than its clip allows.
+    Said once where a default is at fault, once per item where the item (its row, its sweep) is."""
+    p = job.params
+    if p.loop != "crossfade":
+        return []
+    at = _located(job, item, source)
+
+    def whose(key: str) -> str:
+        return f"item '{job.item_id}': " if job.origins.get(key) in ("item", "table", "sweep") else ""
+
+    frames = rendered_frames(p.num_frames, p.segments)
+    made = f"{frames} frame{'s' * (frames != 1)}"
+    if p.segments > 1:
+        made += f": {p.segments} segments of {p.num_frames}, joined on {p.segments - 1} shared frame" \
+                + "s" * (p.segments > 2)
+    most = max_loop_frames(frames)
+    if most < 1:
+        return [at("loop", f"{whose('loop')}loop: crossfade needs a clip of at least 2 frames, not {made}; render "
+                           "more frames or use loop: pingpong")]
+    if p.loop_frames > most:
+        return [at("loop_frames", f"{whose('loop_frames')}loop_frames {p.loop_frames} is more than half of the clip "
+                                  f"({made}), and a crossfade blends the clip's last loop_frames frames into "
+                                  f"its first ones; use at most {most}, or leave loop_frames unset for a quarter of "
+                                  "the clip")]
+    return []
+
+
+def _job_warnings(job: Job, item: ItemSpec, source: SourceMap, trained: bool, model: ModelDefaults,
+                  images: LocalImages) -> list[Problem]:
+    """Legal but likely unintended settings, reported once per item (sweeps would repeat them)."""
+    p, out = job.params, []
+    at = _located(job, item, source)
 
     def warn(key: str, message: str) -> None:
         out.append(at(key, f"item '{job.item_id}': {message}"))
@@ -357,6 +402,9 @@ def _job_warnings(job: Job, item: ItemSpec, source: SourceMap, trained: bool, mo
     if p.min_guidance_scale > p.max_guidance_scale:
         warn("min_guidance_scale", f"min_guidance_scale {p.min_guidance_scale} is above max_guidance_scale "
                                    f"{p.max_guidance_scale}; guidance will fall across frames")
+    if p.loop != "crossfade" and job.origins.get("loop_frames") not in ("svdflow", None) and "loop" not in job.sweep:
+        warn("loop_frames", f"loop_frames has no effect with loop: {p.loop} (only a crossfade blends frames); "
+                            "remove it or set loop: crossfade")
     if item.may_be_missing and not images.exists(job.image):
         warn("image", f"image {job.image} does not exist; its jobs will fail until it does")
     for key, kept in model.fixed.items():

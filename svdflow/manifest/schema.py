@@ -32,6 +32,10 @@ TRAINED_SIZES = ((1024, 576), (576, 1024))
 # SVD's motion buckets were trained up to 255; higher values extrapolate.
 TRAINED_MAX_MOTION_BUCKET = 255
 MAX_SEED = 2**63 - 1
+MAX_FRAMES = 1024
+# Chained clips and interpolated frames multiply a job's frames (and memory, when encoding): bounded.
+MAX_SEGMENTS = 64
+MAX_INTERPOLATE = 16
 
 
 class StrictModel(BaseModel):
@@ -63,7 +67,7 @@ class Parameter:
 Size = Annotated[int, Field(ge=64, le=4096, json_schema_extra={"multipleOf": 8}), AfterValidator(_multiple_of_8)]
 PARAMETERS: dict[str, Parameter] = {
     "num_frames": Parameter(
-        Annotated[int, Field(ge=1, le=1024)], 25,
+        Annotated[int, Field(ge=1, le=MAX_FRAMES)], 25,
         "Frames to generate. SVD was trained on 14, SVD-XT on 25.", "f",
         follows_model="Unset: the model's own (SVD 14, SVD-XT 25, other models their unet/config.json's)."),
     "num_inference_steps": Parameter(
@@ -75,7 +79,7 @@ PARAMETERS: dict[str, Parameter] = {
         follows_model="Unset: 7, or 6 for SVD-XT 1.1 (finetuned at 6 only)."),
     "playback_fps": Parameter(
         Annotated[float, Field(gt=0, le=240)] | None, None,
-        "Frame rate of the written files; null: the same as fps.", "pfps"),
+        "Frame rate of the written files; null: the same as fps (times interpolate).", "pfps"),
     "motion_bucket_id": Parameter(
         Annotated[int, Field(ge=0, le=1023)], 127,
         "Amount of motion; SVD was trained on 0-255 (higher values warn).", "m",
@@ -100,6 +104,27 @@ PARAMETERS: dict[str, Parameter] = {
         Annotated[int, Field(ge=0, le=MAX_SEED)], 42,
         "Random seed. In defaults: the base seed from which an item without its own seed derives one "
         "from (seed, item id); on an item: that item's exact seed.", "s"),
+    # Longer, looping, smoother clips. Applied in this order: segments (rendered), then loop, then
+    # interpolate (both made from the rendered frames, so a change re-encodes from the master), then encode.
+    "segments": Parameter(
+        Annotated[int, Field(ge=1, le=MAX_SEGMENTS)], 1,
+        "Clips to render and chain: each one after the first is conditioned on the previous clip's last frame "
+        "and seeded from (seed, its number); they are joined without repeating the shared frame, "
+        "segments x num_frames - (segments - 1) frames in all.", "seg"),
+    "loop": Parameter(
+        Literal["none", "pingpong", "crossfade"], "none",
+        "Make the clip loop without a jump: none; pingpong (the frames again, reversed, without repeating "
+        "either end); crossfade (the last loop_frames frames blended into the first ones; loop_frames fewer "
+        "frames). Applied after segments, before interpolate.", "loop"),
+    "loop_frames": Parameter(
+        Annotated[int, Field(ge=1, le=MAX_FRAMES)] | None, None,
+        "With loop: crossfade, how many frames the end is blended into the start over, at most half the "
+        "clip; null: a quarter of the clip (at least 1).", "lf"),
+    "interpolate": Parameter(
+        Annotated[int, Field(ge=1, le=MAX_INTERPOLATE)], 1,
+        "Smoother playback: N-1 motion-interpolated frames (ffmpeg's minterpolate, no extra weights) between "
+        "each pair of frames, and the written frame rate multiplied by N unless playback_fps is set. 1: off.",
+        "x"),
 }
 
 

@@ -39,7 +39,8 @@ RELEASE_PARAMETERS = ("num_frames", "num_inference_steps", "fps", "playback_fps"
                       "noise_aug_strength", "min_guidance_scale", "max_guidance_scale", "width", "height",
                       "resize", "seed")
 # Per-job parameters that decide the written files, not the rendered frames: output key, not render key.
-OUTPUT_PARAMETERS = ("playback_fps",)
+# (segments decides the rendered frames: render key.)
+OUTPUT_PARAMETERS = ("playback_fps", "loop", "loop_frames", "interpolate")
 # The formats whose encoder takes output.crf, and the one that takes output.prores_profile.
 CRF_FORMATS = ("mp4", "hevc", "webm")
 PRORES_FORMATS = ("prores",)
@@ -99,7 +100,7 @@ class RenderMaterial(Record):
     input_sha256: str = Field(description="sha256 of the input image's bytes.")
     params: dict[str, ParamValue] = Field(
         description="The parameters that decide the pixels: release 0.1's (less playback_fps), and any later "
-                    "one only where it differs from its default.")
+                    "one (segments) only where it differs from its default.")
     model: ModelRef = Field(description="The model as the manifest named it.")
 
     @classmethod
@@ -113,8 +114,8 @@ class OutputMaterial(_DropsNone):
 
     formats: list[str] = Field(description="The formats written, sorted.")
     params: dict[str, ParamValue] = Field(
-        description="The per-job parameters that shape the files (playback_fps; a later one only where it "
-                    "differs from its default).")
+        description="The per-job parameters that shape the files: playback_fps, and loop, loop_frames and "
+                    "interpolate where they differ from their defaults.")
     crf: int | None = Field(None, description="output.crf; only while mp4, hevc or webm is listed.")
     prores_profile: str | None = Field(None, description="output.prores_profile; only while prores is listed.")
 
@@ -191,6 +192,16 @@ class MasterRecord(Record):
     bytes: int = Field(description="Its size.")
 
 
+class SegmentRecord(Record):
+    """One clip of a chained job (segments > 1)."""
+
+    index: int = Field(ge=0, description="Its place in the chain: 0 starts from the input image, k from the last "
+                                         "frame of clip k-1 (that frame is not repeated in the video).")
+    seed: int = Field(description="The seed its noise was drawn with: the job's for clip 0, derived from (the job's "
+                                  "seed, index) for the others.")
+    render_s: float = Field(description="Seconds it took to denoise and decode.")
+
+
 class Timings(_DropsNone):
     """Seconds spent on the job, per stage."""
 
@@ -198,6 +209,7 @@ class Timings(_DropsNone):
     input_wait_s: float | None = Field(None, description="How long rendering waited for the input.")
     render_s: float | None = Field(None, description="Denoising and decoding (the first job: loading the model too).")
     decode_s: float | None = Field(None, description="With overlap_decode: what the decode cost the render thread.")
+    post_s: float | None = Field(None, description="Looping and interpolating the frames (part of encode_s).")
     encode_s: float | None = Field(None, description="Encoding and writing the files.")
     total_s: float | None = Field(None, description="fetch + render + encode.")
 
@@ -241,9 +253,14 @@ class IndexEntry(Record):
     encoded_from: Literal["render", "master"] = Field(
         description="render: the files were encoded from this job's render; master: re-encoded from its master "
                     "after an output-only change (hardware, versions and frames_sha256 are the render's).")
-    frames_sha256: str | None = Field(description="sha256 of the uint8 frames (shape included): what rerender --verify compares.")
+    frames_sha256: str | None = Field(description="sha256 of the rendered uint8 frames (shape included; before loop "
+                                                  "and interpolate): what rerender --verify compares.")
     output: OutputSettings = Field(description="The output settings of the run.")
     timings: Timings = Field(description="Seconds per stage.")
+    segments: list[SegmentRecord] = Field(
+        default_factory=list,
+        description="The chained clips of a job with segments > 1, each with its seed and render time (in "
+                    "timings.render_s too); empty for a single clip.")
     versions: dict[str, str] = Field(description="Versions of svdflow and of the libraries that decide pixels.")
     error: ErrorRecord | None = Field(description="Why it failed; null when done.")
     run: RunRecord = Field(description="The run that recorded it.")
@@ -274,7 +291,8 @@ class Provenance(Record):
     input: InputRecord = Field(description="The input image.")
     model: ModelRecord = Field(description="The weights.")
     hardware: HardwareRecord | None = Field(description="The hardware settings the frames were rendered with.")
-    frames_sha256: str = Field(description="sha256 of the rendered uint8 frames: what rerender --verify compares.")
+    frames_sha256: str = Field(description="sha256 of the rendered uint8 frames (before loop and interpolate): what "
+                                           "rerender --verify compares.")
     output: OutputSettings = Field(description="The output settings the files were written with.")
     versions: dict[str, str] = Field(description="Versions of svdflow and of the libraries that decided the pixels.")
     run: RunRecord = Field(description="The campaign and manifest the job was rendered from.")

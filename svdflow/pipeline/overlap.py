@@ -12,6 +12,10 @@ after that cast, and the session settles it (waits for its frames) before the ca
 begins. The side stream also waits for the main stream at that point, because the cast's kernels
 (the VAE's float16 weights) are queued there.
 
+A job of several chained segments is rendered plainly (render_job), after the deferred decode is
+delivered: each of its segments starts from the previous one's decoded last frame, so none of its
+decodes can wait for the next job.
+
 On a CPU there is nothing to overlap: launch() decodes at once, inside the same callback. The order
 of events is the same as on a GPU, which is what the CPU tests check; the frames are the bytes a
 plain render gives (the same operations, just queued elsewhere).
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +35,7 @@ from svdflow.manifest.resolve import Job
 from svdflow.pipeline import render  # as a module: tests swap its functions
 from svdflow.pipeline.ladder import is_out_of_memory, oom_text
 from svdflow.pipeline.render import decode_to_device_uint8, torch_threads
+from svdflow.pipeline.segments import SegmentCallback
 from svdflow.pipeline.session import JobSink, PipelineSession, RenderedFrames, StepCallback, render_job
 
 
@@ -142,16 +147,18 @@ class _Deferred:
 class OverlappedRenderer:
     """Each job's decode runs during the next job's denoising (see the module's docstring).
 
-    Once the memory ladder turns overlap off, jobs go through plainly (render_job)."""
+    Once the memory ladder turns overlap off, jobs go through plainly (render_job), and so does a job
+    of several chained segments."""
 
     def __init__(self, session: PipelineSession):
         self.session = session
         self._deferred: _Deferred | None = None  # the job whose decode waits for the next job's steps
 
-    def submit(self, job: Job, image, sink: JobSink, on_step: StepCallback | None = None) -> None:
+    def submit(self, job: Job, image, sink: JobSink, on_step: StepCallback | None = None,
+               on_segment: SegmentCallback | None = None) -> None:
         started = time.perf_counter()  # the first job's time includes loading the model
         self.session.resolve()
-        while self.session.hardware.overlap_decode:
+        while self.session.hardware.overlap_decode and job.params.segments == 1:
             previous, self._deferred = self._deferred, None
             try:
                 latents = self.session.denoise(job, image, self._launching(previous, on_step))
@@ -178,8 +185,8 @@ class OverlappedRenderer:
             self._settle(previous)
             self.session.step_down(job, error, time.perf_counter() - started)
         self.finish()
-        result = render_job(self.session, job, image, on_step)
-        sink.done(RenderedFrames(result.frames, result.hardware, time.perf_counter() - started))
+        result = render_job(self.session, job, image, on_step, on_segment)
+        sink.done(replace(result, render_s=time.perf_counter() - started))
 
     def finish(self) -> None:
         """Finish the deferred decode, if any: its frames (or its error) go to its job's sink."""

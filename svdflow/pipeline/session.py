@@ -2,14 +2,15 @@
 down the memory ladder when a job runs out of GPU memory; and `render_job`, one job through it.
 
 `render_job` is the per-job function every engine calls: the local executor's render loop, and a
-Ray worker on another machine. It needs a job, its loaded input image and a session, nothing else.
+Ray worker on another machine. It needs a job, its loaded input image and a session, nothing else;
+a job of several chained segments (svdflow.pipeline.segments) is rendered whole by it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -27,9 +28,11 @@ from svdflow.hardware import (
     resolve_hardware,
 )
 from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.outputs.entry import SegmentRecord
 from svdflow.pipeline import render  # as a module: tests swap its functions
 from svdflow.pipeline.ladder import is_out_of_memory, needs_reload, next_rung, oom_text
 from svdflow.pipeline.process_state import ProcessChanges
+from svdflow.pipeline.segments import SegmentCallback, render_segments
 from svdflow.settings import load_settings
 
 StepCallback = Callable[[int, int], None]
@@ -39,10 +42,11 @@ StepCallback = Callable[[int, int], None]
 class RenderedFrames:
     """One job's frames and what it took."""
 
-    frames: np.ndarray  # uint8 (T, H, W, 3)
+    frames: np.ndarray  # uint8 (T, H, W, 3); a chained job's segments joined
     hardware: HardwareRecord  # the settings it was rendered with, and any out-of-memory retries
     render_s: float  # denoise + decode (the first job of a session: loading the model too)
     decode_s: float | None = None  # with overlap_decode: what the decode cost the render thread
+    segments: tuple[SegmentRecord, ...] = ()  # a chained job's clips: seeds and times (none for one clip)
 
 
 class JobSink(Protocol):
@@ -53,11 +57,18 @@ class JobSink(Protocol):
     def failed(self, error: Exception) -> None: ...
 
 
-def render_job(session: PipelineSession, job: Job, image, on_step: StepCallback | None = None) -> RenderedFrames:
-    """Render one job now, denoise and decode, down the memory ladder if need be."""
+def render_job(session: PipelineSession, job: Job, image, on_step: StepCallback | None = None,
+               on_segment: SegmentCallback | None = None) -> RenderedFrames:
+    """Render one job now, denoise and decode (each of its segments), down the memory ladder if need
+    be. `on_step(done, total)` follows each segment's steps; `on_segment(k, n)` is said before segment
+    k of n of a chained job."""
     started = time.perf_counter()
-    frames = session.render(job, image, on_step)
-    return RenderedFrames(frames, session.hardware_record(job.id), time.perf_counter() - started)
+
+    def render_one(params, segment_image):
+        return session.render(replace(job, params=params), segment_image, on_step)
+
+    frames, segments = render_segments(render_one, job.params, image, on_segment)
+    return RenderedFrames(frames, session.hardware_record(job.id), time.perf_counter() - started, segments=segments)
 
 
 class PipelineSession:

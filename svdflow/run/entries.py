@@ -3,7 +3,9 @@ rendered frames or from its master.
 
 `finish_rendered` is what every engine does with a job's frames (files, master, provenance, entry):
 the local writer thread, and a Ray worker that writes the files itself and sends the entry back to
-the driver. `finish_reencoded` is its counterpart for a job whose pixels are unchanged.
+the driver. `finish_reencoded` is its counterpart for a job whose pixels are unchanged. Both keep
+the rendered frames in the master and make the files of them the same way: loop, then interpolate
+(`svdflow.outputs.post`), then encode.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from svdflow.outputs.entry import (
     OutputSettings,
     Provenance,
     RunRecord,
+    SegmentRecord,
     Timings,
 )
 from svdflow.outputs.masters import read_master, remove_master, write_master
+from svdflow.outputs.post import post_process
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import WrittenOutput, write_outputs
 from svdflow.run.keys import frames_sha256
@@ -69,7 +73,8 @@ class EntryContext:
     def entry(self, job: Job, planned: PlannedJob | None, input: InputRecord, *, status: str, model: ModelRecord,
               hardware: HardwareRecord | None, timings: Timings, outputs: list[OutputFile] | None = None,
               master: MasterRecord | None = None, frames_sha256: str | None = None, error: ErrorRecord | None = None,
-              encoded_from: str = "render", versions: dict[str, str] | None = None) -> IndexEntry:
+              encoded_from: str = "render", versions: dict[str, str] | None = None,
+              segments: list[SegmentRecord] | tuple[SegmentRecord, ...] = ()) -> IndexEntry:
         material = planned.material if planned else None
         now = time.time()
         return IndexEntry(
@@ -79,7 +84,7 @@ class EntryContext:
             params=job.params, seed=job.seed, seed_origin=job.seed_origin, sweep=job.sweep, input=input,
             model=model, hardware=hardware, outputs=outputs or [], master=master, encoded_from=encoded_from,
             frames_sha256=frames_sha256, output=self.output_settings(), timings=timings,
-            versions=versions or self.versions, error=error,
+            segments=list(segments), versions=versions or self.versions, error=error,
             run=RunRecord(name=self.spec.name, manifest=str(self.spec.manifest_path)),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), finished_unix=now)
 
@@ -97,7 +102,7 @@ def finish_rendered(message: Rendered, context: EntryContext) -> IndexEntry:
     timings = ticket.timings.model_copy(update={"render_s": message.render_s, "decode_s": message.decode_s})
     started = time.perf_counter()
     made = {"model": context.model(message.resolved_revision), "hardware": message.hardware,
-            "frames_sha256": frames_sha256(message.frames)}
+            "frames_sha256": frames_sha256(message.frames), "segments": message.segments}
     draft = context.entry(job, ticket.planned, ticket.input, status="done", timings=Timings(), **made)
     provenance = Provenance.of(draft).to_text()
     store = OutputStore(spec.output_dir)
@@ -107,13 +112,13 @@ def finish_rendered(message: Rendered, context: EntryContext) -> IndexEntry:
             master = write_master(message.frames, store, job.id, fps=job.params.fps, provenance=provenance)
         else:
             remove_master(store, job.id)
-        written = _write(message.frames, spec, job, provenance)
+        written, post_s = _write(message.frames, spec, job, provenance)
     except OutputWriteError as exc:
         return context.entry(job, ticket.planned, ticket.input, status="failed", timings=_rounded(timings),
                              error=_error(exc, "encode"), model=made["model"], hardware=message.hardware)
     encode_s = time.perf_counter() - started
     timings = timings.model_copy(update={
-        "encode_s": encode_s, "total_s": (timings.fetch_s or 0.0) + message.render_s + encode_s})
+        "post_s": post_s, "encode_s": encode_s, "total_s": (timings.fetch_s or 0.0) + message.render_s + encode_s})
     return context.entry(job, ticket.planned, ticket.input, status="done", timings=_rounded(timings),
                          outputs=_files(written), master=master, **made)
 
@@ -126,7 +131,8 @@ def finish_reencoded(message: Reencode, context: EntryContext) -> IndexEntry:
     spec, ticket, recorded = context.spec, message.ticket, message.recorded
     job = ticket.job
     started = time.perf_counter()
-    made = {"model": recorded.model, "hardware": recorded.hardware, "versions": recorded.versions}
+    made = {"model": recorded.model, "hardware": recorded.hardware, "versions": recorded.versions,
+            "segments": recorded.segments}
     store = OutputStore(spec.output_dir)
     try:
         frames = read_master(store, recorded.master, job.params.width, job.params.height)
@@ -136,23 +142,28 @@ def finish_reencoded(message: Reencode, context: EntryContext) -> IndexEntry:
         draft = context.entry(job, ticket.planned, ticket.input, status="done", timings=Timings(),
                               master=recorded.master, frames_sha256=recorded.frames_sha256, encoded_from="master",
                               **made)
-        written = _write(frames, spec, job, Provenance.of(draft).to_text())
+        written, post_s = _write(frames, spec, job, Provenance.of(draft).to_text())
     except (MasterError, OutputWriteError) as exc:
         if isinstance(exc, MasterError):
             exc = MasterError(f"job '{job.id}': {exc}; run again to render it")
         return context.entry(job, ticket.planned, ticket.input, status="failed", timings=_rounded(ticket.timings),
                              error=_error(exc, "encode"), **made)
     encode_s = time.perf_counter() - started
-    timings = ticket.timings.model_copy(update={"encode_s": encode_s,
+    timings = ticket.timings.model_copy(update={"post_s": post_s, "encode_s": encode_s,
                                                 "total_s": (ticket.timings.fetch_s or 0.0) + encode_s})
     return context.entry(job, ticket.planned, ticket.input, status="done", timings=_rounded(timings),
                          outputs=_files(written), master=recorded.master, frames_sha256=recorded.frames_sha256,
                          encoded_from="master", **made)
 
 
-def _write(frames, spec: RunSpec, job: Job, provenance: str) -> list[WrittenOutput]:
-    return write_outputs(frames, spec.output_dir, job.id, spec.formats, playback_fps=job.params.playback_fps,
-                         crf=spec.crf, prores_profile=spec.prores_profile, provenance=provenance)
+def _write(frames, spec: RunSpec, job: Job, provenance: str) -> tuple[list[WrittenOutput], float | None]:
+    """The job's files, made of its rendered frames (looped, interpolated), and the seconds that took
+    (None when there was nothing to do)."""
+    started = time.perf_counter()
+    clip = post_process(frames, job.params)
+    post_s = time.perf_counter() - started if clip is not frames else None
+    return write_outputs(clip, spec.output_dir, job.id, spec.formats, playback_fps=job.params.playback_fps,
+                         crf=spec.crf, prores_profile=spec.prores_profile, provenance=provenance), post_s
 
 
 def _files(written: list[WrittenOutput]) -> list[OutputFile]:

@@ -176,7 +176,8 @@ class Executor:
         try:
             if self._renderer is None:
                 self._renderer = make_renderer(self.session)
-            self._renderer.submit(job, loaded.image, sink, lambda done, total: self._on_step(job, done, total))
+            self._renderer.submit(job, loaded.image, sink, lambda done, total: self._on_step(job, done, total),
+                                  lambda number, count: self.reporter.job_stage(job.id, f"segment {number} of {count}"))
         except JobError as exc:
             sink.failed(exc)
             return not self.options.fail_fast
@@ -199,7 +200,7 @@ class Executor:
         if self._current == ticket.job.id:  # not a deferred decode finishing during another job
             self.reporter.job_stage(ticket.job.id, "encode")
         self.writer.put(Rendered(ticket, result.frames, result.hardware, self.session.resolved_revision,
-                                 result.render_s, result.decode_s))
+                                 result.render_s, result.decode_s, result.segments))
 
     def deliver_failure(self, ticket: Ticket, error: Exception) -> None:
         if not isinstance(error, SvdflowError):

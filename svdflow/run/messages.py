@@ -11,7 +11,7 @@ import numpy as np
 from svdflow.errors import SvdflowError
 from svdflow.hardware import HardwareRecord
 from svdflow.manifest.resolve import Job
-from svdflow.outputs.entry import IndexEntry, InputRecord, Timings
+from svdflow.outputs.entry import IndexEntry, InputRecord, SegmentRecord, Timings
 from svdflow.run.planning import PlannedJob
 
 
@@ -30,11 +30,12 @@ class Rendered:
     """A job's frames, to be encoded and recorded."""
 
     ticket: Ticket
-    frames: np.ndarray  # uint8 (T, H, W, 3)
+    frames: np.ndarray  # uint8 (T, H, W, 3): the rendered frames (a chained job's segments joined)
     hardware: HardwareRecord
     resolved_revision: str | None  # the model commit the session loaded
     render_s: float
     decode_s: float | None = None
+    segments: tuple[SegmentRecord, ...] = ()  # a chained job's clips (RenderedFrames.segments)
 
 
 @dataclass(frozen=True)

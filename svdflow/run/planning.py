@@ -12,6 +12,7 @@ from svdflow.errors import InputError, UsageError
 from svdflow.inputs import fetch_bytes
 from svdflow.manifest.loader import gc_paused
 from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import IndexEntry, KeyMaterial
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.masters import master_problem
@@ -51,8 +52,11 @@ class PlannedJob:
 
     def to_json(self) -> dict[str, Any]:
         job, material = self.job, self.material
+        clip = clip_shape(job.params)
         return {"id": job.id, "item_id": job.item_id, "image": job.image, "seed": job.seed,
                 "seed_origin": job.seed_origin, "params": job.params.model_dump(), "sweep": job.sweep,
+                "clip": {"rendered_frames": clip.rendered, "frames": clip.frames, "fps": clip.fps,
+                         "duration_s": round(clip.duration_s, 3)},
                 "defined_at": job.defined_at, "origins": dict(job.origins),
                 "status": self.status, "would_render": self.would_render, "would_reencode": self.would_reencode,
                 "reason": self.reason, "key": self.key,

@@ -12,6 +12,7 @@ from svdflow.hardware import ResolvedHardware
 from svdflow.inputs import decode_image, fetch_bytes, resize_image
 from svdflow.outputs.entry import Provenance
 from svdflow.outputs.index import INDEX_FILE, RunIndex
+from svdflow.outputs.post import post_process
 from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import write_outputs
@@ -87,6 +88,7 @@ def rerender(source: str, job_id: str | None = None, *, out_dir: str | None = No
     from svdflow.pipeline.models import ModelSpec, describe_source, load_pipeline
     from svdflow.pipeline.process_state import ProcessChanges
     from svdflow.pipeline.render import render_frames
+    from svdflow.pipeline.segments import render_segments
 
     entry = load_source(source, job_id)
     tampered = _tampered_fields(entry)
@@ -103,15 +105,18 @@ def rerender(source: str, job_id: str | None = None, *, out_dir: str | None = No
     changes = ProcessChanges()
     try:
         apply_hardware(pipe, hardware, changes)
-        frames = render_frames(pipe, image, entry.params, decode_chunk_size=hardware.decode_chunk_size,
-                               cpu_threads=hardware.cpu_threads)
+        frames, _ = render_segments(
+            lambda params, segment_image: render_frames(pipe, segment_image, params, cpu_threads=hardware.cpu_threads,
+                                                        decode_chunk_size=hardware.decode_chunk_size),
+            entry.params, image)
     finally:
         changes.restore()
     result = RerenderResult(entry.id, frames_sha256(frames), entry.frames_sha256, tampered=tampered)
     if write:
         folder = out_dir or os.path.join(os.path.dirname(os.path.abspath(source))
                                          if not os.path.isdir(source) else source, RERENDER_DIR)
-        written = write_outputs(frames, folder, entry.id, entry.output.formats, playback_fps=entry.params.playback_fps,
+        written = write_outputs(post_process(frames, entry.params), folder, entry.id, entry.output.formats,
+                                playback_fps=entry.params.playback_fps,
                                 crf=entry.output.crf, prores_profile=entry.output.prores_profile,
                                 provenance=entry.to_text())
         result.outputs = [w.path for w in written]

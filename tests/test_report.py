@@ -222,6 +222,17 @@ def elements(page: str) -> list[tuple[str, dict]]:
     return parser.elements
 
 
+def videos_of(page: str) -> list[tuple[dict, list[dict]]]:
+    """Each <video> of the page with its <source> elements, in page order."""
+    videos: list[tuple[dict, list[dict]]] = []
+    for tag, attrs in elements(page):
+        if tag == "video":
+            videos.append((attrs, []))
+        elif tag == "source":
+            videos[-1][1].append(attrs)
+    return videos
+
+
 def cards_of(page: str) -> list[dict]:
     return [a for tag, a in elements(page) if tag == "article" and "card" in a.get("class", "").split()]
 
@@ -278,9 +289,10 @@ def test_cards_show_seed_micro_conditioning_status_and_error(report):
 
 def test_video_elements_use_the_mp4_with_a_first_frame_poster(report):
     out, _, text = report
-    videos = {a["src"]: a for tag, a in elements(text) if tag == "video"}
+    videos = {sources[-1]["src"]: (video, sources) for video, sources in videos_of(text)}
     assert sorted(videos) == ["city-m127.mp4", "city-m200.mp4", "city-m60.mp4", "rocket.mp4"]
-    rocket = videos["rocket.mp4"]
+    rocket, sources = videos["rocket.mp4"]
+    assert sources == [{"src": "rocket.mp4", "type": 'video/mp4; codecs="avc1.64001F"'}]
     for flag in ("muted", "loop", "playsinline"):
         assert flag in rocket
     assert rocket["preload"] == "metadata" and rocket["poster"] == "report/posters/rocket.jpg"
@@ -466,6 +478,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 # video until a frame was really decoded and presented: proof that this browser plays the codec.
 PROBE_MEDIA = """(async () => {
   const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const played_from = v => decodeURIComponent(v.currentSrc.split('/').pop());
   const videos = () => [...document.querySelectorAll('video')];
   const until = async (ok, ms) => { const end = Date.now() + ms; while (!ok() && Date.now() < end) await sleep(25); };
   await until(() => videos().every(v => v.readyState >= 1 || v.error)
@@ -473,18 +486,18 @@ PROBE_MEDIA = """(async () => {
   const played = {};
   for (const v of videos()) {
     v.scrollIntoView();
-    try { await v.play(); } catch (e) { played[v.getAttribute('src')] = String(e); continue; }
+    try { await v.play(); } catch (e) { played[played_from(v)] = String(e); continue; }
     await until(() => v.currentTime > 0 && v.getVideoPlaybackQuality().totalVideoFrames > 0, 5000);
     v.pause();
-    played[v.getAttribute('src')] = v.getVideoPlaybackQuality().totalVideoFrames;
+    played[played_from(v)] = v.getVideoPlaybackQuality().totalVideoFrames;
   }
   window.scrollTo(0, 0);
   const error = document.querySelector('#job-broken .error pre');
   const box = error.getBoundingClientRect();
   return {
     canH264: document.createElement('video').canPlayType('video/mp4; codecs="avc1.64001F"'),
-    videos: videos().map(v => ({src: v.getAttribute('src'), duration: v.duration, width: v.videoWidth,
-                                error: v.error && v.error.code, played: played[v.getAttribute('src')]})),
+    videos: videos().map(v => ({src: played_from(v), duration: v.duration, width: v.videoWidth,
+                                error: v.error && v.error.code, played: played[played_from(v)]})),
     images: [...document.images].map(i => ({src: i.getAttribute('src'), width: i.naturalWidth})),
     errorText: error.innerText, errorShown: box.width > 0 && box.height > 0
       && getComputedStyle(error).visibility === 'visible',
@@ -634,4 +647,4 @@ def test_an_mp4_the_browser_cannot_play_falls_back_to_the_webp(tmp_path, chromiu
               garbled: document.querySelector('#job-garbled .media').innerHTML};
     })()""")
     assert shown == {"glitch": {"src": "glitch.webp", "width": W},
-                     "garbled": '<div class="placeholder">this browser cannot play the mp4</div>'}
+                     "garbled": '<div class="placeholder">this browser cannot play the video</div>'}

@@ -27,7 +27,8 @@ POSTER_SIDE = 640
 FETCH_TIMEOUT_S = 15.0
 FETCH_RETRIES = 2
 # Cheapest source of a first frame first: a PNG needs no video decoder, an animated image only Pillow.
-POSTER_SOURCES = ("frames", "webp", "gif", "mp4")
+POSTER_SOURCES = ("frames", "webp", "gif", "mp4", "webm", "hevc", "prores")
+VIDEO_FORMATS = ("mp4", "webm", "hevc", "prores")  # read with ffmpeg
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -117,7 +118,7 @@ def _first_frame(path: str, fmt: str) -> Image.Image:
             raise FileNotFoundError("no PNG frames in the folder")
         with Image.open(os.path.join(path, names[0])) as image:
             return image.convert("RGB")
-    if fmt == "mp4":
+    if fmt in VIDEO_FORMATS:
         import imageio_ffmpeg
 
         frames = imageio_ffmpeg.read_frames(path)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from svdflow.locations import is_url
 from svdflow.manifest.schema import JobParams
-from svdflow.outputs.entry import IndexEntry, OutputFile
+from svdflow.outputs.entry import IndexEntry, MasterRecord, OutputFile
+from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.report.assets import input_thumbnail, make_asset_dirs, poster, remove_unused_assets
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
@@ -35,6 +36,8 @@ class Card:
     input_thumb: str | None = None
     input_note: str | None = None  # why there is no thumbnail, or a warning about it
     sidecar: str | None = None  # the job's own <id>.json, when it is there
+    master: MasterRecord | None = None  # the entry's lossless master, when it is in the folder
+    master_note: str | None = None  # why a recorded master is not shown
 
     @property
     def id(self) -> str:
@@ -66,6 +69,7 @@ def build_cards(root: str, entries: Iterable[IndexEntry]) -> list[Card]:
         card.outputs, card.output_notes = _existing_outputs(root, entry)
         if os.path.isfile(os.path.join(root, f"{card.id}.json")):  # ids match ID_PATTERN: no slashes
             card.sidecar = f"{card.id}.json"
+        card.master, card.master_note = _existing_master(root, entry)
         cards.append(card)
     make_asset_dirs(root)
     inputs: dict[tuple[str, str | None], list[Card]] = {}
@@ -108,14 +112,33 @@ def _asset_name(job_id: str, used: set[str]) -> str:
     return name
 
 
+# svdflow's own files (masters) are never offered as a job's outputs, whatever an index says.
+_OWN_DIR = MASTERS_DIR.split("/")[0] + "/"
+
+
 def _existing_outputs(root: str, entry: IndexEntry) -> tuple[list[OutputFile], list[str]]:
     outputs, notes = [], []
     for output in entry.outputs:
         name = safe_relative(output.file)
         if name is None:
             notes.append(f"output {output.file!r} is not a file inside this folder; not shown")
+        elif name.startswith(_OWN_DIR):
+            notes.append(f"output {name!r} is in svdflow's own folder {_OWN_DIR}, not an output; not shown")
         elif not os.path.exists(os.path.join(root, name)):
             notes.append(f"{name} is missing from this folder")
         else:
             outputs.append(output)
     return outputs, notes
+
+
+def _existing_master(root: str, entry: IndexEntry) -> tuple[MasterRecord | None, str | None]:
+    """The entry's master when it is where masters live and in the folder, else why not (None: none recorded)."""
+    master = entry.master
+    if master is None:
+        return None, None
+    name = safe_relative(master.file)
+    if name is None or not name.startswith(MASTERS_DIR + "/"):
+        return None, f"master {master.file!r} is not in {MASTERS_DIR}/; not shown"
+    if not os.path.isfile(os.path.join(root, name)):
+        return None, f"master {name} is missing from this folder"
+    return master, None

@@ -16,34 +16,54 @@ from urllib.parse import quote
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import ErrorRecord
 from svdflow.outputs.index import RunIndex
 from svdflow.report.cards import Card
 from svdflow.report.layout import SweepUnit, page_units
+from svdflow.views import human_bytes
 
 # Shown in every card, in this order: (key, label, tooltip).
 SHOWN_PARAMS = (
     ("fps", "fps", "conditioning fps (playback fps in brackets when it differs)"),
     ("motion_bucket_id", "motion_bucket_id", "amount of motion"),
     ("noise_aug_strength", "noise_aug_strength", "noise added to the conditioning image"),
-    ("num_frames", "num_frames", "frames generated"),
+    ("num_frames", "num_frames", "frames generated (per segment)"),
+    ("clip", "clip", "frames and seconds of the written files, after segments, loop and interpolate"),
     ("num_inference_steps", "steps", "num_inference_steps"),
     ("guidance", "guidance", "min_guidance_scale - max_guidance_scale"),
     ("size", "size", "width x height, resize policy"),
 )
 # A shown row that stands for several parameters is marked swept when any of them is.
-_ROW_PARAMS = {"guidance": {"min_guidance_scale", "max_guidance_scale"}, "size": {"width", "height"}}
+_ROW_PARAMS = {"guidance": {"min_guidance_scale", "max_guidance_scale"}, "size": {"width", "height"},
+               "clip": {"num_frames", "segments", "loop", "loop_frames", "interpolate", "playback_fps"}}
+# Shown only where they are not at their defaults: (key, label, tooltip).
+SHOWN_IF_SET = (
+    ("segments", "segments", "clips chained, each from the previous one's last frame"),
+    ("loop", "loop", "how the clip loops (crossfade: over loop_frames frames)"),
+    ("interpolate", "interpolate", "motion-interpolated frames: N-1 between each pair"),
+)
 # The sort select: (value, label). Values name a card's data-s-<value> attribute.
 SORT_KEYS = (
     ("order", "index order"), ("id", "id"), ("status", "status"), ("seed", "seed"), ("fps", "fps"),
     ("motion_bucket_id", "motion_bucket_id"), ("noise_aug_strength", "noise_aug_strength"),
-    ("num_frames", "num_frames"), ("num_inference_steps", "steps"),
+    ("num_frames", "num_frames"), ("frames", "frames written"), ("duration_s", "duration"),
+    ("num_inference_steps", "steps"),
     ("min_guidance_scale", "min_guidance_scale"), ("max_guidance_scale", "max_guidance_scale"),
     ("pixels", "size (pixels)"), ("finished", "finished at"), ("total_s", "render time"),
 )
 _SORTED_PARAMS = ("fps", "motion_bucket_id", "noise_aug_strength", "num_frames", "num_inference_steps",
                   "min_guidance_scale", "max_guidance_scale")
 PLAYABLE_AS_IMAGE = ("webp", "gif")  # animated images any browser shows without a video decoder
+# The videos a card offers its <video>, in order of preference: the browser plays the first it can
+# decode (H.265 where it has a decoder, Safari first; VP9; H.264 nearly everywhere), and falls back to
+# the next when one fails. ProRes (.mov) is for editors: linked, not played.
+VIDEO_SOURCES = (
+    ("hevc", 'video/mp4; codecs="hvc1"'),
+    ("webm", 'video/webm; codecs="vp9"'),
+    ("mp4", 'video/mp4; codecs="avc1.64001F"'),
+)
+LINK_TEXT = {"hevc": "hevc", "prores": "prores (.mov)", "frames": "frames (PNG folder)"}
 NO_JOBS = "index.json records no job yet; run the manifest, then write the report again"
 
 
@@ -62,6 +82,12 @@ class Link:
 
 
 @dataclass(frozen=True)
+class VideoSource:
+    file: str  # relative to the output folder
+    type: str  # MIME type with codecs, for the browser's canPlayType
+
+
+@dataclass(frozen=True)
 class CardView:
     """Everything the card template shows of one job; paths are relative to the output folder."""
 
@@ -71,8 +97,8 @@ class CardView:
     sort: list[tuple[str, str]]  # data-s-<key> values the page's script sorts by
     cell: tuple[int, int] | None  # (row, column) inside a sweep's grid
     aspect: str  # "width/height" of the video (the index allows no size below 64)
-    video: str | None  # the mp4
-    animated: str | None  # a webp or gif: the video's fallback, or the media itself without an mp4
+    sources: list[VideoSource]  # hevc, webm, mp4: what the <video> offers, in order
+    animated: str | None  # a webp or gif: the video's fallback, or the media itself without a video
     poster: str | None
     placeholder: str  # what the media box says when there is nothing to show
     swept: str | None  # "motion_bucket_id=60, ..."
@@ -85,6 +111,8 @@ class CardView:
     links: list[Link]
     finished_at: str
     total: str | None
+    reencoded: bool  # the files were encoded again from the master (an output-only change)
+    details: list[tuple[str, str]]  # (label, text): keys, master, segments; shown folded
 
 
 @dataclass(frozen=True)
@@ -113,18 +141,22 @@ def render_page(cards: list[Card], index: RunIndex, generated_at: str) -> str:
 
 def _card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
     entry, params = card.entry, card.params
-    mp4 = card.output("mp4")
+    sources = [VideoSource(o.file, kind) for fmt, kind in VIDEO_SOURCES if (o := card.output(fmt))]
     animated = next((o for o in (card.output(f) for f in PLAYABLE_AS_IMAGE) if o), None)
     width, height = params.width, params.height
+    clip = clip_shape(params)
     sort = {
         "order": card.order, "id": card.id, "status": entry.status, "seed": entry.seed,
         **{key: getattr(params, key) for key in _SORTED_PARAMS},
+        "frames": clip.frames, "duration_s": round(clip.duration_s, 4),
         "pixels": width * height, "finished": entry.finished_unix, "total_s": entry.timings.total_s,
     }
     notes = [*card.output_notes, *([card.poster_note] if card.poster_note else [])]
+    if card.master_note:
+        notes.append(card.master_note)
     if card.input_thumb and card.input_note:
         notes.append(card.input_note)
-    links = [Link(o.file, o.format or o.file) for o in card.outputs]
+    links = [Link(o.file, LINK_TEXT.get(o.format, o.format or o.file)) for o in card.outputs]
     if card.sidecar:
         links.append(Link(card.sidecar, "json"))
     total = entry.timings.total_s
@@ -132,14 +164,36 @@ def _card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
         id=card.id, dom_id=f"job-{card.asset_name}", status=entry.status,
         sort=[(key, _sort_value(value)) for key, value in sort.items()], cell=cell,
         aspect=f"{width}/{height}",
-        video=mp4.file if mp4 else None, animated=animated.file if animated else None, poster=card.poster,
+        sources=sources, animated=animated.file if animated else None, poster=card.poster,
         placeholder="no video: the job failed" if entry.status == "failed" else "no playable output in this folder",
         swept=", ".join(f"{k}={_fmt(v)}" for k, v in card.sweep.items()) or None,
         input_thumb=card.input_thumb, input_reason=card.input_note or "input not available",
         params=_param_rows(card), error=entry.error if entry.error and entry.error.message else None,
         notes=notes, uri=entry.input.uri, links=links, finished_at=entry.finished_at,
         total=f"{total:.1f} s" if total is not None else None,
+        reencoded=entry.status == "done" and entry.encoded_from == "master", details=_details(card),
     )
+
+
+def _details(card: Card) -> list[tuple[str, str]]:
+    """What a card shows folded: how its files were made and what they are keyed by."""
+    entry = card.entry
+    clip = clip_shape(entry.params)
+    rows = []
+    if entry.status == "done":
+        rows.append(("frames", f"{clip.rendered} rendered, {clip.frames} written at {_fmt(clip.fps)} fps"))
+    for segment in entry.segments:
+        rows.append((f"segment {segment.index + 1}", f"seed {segment.seed}, {segment.render_s:.1f} s"))
+    if card.master is not None:
+        rows.append(("master", f"{card.master.file} ({human_bytes(card.master.bytes)}, lossless "
+                               f"{card.master.codec.upper()})"))
+    if entry.status == "done":
+        rows.append(("encoded from", "the master (an output-only change)" if entry.encoded_from == "master"
+                     else "the render"))
+    for label, key in (("render key", entry.render_key), ("output key", entry.output_key)):
+        if key:
+            rows.append((label, key))
+    return rows
 
 
 def _sweep_view(unit: SweepUnit) -> SweepView:
@@ -151,6 +205,11 @@ def _param_rows(card: Card) -> list[ParamRow]:
     for key, label, tooltip in SHOWN_PARAMS:
         swept = bool(_ROW_PARAMS.get(key, {key}) & set(card.sweep))
         rows.append(ParamRow(label, _param_text(card, key), tooltip, swept))
+    defaults = type(card.params).model_fields
+    for key, label, tooltip in SHOWN_IF_SET:
+        if getattr(card.params, key) != defaults[key].default:
+            swept = key in card.sweep or (key == "loop" and "loop_frames" in card.sweep)
+            rows.append(ParamRow(label, _param_text(card, key), tooltip, swept))
     return rows
 
 
@@ -162,6 +221,14 @@ def _param_text(card: Card, key: str) -> str:
         return f"{params.width}×{params.height} {params.resize}"
     if key == "fps" and float(params.playback_fps) != float(params.fps):
         return f"{_fmt(params.fps)} ({_fmt(params.playback_fps)})"
+    if key == "clip":
+        clip = clip_shape(params)
+        return f"{clip.frames} frames · {clip.duration_s:.2f} s"
+    if key == "loop" and params.loop == "crossfade":
+        clip = clip_shape(params)
+        return f"crossfade over {clip.rendered - clip.looped} frames"
+    if key == "interpolate":
+        return f"×{params.interpolate}"
     return _fmt(getattr(params, key))
 
 

@@ -104,6 +104,7 @@ class RichReporter(Reporter):
         )
         self._jobs = self.progress.add_task("jobs", total=0)
         self._steps = self.progress.add_task("", total=1, visible=False)
+        self._segment = ""  # the current job's segment, when it has several
         self.progress.start()
 
     def run_started(self, name, total, output_dir):
@@ -114,13 +115,17 @@ class RichReporter(Reporter):
         self.console.print(text)
 
     def job_started(self, job_id, number, total):
+        self._segment = ""
         self.progress.update(self._steps, description=f"  {job_id}: fetch", completed=0, total=1, visible=True)
 
     def job_stage(self, job_id, stage):
-        self.progress.update(self._steps, description=f"  {job_id}: {stage}")
+        text = stage + self._segment
+        if stage.startswith("segment "):  # a chained job's "segment 2 of 3", kept beside its later stages
+            self._segment, text = f" ({stage})", stage
+        self.progress.update(self._steps, description=f"  {job_id}: {text}")
 
     def job_step(self, job_id, done, total):
-        self.progress.update(self._steps, description=f"  {job_id}: denoise", completed=done, total=total)
+        self.progress.update(self._steps, description=f"  {job_id}: denoise{self._segment}", completed=done, total=total)
 
     def job_finished(self, job_id, status, info):
         self.progress.advance(self._jobs)

@@ -67,24 +67,30 @@
   sortSel.addEventListener('change', apply);
   desc.addEventListener('change', apply);
 
-  // Where the mp4 cannot play, show its animated webp/gif, else its poster, else say so.
-  var canH264 = document.createElement('video').canPlayType('video/mp4; codecs="avc1.64001F"') !== '';
+  // Where none of a video's sources can play (no decoder, or each one failed), show its animated
+  // webp/gif, else its poster, else say so.
   function fallback(v) {
     var f = v.getAttribute('data-fallback'), src = f || v.getAttribute('poster');
     if (!src) {
       var p = document.createElement('div');
       p.className = 'placeholder';
-      p.textContent = 'this browser cannot play the mp4';
+      p.textContent = 'this browser cannot play the video';
       v.replaceWith(p);
       return;
     }
     var img = document.createElement('img');
     img.src = src;
-    img.alt = f ? 'animated fallback' : 'first frame (this browser cannot play the mp4)';
+    img.alt = f ? 'animated fallback' : 'first frame (this browser cannot play the video)';
     v.replaceWith(img);
   }
   Array.prototype.forEach.call(document.querySelectorAll('video'), function (v) {
-    if (!canH264 && v.getAttribute('data-fallback')) { fallback(v); return; }
+    var sources = v.querySelectorAll('source');
+    var playable = Array.prototype.some.call(sources, function (s) {
+      return v.canPlayType(s.getAttribute('type')) !== '';
+    });
+    if (!playable) { fallback(v); return; }
+    // a failed source hands over to the next one; the last one's error means none played
+    sources[sources.length - 1].addEventListener('error', function () { fallback(v); });
     v.addEventListener('error', function () { fallback(v); });
     var card = v.closest('.card');
     card.addEventListener('mouseenter', function () { var p = v.play(); if (p) p.catch(function () {}); });

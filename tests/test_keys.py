@@ -83,3 +83,20 @@ def test_output_settings_enter_only_while_a_format_that_uses_them_is_listed():
         "prores_profile hq -> lt")
     assert explain_change(mp4, material(params, formats=("mp4", "webm"))) == "formats gif, mp4 -> mp4, webm"
     assert {m.render_key for m in (gif, mp4, prores)} == {gif.render_key}  # the pixels never change
+
+
+def test_segments_decide_the_pixels_loop_and_interpolate_only_the_files():
+    plain = material(JobParams(**RELEASE_PARAMS))
+    at_defaults = material(JobParams(**RELEASE_PARAMS, segments=1, loop="none", loop_frames=None, interpolate=1))
+    assert at_defaults.model_dump(mode="json") == plain.model_dump(mode="json")  # a campaign of 0.1 keeps its keys
+
+    chained = material(JobParams(**RELEASE_PARAMS, segments=2))
+    assert chained.render_key != plain.render_key and chained.output_key == plain.output_key
+    assert explain_change(plain, chained) == "segments default -> 2"
+    for change in ({"loop": "pingpong"}, {"loop": "crossfade", "loop_frames": 3}, {"interpolate": 2}):
+        shaped = material(JobParams(**{**RELEASE_PARAMS, **change}))
+        assert shaped.render_key == plain.render_key and shaped.output_key != plain.output_key, change
+        assert shaped.output.params == {"playback_fps": 7.0, **change}, change
+    assert explain_change(material(JobParams(**RELEASE_PARAMS, loop="crossfade", loop_frames=3)),
+                          material(JobParams(**RELEASE_PARAMS, loop="crossfade", loop_frames=4))) == (
+        "loop_frames 3 -> 4")

@@ -13,6 +13,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -648,3 +649,140 @@ def test_an_mp4_the_browser_cannot_play_falls_back_to_the_webp(tmp_path, chromiu
     })()""")
     assert shown == {"glitch": {"src": "glitch.webp", "width": W},
                      "garbled": '<div class="placeholder">this browser cannot play the video</div>'}
+
+
+# ---------------------------------------------------------------------------------------------
+# Every output format, masters, re-encodes and the clip options (issues 15 and 16)
+
+CLIP_PARAMS = {"segments": 2, "loop": "pingpong", "interpolate": 2, "playback_fps": 14.0}
+
+
+def build_formats_dir(root: Path) -> Path:
+    """Three jobs written by svdflow's own encoders: 'every' in every format, chained, looping and
+    interpolated (2 x 8 - 1 = 15 frames rendered, 28 there and back, 56 interpolated at 14 fps: 4 s),
+    re-encoded from its master; 'h265' with only an H.265 video and a GIF; 'edited', whose index entry
+    was edited to list the master as an output."""
+    from svdflow.manifest.schema import JobParams
+    from svdflow.outputs.masters import write_master
+    from svdflow.outputs.post import post_process
+    from svdflow.outputs.store import OutputStore
+    from svdflow.outputs.writers import write_outputs
+
+    out = root / "renders"
+    out.mkdir(parents=True)
+    image = write_image(root / "in.png", 96, 64)
+    params = JobParams(**{**PARAMS, **CLIP_PARAMS})
+    rendered = np.concatenate([frames_for(1), frames_for(2)[1:]])
+    clip = post_process(rendered, params)
+    written = write_outputs(clip, str(out), "every", ["mp4", "hevc", "webm", "prores", "gif", "frames"],
+                            playback_fps=14.0)
+    master = write_master(rendered, OutputStore(str(out)), "every", fps=7, provenance="")
+    every = upgrade_entry(make_entry("every", uri=str(image), input_sha=sha256_file(image),
+                                     params={**CLIP_PARAMS}))
+    every.update(outputs=[output_record(out, w.format, os.path.basename(w.path)) for w in written],
+                 master=master.model_dump(), encoded_from="master",
+                 segments=[{"index": 0, "seed": 42, "render_s": 1.25}, {"index": 1, "seed": 7, "render_s": 1.5}])
+    write_outputs(frames_for(3), str(out), "h265", ["hevc", "gif"], playback_fps=7)
+    h265 = make_entry("h265", uri=str(image), input_sha=sha256_file(image),
+                      outputs=[output_record(out, "hevc", "h265.hevc.mp4"), output_record(out, "gif", "h265.gif")])
+    edited = make_entry("edited", uri=str(image), input_sha=sha256_file(image),
+                        outputs=[output_record(out, "gif", "h265.gif"),
+                                 {"format": "mp4", "file": ".svdflow/masters/every.mkv", "sha256": "0", "bytes": 9}])
+    write_index(out, [every, h265, edited])
+    return out
+
+
+@pytest.fixture(scope="module")
+def formats_report(tmp_path_factory):
+    out = build_formats_dir(tmp_path_factory.mktemp("formats"))
+    page = write_report(str(out))
+    return out, Path(page), Path(page).read_text(encoding="utf-8")
+
+
+def card_text(text: str, job: str) -> str:
+    start = text.index(f'id="job-{job}"')
+    return text[start:text.index("</article>", start)]
+
+
+def test_videos_offer_hevc_webm_and_mp4_as_sources_in_that_order(formats_report):
+    _, _, text = formats_report
+    videos = {video["poster"]: sources for video, sources in videos_of(text)}
+    assert videos["report/posters/every.jpg"] == [
+        {"src": "every.hevc.mp4", "type": 'video/mp4; codecs="hvc1"'},
+        {"src": "every.webm", "type": 'video/webm; codecs="vp9"'},
+        {"src": "every.mp4", "type": 'video/mp4; codecs="avc1.64001F"'}]
+    assert videos["report/posters/h265.jpg"] == [{"src": "h265.hevc.mp4", "type": 'video/mp4; codecs="hvc1"'}]
+    assert [v.get("data-fallback") for v, _ in videos_of(text)] == ["every.gif", "h265.gif"]
+
+
+def test_cards_link_prores_and_frames_and_show_the_master_the_keys_and_a_re_encode(formats_report):
+    out, _, text = formats_report
+    every = card_text(text, "every")
+    assert re.findall(r'<a href="([^"]+)">([^<]+)</a>', every) == [
+        ("every.mp4", "mp4"), ("every.hevc.mp4", "hevc"), ("every.webm", "webm"), ("every.mov", "prores (.mov)"),
+        ("every.gif", "gif"), ("every_frames", "frames (PNG folder)"), ("every.json", "json")]
+    master_bytes = (out / ".svdflow" / "masters" / "every.mkv").stat().st_size
+    from svdflow.views import human_bytes
+
+    assert f"<dt>master</dt><dd>.svdflow/masters/every.mkv ({human_bytes(master_bytes)}, lossless FFV1)</dd>" in every
+    assert '<span class="badge reencoded"' in every and ">re-encoded</span>" in every
+    entry = json.loads((out / "every.json").read_text())
+    assert f"<dt>render key</dt><dd>{entry['render_key']}</dd>" in every
+    assert f"<dt>output key</dt><dd>{entry['output_key']}</dd>" in every
+    assert "<dt>encoded from</dt><dd>the master (an output-only change)</dd>" in every
+    assert "<dt>segment 2</dt><dd>seed 7, 1.5 s</dd>" in every
+    assert "reencoded" not in card_text(text, "h265") and "<dt>master</dt>" not in card_text(text, "h265")
+
+
+def test_cards_show_the_clips_frames_and_duration(formats_report):
+    _, _, text = formats_report
+    every = card_text(text, "every")
+    for shown in ("clip</dt><dd>56 frames · 4.00 s", "segments</dt><dd>2", "loop</dt><dd>pingpong",
+                  "interpolate</dt><dd>×2", "<dt>frames</dt><dd>15 rendered, 56 written at 14 fps</dd>",
+                  'data-s-frames="56"', 'data-s-duration_s="4.0"'):
+        assert shown in every, shown
+    h265 = card_text(text, "h265")
+    assert "clip</dt><dd>8 frames · 1.14 s" in h265 and "segments</dt>" not in h265 and "loop</dt>" not in h265
+
+
+def test_svdflows_own_folder_is_never_shown_as_an_output(formats_report):
+    _, _, text = formats_report
+    assert not [(tag, a) for tag, a in elements(text) for k, v in a.items()
+                if k in ("src", "href", "poster", "data-fallback") and ".svdflow" in v]
+    assert ("output &#39;.svdflow/masters/every.mkv&#39; is in svdflow&#39;s own folder .svdflow/, not an output; "
+            "not shown") in card_text(text, "edited")
+
+
+def test_each_video_plays_the_first_source_the_browser_can(formats_report, chromium):
+    out, page, _ = formats_report
+    devtools, open_page = chromium
+    session = open_page(page.as_uri())
+    found = devtools.evaluate(session, """(async () => {
+      const sleep = ms => new Promise(r => setTimeout(r, ms));
+      const end = Date.now() + 10000;
+      while ([...document.querySelectorAll('video')].some(v => v.readyState < 1 && !v.error) && Date.now() < end)
+        await sleep(25);
+      const probe = document.createElement('video');
+      const result = {hvc1: probe.canPlayType('video/mp4; codecs="hvc1"'), cards: {}};
+      for (const id of ['every', 'h265']) {
+        const media = document.querySelector(`#job-${id} .media`), v = media.querySelector('video');
+        if (!v) { const img = media.querySelector('img'); result.cards[id] = {img: img && img.getAttribute('src')};
+                  continue; }
+        await v.play();
+        const until = Date.now() + 5000;
+        while (!(v.getVideoPlaybackQuality().totalVideoFrames > 0) && Date.now() < until) await sleep(25);
+        v.pause();
+        result.cards[id] = {src: decodeURIComponent(v.currentSrc.split('/').pop()), duration: v.duration,
+                            frames: v.getVideoPlaybackQuality().totalVideoFrames};
+      }
+      return result;
+    })()""")
+    every, h265 = found["cards"]["every"], found["cards"]["h265"]
+    # Debian's chromium has no H.265 decoder: it skips that source and plays the VP9 one; a browser that
+    # has one plays H.265. Either way the video lasts the 4 s the card says.
+    assert every["src"] == ("every.hevc.mp4" if found["hvc1"] else "every.webm"), found
+    assert every["frames"] > 0 and abs(every["duration"] - 4.0) < 0.05, found
+    if found["hvc1"]:
+        assert h265["src"] == "h265.hevc.mp4" and h265["frames"] > 0, found
+    else:  # nothing it can play: the job's GIF instead
+        assert h265 == {"img": "h265.gif"}, found

@@ -118,6 +118,26 @@ def test_post_processing_makes_the_frames_the_arithmetic_says(cases_manifest):
         assert len(post_process(frames, params)) == clip.frames, planned.job.id
 
 
+def test_loop_frames_without_a_crossfade_and_clips_too_big_for_memory_warn(tmp_path):
+    write_image(tmp_path / "a.png")
+    spec = load_run_spec(write_manifest(tmp_path, """
+        svdflow: 1
+        model: {source: builtin:tiny}
+        defaults: {num_frames: 25, loop_frames: 4}
+        items:
+          - {id: bounce, image: a.png, loop: pingpong}
+          - {id: swept, image: a.png, sweep: {loop: [none, crossfade]}}
+          - {id: huge, image: a.png, segments: 20, interpolate: 8, loop: crossfade}
+        """))
+    # huge: 20 x 25 - 19 = 481 frames, 477 once crossfaded over 4, 8 for each (looping): 3816
+    assert [(w.line, w.message) for w in spec.warnings] == [
+        (3, "item 'bounce': loop_frames has no effect with loop: pingpong (only a crossfade blends frames); "
+            "remove it or set loop: crossfade"),
+        (7, "item 'huge': its clip is 3816 frames of 1024x576, 6.3 GiB held in memory while it is encoded; lower "
+            "interpolate, segments or num_frames if that is more than this machine has")]
+    assert [job.params.loop_frames for job in spec.jobs] == [None, None, 4, 4]
+
+
 # ---------------------------------------------------------------------------------------------
 # The frame operations
 

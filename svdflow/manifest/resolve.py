@@ -39,12 +39,15 @@ from svdflow.manifest.schema import (
     Manifest,
     ModelSource,
 )
-from svdflow.outputs.clip import default_loop_frames, max_loop_frames, rendered_frames
+from svdflow.outputs.clip import clip_shape, default_loop_frames, max_loop_frames, rendered_frames
 
 # Field order of a job's parameters everywhere they are shown or hashed.
 PARAMETER_NAMES = tuple(PARAMETERS)
 # A job called "index" would write its sidecar index.json over the run's index.
 RESERVED_JOB_IDS = frozenset({"index"})
+# A job's written clip is held in memory whole while it is looped, interpolated and encoded: past this
+# many bytes of uint8 frames (about 2,400 frames of 1024x576), a warning says so.
+CLIP_MEMORY_WARNING_BYTES = 4 * 2**30
 # Where a job's value came from, most specific first ("derived": a seed from (base seed, item id)).
 ORIGINS = ("sweep", "table", "item", "defaults", "model", "svdflow", "derived")
 
@@ -405,6 +408,13 @@ def _job_warnings(job: Job, item: ItemSpec, source: SourceMap, trained: bool, mo
     if p.loop != "crossfade" and job.origins.get("loop_frames") not in ("svdflow", None) and "loop" not in job.sweep:
         warn("loop_frames", f"loop_frames has no effect with loop: {p.loop} (only a crossfade blends frames); "
                             "remove it or set loop: crossfade")
+    clip = clip_shape(p)
+    held = clip.frames * p.width * p.height * 3
+    if held > CLIP_MEMORY_WARNING_BYTES:
+        biggest = "interpolate" if p.interpolate > 1 else "segments" if p.segments > 1 else "num_frames"
+        warn(biggest, f"its clip is {clip.frames} frames of {p.width}x{p.height}, {held / 2**30:.1f} GiB held in "
+                      "memory while it is encoded; lower interpolate, segments or num_frames if that is more than "
+                      "this machine has")
     if item.may_be_missing and not images.exists(job.image):
         warn("image", f"image {job.image} does not exist; its jobs will fail until it does")
     for key, kept in model.fixed.items():

@@ -13,8 +13,11 @@ def apply_hardware(pipe, hw: ResolvedHardware, changes: ProcessChanges):
     settings it changes are recorded in `changes`, for the caller to restore."""
     import torch
 
+    from svdflow.pipeline.hooks.cross_attention import set_cross_attention_shortcut
+
     if pipe.unet.dtype != torch_dtype(hw.dtype):  # diffusers warns on every cast, even a no-op one
         pipe.to(dtype=torch_dtype(hw.dtype))
+    set_cross_attention_shortcut(pipe.unet, True)  # exact, so in every profile
     if hw.device.startswith("cuda"):
         fast_kernels(changes)
     if hw.offload == "none":

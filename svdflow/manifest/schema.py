@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from svdflow.compat import OmitsNewDefaults
 from svdflow.hardware import manifest_overlap_conflict
 
 FORMAT_VERSION = 1
@@ -91,7 +92,23 @@ PARAMETERS: dict[str, Parameter] = {
         Annotated[int, Field(ge=0, le=MAX_SEED)], 42,
         "Random seed. In defaults: the base seed from which an item without its own seed derives one "
         "from (seed, item id); on an item: that item's exact seed.", "s"),
+    # The draft tier: lossy, off by default. Each trades fidelity for UNet work; both are in the key,
+    # so a draft and a final of one item coexist.
+    "cfg_until": Parameter(
+        Annotated[float, Field(ge=0, le=1)], 1.0,
+        "Draft tier (lossy): the fraction of the denoising steps that use classifier-free guidance; the "
+        "steps after it run the conditional branch alone, one UNet batch instead of two. 1.0: every step "
+        "(as trained); 0.5: the first half.", "cfg"),
+    "cache_interval": Parameter(
+        Annotated[int, Field(ge=1, le=100)], 1,
+        "Draft tier (lossy): DeepCache. Of every N steps, one runs the whole UNet and N-1 run only its "
+        "outermost blocks, reusing the deep features of the last full step. 1: off (every step full).", "ci"),
 }
+# Release 0.1's parameters. Those added since enter content keys and index entries only when they
+# differ from their defaults (svdflow.compat), so existing jobs keep their keys.
+RELEASE_0_1_PARAMETERS = ("num_frames", "num_inference_steps", "fps", "playback_fps", "motion_bucket_id",
+                          "noise_aug_strength", "min_guidance_scale", "max_guidance_scale", "width", "height",
+                          "resize", "seed")
 
 
 def _params_model(name: str, doc: str, *, optional: bool) -> type[StrictModel]:
@@ -107,6 +124,10 @@ def _params_model(name: str, doc: str, *, optional: bool) -> type[StrictModel]:
 Defaults = _params_model("Defaults", "Per-job parameters applied wherever an item is silent.", optional=False)
 
 
+class _ResolvedParams(StrictModel, OmitsNewDefaults):
+    RELEASED_FIELDS = frozenset(RELEASE_0_1_PARAMETERS)
+
+
 def _resolved_params_model() -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for key, p in PARAMETERS.items():
@@ -114,7 +135,7 @@ def _resolved_params_model() -> type[BaseModel]:
         if key == "playback_fps":  # resolved: never null
             annotation = Annotated[float, Field(gt=0, le=240)]
         fields[key] = (annotation, Field(p.default, description=p.description))
-    return create_model("JobParams", __base__=StrictModel, __doc__="A job's parameters, every one resolved.",
+    return create_model("JobParams", __base__=_ResolvedParams, __doc__="A job's parameters, every one resolved.",
                         **fields)
 
 

@@ -89,10 +89,10 @@ def explain_change(old: KeyMaterial | None, new: KeyMaterial) -> str:
     if old is None:
         return "key changed"
     changes = []
-    before_params = old.params.model_dump()
-    for name, value in new.params.model_dump().items():
-        if before_params.get(name) != value:
-            changes.append(f"{name} {before_params.get(name)} -> {value}")
+    for name in type(new.params).model_fields:  # attributes: a dump leaves out new parameters at their defaults
+        before, value = getattr(old.params, name), getattr(new.params, name)
+        if before != value:
+            changes.append(f"{name} {before} -> {value}")
     for part in ("input_sha256", "model", "output", "render_version"):
         if getattr(old, part) != getattr(new, part):
             changes.append({"input_sha256": "input image"}.get(part, part) + " changed")

@@ -142,9 +142,9 @@ def _tampered_fields(entry: IndexEntry) -> list[str]:
         return []
     if content_key(material) != entry.key:
         return ["the entry's key_material does not hash to its key (edited?)"]
-    rendered_with = material.params.model_dump()
-    return [f"params.{name} is {value!r} but was rendered with {rendered_with.get(name)!r}"
-            for name, value in entry.params.model_dump().items() if rendered_with.get(name) != value]
+    rendered_with, now = material.params, entry.params
+    return [f"params.{name} is {getattr(now, name)!r} but was rendered with {getattr(rendered_with, name)!r}"
+            for name in type(now).model_fields if getattr(rendered_with, name) != getattr(now, name)]
 
 
 def _environment_differences(entry: IndexEntry, hardware: ResolvedHardware) -> list[str]:

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from svdflow.compat import OmitsNewDefaults
-from svdflow.hardware import manifest_overlap_conflict
+from svdflow.hardware import manifest_fp8_conflict, manifest_overlap_conflict
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -209,14 +209,19 @@ class Hardware(StrictModel):
     decode_chunk_size: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Frames decoded by the VAE at once; null: all frames at once.")
     compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="torch.compile the UNet; auto: only when the planned work is long enough to win.")
+        "auto", description="torch.compile the UNet's repeated blocks (and, on CUDA, the VAE decoder); auto: only "
+                            "when the planned work is long enough to win.")
     overlap_decode: bool = Field(
         False, description="Decode each video with the VAE on a second CUDA stream while the next job denoises; "
                            "needs offload: none. Same frames; more memory at once.")
+    fp8: bool = Field(
+        False, description="Run the UNet's transformer Linear layers as FP8 matmuls with dynamic per-row scales "
+                           "(near-lossless, faster on the tensor cores): NVIDIA GPUs of compute capability 8.9 or "
+                           "newer only, offload: none. Changes pixels, so it is part of every job's content key.")
 
     @model_validator(mode="after")
-    def _overlap_needs_resident_models(self) -> Hardware:
-        if conflict := manifest_overlap_conflict(self):
+    def _resident_models(self) -> Hardware:
+        if conflict := manifest_overlap_conflict(self) or manifest_fp8_conflict(self):
             raise ValueError(conflict)
         return self
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from svdflow.compat import OmitsNewDefaults
 from svdflow.hardware import HardwareRecord
 from svdflow.manifest.schema import ID_PATTERN, JobParams
 
@@ -53,14 +54,18 @@ class OutputSettings(Record):
     crf: int = Field(description="output.crf: the mp4 quality setting.")
 
 
-class KeyMaterial(Record):
-    """Everything the content key hashes: what decides the job's pixels and files."""
+class KeyMaterial(Record, OmitsNewDefaults):
+    """Everything the content key hashes: what decides the job's pixels and files. Parts added after
+    release 0.1 (and parameters added to params) enter it only when they differ from their defaults."""
+
+    RELEASED_FIELDS = frozenset({"render_version", "input_sha256", "params", "model", "output"})
 
     render_version: str = Field(description="svdflow's render version (bumped when svdflow's pixels change).")
     input_sha256: str = Field(description="sha256 of the input image's bytes.")
     params: JobParams = Field(description="The job's resolved parameters.")  # type: ignore[valid-type]
     model: ModelRef = Field(description="The model as the manifest named it.")
     output: OutputSettings = Field(description="Formats (sorted) and crf.")
+    fp8: bool = Field(False, description="hardware.fp8: the UNet's Linear layers ran in FP8 (it changes pixels).")
 
     def canonical_json(self) -> bytes:
         """The bytes the content key hashes: sorted keys, no spaces, ASCII."""

@@ -21,6 +21,7 @@ def key_material(job: Job, input_sha256: str, spec: RunSpec) -> KeyMaterial:
         params=job.params,
         model=ModelRef(source=spec.model.source, revision=spec.model.revision, variant=spec.model.variant),
         output=OutputSettings(formats=sorted(spec.formats), crf=spec.crf),
+        fp8=spec.hardware.fp8,
     )
 
 

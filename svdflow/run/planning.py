@@ -93,7 +93,7 @@ def explain_change(old: KeyMaterial | None, new: KeyMaterial) -> str:
         before, value = getattr(old.params, name), getattr(new.params, name)
         if before != value:
             changes.append(f"{name} {before} -> {value}")
-    for part in ("input_sha256", "model", "output", "render_version"):
+    for part in ("input_sha256", "model", "output", "render_version", "fp8"):
         if getattr(old, part) != getattr(new, part):
             changes.append({"input_sha256": "input image"}.get(part, part) + " changed")
     return ", ".join(changes) or "key changed"

@@ -4,8 +4,9 @@
 #   bash benchmarks/gpu_bench.sh            (from the repository root; results in $OUT or ./bench-results)
 #
 # Packages. The GPU host has torch 2.11, transformers, accelerate, rich, pyyaml, fsspec, typer (so
-# click), pillow and numpy, but not diffusers, pydantic, pydantic-settings or python-dotenv (nor
-# imageio-ffmpeg, Jinja2 or torchao, none of which this script needs: frames only, no report, FP8 on
+# click), pillow and numpy, but not diffusers, pydantic, pydantic-settings or python-dotenv. It needs
+# no imageio-ffmpeg (the overlap check writes PNG frames, the bench encodes nothing), no Jinja2 beyond
+# what transformers brings (svdflow imports it for `svdflow report` only) and no torchao (FP8 runs on
 # torch's own _scaled_mm). Before the device call, on this machine, from the repository root:
 #
 #   /work/shared/device/fetch-wheels.sh "pydantic-settings==2.16.3" "python-dotenv==1.2.4"
@@ -38,10 +39,9 @@
 # `svdflow bench` arguments, e.g. "--frames 2 --steps 2"), SVDFLOW_BENCH_OVERLAP_CHECK=1 and
 # SVDFLOW_BENCH_CHECK_ARGS (arguments for overlap_run_check.py).
 #
-# Dry run on a CPU (every step, tiny sizes, the GPU host's missing modules blocked), from the repository
-# root:
-#   mkdir -p /tmp/blocked && for m in imageio_ffmpeg jinja2 markupsafe; do
-#     echo "raise ImportError('$m is not on the GPU host')" > /tmp/blocked/$m.py; done
+# Dry run on a CPU (every step, tiny sizes, imageio-ffmpeg blocked as the GPU host lacks it), from the
+# repository root:
+#   mkdir -p /tmp/blocked && echo "raise ImportError('not on the GPU host')" > /tmp/blocked/imageio_ffmpeg.py
 #   PATH=/work/main/.venv/bin:$PATH PYTHONPATH=/tmp/blocked OUT=/tmp/gpu-bench-dry SVDFLOW_BENCH_VARIANT=tiny \
 #     SVDFLOW_BENCH_DEVICE=cpu SVDFLOW_BENCH_ARGS="--frames 2 --steps 2" SVDFLOW_BENCH_OVERLAP_CHECK=1 \
 #     SVDFLOW_BENCH_CHECK_ARGS="--size 64x112 --frames 4 --steps 2" bash benchmarks/gpu_bench.sh

@@ -67,6 +67,11 @@ def test_a_draft_and_a_final_of_one_item_have_their_own_keys_and_both_stay(tmp_p
     [planned] = plan_run(load_run_spec(plain))
     assert planned.key == entries["a-cfg1.0-ci1"]["key"]
 
+    # A draft renders again from its entry alone, the same frames (the draft settings are in params).
+    from svdflow.api import rerender
+
+    assert rerender(str(tmp_path / "out" / "index.json"), "a-cfg0.5-ci3", write=False).matches
+
     # Editing a draft setting is a change, named as any other.
     edited = write_manifest(tmp_path, body.replace("[1.0, 0.5]", "[1.0, 0.25]"), "m.yaml")
     reasons = {p.job.id: (p.status, p.reason) for p in plan_run(load_run_spec(edited))}

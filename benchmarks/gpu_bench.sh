@@ -27,14 +27,16 @@
 # 5. benchmarks/gpu_targets.py: what each change bought and every target, then the bench's table, last.
 #
 # Expected on an H200 (estimates from the 2026-11-26 runs, benchmarks/results/): install+imports ~15 s,
-# balanced ~45 s, max-speed ~115 s (69 s compiling the UNet cold, the decoder on top), eager-vae ~15 s,
-# draft ~70 s (its batch-1 graphs compile), fp8 ~110 s (its own graphs), low-vram ~60 s, the three
-# eager variants ~50 s, seed-offload ~25 s; warm start ~40 s. What does not fit is skipped, not lost.
+# build ~10 s, balanced ~45 s, max-speed ~100 s (69 s compiling the UNet cold, the decoder on top),
+# eager-vae ~15 s, draft ~80 s (its batch-1 graphs compile), fp8 ~100 s (its own graphs), low-vram ~60 s,
+# the three eager variants ~45 s, seed-offload ~45 s; warm start ~40 s: about 9 minutes, so the last
+# cases may meet the deadline. What does not fit is skipped and said, not lost; rerun the rest with
+# SVDFLOW_BENCH_CASES.
 # Guards: everything stops by SVDFLOW_BENCH_BUDGET s (default 530); no case of step 2 starts after
 # SVDFLOW_BENCH_DEADLINE s (default 400); bench.json is rewritten after every case.
 #
-# Knobs: SVDFLOW_BENCH_CASES (step 2's comma list), SVDFLOW_BENCH_VIDEOS (default 2; compiled cases do
-# one more), SVDFLOW_BENCH_DEADLINE, SVDFLOW_BENCH_BUDGET, SVDFLOW_BENCH_SKIP_WARM=1, SVDFLOW_BENCH_EXTRA
+# Knobs: SVDFLOW_BENCH_CASES (step 2's comma list), SVDFLOW_BENCH_VIDEOS (default 2: for a compiled case
+# the first compiles and one is steady; a setting switched on a warm pipeline gets one), SVDFLOW_BENCH_DEADLINE, SVDFLOW_BENCH_BUDGET, SVDFLOW_BENCH_SKIP_WARM=1, SVDFLOW_BENCH_EXTRA
 # ("" skips step 4), SVDFLOW_BENCH_VARIANT (xt), SVDFLOW_BENCH_DEVICE (auto), SVDFLOW_BENCH_ARGS (more
 # `svdflow bench` arguments, e.g. "--frames 2 --steps 2"), SVDFLOW_BENCH_OVERLAP_CHECK=1 and
 # SVDFLOW_BENCH_CHECK_ARGS (arguments for overlap_run_check.py).

@@ -165,7 +165,7 @@ def report(output_dir: str) -> None:
               help="Comma-separated cases, run in this order (default: balanced,max-speed,eager-vae,draft,fp8,"
                    "low-vram,no-shortcut,default-attention,decode-one-chunk,seed-offload; also compile-start, "
                    "max-autotune, coordinate-descent, seed-offload-lowmem, low-vram-batched-cfg, max-speed-fullgraph).")
-@click.option("--videos", type=click.IntRange(min=1), default=None, help="Timed videos per case (default 2; +1 compiled).")
+@click.option("--videos", type=click.IntRange(min=1), default=None, help="Timed videos per case (default 2; a compiled case's first one compiles).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="num_inference_steps.")
 @click.option("--frames", type=click.IntRange(min=1), default=None, help="num_frames.")
 @click.option("--height", type=click.IntRange(min=64), default=None, help="Height in pixels.")

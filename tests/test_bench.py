@@ -54,8 +54,8 @@ def test_tiny_bench_prints_the_table_and_writes_json(tmp_path, capsys):
     assert set(probe["seconds"]) == {"flash", "math"} and probe["chosen"] in ("flash", "math")
     assert cases["balanced"]["settings"]["attention_backend"] == probe["chosen"]
     assert f"-> {probe['chosen']} first" in out
-    # max-speed ran the compile path (dynamo's eager backend on a CPU): three videos, the first traced.
-    assert len(cases["max-speed"]["videos_s"]) == 3 and cases["max-speed"]["compile_s"] is not None
+    # max-speed ran the compile path (dynamo's eager backend on a CPU): the first of its videos traced.
+    assert len(cases["max-speed"]["videos_s"]) == 2 and cases["max-speed"]["compile_s"] is not None
     assert cases["max-speed"]["settings"]["compile"] is True and "eager backend" in cases["max-speed"]["notes"][0]
     # Decoding balanced's 2 frames in one chunk or in chunks of 8 is the same chunk here.
     assert cases["decode-one-chunk"]["one_chunk"]["frames_identical"] is True

@@ -27,18 +27,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from svdflow.compat import OmitsNewDefaults
 from svdflow.hardware import HardwareRecord
-from svdflow.manifest.schema import ID_PATTERN, JobParams
+from svdflow.manifest.schema import ID_PATTERN, RELEASE_0_1_PARAMETERS, JobParams
 
 # 1: svdflow 0.1 (the first release). 2: render and output keys, masters, provenance in the files.
 INDEX_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 PROVENANCE_FORMAT = 1
 
-# The per-job parameters of release 0.1: always part of a key's material (see the module docstring).
-RELEASE_PARAMETERS = ("num_frames", "num_inference_steps", "fps", "playback_fps", "motion_bucket_id",
-                      "noise_aug_strength", "min_guidance_scale", "max_guidance_scale", "width", "height",
-                      "resize", "seed")
+# Release 0.1's per-job parameters (RELEASE_0_1_PARAMETERS) are always part of a key's material; later
+# ones only where they differ from their defaults (see the module docstring).
 # Per-job parameters that decide the written files, not the rendered frames: output key, not render key.
 OUTPUT_PARAMETERS = ("playback_fps",)
 # The formats whose encoder takes output.crf, and the one that takes output.prores_profile.
@@ -91,11 +90,14 @@ def keyed_params(params: BaseModel, *, output: bool) -> dict[str, ParamValue]:
     # (which shows on a 100,000-job plan).
     return {name: value for name, value in params
             if (name in OUTPUT_PARAMETERS) == output
-            and (name in RELEASE_PARAMETERS or value != fields[name].default)}
+            and (name in RELEASE_0_1_PARAMETERS or value != fields[name].default)}
 
 
-class RenderMaterial(Record):
-    """What the render key hashes: everything that decides the job's pixels."""
+class RenderMaterial(Record, OmitsNewDefaults):
+    """What the render key hashes: everything that decides the job's pixels. Parts added after release
+    0.1 (fp8) enter it only when they differ from their defaults (svdflow.compat)."""
+
+    RELEASED_FIELDS = frozenset({"render_version", "input_sha256", "params", "model"})
 
     render_version: str = Field(description="svdflow's render version (bumped when svdflow's pixels change).")
     input_sha256: str = Field(description="sha256 of the input image's bytes.")
@@ -103,12 +105,14 @@ class RenderMaterial(Record):
         description="The parameters that decide the pixels: release 0.1's (less playback_fps), and any later "
                     "one only where it differs from its default.")
     model: ModelRef = Field(description="The model as the manifest named it.")
+    fp8: bool = Field(False, description="hardware.fp8: the UNet's Linear layers ran in FP8 (it changes pixels).")
 
     @classmethod
-    def of(cls, *, render_version: str, input_sha256: str, params: BaseModel, model: ModelRef) -> RenderMaterial:
+    def of(cls, *, render_version: str, input_sha256: str, params: BaseModel, model: ModelRef,
+           fp8: bool = False) -> RenderMaterial:
         # Built from validated parts: constructing skips validating them again.
         return cls.model_construct(render_version=render_version, input_sha256=input_sha256,
-                                   params=keyed_params(params, output=False), model=model)
+                                   params=keyed_params(params, output=False), model=model, fp8=fp8)
 
 
 class OutputMaterial(_DropsNone):

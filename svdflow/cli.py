@@ -184,9 +184,10 @@ def report(output_dir: str) -> None:
 @click.option("--variant", type=click.Choice(["xt", "svd", "tiny"]), default=None,
               help="Architecture, random weights: SVD-XT, SVD or builtin:tiny (default: xt on CUDA, else tiny).")
 @click.option("--cases", default=None, metavar="A,B",
-              help="Comma-separated cases, run in this order (default: balanced,max-speed,low-vram,seed-offload,"
-                   "seed-offload-lowmem; also compile-start, low-vram-batched-cfg, max-speed-fullgraph).")
-@click.option("--videos", type=click.IntRange(min=1), default=None, help="Timed videos per case (default 2; +1 compiled).")
+              help="Comma-separated cases, run in this order (default: balanced,max-speed,eager-vae,draft,fp8,"
+                   "low-vram,no-shortcut,default-attention,decode-one-chunk,seed-offload; also compile-start, "
+                   "max-autotune, coordinate-descent, seed-offload-lowmem, low-vram-batched-cfg, max-speed-fullgraph).")
+@click.option("--videos", type=click.IntRange(min=1), default=None, help="Timed videos per case (default 2; a compiled case's first one compiles).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="num_inference_steps.")
 @click.option("--frames", type=click.IntRange(min=1), default=None, help="num_frames.")
 @click.option("--height", type=click.IntRange(min=64), default=None, help="Height in pixels.")
@@ -196,16 +197,18 @@ def report(output_dir: str) -> None:
               help="Write the results here (rewritten after every case).")
 @click.option("--no-latent-check", is_flag=True, help="Skip comparing final latents with eager fp16.")
 @click.option("--kernels", is_flag=True, help="Add where the time goes (CUDA kernels; CPU operators on a CPU) to balanced and max-speed.")
+@click.option("--overlap", is_flag=True, help="Add three videos with overlap_decode to balanced and max-speed.")
 @click.option("--deadline", type=float, default=None, metavar="SECONDS", help="Skip cases that would start later.")
 def bench(variant, cases, videos, steps, frames, height, width, device, json_path, no_latent_check, kernels,
-          deadline) -> None:
-    """Time each hardware profile and diffusers' offload recipe on SVD with random weights (no download)."""
+          overlap, deadline) -> None:
+    """Time svdflow's settings and diffusers' offload recipe on SVD with random weights (no download);
+    measurements only (the project's targets: benchmarks/gpu_targets.py)."""
     from svdflow.bench import format_table, run_bench
 
     result = run_bench(variant, [c.strip() for c in cases.split(",") if c.strip()] if cases else None,
                        videos=videos, steps=steps, frames=frames, height=height, width=width, device=device,
                        check_latents=not no_latent_check, json_path=json_path, kernels=kernels,
-                       deadline_s=deadline, log=_stderr)
+                       overlap=overlap, deadline_s=deadline, log=_stderr)
     click.echo(format_table(result))
 
 

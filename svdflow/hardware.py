@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from svdflow.compat import OmitsNewDefaults
 from svdflow.errors import DeviceError
 
 GIB = 1024**3
@@ -55,6 +56,9 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "cpu": {"offload": "none", "forward_chunking": False, "decode_chunk_size": None, "compile": "off",
             "sequential_cfg": False, "overlap_decode": False},
 }
+# FP8 matmuls (float8_e4m3fn tensor cores) exist from compute capability 8.9: Ada, Hopper, Blackwell.
+FP8_MIN_CAPABILITY = (8, 9)
+
 # The fields of `hardware:` that override a profile's setting of the same name.
 OVERRIDABLE = ("offload", "forward_chunking", "decode_chunk_size", "compile", "overlap_decode")
 
@@ -78,15 +82,20 @@ class RequestedHardware(Protocol):
     decode_chunk_size: int | None
     compile: str
     overlap_decode: bool
+    fp8: bool
 
     @property
     def model_fields_set(self) -> set[str]: ...
 
 
-class ResolvedHardware(BaseModel):
-    """The hardware settings a job was rendered with, as recorded in its index entry."""
+class ResolvedHardware(OmitsNewDefaults):
+    """The hardware settings a job was rendered with, as recorded in its index entry.
+
+    Fields added after release 0.1 default to what 0.1 did and are written only when they differ."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    RELEASED_FIELDS = frozenset({"profile", "device", "dtype", "offload", "forward_chunking", "decode_chunk_size",
+                                 "compile", "reason", "sequential_cfg", "cpu_threads", "overlap_decode", "oom_retries"})
 
     profile: str = Field(description="The profile used (auto resolved to one of max-speed, balanced, low-vram, cpu).")
     device: str = Field(description="The device rendered on: cpu, cuda:N or mps.")
@@ -105,9 +114,19 @@ class ResolvedHardware(BaseModel):
         None, description="torch threads of a CPU render (frames depend on it); null on a GPU.")
     overlap_decode: bool = Field(
         False, description="Whether the VAE decode ran on a side stream while the next job denoised.")
+    compile_vae: bool = Field(
+        False, description="Whether the VAE decoder was compiled with torch.compile too (with compile, on CUDA).")
+    attention_backend: Literal["cudnn", "flash", "efficient", "math"] | None = Field(
+        None, description="The scaled-dot-product-attention kernel the UNet preferred (probed on the GPU for the "
+                          "job's shapes; the others stay as fallbacks for shapes it cannot take); null: torch's own "
+                          "choice.")
+    fp8: bool = Field(
+        False, description="Whether the UNet's transformer Linear layers ran as FP8 matmuls with dynamic per-row "
+                           "scales (hardware.fp8; changes pixels, so it is in the content key).")
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump()
+        """Every setting, those at their defaults too (a dump leaves out new ones at their defaults)."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
 
     def replace(self, **changes: Any) -> ResolvedHardware:
         return self.model_copy(update=changes)
@@ -155,6 +174,7 @@ class DeviceFacts:
     mps: bool
     free_bytes: dict[str, int]  # per CUDA device name
     names: dict[str, str] = field(default_factory=dict)  # per CUDA device name: "NVIDIA H200"
+    capability: dict[str, tuple[int, int]] = field(default_factory=dict)  # per CUDA device name: (9, 0)
 
 
 def overlap_conflict(offload: str, profile: str | None) -> str | None:
@@ -165,6 +185,44 @@ def overlap_conflict(offload: str, profile: str | None) -> str | None:
     return (f"overlap_decode: true decodes beside the next job's UNet, which needs every model resident, but "
             f"offload is {offload!r}{f' (profile {profile})' if profile else ''}; set offload: none, or "
             f"overlap_decode: false")
+
+
+def fp8_conflict(offload: str, profile: str | None) -> str | None:
+    """Why fp8 cannot run with this offload, or None: its FP8 weights live beside the UNet's on the GPU."""
+    if offload == "none":
+        return None
+    return (f"fp8: true keeps FP8 copies of the UNet's weights on the GPU, which needs the UNet resident, but "
+            f"offload is {offload!r}{f' (profile {profile})' if profile else ''}; set offload: none, or fp8: false")
+
+
+def manifest_fp8_conflict(hw: RequestedHardware) -> str | None:
+    """What the file alone decides about fp8 (as manifest_overlap_conflict for overlap_decode)."""
+    if not hw.fp8:
+        return None
+    explicit = "offload" in hw.model_fields_set
+    offload = hw.offload if explicit else PROFILE_SETTINGS.get(hw.profile, {}).get("offload", "none")
+    return fp8_conflict(offload, None if explicit else hw.profile)
+
+
+def fp8_refusal(device: str, dtype: str, facts: DeviceFacts) -> str | None:
+    """Why `fp8: true` cannot run on this device, or None: the message names the device, its compute
+    capability and the fix."""
+    fix = "remove fp8 (or set fp8: false) to render without it"
+    if not device.startswith("cuda"):
+        return (f"hardware.fp8: true needs an NVIDIA GPU of compute capability "
+                f"{FP8_MIN_CAPABILITY[0]}.{FP8_MIN_CAPABILITY[1]} or newer (Ada, Hopper, Blackwell) for FP8 matmuls, "
+                f"but the device is {device}, which has no CUDA compute capability; {fix}, or render on such a GPU")
+    capability = facts.capability.get(device)
+    name = facts.names.get(device, "a CUDA device")
+    if capability is None or tuple(capability) < FP8_MIN_CAPABILITY:
+        have = f"compute capability {capability[0]}.{capability[1]}" if capability else "unknown compute capability"
+        return (f"hardware.fp8: true needs an NVIDIA GPU of compute capability "
+                f"{FP8_MIN_CAPABILITY[0]}.{FP8_MIN_CAPABILITY[1]} or newer (Ada, Hopper, Blackwell) for FP8 matmuls, "
+                f"but {device} is {name} ({have}); {fix}")
+    if dtype not in ("float16", "bfloat16"):
+        return (f"hardware.fp8: true quantises a float16 or bfloat16 UNet, but dtype is {dtype}; set dtype: float16 "
+                f"(or auto), or {fix}")
+    return None
 
 
 def requested_settings(hw: RequestedHardware, profile: str) -> dict[str, Any]:
@@ -253,9 +311,14 @@ def resolve_hardware(hw: RequestedHardware, facts: DeviceFacts, *, planned_unet_
     if device == "cpu" and settings["offload"] != "none":
         raise DeviceError(f"hardware.offload: {settings['offload']!r} moves weights to a GPU and back, but the "
                           f"device is cpu; set offload: none")
-    if settings["overlap_decode"] and (conflict := overlap_conflict(
-            settings["offload"], None if "offload" in hw.model_fields_set else profile)):
+    offload_profile = None if "offload" in hw.model_fields_set else profile
+    if settings["overlap_decode"] and (conflict := overlap_conflict(settings["offload"], offload_profile)):
         raise DeviceError("hardware." + conflict)  # profile auto chose low-vram
+    if hw.fp8:
+        if refusal := fp8_refusal(device, dtype, facts):
+            raise DeviceError(refusal)
+        if conflict := fp8_conflict(settings["offload"], offload_profile):
+            raise DeviceError("hardware." + conflict)  # profile auto chose low-vram
     compile_on, why = _compile_decision(settings["compile"], device, planned_unet_steps, compile_cache_warm)
     if why:
         reason = f"{reason}; {why}"
@@ -263,7 +326,9 @@ def resolve_hardware(hw: RequestedHardware, facts: DeviceFacts, *, planned_unet_
         profile=profile, device=device, dtype=dtype, offload=settings["offload"],
         forward_chunking=settings["forward_chunking"], decode_chunk_size=settings["decode_chunk_size"],
         compile=compile_on, reason=reason, sequential_cfg=settings["sequential_cfg"],
-        cpu_threads=cpu_threads if device == "cpu" else None, overlap_decode=settings["overlap_decode"])
+        cpu_threads=cpu_threads if device == "cpu" else None, overlap_decode=settings["overlap_decode"],
+        # The decoder compiles with the UNet, on CUDA (where compile: auto can say yes at all).
+        compile_vae=compile_on and device.startswith("cuda"), fp8=hw.fp8)
 
 
 def _device(requested: str, facts: DeviceFacts, local_rank: int) -> str:

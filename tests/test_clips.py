@@ -317,7 +317,7 @@ def test_segments_seeds_and_timings_are_recorded_and_progress_names_each_segment
     assert [s["seed"] for s in fade["segments"]] == [5, segment_seed(5, 1)]
     assert all(s["render_s"] > 0 for s in chain["segments"])
     assert sum(s["render_s"] for s in chain["segments"]) <= chain["timings"]["render_s"]
-    assert jobs["bounce"]["segments"] == []
+    assert "segments" not in jobs["bounce"]  # a single clip: left out (svdflow.compat)
     assert [call[0] for call in calls] == [seed, segment_seed(seed, 1), segment_seed(seed, 2), 5,
                                            segment_seed(5, 1), jobs["bounce"]["seed"], jobs["still"]["seed"]]
     stages = [(e["id"], e["stage"]) for e in events if e["event"] == "job_stage" and e["id"] == "chain"]
@@ -362,10 +362,11 @@ def test_changing_loop_or_interpolate_re_encodes_from_the_master_without_the_pip
     for job in ("fade", "bounce"):
         entry = reencoded[job]
         assert entry["encoded_from"] == "master" and entry["frames_sha256"] == before[job]["frames_sha256"]
-        assert entry["segments"] == before[job]["segments"]  # the render's
+        assert entry.get("segments") == before[job].get("segments")  # the render's (a single clip: none)
         frames, meta = decoded(campaign / "out" / f"{job}.mp4")
         # fade: 11 rendered, there and back (20); bounce: there and back (10), 3 frames for each (30)
         assert (len(frames), meta["fps"]) == {"fade": (20, 7.0), "bounce": (30, 21.0)}[job]
+    assert len(reencoded["fade"]["segments"]) == 2
     monkeypatch.undo()
 
     # A render with the new settings writes the very files the re-encode wrote.
@@ -453,19 +454,15 @@ def test_the_overlapped_renderer_renders_a_chained_job_plainly(tmp_path):
     assert [s.seed for s in sinks["chain"].result.segments] == [s.seed for s in plain.segments]
 
 
-def test_a_campaign_rendered_before_these_parameters_existed_stays_up_to_date(campaign, monkeypatch):
-    """An index written before segments, loop and interpolate existed (svdflow 0.1's is tests/test_index.py's
-    fixture; here issue 15's format 2) has none of them: its jobs keep their keys, nothing renders or re-encodes."""
-    out = campaign / "out"
-    for name in ("index.json", "still.json"):
-        document = json.loads((out / name).read_text())
-        for entry in document["jobs"] if "jobs" in document else [document]:
-            if entry["id"] == "still":
-                for later in ("segments", "loop", "loop_frames", "interpolate"):
-                    del entry["params"][later]
-                del entry["segments"]
-        (out / name).write_text(json.dumps(document, indent=2))
-    assert "segments" not in json.loads((out / "still.json").read_text())
+def test_a_job_that_uses_none_of_them_is_recorded_as_before_they_existed(campaign, monkeypatch):
+    """Its entry and keys name none of the new parameters (svdflow.compat), so campaigns rendered before
+    they existed (svdflow 0.1's: tests/test_index.py's fixture; issue 15's format 2) keep their keys:
+    nothing renders or re-encodes."""
+    from svdflow.manifest.schema import RELEASE_0_1_PARAMETERS
 
+    still = entries(campaign)["still"]
+    assert set(still["params"]) == set(RELEASE_0_1_PARAMETERS) and "segments" not in still
+    assert set(still["key_material"]["render"]["params"]) | set(still["key_material"]["output"]["params"]) == set(
+        RELEASE_0_1_PARAMETERS)
     monkeypatch.setattr(PipelineSession, "load", never_built)
     assert run_manifest(campaign / "m.yaml", RunOptions(only=("still",))).statuses == {"still": "up to date"}

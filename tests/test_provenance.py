@@ -47,8 +47,7 @@ def test_inspect_prints_how_the_file_was_made(rendered, capsys):
               sha256 {e["input"]["sha256"]}
   model       builtin:tiny, revision none, variant none, loaded builtin-tiny-v1
   parameters  num_frames 4, num_inference_steps 2, fps 7, playback_fps 7.0, motion_bucket_id 60, noise_aug_strength \
-0.02, min_guidance_scale 1.0, max_guidance_scale 3.0, width 112, height 64, resize crop, seed {p["seed"]}, \
-segments 1, loop none, loop_frames None, interpolate 1
+0.02, min_guidance_scale 1.0, max_guidance_scale 3.0, width 112, height 64, resize crop, seed {p["seed"]}
   sweep       motion_bucket_id 60
   hardware    cpu, float32, profile cpu, offload none, compile off
   output      mp4, hevc, prores, webm, gif, webp, frames; crf 18; prores_profile hq; masters on
@@ -70,10 +69,7 @@ def test_inspect_json_is_the_entry_less_what_writing_the_files_added(rendered, c
     entry = json.loads((rendered / "entry.json").read_text())
     code, out, _ = run_cli(capsys, "inspect", str(rendered / "out" / name), "--json")
     assert code == 0
-    # segments: a chained job's clips with their render times (timings: not in the files, which would then
-    # differ from run to run)
-    unknowable = ("status", "outputs", "master", "encoded_from", "timings", "segments", "error", "finished_at",
-                  "finished_unix")
+    unknowable = ("status", "outputs", "master", "encoded_from", "timings", "error", "finished_at", "finished_unix")
     assert json.loads(out) == {"svdflow_provenance": 1,
                                **{k: v for k, v in entry.items() if k not in unknowable}}
 

@@ -22,7 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from svdflow.hardware import manifest_overlap_conflict
+from svdflow.compat import OmitsNewDefaults
+from svdflow.hardware import manifest_fp8_conflict, manifest_overlap_conflict
 from svdflow.outputs.codecs import PRORES_PROFILES
 
 FORMAT_VERSION = 1
@@ -104,6 +105,17 @@ PARAMETERS: dict[str, Parameter] = {
         Annotated[int, Field(ge=0, le=MAX_SEED)], 42,
         "Random seed. In defaults: the base seed from which an item without its own seed derives one "
         "from (seed, item id); on an item: that item's exact seed.", "s"),
+    # The draft tier: lossy, off by default. Each trades fidelity for UNet work; both are in the key,
+    # so a draft and a final of one item coexist.
+    "cfg_until": Parameter(
+        Annotated[float, Field(ge=0, le=1)], 1.0,
+        "Draft tier (lossy): the fraction of the denoising steps that use classifier-free guidance; the "
+        "steps after it run the conditional branch alone, one UNet batch instead of two. 1.0: every step "
+        "(as trained); 0.5: the first half.", "cfg"),
+    "cache_interval": Parameter(
+        Annotated[int, Field(ge=1, le=100)], 1,
+        "Draft tier (lossy): DeepCache. Of every N steps, one runs the whole UNet and N-1 run only its "
+        "outermost blocks, reusing the deep features of the last full step. 1: off (every step full).", "ci"),
     # Longer, looping, smoother clips. Applied in this order: segments (rendered), then loop, then
     # interpolate (both made from the rendered frames, so a change re-encodes from the master), then encode.
     "segments": Parameter(
@@ -126,6 +138,11 @@ PARAMETERS: dict[str, Parameter] = {
         "each pair of frames, and the written frame rate multiplied by N unless playback_fps is set. 1: off.",
         "x"),
 }
+# Release 0.1's parameters. Those added since enter content keys and index entries only when they
+# differ from their defaults (svdflow.compat), so existing jobs keep their keys.
+RELEASE_0_1_PARAMETERS = ("num_frames", "num_inference_steps", "fps", "playback_fps", "motion_bucket_id",
+                          "noise_aug_strength", "min_guidance_scale", "max_guidance_scale", "width", "height",
+                          "resize", "seed")
 
 
 def _no_default(schema: dict[str, Any]) -> None:
@@ -146,6 +163,10 @@ def _params_model(name: str, doc: str, *, optional: bool) -> type[StrictModel]:
 Defaults = _params_model("Defaults", "Per-job parameters applied wherever an item is silent.", optional=False)
 
 
+class _ResolvedParams(StrictModel, OmitsNewDefaults):
+    RELEASED_FIELDS = frozenset(RELEASE_0_1_PARAMETERS)
+
+
 def _resolved_params_model() -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for key, p in PARAMETERS.items():
@@ -153,7 +174,7 @@ def _resolved_params_model() -> type[BaseModel]:
         if key == "playback_fps":  # resolved: never null
             annotation = Annotated[float, Field(gt=0, le=240)]
         fields[key] = (annotation, Field(p.default, description=p.description))
-    return create_model("JobParams", __base__=StrictModel, __doc__="A job's parameters, every one resolved.",
+    return create_model("JobParams", __base__=_ResolvedParams, __doc__="A job's parameters, every one resolved.",
                         **fields)
 
 
@@ -327,14 +348,19 @@ class Hardware(StrictModel):
     decode_chunk_size: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Frames decoded by the VAE at once; null: all frames at once.")
     compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="torch.compile the UNet; auto: only when the planned work is long enough to win.")
+        "auto", description="torch.compile the UNet's repeated blocks (and, on CUDA, the VAE decoder); auto: only "
+                            "when the planned work is long enough to win.")
     overlap_decode: bool = Field(
         False, description="Decode each video with the VAE on a second CUDA stream while the next job denoises; "
                            "needs offload: none. Same frames; more memory at once.")
+    fp8: bool = Field(
+        False, description="Run the UNet's transformer Linear layers as FP8 matmuls with dynamic per-row scales "
+                           "(near-lossless, faster on the tensor cores): NVIDIA GPUs of compute capability 8.9 or "
+                           "newer only, offload: none. Changes pixels, so it is part of every job's content key.")
 
     @model_validator(mode="after")
-    def _overlap_needs_resident_models(self) -> Hardware:
-        if conflict := manifest_overlap_conflict(self):
+    def _resident_models(self) -> Hardware:
+        if conflict := manifest_overlap_conflict(self) or manifest_fp8_conflict(self):
             raise ValueError(conflict)
         return self
 

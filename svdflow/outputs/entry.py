@@ -22,22 +22,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from svdflow.compat import OmitsNewDefaults
 from svdflow.hardware import HardwareRecord
-from svdflow.manifest.schema import ID_PATTERN, JobParams
+from svdflow.manifest.schema import ID_PATTERN, RELEASE_0_1_PARAMETERS, JobParams
 
 # 1: svdflow 0.1 (the first release). 2: render and output keys, masters, provenance in the files.
 INDEX_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 PROVENANCE_FORMAT = 1
 
-# The per-job parameters of release 0.1: always part of a key's material (see the module docstring).
-RELEASE_PARAMETERS = ("num_frames", "num_inference_steps", "fps", "playback_fps", "motion_bucket_id",
-                      "noise_aug_strength", "min_guidance_scale", "max_guidance_scale", "width", "height",
-                      "resize", "seed")
+# Release 0.1's per-job parameters (RELEASE_0_1_PARAMETERS) are always part of a key's material; later
+# ones only where they differ from their defaults (see the module docstring).
 # Per-job parameters that decide the written files, not the rendered frames: output key, not render key.
 # (segments decides the rendered frames: render key.)
 OUTPUT_PARAMETERS = ("playback_fps", "loop", "loop_frames", "interpolate")
@@ -87,14 +87,18 @@ def keyed_params(params: BaseModel, *, output: bool) -> dict[str, ParamValue]:
     `output`, the files); release 0.1's always, later ones only where they differ from their default,
     so that adding a parameter never changes an existing job's keys."""
     fields = type(params).model_fields
-    values = params.model_dump(mode="json")
-    return {name: value for name, value in values.items()
+    # Every parameter is a JSON scalar already: iterating the model is a model_dump without its cost
+    # (which shows on a 100,000-job plan).
+    return {name: value for name, value in params
             if (name in OUTPUT_PARAMETERS) == output
-            and (name in RELEASE_PARAMETERS or value != fields[name].default)}
+            and (name in RELEASE_0_1_PARAMETERS or value != fields[name].default)}
 
 
-class RenderMaterial(Record):
-    """What the render key hashes: everything that decides the job's pixels."""
+class RenderMaterial(Record, OmitsNewDefaults):
+    """What the render key hashes: everything that decides the job's pixels. Parts added after release
+    0.1 (fp8) enter it only when they differ from their defaults (svdflow.compat)."""
+
+    RELEASED_FIELDS = frozenset({"render_version", "input_sha256", "params", "model"})
 
     render_version: str = Field(description="svdflow's render version (bumped when svdflow's pixels change).")
     input_sha256: str = Field(description="sha256 of the input image's bytes.")
@@ -102,11 +106,14 @@ class RenderMaterial(Record):
         description="The parameters that decide the pixels: release 0.1's (less playback_fps), and any later "
                     "one (segments) only where it differs from its default.")
     model: ModelRef = Field(description="The model as the manifest named it.")
+    fp8: bool = Field(False, description="hardware.fp8: the UNet's Linear layers ran in FP8 (it changes pixels).")
 
     @classmethod
-    def of(cls, *, render_version: str, input_sha256: str, params: BaseModel, model: ModelRef) -> RenderMaterial:
-        return cls(render_version=render_version, input_sha256=input_sha256,
-                   params=keyed_params(params, output=False), model=model)
+    def of(cls, *, render_version: str, input_sha256: str, params: BaseModel, model: ModelRef,
+           fp8: bool = False) -> RenderMaterial:
+        # Built from validated parts: constructing skips validating them again.
+        return cls.model_construct(render_version=render_version, input_sha256=input_sha256,
+                                   params=keyed_params(params, output=False), model=model, fp8=fp8)
 
 
 class OutputMaterial(_DropsNone):
@@ -122,9 +129,10 @@ class OutputMaterial(_DropsNone):
     @classmethod
     def of(cls, *, formats: list[str] | tuple[str, ...], params: BaseModel, crf: int,
            prores_profile: str) -> OutputMaterial:
-        return cls(formats=sorted(formats), params=keyed_params(params, output=True),
-                   crf=crf if any(f in CRF_FORMATS for f in formats) else None,
-                   prores_profile=prores_profile if any(f in PRORES_FORMATS for f in formats) else None)
+        return cls.model_construct(
+            formats=sorted(formats), params=keyed_params(params, output=True),
+            crf=crf if any(f in CRF_FORMATS for f in formats) else None,
+            prores_profile=prores_profile if any(f in PRORES_FORMATS for f in formats) else None)
 
 
 class KeyMaterial(Record):
@@ -134,20 +142,29 @@ class KeyMaterial(Record):
     output: OutputMaterial = Field(description="What decides the files made from them; hashes to output_key.")
 
     def canonical_json(self) -> bytes:
-        """The bytes the content key hashes: sorted keys, no spaces, ASCII."""
-        return canonical_json(self)
+        """The bytes the content key hashes: sorted keys, no spaces, ASCII. The same bytes as
+        canonical_json(self), put together from the two halves' (each computed once)."""
+        return b'{"output":' + self._output_json + b',"render":' + self._render_json + b"}"
 
-    @property
+    @cached_property
+    def _render_json(self) -> bytes:
+        return canonical_json(self.render)
+
+    @cached_property
+    def _output_json(self) -> bytes:
+        return canonical_json(self.output)
+
+    @cached_property
     def key(self) -> str:
-        return sha256_of(self)
+        return hashlib.sha256(self.canonical_json()).hexdigest()
 
-    @property
+    @cached_property
     def render_key(self) -> str:
-        return sha256_of(self.render)
+        return hashlib.sha256(self._render_json).hexdigest()
 
-    @property
+    @cached_property
     def output_key(self) -> str:
-        return sha256_of(self.output)
+        return hashlib.sha256(self._output_json).hexdigest()
 
 
 def canonical_json(model: BaseModel) -> bytes:
@@ -229,7 +246,8 @@ class RunRecord(Record):
     manifest: str = Field(description="Absolute path of the manifest.")
 
 
-class IndexEntry(Record):
+# Of an entry's fields only `segments` has a default: OmitsNewDefaults leaves it out for a single clip.
+class IndexEntry(Record, OmitsNewDefaults):
     """One job: enough to render its video again (`svdflow rerender`)."""
 
     id: str = Field(pattern=ID_PATTERN, description="The job id: the item id, plus a sweep suffix.")
@@ -260,7 +278,7 @@ class IndexEntry(Record):
     segments: list[SegmentRecord] = Field(
         default_factory=list,
         description="The chained clips of a job with segments > 1, each with its seed and render time (in "
-                    "timings.render_s too); empty for a single clip.")
+                    "timings.render_s too); left out for a single clip.")
     versions: dict[str, str] = Field(description="Versions of svdflow and of the libraries that decide pixels.")
     error: ErrorRecord | None = Field(description="Why it failed; null when done.")
     run: RunRecord = Field(description="The run that recorded it.")

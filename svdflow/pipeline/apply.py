@@ -1,5 +1,5 @@
-"""Applying resolved hardware settings to a loaded pipeline: dtype, placement, offload, the
-settings that switch in place, compilation."""
+"""Applying resolved hardware settings to a loaded pipeline: dtype, the exact cross-attention shortcut,
+the attention kernel, placement, offload, the settings that switch in place, FP8, compilation."""
 
 from __future__ import annotations
 
@@ -13,10 +13,19 @@ def apply_hardware(pipe, hw: ResolvedHardware, changes: ProcessChanges):
     settings it changes are recorded in `changes`, for the caller to restore."""
     import torch
 
+    from svdflow.pipeline.hooks.attention_backend import set_attention_backend
+    from svdflow.pipeline.hooks.cross_attention import set_cross_attention_shortcut
+
     if pipe.unet.dtype != torch_dtype(hw.dtype):  # diffusers warns on every cast, even a no-op one
         pipe.to(dtype=torch_dtype(hw.dtype))
+    set_cross_attention_shortcut(pipe.unet, True)  # exact, so in every profile
     if hw.device.startswith("cuda"):
         fast_kernels(changes)
+    # svdflow's UNet hooks go on before the offload hooks, beneath them: group offloading's lazy
+    # prefetch hook removes itself after the first call, and diffusers then bypasses any hook with
+    # its own forward registered above it (sequential CFG would silently stop splitting the batch).
+    set_attention_backend(pipe.unet, hw.attention_backend)
+    configure_unet(pipe.unet, hw)
     if hw.offload == "none":
         pipe.to(hw.device)
     elif hw.offload == "model":
@@ -25,11 +34,18 @@ def apply_hardware(pipe, hw: ResolvedHardware, changes: ProcessChanges):
         pipe.enable_sequential_cpu_offload(device=hw.device)
     elif hw.offload == "group":
         _group_offload(pipe, torch.device(hw.device))
-    configure_unet(pipe.unet, hw)
+    if hw.fp8:  # quantises the weights where they now are (resident: fp8 needs offload none)
+        from svdflow.pipeline.hooks.fp8 import set_fp8
+
+        set_fp8(pipe.unet, True)
     if hw.compile:
         from svdflow.pipeline.compile import compile_unet
 
         compile_unet(pipe, changes)
+    if hw.compile_vae:
+        from svdflow.pipeline.compile import compile_vae_decoder
+
+        compile_vae_decoder(pipe, changes)
     return pipe
 
 

@@ -55,19 +55,40 @@ def compile_marker(model_key: str, dtype: str, device_name: str, shape: Shape,
     return Path(inductor_cache_dir(env)) / "svdflow-warm" / hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def compile_unet(pipe, changes: ProcessChanges, *, regional: bool = True, backend: str = "inductor") -> None:
+def compile_unet(pipe, changes: ProcessChanges, *, regional: bool = True, backend: str = "inductor",
+                 mode: str = "default", coordinate_descent: bool = False) -> None:
     """torch.compile the UNet for speed: no CUDA graphs, static shapes, cache on disk.
 
     CUDA graphs ("reduce-overhead") measured no faster than the default mode on an H200 (the UNet
     step is ~0.5 s, launch overhead is noise) and pin memory per shape, so the default mode.
     dynamic=False: each (frames, height, width) gets its own specialised graph; jobs should run
     grouped by shape (svdflow.hardware.shape_groups). `regional=False` compiles the whole UNet as one
-    graph. `backend` other than inductor is for tests.
+    graph. `backend` other than inductor is for tests. `mode` ("max-autotune-no-cudagraphs") and
+    `coordinate_descent` (inductor's tuning of each Triton kernel's launch parameters) trade a longer
+    compile for faster kernels; `svdflow bench` measures both against their compile cost.
     """
+    from svdflow.pipeline.hooks.regional_compile import apply_regional_compile
+
+    _compile_settings(changes, coordinate_descent)
+    options = {"mode": mode, "fullgraph": False, "dynamic": False, "backend": backend}
+    if regional:
+        apply_regional_compile(pipe.unet, **options)
+    else:
+        pipe.unet.compile(**options)
+
+
+def compile_vae_decoder(pipe, changes: ProcessChanges, *, backend: str = "inductor") -> None:
+    """torch.compile the VAE's decoder (idempotent). One graph per decode chunk size: 25 frames in
+    chunks of 8 compile for 8 and for the last 1."""
+    from svdflow.pipeline.hooks.regional_compile import compile_forward
+
+    _compile_settings(changes, False)
+    compile_forward(pipe.vae.decoder, mode="default", fullgraph=False, dynamic=False, backend=backend)
+
+
+def _compile_settings(changes: ProcessChanges, coordinate_descent: bool) -> None:
     import torch._dynamo
     import torch._inductor.config as inductor_config
-
-    from svdflow.pipeline.hooks.regional_compile import apply_regional_compile
 
     configure_compile_cache(changes)
     # A run with many shapes must not silently fall back to eager after the 8th; regional
@@ -80,8 +101,5 @@ def compile_unet(pipe, changes: ProcessChanges, *, regional: bool = True, backen
     # 1x1 convs as matmuls: a GEMM with fusable epilogues instead of a cuDNN call (PyTorch's
     # SDXL recipe); the UNet has many (resnet shortcuts, transformer proj_in/out).
     changes.set_attr(inductor_config, "conv_1x1_as_mm", True)
-    options = {"mode": "default", "fullgraph": False, "dynamic": False, "backend": backend}
-    if regional:
-        apply_regional_compile(pipe.unet, **options)
-    else:
-        pipe.unet.compile(**options)
+    if coordinate_descent:
+        changes.set_attr(inductor_config, "coordinate_descent_tuning", True)

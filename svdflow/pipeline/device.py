@@ -8,16 +8,17 @@ from svdflow.hardware import DeviceFacts
 
 
 def probe() -> DeviceFacts:
-    """The CUDA devices (with free memory and names) and whether MPS is there."""
+    """The CUDA devices (with free memory, names and compute capabilities) and whether MPS is there."""
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    free, names = {}, {}
+    free, names, capability = {}, {}, {}
     for i in range(count):
         free[f"cuda:{i}"] = torch.cuda.mem_get_info(i)[0]
         names[f"cuda:{i}"] = torch.cuda.get_device_name(i)
+        capability[f"cuda:{i}"] = tuple(torch.cuda.get_device_capability(i))
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    return DeviceFacts(count, mps, free, names)
+    return DeviceFacts(count, mps, free, names, capability)
 
 
 def torch_dtype(name: str):

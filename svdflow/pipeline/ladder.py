@@ -25,19 +25,25 @@ def next_rung(hw: ResolvedHardware) -> ResolvedHardware | None:
         return hw.replace(decode_chunk_size=1)
     if not hw.device.startswith("cuda") or hw.offload == OFFLOAD_LADDER[-1]:
         return None  # offloading moves weights off a GPU; on a CPU or MPS there is nothing lower
-    return hw.replace(offload=OFFLOAD_LADDER[OFFLOAD_LADDER.index(hw.offload) + 1], compile=False)
+    if hw.fp8:
+        return None  # FP8 weights sit beside the UNet's: offloading cannot take them (hardware.fp8_conflict)
+    return hw.replace(offload=OFFLOAD_LADDER[OFFLOAD_LADDER.index(hw.offload) + 1], compile=False, compile_vae=False)
 
 
 # Offload hooks and compiled blocks are set up when a pipeline is loaded: changing these means
 # loading it again. Feed-forward chunking and sequential CFG switch in place (svdflow.pipeline.apply).
-RELOAD_SETTINGS = frozenset({"offload", "compile", "dtype", "device"})
+RELOAD_SETTINGS = frozenset({"offload", "compile", "compile_vae", "dtype", "device", "fp8"})
 
 
 def needs_reload(before: ResolvedHardware, changed: dict) -> bool:
     """Whether stepping down with these changes needs the pipeline loaded again."""
     # A compiled UNet would recompile for a changed forward anyway: load it fresh instead.
     return bool(changed.keys() & RELOAD_SETTINGS) or (
-        before.compile and bool(changed.keys() & {"forward_chunking", "sequential_cfg"}))
+        before.compile and bool(changed.keys() & {"forward_chunking", "sequential_cfg"})) or (
+        # Sequential CFG is a hook with its own forward: registered above group offloading's lazy
+        # prefetch hook, which removes itself after the first call, diffusers would bypass it from then
+        # on. A fresh load registers it beneath the offload hooks (svdflow.pipeline.apply).
+        before.offload == "group" and "sequential_cfg" in changed)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

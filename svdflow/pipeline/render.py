@@ -54,6 +54,8 @@ def denoise_latents(pipe, image, params: JobParams, *, on_step: Callable[[int, i
     """
     import torch
 
+    from svdflow.pipeline.hooks.draft import DraftPlan, draft_hooks
+
     total = params.num_inference_steps
 
     def step_callback(_pipe, step: int, _timestep, callback_kwargs: dict) -> dict:
@@ -61,7 +63,7 @@ def denoise_latents(pipe, image, params: JobParams, *, on_step: Callable[[int, i
             on_step(step + 1, total)
         return callback_kwargs
 
-    with torch.inference_mode():
+    with torch.inference_mode(), draft_hooks(pipe.unet, DraftPlan.of(params)):
         return pipe(
             image,
             height=params.height,

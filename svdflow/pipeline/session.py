@@ -121,6 +121,13 @@ class PipelineSession:
         spec = ModelSpec(model.source, model.revision, model.variant)
         pipe = load_pipeline(spec, torch_dtype=torch_dtype(hardware.dtype),
                              manifest_dir=str(self.spec.manifest_path.parent))
+        if hardware.device.startswith("cuda") and hardware.attention_backend is None and self._steps_by_shape:
+            from svdflow.pipeline.attention import choose_attention_backend
+
+            # Timed on the first shape this session renders (runs are grouped by shape).
+            first_shape = next(iter(self._steps_by_shape))
+            hardware = self.hardware = hardware.replace(
+                attention_backend=choose_attention_backend(pipe.unet, hardware.device, first_shape))
         self.pipe = apply_hardware(pipe, hardware, self._changes)
         self.resolved_revision = resolved_revision(pipe, spec)
 

@@ -20,7 +20,8 @@ def key_material(job: Job, input_sha256: str, spec: RunSpec) -> KeyMaterial:
     return KeyMaterial(
         render=RenderMaterial.of(
             render_version=RENDER_VERSION, input_sha256=input_sha256, params=job.params,
-            model=ModelRef(source=spec.model.source, revision=spec.model.revision, variant=spec.model.variant)),
+            model=ModelRef(source=spec.model.source, revision=spec.model.revision, variant=spec.model.variant),
+            fp8=spec.hardware.fp8),
         output=OutputMaterial.of(formats=spec.formats, params=job.params, crf=spec.crf,
                                  prores_profile=spec.prores_profile),
     )

@@ -134,7 +134,7 @@ def explain_change(old: KeyMaterial | None, new: KeyMaterial) -> str:
     if old is None:
         return "key changed"
     changes = _changed_params(old.render.params, new.render.params)
-    for part in ("input_sha256", "model", "render_version"):
+    for part in ("input_sha256", "model", "render_version", "fp8"):
         if getattr(old.render, part) != getattr(new.render, part):
             changes.append({"input_sha256": "input image"}.get(part, part) + " changed")
     changes += _changed_params(old.output.params, new.output.params)

@@ -7,8 +7,8 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from svdflow.errors import EnvironmentProblem, InputError, UsageError, VerifyMismatch
-from svdflow.hardware import ResolvedHardware
+from svdflow.errors import DeviceError, EnvironmentProblem, InputError, UsageError, VerifyMismatch
+from svdflow.hardware import ResolvedHardware, fp8_refusal
 from svdflow.inputs import decode_image, fetch_bytes, resize_image
 from svdflow.outputs.entry import Provenance
 from svdflow.outputs.index import INDEX_FILE, RunIndex
@@ -166,6 +166,11 @@ def _hardware(entry: Provenance, device: str | None) -> ResolvedHardware:
                                  "not have; pass --device cpu (frames may then differ) or run it on a GPU machine")
     if hardware.device == "cpu" and hardware.offload != "none":
         hardware = hardware.replace(offload="none")
+    if hardware.device == "cpu" and hardware.compile_vae:
+        hardware = hardware.replace(compile_vae=False)  # compiled only on CUDA, as a run decides
+    if hardware.fp8 and (refusal := fp8_refusal(hardware.device, hardware.dtype, facts)):
+        # FP8 is in the key: rendering without it would not be this job.
+        raise DeviceError(f"job '{entry.id}' was rendered with {refusal}")
     return hardware
 
 

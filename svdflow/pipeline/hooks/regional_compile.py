@@ -1,4 +1,5 @@
-"""Regional compilation: each of the UNet's heavy, repeated blocks runs a `torch.compile`d forward.
+"""Regional compilation: each of the UNet's heavy, repeated blocks runs a `torch.compile`d forward
+(and, with the same hook, the VAE's decoder as one graph).
 
 Blocks of one class and shape share one compiled graph, so dynamo traces ~20 graphs instead of one
 huge one; the only fusions lost are across block boundaries, where a conv or GEMM sits anyway.
@@ -48,3 +49,14 @@ def remove_regional_compile(unet) -> None:
     """Every block back to its eager forward."""
     for block in compiled_blocks(unet):
         HookRegistry.check_if_exists_or_initialize(block).remove_hook(HOOK_NAME, recurse=False)
+
+
+def compile_forward(module, **compile_options: Any) -> None:
+    """One module's forward through torch.compile (the VAE decoder's), idempotent."""
+    registry = HookRegistry.check_if_exists_or_initialize(module)
+    if registry.get_hook(HOOK_NAME) is None:
+        registry.register_hook(CompiledForwardHook(**compile_options), HOOK_NAME)
+
+
+def remove_compiled_forward(module) -> None:
+    HookRegistry.check_if_exists_or_initialize(module).remove_hook(HOOK_NAME, recurse=False)

@@ -41,7 +41,7 @@ def test_release_0_1_keys_do_not_move_and_new_parameters_enter_only_when_used():
     assert draft.render_key != final.render_key and draft.output_key == final.output_key
     # Every parameter added since the release has a default, which means "as before".
     added = [name for name in PARAMETERS if name not in RELEASE_0_1_PARAMETERS]
-    assert added == ["cfg_until", "cache_interval"]
+    assert added == ["cfg_until", "cache_interval", "segments", "loop", "loop_frames", "interpolate"]
     assert JobParams(playback_fps=7.0).model_dump().keys() == set(RELEASE_0_1_PARAMETERS)
 
 

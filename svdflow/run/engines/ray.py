@@ -1,0 +1,431 @@
+"""The Ray engine: one driver, a pool of Ray actors rendering one manifest across a cluster.
+
+The driver (this process) holds the output folder's lock, plans the run (`plan_run`), and is the
+only writer of index.json (a `Recorder`, no shards). Each worker (svdflow.run.engines.ray_worker)
+is an actor with one pipeline: one per GPU (num_gpus=1), or on CPUs one per `cpus_per_worker`
+CPUs. A free worker takes the longest job still waiting (svdflow.run.engines.scheduling), writes
+its files to the output store itself and answers with the job's entry.
+
+Failures: a worker killed mid-job or on a lost node is restarted by Ray and its job goes back to the
+queue for the next free worker; the job is recorded once, when a worker answers for it. A job that
+fails (bad input, pipeline error) fails alone. Ctrl-C, SIGTERM and --fail-fast kill every actor of
+the run. If the driver dies its actors die with it (they are owned by it); the next run resumes
+from the index like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from svdflow.errors import EnvironmentProblem, InputError, RenderError, UsageError
+from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.outputs.entry import IndexEntry, InputRecord, Timings
+from svdflow.outputs.index import RunIndex
+from svdflow.outputs.lock import claim_output_dir
+from svdflow.outputs.store import OutputStore
+from svdflow.pipeline.process_state import ProcessChanges
+from svdflow.run.engines.ray_worker import (
+    JobAnswer,
+    NoteEvent,
+    RayRenderWorker,
+    StageEvent,
+    StepEvent,
+    WorkerBroken,
+    WorkerEvent,
+    WorkerInfo,
+)
+from svdflow.run.engines.scheduling import Assignment, Scheduler
+from svdflow.run.entries import EntryContext
+from svdflow.run.executor import RunOptions, RunResult
+from svdflow.run.interrupts import sigterm_as_interrupt
+from svdflow.run.messages import Failed
+from svdflow.run.planning import PlannedJob, plan_run
+from svdflow.run.progress import Reporter
+from svdflow.run.tickets import fetch_failed
+from svdflow.run.writer import Recorder
+from svdflow.settings import Settings, load_settings
+
+RAY_EXTRA = "svdflow[ray]"
+NAMESPACE = "svdflow"  # the run's actors are named svdflow-<run>-worker-<n> in it (`ray list actors`)
+POLL_S = 0.1  # how often the driver looks at its workers' answers and progress
+REVIVE_AFTER_S = 1.0  # a worker not reachable yet is asked again this much later
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How `svdflow run --engine ray` reaches its cluster and sizes its workers."""
+
+    address: str | None = None  # auto, HOST:PORT, ray://...; None: RAY_ADDRESS, else a new local instance
+    cpus_per_worker: int | None = None  # on CPUs; None: SVDFLOW_CPU_THREADS (1 unless set)
+
+
+def import_ray():
+    """Ray, or exit 3 naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise EnvironmentProblem(f"--engine ray needs Ray, which is not installed here ({exc}); install it with "
+                                 f"pip install \"{RAY_EXTRA}\"") from None
+    return ray
+
+
+def run_ray(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions, reporter: Reporter,
+            ray_options: RayOptions | None = None) -> RunResult:
+    ray = import_ray()
+    settings = load_settings()  # a bad SVDFLOW_* value stops the run here, not in every worker
+    ray_options = ray_options or RayOptions()
+    if ray_options.cpus_per_worker is not None and ray_options.cpus_per_worker < 1:
+        raise UsageError(f"--cpus-per-worker {ray_options.cpus_per_worker}: must be 1 or more")
+    lock = claim_output_dir(store)
+    try:
+        return Driver(ray, spec, jobs, store, options, reporter, ray_options, settings).execute()
+    finally:
+        lock.release()
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The driver's SVDFLOW_* settings, for every worker: CPU frames depend on the thread count, so
+    a worker must not take its node's own value. The crash-test knob stays with its process."""
+    return {name: value for name, value in settings.environment().items() if name != "SVDFLOW_CRASH_AT"}
+
+
+def check_reachable(address: str) -> None:
+    """A HOST:PORT nobody listens on makes ray.init wait for minutes: say so at once instead."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # auto, ray://...: Ray's own errors are quick
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise EnvironmentProblem(f"--address {address}: no Ray cluster answers there ({exc}); start its head "
+                                 "with `ray start --head`, or leave --address out to start a local Ray instance") \
+            from None
+
+
+class Driver:
+    """One Ray run, from the plan to the last entry."""
+
+    def __init__(self, ray, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions,
+                 reporter: Reporter, ray_options: RayOptions, settings: Settings):
+        self.ray, self.spec, self.jobs, self.store = ray, spec, jobs, store
+        self.options, self.reporter, self.ray_options, self.settings = options, reporter, ray_options, settings
+        index = RunIndex.load(store)
+        index.name, index.manifest = spec.name, str(spec.manifest_path)
+        self.recorder = Recorder(index, reporter)
+        self.context = EntryContext.of(spec)
+        self._started = 0  # jobs handed to workers so far (job_started's number)
+        self._stop = False  # --fail-fast saw a failure
+
+    def execute(self) -> RunResult:
+        started = time.perf_counter()
+        result = RunResult(self.spec)
+        self.reporter.run_started(self.spec.name, len(self.jobs), self.spec.output_dir)
+        try:
+            with sigterm_as_interrupt():
+                try:
+                    pending = self._plan()
+                    if pending and not self._stop:
+                        self._render(pending)
+                except KeyboardInterrupt:
+                    result.interrupted = True
+        finally:
+            result.statuses, result.errors = self.recorder.statuses, self.recorder.errors
+            result.orphans = self.recorder.close([job.id for job in self.spec.jobs])
+            result.seconds = time.perf_counter() - started
+            self.reporter.run_finished(result.summary())
+        if result.interrupted:
+            raise result.interruption(self.store)
+        return result
+
+    def _plan(self) -> list[PlannedJob]:
+        """Record what needs no worker (up to date, unreadable input); the rest is pending."""
+        pending = []
+        for planned in plan_run(self.spec, only=self.options.only, force=self.options.force):
+            if planned.status == "input error":
+                self._record(self.context.failed(fetch_failed(planned.job, InputError(planned.reason), None)))
+            elif planned.would_render:
+                pending.append(planned)
+            else:
+                self.recorder.up_to_date(planned.job.id)
+            if self._stop:
+                return []
+        return pending
+
+    def _record(self, entry: IndexEntry, worker: str | None = None) -> None:
+        self.recorder.record(entry, worker)
+        if entry.status == "failed" and self.options.fail_fast:
+            self._stop = True
+
+    def _render(self, pending: list[PlannedJob]) -> None:
+        changes = ProcessChanges()
+        # Ray prints its workers' deaths and its own warnings on the driver's stdout; stdout is for
+        # --json's events (whose reporter holds the real stream): Ray's lines go to stderr.
+        changes.set_attr(sys, "stdout", sys.stderr)
+        try:
+            with self._connected():
+                pool = WorkerPool.start(self.ray, self.spec, pending, self._worker_shape(len(pending)),
+                                        worker_environment(self.settings), self.reporter)
+                try:
+                    self._drive(Scheduler(pending), pool)
+                finally:
+                    pool.close()
+        finally:
+            changes.restore()
+
+    @contextmanager
+    def _connected(self) -> Iterator[None]:
+        ray = self.ray
+        if ray.is_initialized():  # called from a program that already joined a cluster: use it, leave it
+            yield
+            return
+        address = self.ray_options.address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            check_reachable(address)
+        try:
+            ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=False)
+        except ConnectionError as exc:
+            raise EnvironmentProblem(f"--address {address}: {exc}; start a cluster with `ray start --head`, or "
+                                     "leave --address out to start a local Ray instance") from None
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+    def _worker_shape(self, pending: int) -> WorkerShape:
+        resources = self.ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+        hardware = self.spec.hardware
+        on_cpu = hardware.profile == "cpu" or hardware.device == "cpu"
+        nodes = sum(1 for node in self.ray.nodes() if node.get("Alive"))
+        if nodes > 1 and self.store.is_local:
+            self.reporter.note(f"ray: the output folder {self.spec.output_dir} is a local path: every node must see "
+                               "it at that path (a shared filesystem), or use an fsspec URL")
+        if gpus and not on_cpu:
+            shape = WorkerShape(min(gpus, pending), {"num_gpus": 1, "num_cpus": 1}, "1 GPU each")
+        else:
+            per = self.ray_options.cpus_per_worker or self.settings.cpu_threads
+            if cpus < per:
+                raise EnvironmentProblem(f"the Ray cluster has {cpus} CPU{'s' * (cpus != 1)} and no GPU for this "
+                                         f"manifest; a worker needs {per} (--cpus-per-worker); add nodes or lower it")
+            shape = WorkerShape(min(cpus // per, pending), {"num_cpus": per}, f"{per} CPU{'s' * (per != 1)} each")
+        self.reporter.note(f"ray: {shape.count} worker{'s' * (shape.count != 1)} ({shape.describe}) on "
+                           f"{nodes} node{'s' * (nodes != 1)}")
+        return shape
+
+    def _drive(self, scheduler: Scheduler, pool: WorkerPool) -> None:
+        while not scheduler.finished and not self._stop:
+            for worker in pool.idle():
+                assignment = scheduler.take(worker)
+                if assignment is None:
+                    break
+                pool.render(worker, assignment)
+                self._started += 1
+                self.reporter.job_started(assignment.job_id, self._started, len(self.jobs), worker=worker)
+            if not pool.alive and not scheduler.finished:
+                raise EnvironmentProblem(f"every Ray worker of this run is gone; {scheduler.waiting + scheduler.busy} "
+                                         "jobs were not rendered; run again to render them")
+            for outcome in pool.wait(POLL_S):
+                self._handle(outcome, scheduler, pool)
+            for event in pool.events():
+                self._forward(event, scheduler)
+
+    def _handle(self, outcome: Outcome, scheduler: Scheduler, pool: WorkerPool) -> None:
+        worker = outcome.worker
+        if isinstance(outcome, Ready):
+            self.reporter.worker_status(worker, "ready", {"pid": outcome.info.pid, "host": outcome.info.host})
+        elif isinstance(outcome, Answered):
+            reply = outcome.reply
+            if isinstance(reply, WorkerBroken):
+                raise reply.error
+            scheduler.done(worker)
+            self._record(reply.entry, worker)
+        elif isinstance(outcome, Lost):
+            loss = scheduler.lost(worker)
+            self.reporter.worker_status(worker, "lost", {"job": loss.assignment.job_id if loss else None,
+                                                         "error": outcome.reason})
+            if loss is None:
+                self.reporter.note(f"{worker} was lost ({outcome.reason}); Ray restarts it")
+            elif loss.requeued:
+                self.reporter.note(f"{worker} was lost while rendering {loss.assignment.job_id} ({outcome.reason}); "
+                                   "the job will run again on the next free worker")
+            else:
+                self._record(self._given_up(loss.assignment, outcome.reason), worker)
+            pool.revive(worker)
+            self.reporter.worker_status(worker, "restarting", {})
+        elif isinstance(outcome, Gone):
+            self.reporter.worker_status(worker, "gone", {"error": outcome.reason})
+            self.reporter.note(f"{worker} is gone ({outcome.reason})")
+
+    def _given_up(self, assignment: Assignment, reason: str) -> IndexEntry:
+        job = assignment.planned.job
+        error = RenderError(f"job '{job.id}': its Ray worker was lost {assignment.attempt} times while rendering it "
+                            f"(last: {reason}); look at the Ray worker logs for why (a crash, the OOM killer), "
+                            "then run again")
+        record = InputRecord(uri=job.image, sha256=assignment.planned.input_sha256, source_size=None)
+        return self.context.failed(Failed(job, assignment.planned, record, error, "render", None, None, Timings()))
+
+    def _forward(self, event: WorkerEvent, scheduler: Scheduler) -> None:
+        if isinstance(event, NoteEvent):
+            self.reporter.note(f"{event.worker}: {event.text}")
+            return
+        current = scheduler.running(event.worker)
+        if current is None or (current.job_id, current.attempt) != (event.job_id, event.attempt):
+            return  # late news of a job that was lost or already recorded
+        if isinstance(event, StepEvent):
+            self.reporter.job_step(event.job_id, event.step, event.steps, worker=event.worker)
+        elif isinstance(event, StageEvent):
+            self.reporter.job_stage(event.job_id, event.stage, worker=event.worker)
+
+
+@dataclass(frozen=True)
+class WorkerShape:
+    count: int
+    resources: dict[str, Any]  # each actor's Ray resources
+    describe: str
+
+
+# What the pool tells the driver, one per finished call.
+@dataclass(frozen=True)
+class Ready:
+    worker: str
+    info: WorkerInfo
+
+
+@dataclass(frozen=True)
+class Answered:
+    worker: str
+    reply: JobAnswer | WorkerBroken
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The worker died (killed, crashed, its node lost) during a call; Ray is restarting it."""
+
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Gone:
+    """The worker is dead for good."""
+
+    worker: str
+    reason: str
+
+
+Outcome = Ready | Answered | Lost | Gone
+
+
+class WorkerPool:
+    """The run's actors and the calls in flight to them. Each worker is starting, idle, busy,
+    restarting or gone; only idle ones are given jobs."""
+
+    def __init__(self, ray, handles: dict[str, Any], events_queue, work: tuple):
+        self.ray = ray
+        self.handles = handles
+        self._work = work  # setup's arguments: the spec and jobs in the object store, the progress queue
+        self._queue = events_queue
+        self._calls: dict[Any, tuple[str, str]] = {}  # ObjectRef -> (worker, "setup" | "render")
+        self._idle: list[str] = []
+        self._gone: set[str] = set()
+        self._revive_at: dict[str, float] = {}  # worker -> when to ask it again whether it is back
+        for worker in handles:
+            self.revive(worker)
+
+    @classmethod
+    def start(cls, ray, spec: RunSpec, pending: list[PlannedJob], shape: WorkerShape, env: dict[str, str],
+              reporter: Reporter) -> WorkerPool:
+        from ray.util.queue import Queue
+
+        run = uuid.uuid4().hex[:8]
+        # num_cpus=0: the progress queue must never wait for a CPU the workers hold.
+        events = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE, "name": f"svdflow-{run}-events"})
+        # Put once, read by every actor and again after each restart (the pool keeps them).
+        work = (ray.put(spec), ray.put([p.job for p in pending]), events)
+        actor = ray.remote(RayRenderWorker)
+        handles = {}
+        for number in range(shape.count):
+            worker = f"worker-{number}"
+            # max_restarts=-1: a killed worker comes back (on another node if its node is gone); the
+            # driver resends its job, so Ray itself retries no call (max_task_retries=0).
+            handles[worker] = actor.options(
+                **shape.resources, max_restarts=-1, max_task_retries=0, name=f"svdflow-{run}-{worker}",
+                namespace=NAMESPACE, runtime_env={"env_vars": env},
+            ).remote(worker)
+            reporter.worker_status(worker, "starting", {})
+        return cls(ray, handles, events, work)
+
+    def _call(self, worker: str, method: str, *args) -> None:
+        ref = getattr(self.handles[worker], method).remote(*args)
+        self._calls[ref] = (worker, method)
+
+    @property
+    def alive(self) -> int:
+        return len(self.handles) - len(self._gone)
+
+    def idle(self) -> list[str]:
+        idle, self._idle = self._idle, []
+        return idle
+
+    def render(self, worker: str, assignment: Assignment) -> None:
+        self._call(worker, "render", assignment)
+
+    def revive(self, worker: str) -> None:
+        """Set a worker up (new, or restarted by Ray after it was lost); once it answers it is idle."""
+        self._call(worker, "setup", *self._work)
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        now = time.monotonic()
+        for worker, when in list(self._revive_at.items()):
+            if when <= now:
+                del self._revive_at[worker]
+                self.revive(worker)
+        if not self._calls:
+            time.sleep(timeout)
+            return []
+        ready, _ = self.ray.wait(list(self._calls), num_returns=len(self._calls), timeout=timeout)
+        return [outcome for ref in ready if (outcome := self._outcome(ref)) is not None]
+
+    def _outcome(self, ref) -> Outcome | None:
+        from ray.exceptions import ActorDiedError, RayActorError
+
+        worker, method = self._calls.pop(ref)
+        try:
+            value = self.ray.get(ref)
+        except RayActorError as exc:
+            if method == "render":
+                return Lost(worker, _reason(exc))
+            if isinstance(exc, ActorDiedError):  # killed for good: Ray will not restart it
+                self._gone.add(worker)
+                return Gone(worker, _reason(exc))
+            self._revive_at[worker] = time.monotonic() + REVIVE_AFTER_S  # still restarting: ask again later
+            return None
+        self._idle.append(worker)
+        return Ready(worker, value) if method == "setup" else Answered(worker, value)
+
+    def events(self) -> list[WorkerEvent]:
+        size = self._queue.size()
+        return self._queue.get_nowait_batch(size) if size else []
+
+    def close(self) -> None:
+        """Kill every actor of the run (outstanding work is abandoned) and the progress queue."""
+        for handle in self.handles.values():
+            self.ray.kill(handle, no_restart=True)
+        self._queue.shutdown(force=True)
+        self._calls.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of Ray's message: its full text runs to a page."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

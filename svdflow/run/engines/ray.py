@@ -86,6 +86,9 @@ def run_ray(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOpti
     ray_options = ray_options or RayOptions()
     if ray_options.cpus_per_worker is not None and ray_options.cpus_per_worker < 1:
         raise UsageError(f"--cpus-per-worker {ray_options.cpus_per_worker}: must be 1 or more")
+    address = ray_options.address or os.environ.get("RAY_ADDRESS") or None
+    if address and not ray.is_initialized():
+        check_reachable(address)  # before planning: a typo in --address is said at once
     lock = claim_output_dir(store)
     try:
         return Driver(ray, spec, jobs, store, options, reporter, ray_options, settings).execute()
@@ -189,8 +192,6 @@ class Driver:
             yield
             return
         address = self.ray_options.address or os.environ.get("RAY_ADDRESS") or None
-        if address:
-            check_reachable(address)
         try:
             ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=False)
         except ConnectionError as exc:
@@ -211,13 +212,13 @@ class Driver:
             self.reporter.note(f"ray: the output folder {self.spec.output_dir} is a local path: every node must see "
                                "it at that path (a shared filesystem), or use an fsspec URL")
         if gpus and not on_cpu:
-            shape = WorkerShape(min(gpus, pending), {"num_gpus": 1, "num_cpus": 1}, "1 GPU each")
+            shape = WorkerShape(min(gpus, pending), {"num_gpus": 1, "num_cpus": 1}, "1 GPU per worker")
         else:
             per = self.ray_options.cpus_per_worker or self.settings.cpu_threads
             if cpus < per:
                 raise EnvironmentProblem(f"the Ray cluster has {cpus} CPU{'s' * (cpus != 1)} and no GPU for this "
                                          f"manifest; a worker needs {per} (--cpus-per-worker); add nodes or lower it")
-            shape = WorkerShape(min(cpus // per, pending), {"num_cpus": per}, f"{per} CPU{'s' * (per != 1)} each")
+            shape = WorkerShape(min(cpus // per, pending), {"num_cpus": per}, f"{per} CPU{'s' * (per != 1)} per worker")
         self.reporter.note(f"ray: {shape.count} worker{'s' * (shape.count != 1)} ({shape.describe}) on "
                            f"{nodes} node{'s' * (nodes != 1)}")
         return shape

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from svdflow.errors import EnvironmentProblem, InputError, RenderError, UsageError
 from svdflow.manifest.resolve import Job, RunSpec
@@ -33,15 +32,13 @@ from svdflow.outputs.index import RunIndex
 from svdflow.outputs.lock import claim_output_dir
 from svdflow.outputs.store import OutputStore
 from svdflow.pipeline.process_state import ProcessChanges
+from svdflow.run.engines.ray_pool import Answered, Gone, Lost, Outcome, Ready, WorkerPool, WorkerShape
 from svdflow.run.engines.ray_worker import (
-    JobAnswer,
     NoteEvent,
-    RayRenderWorker,
     StageEvent,
     StepEvent,
     WorkerBroken,
     WorkerEvent,
-    WorkerInfo,
 )
 from svdflow.run.engines.scheduling import Assignment, Scheduler
 from svdflow.run.entries import EntryContext
@@ -55,10 +52,9 @@ from svdflow.run.writer import Recorder
 from svdflow.settings import Settings, load_settings
 
 RAY_EXTRA = "svdflow[ray]"
-NAMESPACE = "svdflow"  # the run's actors are named svdflow-<run>-worker-<n> in it (`ray list actors`)
 POLL_S = 0.1  # how often the driver looks at its workers' answers and progress
-REVIVE_AFTER_S = 1.0  # a worker not reachable yet is asked again this much later
 CONNECT_TIMEOUT_S = 10.0
+HOST_PORT = re.compile(r"\[?(?P<host>[\w.:-]+?)\]?:(?P<port>\d+)")  # node0:6379, 10.0.0.5:6379, [::1]:6379
 
 
 @dataclass(frozen=True)
@@ -86,9 +82,13 @@ def run_ray(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOpti
     ray_options = ray_options or RayOptions()
     if ray_options.cpus_per_worker is not None and ray_options.cpus_per_worker < 1:
         raise UsageError(f"--cpus-per-worker {ray_options.cpus_per_worker}: must be 1 or more")
-    address = ray_options.address or os.environ.get("RAY_ADDRESS") or None
-    if address and not ray.is_initialized():
-        check_reachable(address)  # before planning: a typo in --address is said at once
+    if ray_options.address:
+        check_reachable(ray_options.address)  # before planning: a typo in --address is said at once
+        if ray.is_initialized():
+            raise UsageError(f"--address {ray_options.address}: this process is already connected to a Ray "
+                             "cluster (ray.init); leave the address out to run on that one")
+    elif os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+        check_reachable(os.environ["RAY_ADDRESS"])
     lock = claim_output_dir(store)
     try:
         return Driver(ray, spec, jobs, store, options, reporter, ray_options, settings).execute()
@@ -103,12 +103,13 @@ def worker_environment(settings: Settings) -> dict[str, str]:
 
 
 def check_reachable(address: str) -> None:
-    """A HOST:PORT nobody listens on makes ray.init wait for minutes: say so at once instead."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or "://" in address:
-        return  # auto, ray://...: Ray's own errors are quick
+    """A HOST:PORT nobody listens on makes ray.init wait for minutes: say so at once instead
+    (`auto` finds no cluster quickly by itself)."""
+    match = HOST_PORT.fullmatch(address.strip())
+    if match is None:
+        return
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((match["host"], int(match["port"])), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise EnvironmentProblem(f"--address {address}: no Ray cluster answers there ({exc}); start its head "
                                  "with `ray start --head`, or leave --address out to start a local Ray instance") \
@@ -286,147 +287,3 @@ class Driver:
             self.reporter.job_step(event.job_id, event.step, event.steps, worker=event.worker)
         elif isinstance(event, StageEvent):
             self.reporter.job_stage(event.job_id, event.stage, worker=event.worker)
-
-
-@dataclass(frozen=True)
-class WorkerShape:
-    count: int
-    resources: dict[str, Any]  # each actor's Ray resources
-    describe: str
-
-
-# What the pool tells the driver, one per finished call.
-@dataclass(frozen=True)
-class Ready:
-    worker: str
-    info: WorkerInfo
-
-
-@dataclass(frozen=True)
-class Answered:
-    worker: str
-    reply: JobAnswer | WorkerBroken
-
-
-@dataclass(frozen=True)
-class Lost:
-    """The worker died (killed, crashed, its node lost) during a call; Ray is restarting it."""
-
-    worker: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Gone:
-    """The worker is dead for good."""
-
-    worker: str
-    reason: str
-
-
-Outcome = Ready | Answered | Lost | Gone
-
-
-class WorkerPool:
-    """The run's actors and the calls in flight to them. Each worker is starting, idle, busy,
-    restarting or gone; only idle ones are given jobs."""
-
-    def __init__(self, ray, handles: dict[str, Any], events_queue, work: tuple):
-        self.ray = ray
-        self.handles = handles
-        self._work = work  # setup's arguments: the spec and jobs in the object store, the progress queue
-        self._queue = events_queue
-        self._calls: dict[Any, tuple[str, str]] = {}  # ObjectRef -> (worker, "setup" | "render")
-        self._idle: list[str] = []
-        self._gone: set[str] = set()
-        self._revive_at: dict[str, float] = {}  # worker -> when to ask it again whether it is back
-        for worker in handles:
-            self.revive(worker)
-
-    @classmethod
-    def start(cls, ray, spec: RunSpec, pending: list[PlannedJob], shape: WorkerShape, env: dict[str, str],
-              reporter: Reporter) -> WorkerPool:
-        from ray.util.queue import Queue
-
-        run = uuid.uuid4().hex[:8]
-        # num_cpus=0: the progress queue must never wait for a CPU the workers hold.
-        events = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE, "name": f"svdflow-{run}-events"})
-        # Put once, read by every actor and again after each restart (the pool keeps them).
-        work = (ray.put(spec), ray.put([p.job for p in pending]), events)
-        actor = ray.remote(RayRenderWorker)
-        handles = {}
-        for number in range(shape.count):
-            worker = f"worker-{number}"
-            # max_restarts=-1: a killed worker comes back (on another node if its node is gone); the
-            # driver resends its job, so Ray itself retries no call (max_task_retries=0).
-            handles[worker] = actor.options(
-                **shape.resources, max_restarts=-1, max_task_retries=0, name=f"svdflow-{run}-{worker}",
-                namespace=NAMESPACE, runtime_env={"env_vars": env},
-            ).remote(worker)
-            reporter.worker_status(worker, "starting", {})
-        return cls(ray, handles, events, work)
-
-    def _call(self, worker: str, method: str, *args) -> None:
-        ref = getattr(self.handles[worker], method).remote(*args)
-        self._calls[ref] = (worker, method)
-
-    @property
-    def alive(self) -> int:
-        return len(self.handles) - len(self._gone)
-
-    def idle(self) -> list[str]:
-        idle, self._idle = self._idle, []
-        return idle
-
-    def render(self, worker: str, assignment: Assignment) -> None:
-        self._call(worker, "render", assignment)
-
-    def revive(self, worker: str) -> None:
-        """Set a worker up (new, or restarted by Ray after it was lost); once it answers it is idle."""
-        self._call(worker, "setup", *self._work)
-
-    def wait(self, timeout: float) -> list[Outcome]:
-        now = time.monotonic()
-        for worker, when in list(self._revive_at.items()):
-            if when <= now:
-                del self._revive_at[worker]
-                self.revive(worker)
-        if not self._calls:
-            time.sleep(timeout)
-            return []
-        ready, _ = self.ray.wait(list(self._calls), num_returns=len(self._calls), timeout=timeout)
-        return [outcome for ref in ready if (outcome := self._outcome(ref)) is not None]
-
-    def _outcome(self, ref) -> Outcome | None:
-        from ray.exceptions import ActorDiedError, RayActorError
-
-        worker, method = self._calls.pop(ref)
-        try:
-            value = self.ray.get(ref)
-        except RayActorError as exc:
-            if method == "render":
-                return Lost(worker, _reason(exc))
-            if isinstance(exc, ActorDiedError):  # killed for good: Ray will not restart it
-                self._gone.add(worker)
-                return Gone(worker, _reason(exc))
-            self._revive_at[worker] = time.monotonic() + REVIVE_AFTER_S  # still restarting: ask again later
-            return None
-        self._idle.append(worker)
-        return Ready(worker, value) if method == "setup" else Answered(worker, value)
-
-    def events(self) -> list[WorkerEvent]:
-        size = self._queue.size()
-        return self._queue.get_nowait_batch(size) if size else []
-
-    def close(self) -> None:
-        """Kill every actor of the run (outstanding work is abandoned) and the progress queue."""
-        for handle in self.handles.values():
-            self.ray.kill(handle, no_restart=True)
-        self._queue.shutdown(force=True)
-        self._calls.clear()
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of Ray's message: its full text runs to a page."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

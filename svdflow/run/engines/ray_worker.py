@@ -158,9 +158,22 @@ class RayRenderWorker:
         self.name = name
         self.worker: RenderWorker | None = None
 
-    def setup(self, spec: RunSpec, jobs: Sequence[Job], events: EventSink) -> WorkerInfo:
-        self.worker = RenderWorker(self.name, spec, jobs, events)
+    def setup(self, spec: RunSpec, jobs: Sequence[Job], events) -> WorkerInfo:
+        """`events`: the driver's ray.util.queue.Queue."""
+        self.worker = RenderWorker(self.name, spec, jobs, _Unawaited(events))
         return self.worker.ready()
 
     def render(self, assignment: Assignment) -> Reply:
         return self.worker.render(assignment)
+
+
+class _Unawaited:
+    """Puts events on a ray.util.queue.Queue without waiting for the queue's answer (Queue.put_nowait
+    would): a denoising step never waits on the driver. One caller's calls to an actor run in the
+    order they were made, so the driver still sees a job's events in order."""
+
+    def __init__(self, queue):
+        self.actor = queue.actor
+
+    def put_nowait(self, item: WorkerEvent) -> None:
+        self.actor.put_nowait.remote(item)

@@ -153,7 +153,8 @@ class RichReporter(Reporter):
 
     def job_finished(self, job_id, status, info, worker=None):
         self.progress.advance(self._jobs)
-        self.console.print(f"{job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else ""))
+        # markup=False: "[worker-0]" (and brackets in an id or an error) are text, not rich styles.
+        self.console.print(f"{job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else ""), markup=False)
 
     def worker_status(self, worker, status, info):
         self.progress.update(self._row(worker), description=self._label(worker, status), completed=0, total=1)

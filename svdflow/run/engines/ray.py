@@ -32,7 +32,7 @@ from svdflow.outputs.index import RunIndex
 from svdflow.outputs.lock import claim_output_dir
 from svdflow.outputs.store import OutputStore
 from svdflow.pipeline.process_state import ProcessChanges
-from svdflow.run.engines.ray_pool import Answered, Gone, Lost, Outcome, Ready, WorkerPool, WorkerShape
+from svdflow.run.engines.ray_pool import Answered, Gone, Lost, Outcome, Raised, Ready, WorkerPool, WorkerShape
 from svdflow.run.engines.ray_worker import (
     NoteEvent,
     StageEvent,
@@ -234,8 +234,9 @@ class Driver:
                 self._started += 1
                 self.reporter.job_started(assignment.job_id, self._started, len(self.jobs), worker=worker)
             if not pool.alive and not scheduler.finished:
-                raise EnvironmentProblem(f"every Ray worker of this run is gone; {scheduler.waiting + scheduler.busy} "
-                                         "jobs were not rendered; run again to render them")
+                raise EnvironmentProblem(f"every Ray worker of this run is gone (last: {pool.last_loss}); "
+                                         f"{scheduler.waiting + scheduler.busy} jobs were not rendered; run again "
+                                         "to render them")
             for outcome in pool.wait(POLL_S):
                 self._handle(outcome, scheduler, pool)
             for event in pool.events():
@@ -251,6 +252,10 @@ class Driver:
                 raise reply.error
             scheduler.done(worker)
             self._record(reply.entry, worker)
+        elif isinstance(outcome, Raised):
+            assignment = scheduler.done(worker)
+            self._record(self._failed(assignment, f"job '{assignment.job_id}': the Ray worker failed: {outcome.reason}"),
+                         worker)
         elif isinstance(outcome, Lost):
             loss = scheduler.lost(worker)
             self.reporter.worker_status(worker, "lost", {"job": loss.assignment.job_id if loss else None,
@@ -261,20 +266,22 @@ class Driver:
                 self.reporter.note(f"{worker} was lost while rendering {loss.assignment.job_id} ({outcome.reason}); "
                                    "the job will run again on the next free worker")
             else:
-                self._record(self._given_up(loss.assignment, outcome.reason), worker)
+                self._record(self._failed(loss.assignment, (
+                    f"job '{loss.assignment.job_id}': its Ray worker was lost {loss.assignment.attempt} times while "
+                    f"rendering it (last: {outcome.reason}); look at the Ray worker logs for why (a crash, the OOM "
+                    "killer), then run again")), worker)
             pool.revive(worker)
             self.reporter.worker_status(worker, "restarting", {})
         elif isinstance(outcome, Gone):
             self.reporter.worker_status(worker, "gone", {"error": outcome.reason})
             self.reporter.note(f"{worker} is gone ({outcome.reason})")
 
-    def _given_up(self, assignment: Assignment, reason: str) -> IndexEntry:
+    def _failed(self, assignment: Assignment, message: str) -> IndexEntry:
+        """The entry of a job that no worker answered for."""
         job = assignment.planned.job
-        error = RenderError(f"job '{job.id}': its Ray worker was lost {assignment.attempt} times while rendering it "
-                            f"(last: {reason}); look at the Ray worker logs for why (a crash, the OOM killer), "
-                            "then run again")
         record = InputRecord(uri=job.image, sha256=assignment.planned.input_sha256, source_size=None)
-        return self.context.failed(Failed(job, assignment.planned, record, error, "render", None, None, Timings()))
+        return self.context.failed(Failed(job, assignment.planned, record, RenderError(message), "render", None, None,
+                                          Timings()))
 
     def _forward(self, event: WorkerEvent, scheduler: Scheduler) -> None:
         if isinstance(event, NoteEvent):

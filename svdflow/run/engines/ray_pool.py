@@ -44,6 +44,14 @@ class Answered:
 
 
 @dataclass(frozen=True)
+class Raised:
+    """The worker's render call raised (an svdflow bug, an interrupt on the worker): the job fails."""
+
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Lost:
     """The worker died (killed, crashed, its node lost) during a call; Ray is restarting it."""
 
@@ -59,7 +67,7 @@ class Gone:
     reason: str
 
 
-Outcome = Ready | Answered | Lost | Gone
+Outcome = Ready | Answered | Raised | Lost | Gone
 
 
 class WorkerPool:
@@ -74,6 +82,7 @@ class WorkerPool:
         self._calls: dict[Any, tuple[str, str]] = {}  # ObjectRef -> (worker, "setup" | "render")
         self._idle: list[str] = []
         self._gone: set[str] = set()
+        self.last_loss = ""  # why the last worker went for good
         self._revive_at: dict[str, float] = {}  # worker -> when to ask it again whether it is back
         for worker in handles:
             self.revive(worker)
@@ -136,17 +145,26 @@ class WorkerPool:
         return [outcome for ref in ready if (outcome := self._outcome(ref)) is not None]
 
     def _outcome(self, ref) -> Outcome | None:
-        from ray.exceptions import ActorDiedError, RayActorError
+        from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
         worker, method = self._calls.pop(ref)
         try:
             value = self.ray.get(ref)
+        except RayTaskError as exc:  # the call raised past the worker's own handling
+            if method == "render":
+                self._idle.append(worker)
+                return Raised(worker, _reason(exc))
+            self._gone.add(worker)  # cannot be set up (svdflow missing or different on its node, ...)
+            self.ray.kill(self.handles[worker], no_restart=True)
+            self.last_loss = _reason(exc)
+            return Gone(worker, self.last_loss)
         except RayActorError as exc:
             if method == "render":
                 return Lost(worker, _reason(exc))
             if isinstance(exc, ActorDiedError):  # killed for good: Ray will not restart it
                 self._gone.add(worker)
-                return Gone(worker, _reason(exc))
+                self.last_loss = _reason(exc)
+                return Gone(worker, self.last_loss)
             self._revive_at[worker] = time.monotonic() + REVIVE_AFTER_S  # still restarting: ask again later
             return None
         self._idle.append(worker)
@@ -165,6 +183,10 @@ class WorkerPool:
 
 
 def _reason(exc: BaseException) -> str:
-    """The first line of Ray's message: its full text runs to a page."""
+    """What went wrong, in a line: the cause a call raised, or the first line of Ray's message (its
+    full text runs to a page)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -24,10 +24,12 @@ from conftest import SVDFLOW, free_port, run_cli, write_image, write_manifest
 from svdflow.api import RunOptions, run_manifest
 from svdflow.errors import Interrupted
 from svdflow.manifest import load_run_spec
+from svdflow.run.engines.ray import worker_environment
 from svdflow.run.engines.ray_pool import NAMESPACE
 from svdflow.run.engines.scheduling import Scheduler
 from svdflow.run.planning import PlannedJob
 from svdflow.run.progress import JsonReporter, Reporter
+from svdflow.settings import load_settings
 
 HEADER = """
 svdflow: 1
@@ -271,6 +273,13 @@ def test_ray_options_need_the_ray_engine(tmp_path, capsys):
     assert code == 2
     assert ("error: --cpus-per-worker is for --engine ray; add --engine ray or leave --cpus-per-worker out"
             in err.splitlines())
+
+
+def test_workers_get_the_drivers_settings_defaults_included_but_not_the_crash_knob(monkeypatch):
+    monkeypatch.setenv("SVDFLOW_CPU_THREADS", "3")
+    monkeypatch.setenv("SVDFLOW_CRASH_AT", "denoise-step")
+
+    assert worker_environment(load_settings()) == {"SVDFLOW_CPU_THREADS": "3", "SVDFLOW_DIST_TIMEOUT_S": "86400.0"}
 
 
 def planned_jobs(tmp_path: Path) -> list[PlannedJob]:

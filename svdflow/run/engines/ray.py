@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from svdflow.errors import EnvironmentProblem, InputError, RenderError, UsageError
 from svdflow.manifest.resolve import Job, RunSpec
@@ -177,7 +177,7 @@ class Driver:
         changes.set_attr(sys, "stdout", sys.stderr)
         try:
             with self._connected():
-                pool = WorkerPool.start(self.ray, self.spec, pending, self._worker_shape(len(pending)),
+                pool = WorkerPool.start(self.ray, self._worker_spec(), pending, self._worker_shape(len(pending)),
                                         worker_environment(self.settings), self.reporter)
                 try:
                     self._drive(Scheduler(pending), pool)
@@ -185,6 +185,16 @@ class Driver:
                     pool.close()
         finally:
             changes.restore()
+
+    def _worker_spec(self) -> RunSpec:
+        """The spec the workers render with: the manifest's, less overlap_decode, which needs a next
+        job on the same pipeline (a worker has one job at a time). The frames are the same; the
+        entries then record what was used."""
+        if not self.spec.hardware.overlap_decode:
+            return self.spec
+        self.reporter.note("ray: hardware.overlap_decode is off on Ray workers: each renders one job at a time, "
+                           "so no next job's denoising can hide its decode (the frames are the same)")
+        return replace(self.spec, hardware=self.spec.hardware.model_copy(update={"overlap_decode": False}))
 
     @contextmanager
     def _connected(self) -> Iterator[None]:
@@ -196,8 +206,11 @@ class Driver:
         try:
             ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=False)
         except ConnectionError as exc:
-            raise EnvironmentProblem(f"--address {address}: {exc}; start a cluster with `ray start --head`, or "
-                                     "leave --address out to start a local Ray instance") from None
+            hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+                " (a cluster with token authentication, Ray's default, also needs RAY_AUTH_MODE=token and "
+                "its token in RAY_AUTH_TOKEN: `ray get-auth-token` on the head)")
+            raise EnvironmentProblem(f"--address {address}: {exc}{hint}; start a cluster with `ray start --head`, "
+                                     "or leave --address out to start a local Ray instance") from None
         try:
             yield
         finally:

@@ -258,7 +258,8 @@ class Driver:
     def _handle(self, outcome: Outcome, scheduler: Scheduler, pool: WorkerPool) -> None:
         worker = outcome.worker
         if isinstance(outcome, Ready):
-            self.reporter.worker_status(worker, "ready", {"pid": outcome.info.pid, "host": outcome.info.host})
+            info = outcome.info
+            self.reporter.worker_status(worker, "ready", {"pid": info.pid, "host": info.host, "node": info.node})
         elif isinstance(outcome, Answered):
             reply = outcome.reply
             if isinstance(reply, WorkerBroken):
@@ -271,11 +272,8 @@ class Driver:
                          worker)
         elif isinstance(outcome, Lost):
             loss = scheduler.lost(worker)
-            self.reporter.worker_status(worker, "lost", {"job": loss.assignment.job_id if loss else None,
-                                                         "error": outcome.reason})
-            if loss is None:
-                self.reporter.note(f"{worker} was lost ({outcome.reason}); Ray restarts it")
-            elif loss.requeued:
+            self.reporter.worker_status(worker, "lost", {"job": loss.assignment.job_id, "error": outcome.reason})
+            if loss.requeued:
                 self.reporter.note(f"{worker} was lost while rendering {loss.assignment.job_id} ({outcome.reason}); "
                                    "the job will run again on the next free worker")
             else:

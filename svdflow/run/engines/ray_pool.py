@@ -53,7 +53,7 @@ class Raised:
 
 @dataclass(frozen=True)
 class Lost:
-    """The worker died (killed, crashed, its node lost) during a call; Ray is restarting it."""
+    """The worker died (killed, crashed, its node lost) while rendering; Ray is restarting it."""
 
     worker: str
     reason: str
@@ -119,10 +119,11 @@ class WorkerPool:
         return len(self.handles) - len(self._gone)
 
     def idle(self) -> list[str]:
-        idle, self._idle = self._idle, []
-        return idle
+        """The workers waiting for a job, longest waiting first."""
+        return list(self._idle)
 
     def render(self, worker: str, assignment: Assignment) -> None:
+        self._idle.remove(worker)
         self._call(worker, "render", assignment)
 
     def revive(self, worker: str) -> None:

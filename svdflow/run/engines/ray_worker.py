@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from svdflow.errors import JobError, SvdflowError
@@ -35,6 +35,7 @@ class WorkerInfo:
     worker: str
     pid: int
     host: str
+    node: str | None = None  # the Ray node id, on a cluster
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,10 @@ class RayRenderWorker:
 
     def setup(self, spec: RunSpec, jobs: Sequence[Job], events) -> WorkerInfo:
         """`events`: the driver's ray.util.queue.Queue."""
+        import ray
+
         self.worker = RenderWorker(self.name, spec, jobs, _Unawaited(events))
-        return self.worker.ready()
+        return replace(self.worker.ready(), node=ray.get_runtime_context().get_node_id())
 
     def render(self, assignment: Assignment) -> Reply:
         return self.worker.render(assignment)

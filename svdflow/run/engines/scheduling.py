@@ -71,12 +71,10 @@ class Scheduler:
         """`worker` answered for its job (done or failed): the job leaves the run."""
         return self._running.pop(worker)
 
-    def lost(self, worker: str) -> Loss | None:
-        """`worker` died or its node was lost: its job goes back to the queue, or is given up after
-        `max_attempts` tries. None when the worker had no job."""
-        assignment = self._running.pop(worker, None)
-        if assignment is None:
-            return None
+    def lost(self, worker: str) -> Loss:
+        """`worker` died or its node was lost while rendering: its job goes back to the queue, or is
+        given up after `max_attempts` tries."""
+        assignment = self._running.pop(worker)
         if assignment.attempt >= self.max_attempts:
             return Loss(assignment, requeued=False)
         self._push(Assignment(assignment.planned, assignment.attempt + 1))

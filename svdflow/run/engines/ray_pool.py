@@ -91,10 +91,14 @@ class WorkerPool:
     def start(cls, ray, spec: RunSpec, pending: list[PlannedJob], shape: WorkerShape, env: dict[str, str],
               reporter: Reporter) -> WorkerPool:
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         run = uuid.uuid4().hex[:8]
-        # num_cpus=0: the progress queue must never wait for a CPU the workers hold.
-        events = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE, "name": f"svdflow-{run}-events"})
+        # On the driver's node, which lives as long as the run: a lost node must not take the progress
+        # with it. num_cpus=0: it never waits for a CPU the workers hold.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        events = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE, "name": f"svdflow-{run}-events",
+                                      "scheduling_strategy": here})
         # Put once, read by every actor and again after each restart (the pool keeps them).
         work = (ray.put(spec), ray.put([p.job for p in pending]), events)
         actor = ray.remote(RayRenderWorker)
@@ -172,6 +176,7 @@ class WorkerPool:
         return Ready(worker, value) if method == "setup" else Answered(worker, value)
 
     def events(self) -> list[WorkerEvent]:
+        """The workers' progress since the last call."""
         size = self._queue.size()
         return self._queue.get_nowait_batch(size) if size else []
 

@@ -189,10 +189,11 @@ class WorkerPool:
 
 
 def _reason(exc: BaseException) -> str:
-    """What went wrong, in a line: the cause a call raised, or the first line of Ray's message (its
-    full text runs to a page)."""
+    """What went wrong, in a line: the cause a call raised, or the first sentence of Ray's message
+    (its full text runs to a page of advice)."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
         exc = cause
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    lines = str(exc).strip().splitlines()
+    first = lines[0].split(". ")[0] if lines else ""
+    return f"{type(exc).__name__}: {first}".rstrip(": ")

@@ -133,6 +133,10 @@ def test_two_workers_render_the_frames_of_a_local_run(cluster, tmp_path, capsys)
     finished = {e["id"]: e for e in events if e["event"] == "job_finished"}
     assert {finished[job_id]["worker"] for job_id in ("long", "a", "b", "c", "bad")} == {"worker-0", "worker-1"}
     assert {e["worker"] for e in events if e["event"] == "job_step"} == {"worker-0", "worker-1"}
+    lines = err.splitlines()  # plain lines (not a terminal) name the worker too
+    for job_id in ("long", "a", "b", "c"):
+        assert any(f"] {job_id}: done in " in line and line.endswith(f" [{finished[job_id]['worker']}]")
+                   for line in lines), job_id
     ready = [e for e in events if e["event"] == "worker_status" and e["status"] == "ready"]
     assert sorted(e["worker"] for e in ready) == ["worker-0", "worker-1"] and all(e["pid"] > 0 for e in ready)
     assert events[-1]["event"] == "run_finished" and (events[-1]["rendered"], events[-1]["failed"]) == (4, 1)

@@ -254,17 +254,22 @@ def test_without_ray_engine_ray_exits_3_naming_the_extra(tmp_path, capsys, monke
     assert not (tmp_path / "out").exists()
 
 
-def test_an_address_where_no_cluster_answers_exits_3_at_once(tmp_path, capsys):
+def test_an_address_where_no_cluster_answers_exits_3_at_once(tmp_path, capsys, monkeypatch):
     pytest.importorskip("ray")
     manifest = campaign(tmp_path, SHORT)
     port = free_port()
+    advice = ("no Ray cluster answers there ([Errno 111] Connection refused); start its head with `ray start "
+              "--head`, or leave --address out to start a local Ray instance")
 
     code, _, err = run_cli(capsys, "run", str(manifest), "--engine", "ray", "--address", f"127.0.0.1:{port}")
-
     assert code == 3
-    assert (f"error: --address 127.0.0.1:{port}: no Ray cluster answers there ([Errno 111] Connection refused); "
-            "start its head with `ray start --head`, or leave --address out to start a local Ray instance"
-            ) in err.splitlines()
+    assert f"error: --address 127.0.0.1:{port}: {advice}" in err.splitlines()
+
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # honoured when --address is not given
+    code, _, err = run_cli(capsys, "run", str(manifest), "--engine", "ray")
+    assert code == 3
+    assert f"error: RAY_ADDRESS=127.0.0.1:{port}: {advice}" in err.splitlines()
+    assert not (tmp_path / "out").exists()  # said before planning or locking anything
 
 
 def test_ray_options_need_the_ray_engine(tmp_path, capsys):

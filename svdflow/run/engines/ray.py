@@ -83,12 +83,12 @@ def run_ray(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOpti
     if ray_options.cpus_per_worker is not None and ray_options.cpus_per_worker < 1:
         raise UsageError(f"--cpus-per-worker {ray_options.cpus_per_worker}: must be 1 or more")
     if ray_options.address:
-        check_reachable(ray_options.address)  # before planning: a typo in --address is said at once
+        check_reachable(ray_options.address, "--address")  # before planning: a typo is said at once
         if ray.is_initialized():
             raise UsageError(f"--address {ray_options.address}: this process is already connected to a Ray "
                              "cluster (ray.init); leave the address out to run on that one")
-    elif os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
-        check_reachable(os.environ["RAY_ADDRESS"])
+    elif os.environ.get("RAY_ADDRESS"):
+        check_reachable(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
     lock = claim_output_dir(store)
     try:
         return Driver(ray, spec, jobs, store, options, reporter, ray_options, settings).execute()
@@ -102,7 +102,7 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return {name: value for name, value in settings.environment().items() if name != "SVDFLOW_CRASH_AT"}
 
 
-def check_reachable(address: str) -> None:
+def check_reachable(address: str, given_by: str) -> None:
     """A HOST:PORT nobody listens on makes ray.init wait for minutes: say so at once instead
     (`auto` finds no cluster quickly by itself)."""
     match = HOST_PORT.fullmatch(address.strip())
@@ -111,9 +111,13 @@ def check_reachable(address: str) -> None:
     try:
         socket.create_connection((match["host"], int(match["port"])), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise EnvironmentProblem(f"--address {address}: no Ray cluster answers there ({exc}); start its head "
+        raise EnvironmentProblem(f"{_given(given_by, address)}: no Ray cluster answers there ({exc}); start its head "
                                  "with `ray start --head`, or leave --address out to start a local Ray instance") \
             from None
+
+
+def _given(given_by: str, address: str) -> str:
+    return f"--address {address}" if given_by == "--address" else f"RAY_ADDRESS={address}"
 
 
 class Driver:
@@ -202,6 +206,7 @@ class Driver:
         if ray.is_initialized():  # called from a program that already joined a cluster: use it, leave it
             yield
             return
+        given_by = "--address" if self.ray_options.address else "RAY_ADDRESS"
         address = self.ray_options.address or os.environ.get("RAY_ADDRESS") or None
         try:
             ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=False)
@@ -209,7 +214,7 @@ class Driver:
             hint = "" if os.environ.get("RAY_AUTH_MODE") else (
                 " (a cluster with token authentication, Ray's default, also needs RAY_AUTH_MODE=token and "
                 "its token in RAY_AUTH_TOKEN: `ray get-auth-token` on the head)")
-            raise EnvironmentProblem(f"--address {address}: {exc}{hint}; start a cluster with `ray start --head`, "
+            raise EnvironmentProblem(f"{_given(given_by, address)}: {exc}{hint}; start a cluster with `ray start --head`, "
                                      "or leave --address out to start a local Ray instance") from None
         try:
             yield

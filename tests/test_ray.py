@@ -26,8 +26,9 @@ from svdflow.errors import Interrupted
 from svdflow.manifest import load_run_spec
 from svdflow.run.engines.ray import worker_environment
 from svdflow.run.engines.ray_pool import NAMESPACE
-from svdflow.run.engines.scheduling import Scheduler
-from svdflow.run.planning import PlannedJob
+from svdflow.run.engines.ray_worker import NoteEvent, RenderWorker
+from svdflow.run.engines.scheduling import Assignment, Scheduler
+from svdflow.run.planning import PlannedJob, plan_run
 from svdflow.run.progress import JsonReporter, Reporter
 from svdflow.settings import load_settings
 
@@ -240,6 +241,40 @@ def test_the_driver_killed_the_next_run_renders_only_what_is_missing(cluster, tm
     after = index_of(tmp_path / "out")
     assert after[finished["id"]]["finished_unix"] == recorded["finished_unix"]  # not rendered again
     assert {e["status"] for e in after.values()} == {"done"}
+
+
+class EventList(list):
+    """A worker's event sink, kept."""
+
+    def put_nowait(self, item) -> None:
+        self.append(item)
+
+
+@pytest.mark.slow
+def test_a_worker_renders_its_job_as_planned_or_as_its_input_is_now(tmp_path, request):
+    """The worker without Ray: its events in order, its entry; an input changed since planning is
+    rendered and recorded with the key of what it rendered."""
+    manifest = campaign(tmp_path, SHORT + BAD)
+    spec = load_run_spec(manifest)
+    planned = {p.job.id: p for p in plan_run(spec)}
+    events = EventList()
+    worker = RenderWorker("w", spec, [p.job for p in planned.values()], events)
+    request.addfinalizer(worker.close)
+
+    answer = worker.render(Assignment(planned["a"], 1))
+
+    assert answer.entry.status == "done" and answer.entry.key == planned["a"].key
+    assert (tmp_path / "out" / "a.mp4").exists() and not (tmp_path / "out" / "a.json").exists()  # the driver records
+    assert [(type(e).__name__, getattr(e, "stage", None) or getattr(e, "step", None)) for e in events
+            if not isinstance(e, NoteEvent)] == [
+        ("StageEvent", "fetch"), ("StageEvent", "load model"), ("StepEvent", 1), ("StepEvent", 2),
+        ("StageEvent", "decode"), ("StageEvent", "encode")]
+    write_image(tmp_path / "b.png", width=64, height=64, seed=9)  # after planning, before rendering
+    answer = worker.render(Assignment(planned["b"], 1))
+    assert answer.entry.status == "done" and answer.entry.key != planned["b"].key
+    assert answer.entry.key == {p.job.id: p for p in plan_run(spec)}["b"].key
+    answer = worker.render(Assignment(planned["bad"], 2))
+    assert (answer.attempt, answer.entry.status, answer.entry.error.stage) == (2, "failed", "fetch")
 
 
 def test_without_ray_engine_ray_exits_3_naming_the_extra(tmp_path, capsys, monkeypatch):

@@ -79,7 +79,6 @@ class WorkerBroken:
     ends with this error, as a local run would."""
 
     worker: str
-    job_id: str
     error: SvdflowError
 
 
@@ -120,7 +119,7 @@ class RenderWorker:
         except JobError as exc:
             return self._answer(assignment, self.context.failed(render_failed(ticket, exc, self.session)))
         except SvdflowError as exc:  # the model or the device, not this job
-            return WorkerBroken(self.name, job.id, exc)
+            return WorkerBroken(self.name, exc)
         except Exception as exc:  # a pipeline error fails this job only, as in a local run
             return self._answer(assignment, self.context.failed(render_failed(ticket, exc, self.session)))
         self._emit(StageEvent(self.name, job.id, assignment.attempt, "encode"))
@@ -129,6 +128,8 @@ class RenderWorker:
         return self._answer(assignment, finish_rendered(rendered, self.context))
 
     def close(self) -> None:
+        """Put back the process-wide settings the pipeline changed: for a worker inside another
+        program (an actor's process just ends)."""
         self.session.close()
 
     def _answer(self, assignment: Assignment, entry: IndexEntry) -> JobAnswer:

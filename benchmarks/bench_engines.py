@@ -15,12 +15,15 @@ Printed per engine:
   times in the 1-process run (one model load);
 - makespan / ideal with loads: every worker loads the model once, so a perfect N-worker schedule
   takes load + (total work - load) / N; the load is the 1-process run's first job's time less a
-  job of the same steps. This is what scheduling alone can approach.
+  job of the same steps. This is what scheduling alone can approach;
+- busy: the engine's own job times over workers x makespan, how much of the makespan its workers
+  spent on jobs. It separates the schedule (idle workers, a long job started last) from each job
+  being slower than in the 1-process run (2 workers sharing 2 cores with the machine's other load).
 
 On a busy machine the figures move from run to run: --repeat N runs the engines N times in turn
 and keeps each engine's fastest run (the total work and load from the fastest local run).
 
-    .venv/bin/python benchmarks/bench_engines.py [--short 9] [--long 3] [--steps 4] [--repeat 1]
+    .venv/bin/python benchmarks/bench_engines.py [--short 9] [--long 3] [--steps 8] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--short", type=int, default=9, help="short jobs")
     parser.add_argument("--long", type=int, default=3, help="jobs with 4x the steps")
-    parser.add_argument("--steps", type=int, default=4, help="a short job's denoising steps")
+    parser.add_argument("--steps", type=int, default=8, help="a short job's denoising steps")
     parser.add_argument("--repeat", type=int, default=1, help="runs per engine; the fastest is kept")
     args = parser.parse_args()
     jobs = args.short + args.long
@@ -119,11 +122,11 @@ def main() -> None:
           f"8x112x64, {os.cpu_count()} CPUs; total work {work:.1f} s (the 1-process run's job times), "
           f"model load {load:.1f} s; the Ray cluster started in {cluster_s:.1f} s (not in the Ray run's wall)")
     print(f"{'engine':<24}{'wall s':>7}{'makespan s':>11}{'jobs/s':>7}{'ideal s':>8}{'/ideal':>7}"
-          f"{'ideal+loads s':>14}{'/ideal+loads':>13}")
-    for name, (workers, wall, makespan, *_) in results.items():
+          f"{'ideal+loads s':>14}{'/ideal+loads':>13}{'busy':>6}")
+    for name, (workers, wall, makespan, own_work, _) in results.items():
         ideal, with_loads = work / workers, load + (work - load) / workers
         print(f"{name:<24}{wall:>7.1f}{makespan:>11.1f}{jobs / makespan:>7.2f}{ideal:>8.1f}{makespan / ideal:>6.2f}x"
-              f"{with_loads:>14.1f}{makespan / with_loads:>12.2f}x")
+              f"{with_loads:>14.1f}{makespan / with_loads:>12.2f}x{own_work / (workers * makespan):>6.0%}")
 
 
 if __name__ == "__main__":

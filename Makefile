@@ -14,7 +14,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) "$(TORCH_SPEC)"
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,ray]"
 	touch $(STAMP)
 
 install:

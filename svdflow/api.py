@@ -7,6 +7,7 @@
         print(planned.job.id, planned.status, planned.reason)
     result = run_manifest(spec, RunOptions(fail_fast=True))
     print(result.summary())
+    run_manifest(spec, engine="ray", address="auto")   # across a Ray cluster (pip install "svdflow[ray]")
     print(read_provenance("renders/spring-campaign/rocket.mp4").params)   # how a file was made
 
 A run restores the process-wide settings it changes (torch's float32 matmul precision, the inductor

@@ -95,7 +95,15 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed job.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout; human output on stderr.")
 @click.option("--report", "with_report", is_flag=True, help="Also write index.html, a contact sheet of the run.")
-def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json: bool, with_report: bool) -> None:
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process (or each process of a torchrun/accelerate launch); ray: Ray actors across "
+                   "a cluster, one per GPU (pip install \"svdflow[ray]\").")
+@click.option("--address", default=None, metavar="ADDR",
+              help="--engine ray: the cluster, auto or HOST:PORT (default: RAY_ADDRESS, else a new local Ray instance).")
+@click.option("--cpus-per-worker", type=click.IntRange(min=1), default=None, metavar="N",
+              help="--engine ray on CPUs: CPUs per worker (default: SVDFLOW_CPU_THREADS, 1 unless set).")
+def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json: bool, with_report: bool,
+        engine: str, address: str | None, cpus_per_worker: int | None) -> None:
     """Render every job of a manifest that is not up to date."""
     from svdflow.manifest import load_run_spec
     from svdflow.run.engines.torchrun import World, lonely_launch_hint
@@ -113,7 +121,8 @@ def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json
             _stderr(f"warning: {hint}")
     reporter = make_reporter(as_json, rank=world.rank, world_size=world.size)
     try:
-        result = run_manifest(spec, RunOptions(only=only, force=force, fail_fast=fail_fast), reporter, world)
+        result = run_manifest(spec, RunOptions(only=only, force=force, fail_fast=fail_fast), reporter, world,
+                              engine=engine, address=address, cpus_per_worker=cpus_per_worker)
     finally:
         reporter.close()
     if not world.is_main:

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
         None, description="SVDFLOW_CRASH_AT=<point>[@N]: SIGKILL this process the N-th time it reaches a "
                           "crash point (svdflow.faults); for svdflow's own crash tests.")
 
+    def environment(self) -> dict[str, str]:
+        """These settings as SVDFLOW_* variables, defaults included: what another process (a Ray
+        worker on another machine) needs to run with exactly them."""
+        return {f"SVDFLOW_{name.upper()}": str(value) for name, value in self.model_dump().items()
+                if value is not None}
+
 
 _HOW_TO_FIX = {
     "cpu_threads": "is not a positive integer; set it to e.g. 1 or 4, or unset it",

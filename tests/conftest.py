@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 # Subprocess tests run the real CLI with the interpreter running the tests.
 SVDFLOW = [sys.executable, "-m", "svdflow"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Ray clusters the tests start listen on 127.0.0.1 only (Ray otherwise binds the machine's network
+# address; read when ray is imported), and send no usage statistics.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
 
 def write_image(path: Path, width: int = 96, height: int = 64, seed: int = 0) -> Path:

@@ -10,27 +10,26 @@ Threads, and why:
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from svdflow.errors import Interrupted, JobError, RenderError, SvdflowError
+from svdflow.errors import Interrupted, JobError, SvdflowError
 from svdflow.faults import crash_point
 from svdflow.hardware import shape_groups
-from svdflow.inputs import LoadedInput, load_input
 from svdflow.manifest.resolve import Job, RunSpec
-from svdflow.outputs.entry import InputRecord, Timings
+from svdflow.outputs.entry import Timings
 from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.pipeline.renderers import Renderer, make_renderer
 from svdflow.pipeline.session import PipelineSession, RenderedFrames
 from svdflow.run.entries import EntryContext
+from svdflow.run.interrupts import sigterm_as_interrupt
 from svdflow.run.messages import Failed, Reencode, Rendered, Ticket, UpToDate
 from svdflow.run.planning import decide
 from svdflow.run.progress import Reporter
+from svdflow.run.tickets import fetch_failed, fetch_input, make_ticket, render_failed
 from svdflow.run.writer import Recorder, Status, WriterThread
 
 
@@ -58,6 +57,12 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.count("failed") else 0
+
+    def interruption(self, store: OutputStore) -> Interrupted:
+        """What an interrupted run raises once it has recorded what finished."""
+        done = self.count("done") + self.count("re-encoded")
+        return Interrupted(f"interrupted; {done} job{'s' * (done != 1)} finished and recorded in "
+                           f"{store.path(INDEX_FILE)}; run again to render the rest")
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.spec.name, "output_dir": self.spec.output_dir, "rendered": self.count("done"),
@@ -106,44 +111,39 @@ class Executor:
         result = RunResult(self.spec)
         self.reporter.run_started(self.spec.name, len(self.jobs), self.spec.output_dir)
         self.writer.start()
-        previous = _sigterm_as_interrupt()
         try:
-            for number, job in enumerate(self.jobs):
-                self._prefetch(number)
-                if not self._process(job, number):
-                    break
-        except KeyboardInterrupt:
-            result.interrupted = True
+            with sigterm_as_interrupt():
+                try:
+                    for number, job in enumerate(self.jobs):
+                        self._prefetch(number)
+                        if not self._process(job, number):
+                            break
+                except KeyboardInterrupt:
+                    result.interrupted = True
+                finally:
+                    try:
+                        if self._renderer is not None:  # a job denoised before the end (or the interrupt) is decoded and kept
+                            self._renderer.finish()
+                    except KeyboardInterrupt:
+                        result.interrupted = True  # asked again: leave it
         finally:
-            try:
-                if self._renderer is not None:  # a job denoised before the end (or the interrupt) is decoded and kept
-                    self._renderer.finish()
-            except KeyboardInterrupt:
-                result.interrupted = True  # asked again: leave it
-            signal.signal(signal.SIGTERM, previous)
             recorder = self.writer.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self.session.close()
             result.statuses, result.errors = recorder.statuses, recorder.errors
-            result.orphans = self.index.orphans({job.id for job in self.spec.jobs})
+            result.orphans = recorder.close([job.id for job in self.spec.jobs])
             result.masters_bytes = self.index.masters_bytes()
-            self.index.order_by([job.id for job in self.spec.jobs])
-            self.index.flush(force=True)
-            if self.index.file_name == INDEX_FILE:
-                self.index.remove_shards()  # a killed multi-process run's shards are merged in now
             result.seconds = time.perf_counter() - started
             self.reporter.run_finished(result.summary())
         if result.interrupted:
-            done = result.count("done") + result.count("re-encoded")
-            raise Interrupted(f"interrupted; {done} job{'s' * (done != 1)} finished and recorded in "
-                              f"{self.store.path(INDEX_FILE)}; run again to render the rest")
+            raise result.interruption(self.store)
         return result
 
     def _prefetch(self, number: int) -> None:
         for job in self.jobs[number: number + self.options.prefetch + 1]:
             key = _input_key(job)
             if key not in self._inputs:
-                self._inputs[key] = self._pool.submit(_timed_load, job)
+                self._inputs[key] = self._pool.submit(fetch_input, job)
 
     def _process(self, job: Job, number: int) -> bool:
         """Render one job; False when the run must stop (--fail-fast)."""
@@ -155,17 +155,14 @@ class Executor:
         try:
             loaded, fetch_s = fetch.result()
         except JobError as exc:
-            self._send_failure(Failed(job, None, InputRecord(uri=job.image, sha256=None, source_size=None), exc,
-                                      "fetch", self.session.hardware_record(job.id), self.session.resolved_revision,
-                                      Timings()))
+            self._send_failure(fetch_failed(job, exc, self.session))
             return not self.options.fail_fast
         timings = Timings(fetch_s=fetch_s, input_wait_s=time.perf_counter() - waited)
         planned = decide(job, loaded.sha256, self.spec, self.recorded, self.options.force)
         if not planned.has_work:
             self.writer.put(UpToDate(job))
             return True
-        ticket = Ticket(job, planned, InputRecord(uri=job.image, sha256=loaded.sha256,
-                                                  source_size=loaded.source_size), timings)
+        ticket = make_ticket(planned, loaded, timings)
         if planned.would_reencode:  # from the master, on the writer thread: no pipeline, no torch
             self.reporter.job_stage(job.id, "re-encode")
             self.writer.put(Reencode(ticket, self.recorded.get(job.id)))
@@ -203,11 +200,7 @@ class Executor:
                                  result.render_s, result.decode_s, result.segments))
 
     def deliver_failure(self, ticket: Ticket, error: Exception) -> None:
-        if not isinstance(error, SvdflowError):
-            error = RenderError(f"job '{ticket.job.id}': the pipeline failed: {type(error).__name__}: {error}")
-        self._send_failure(Failed(ticket.job, ticket.planned, ticket.input, error, "render",
-                                  self.session.hardware_record(ticket.job.id), self.session.resolved_revision,
-                                  ticket.timings))
+        self._send_failure(render_failed(ticket, error, self.session))
 
     def _send_failure(self, message: Failed) -> None:
         self._failure_sent = True
@@ -217,20 +210,3 @@ class Executor:
 def _input_key(job: Job) -> tuple:
     p = job.params
     return job.image, p.width, p.height, p.resize
-
-
-def _timed_load(job: Job) -> tuple[LoadedInput, float]:
-    started = time.perf_counter()
-    p = job.params
-    loaded = load_input(job.image, p.width, p.height, p.resize)
-    return loaded, time.perf_counter() - started
-
-
-def _sigterm_as_interrupt():
-    """SIGTERM (Make, CI, schedulers) stops cleanly like Ctrl-C; only possible from the main thread."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        return signal.getsignal(signal.SIGTERM)
-    return signal.signal(signal.SIGTERM, handler)

@@ -1,6 +1,10 @@
 """Progress reporting: a live rich display on a terminal, one line per job elsewhere, JSON events
 for machines. Reporters are called from the render loop and the writer thread, so each one is
 thread-safe.
+
+A cluster run (svdflow.run.engines.ray) names the worker of each job event (`worker=`) and reports
+each worker's state (`worker_status`); a local run never passes `worker`, so a Reporter written
+without it keeps working there.
 """
 
 from __future__ import annotations
@@ -20,12 +24,19 @@ class Reporter:
 
     def run_started(self, name: str, total: int, output_dir: str) -> None: ...
     def note(self, text: str) -> None: ...
-    def job_started(self, job_id: str, number: int, total: int) -> None: ...
-    def job_stage(self, job_id: str, stage: str) -> None: ...
-    def job_step(self, job_id: str, done: int, total: int) -> None: ...
-    def job_finished(self, job_id: str, status: str, info: dict[str, Any]) -> None: ...
+    def job_started(self, job_id: str, number: int, total: int, worker: str | None = None) -> None: ...
+    def job_stage(self, job_id: str, stage: str, worker: str | None = None) -> None: ...
+    def job_step(self, job_id: str, done: int, total: int, worker: str | None = None) -> None: ...
+    def job_finished(self, job_id: str, status: str, info: dict[str, Any], worker: str | None = None) -> None: ...
+    def worker_status(self, worker: str, status: str, info: dict[str, Any]) -> None:
+        """A cluster worker's state: "starting", "ready" (info: pid, host, node), "lost" (info: job,
+        error), "restarting", "gone" (info: error)."""
     def run_finished(self, summary: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
+
+
+def _named(worker: str | None) -> dict[str, str]:
+    return {} if worker is None else {"worker": worker}
 
 
 class JsonReporter(Reporter):
@@ -48,17 +59,20 @@ class JsonReporter(Reporter):
     def note(self, text):
         self._emit("note", text=text)
 
-    def job_started(self, job_id, number, total):
-        self._emit("job_started", id=job_id, number=number, jobs=total)
+    def job_started(self, job_id, number, total, worker=None):
+        self._emit("job_started", id=job_id, number=number, jobs=total, **_named(worker))
 
-    def job_stage(self, job_id, stage):
-        self._emit("job_stage", id=job_id, stage=stage)
+    def job_stage(self, job_id, stage, worker=None):
+        self._emit("job_stage", id=job_id, stage=stage, **_named(worker))
 
-    def job_step(self, job_id, done, total):
-        self._emit("job_step", id=job_id, step=done, steps=total)
+    def job_step(self, job_id, done, total, worker=None):
+        self._emit("job_step", id=job_id, step=done, steps=total, **_named(worker))
 
-    def job_finished(self, job_id, status, info):
-        self._emit("job_finished", id=job_id, status=status, **info)
+    def job_finished(self, job_id, status, info, worker=None):
+        self._emit("job_finished", id=job_id, status=status, **info, **_named(worker))
+
+    def worker_status(self, worker, status, info):
+        self._emit("worker_status", worker=worker, status=status, **info)
 
     def run_finished(self, summary):
         self._emit("run_finished", **summary)
@@ -86,15 +100,16 @@ class PlainReporter(Reporter):
     def note(self, text):
         self._line(text)
 
-    def job_finished(self, job_id, status, info):
+    def job_finished(self, job_id, status, info, worker=None):
         with self._lock:
             self._done += 1
             done = self._done
-        self._line(f"[{done}/{self._total}] {job_id}: {describe(status, info)}")
+        self._line(f"[{done}/{self._total}] {job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else ""))
 
 
 class RichReporter(Reporter):
-    """Live display on a terminal: the jobs bar, the current job's steps and its stage."""
+    """Live display on a terminal: the jobs bar, the current job's steps and its stage; on a cluster,
+    one row per worker (its job, stage and steps, or its state)."""
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
@@ -104,8 +119,20 @@ class RichReporter(Reporter):
         )
         self._jobs = self.progress.add_task("jobs", total=0)
         self._steps = self.progress.add_task("", total=1, visible=False)
-        self._segment = ""  # the current job's segment, when it has several
+        self._workers: dict[str, Any] = {}  # worker name -> its row's task id
+        self._segments: dict[str | None, str] = {}  # per row: the current job's segment, when it has several
         self.progress.start()
+
+    def _row(self, worker: str | None):
+        """The row a job event updates: the single job row, or its worker's."""
+        if worker is None:
+            return self._steps
+        if worker not in self._workers:
+            self._workers[worker] = self.progress.add_task(f"  {worker}", total=1)
+        return self._workers[worker]
+
+    def _label(self, worker: str | None, text: str) -> str:
+        return f"  {worker}: {text}" if worker else f"  {text}"
 
     def run_started(self, name, total, output_dir):
         self.progress.update(self._jobs, total=total, description=f"{name}")
@@ -114,25 +141,33 @@ class RichReporter(Reporter):
     def note(self, text):
         self.console.print(text)
 
-    def job_started(self, job_id, number, total):
-        self._segment = ""
-        self.progress.update(self._steps, description=f"  {job_id}: fetch", completed=0, total=1, visible=True)
+    def job_started(self, job_id, number, total, worker=None):
+        self._segments[worker] = ""
+        self.progress.update(self._row(worker), description=self._label(worker, f"{job_id}: fetch"), completed=0,
+                             total=1, visible=True)
 
-    def job_stage(self, job_id, stage):
-        text = stage + self._segment
+    def job_stage(self, job_id, stage, worker=None):
+        text = stage + self._segments.get(worker, "")
         if stage.startswith("segment "):  # a chained job's "segment 2 of 3", kept beside its later stages
-            self._segment, text = f" ({stage})", stage
-        self.progress.update(self._steps, description=f"  {job_id}: {text}")
+            self._segments[worker], text = f" ({stage})", stage
+        self.progress.update(self._row(worker), description=self._label(worker, f"{job_id}: {text}"))
 
-    def job_step(self, job_id, done, total):
-        self.progress.update(self._steps, description=f"  {job_id}: denoise{self._segment}", completed=done, total=total)
+    def job_step(self, job_id, done, total, worker=None):
+        self.progress.update(self._row(worker), description=self._label(
+            worker, f"{job_id}: denoise{self._segments.get(worker, '')}"), completed=done, total=total)
 
-    def job_finished(self, job_id, status, info):
+    def job_finished(self, job_id, status, info, worker=None):
         self.progress.advance(self._jobs)
-        self.console.print(f"{job_id}: {describe(status, info)}")
+        # markup=False: "[worker-0]" (and brackets in an id or an error) are text, not rich styles.
+        self.console.print(f"{job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else ""), markup=False)
+
+    def worker_status(self, worker, status, info):
+        self.progress.update(self._row(worker), description=self._label(worker, status), completed=0, total=1)
 
     def run_finished(self, summary):
         self.progress.update(self._steps, visible=False)
+        for row in self._workers.values():
+            self.progress.update(row, visible=False)
 
     def close(self):
         self.progress.stop()

@@ -12,7 +12,7 @@ import threading
 from typing import Literal
 
 from svdflow.outputs.entry import IndexEntry
-from svdflow.outputs.index import RunIndex
+from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.run.entries import EntryContext, finish_reencoded, finish_rendered
 from svdflow.run.messages import Message, Reencode, Rendered, UpToDate
 from svdflow.run.progress import Reporter
@@ -33,17 +33,30 @@ class Recorder:
         self.statuses[job_id] = "up to date"
         self.reporter.job_finished(job_id, "up to date", {})
 
-    def record(self, entry: IndexEntry) -> None:
+    def record(self, entry: IndexEntry, worker: str | None = None) -> None:
+        """Keep a job's entry; `worker`: the cluster worker that rendered it (named in the event)."""
         self.index.record(entry)
+        # Only cluster runs name a worker: a Reporter written before workers existed keeps working locally.
+        named = {"worker": worker} if worker is not None else {}
         if entry.status == "failed":
             self.statuses[entry.id] = "failed"
             self.errors[entry.id] = entry.error.message
-            self.reporter.job_finished(entry.id, "failed", {"error": entry.error.message})
+            self.reporter.job_finished(entry.id, "failed", {"error": entry.error.message}, **named)
             return
         status: Status = "re-encoded" if entry.encoded_from == "master" else "done"
         self.statuses[entry.id] = status
         self.reporter.job_finished(entry.id, status, {"seconds": entry.timings.total_s,
-                                                      "files": [o.file for o in entry.outputs]})
+                                                      "files": [o.file for o in entry.outputs]}, **named)
+
+    def close(self, job_ids: list[str]) -> list[str]:
+        """Write the index in manifest order (`job_ids`); returns the orphans, recorded jobs no longer
+        in the manifest. Shards of a killed multi-process run, merged in when it loaded, go."""
+        orphans = self.index.orphans(set(job_ids))
+        self.index.order_by(job_ids)
+        self.index.flush(force=True)
+        if self.index.file_name == INDEX_FILE:
+            self.index.remove_shards()
+        return orphans
 
 
 class WriterThread:

@@ -1,0 +1,133 @@
+"""One skewed manifest through each engine: 1 local process, torchrun with 2 processes, Ray with 2 actors.
+
+The campaign is builtin:tiny on the CPU with a few jobs 4x longer than the rest (4x the denoising
+steps), listed last, where a split made in manifest order would leave one worker with all of them.
+Each engine renders it into a fresh folder, from a fresh process (interpreter and imports included
+in the wall time). Ray runs on a local 2-CPU cluster that this script starts first, as a cluster
+would be up before a run (its start is printed apart): `svdflow run --engine ray --address ...`.
+
+Printed per engine:
+- wall: the command's time, start to exit;
+- makespan: the render phase, from the first job's start to the last job's end (from the index:
+  finished_unix - total_s), model loads included as each worker's first job pays them;
+- jobs/s over the makespan;
+- makespan / ideal, where ideal = total work / workers and total work is the sum of the jobs'
+  times in the 1-process run (one model load);
+- makespan / ideal with loads: every worker loads the model once, so a perfect N-worker schedule
+  takes load + (total work - load) / N; the load is the 1-process run's first job's time less a
+  job of the same steps. This is what scheduling alone can approach;
+- busy: the engine's own job times over workers x makespan, how much of the makespan its workers
+  spent on jobs. It separates the schedule (idle workers, a long job started last) from each job
+  being slower than in the 1-process run (2 workers sharing 2 cores with the machine's other load).
+
+On a busy machine the figures move from run to run: --repeat N runs the engines N times in turn
+and keeps each engine's fastest run (the total work and load from the fastest local run).
+
+    .venv/bin/python benchmarks/bench_engines.py [--short 9] [--long 3] [--steps 8] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import write_image  # noqa: E402
+
+SETTLE_S = 5.0  # a new Ray cluster's own processes are busy starting for a few seconds
+
+
+def campaign(folder: Path, short: int, long: int, steps: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(4):
+        write_image(folder / f"in{i}.png", width=448, height=256, seed=i)
+    items = [f"  - {{id: s{i:02d}, image: in{i % 4}.png, seed: {i}}}" for i in range(short)]
+    items += [f"  - {{id: l{i:02d}, image: in{i % 4}.png, seed: {100 + i}, num_inference_steps: {4 * steps}}}"
+              for i in range(long)]
+    manifest = folder / "bench.yaml"
+    manifest.write_text("\n".join([
+        "svdflow: 1", "name: bench", "model: {source: 'builtin:tiny'}", "hardware: {profile: cpu}",
+        "output: {dir: out, formats: [mp4]}",
+        f"defaults: {{num_frames: 8, num_inference_steps: {steps}, width: 112, height: 64}}", "items:", *items]) + "\n")
+    return manifest
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def render_phase(index_file: Path, jobs: int) -> tuple[float, float, float]:
+    """From the index: (makespan, total work, model load): first start to last end, the sum of the
+    jobs' times, and the first job's time less the median of the other jobs of its steps."""
+    entries = json.loads(index_file.read_text())["jobs"]
+    assert sum(e["status"] == "done" for e in entries) == jobs, "not every job was rendered"
+    start = {e["id"]: e["finished_unix"] - e["timings"]["total_s"] for e in entries}
+    first = min(entries, key=lambda e: start[e["id"]])
+    peers = sorted(e["timings"]["total_s"] for e in entries if e is not first and
+                   e["params"]["num_inference_steps"] == first["params"]["num_inference_steps"])
+    load = first["timings"]["total_s"] - peers[len(peers) // 2]
+    makespan = max(e["finished_unix"] for e in entries) - min(start.values())
+    return makespan, sum(e["timings"]["total_s"] for e in entries), load
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", type=int, default=9, help="short jobs")
+    parser.add_argument("--long", type=int, default=3, help="jobs with 4x the steps")
+    parser.add_argument("--steps", type=int, default=8, help="a short job's denoising steps")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per engine; the fastest is kept")
+    args = parser.parse_args()
+    jobs = args.short + args.long
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DISABLE_USAGE_STATS": "1",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # the Ray cluster on 127.0.0.1 only
+    os.environ.update(env)  # before ray is imported: it reads them then
+    import ray
+
+    started = time.perf_counter()
+    # Exactly 2 CPUs: 2 one-CPU workers whatever this machine has.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    cluster_s = time.perf_counter() - started
+    address = ray.get_runtime_context().gcs_address
+    env = dict(os.environ)  # with RAY_AUTH_MODE=token, which ray.init set for the processes it starts
+    time.sleep(SETTLE_S)
+    run = ["-m", "svdflow", "run", "bench.yaml"]
+    cases = {  # name: (command, workers)
+        "local, 1 process": ([sys.executable, *run], 1),
+        "torchrun, 2 processes": ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                   "--nproc-per-node", "2", *run], 2),
+        "ray, 2 actors": ([sys.executable, *run, "--engine", "ray", "--address", address], 2),
+    }
+    results: dict[str, tuple] = {}
+    for _ in range(args.repeat):
+        for name, (command, workers) in cases.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                manifest = campaign(Path(tmp) / "campaign", args.short, args.long, args.steps)
+                wall = timed(command, manifest.parent, env)
+                measured = (workers, wall, *render_phase(manifest.parent / "out" / "index.json", jobs))
+            if name not in results or measured[2] < results[name][2]:
+                results[name] = measured
+    ray.shutdown()
+    _, _, _, work, load = results["local, 1 process"]
+    print(f"{jobs} jobs ({args.long} with {4 * args.steps} steps, {args.short} with {args.steps}), builtin:tiny "
+          f"8x112x64, {os.cpu_count()} CPUs; total work {work:.1f} s (the 1-process run's job times), "
+          f"model load {load:.1f} s; the Ray cluster started in {cluster_s:.1f} s (not in the Ray run's wall)")
+    print(f"{'engine':<24}{'wall s':>7}{'makespan s':>11}{'jobs/s':>7}{'ideal s':>8}{'/ideal':>7}"
+          f"{'ideal+loads s':>14}{'/ideal+loads':>13}{'busy':>6}")
+    for name, (workers, wall, makespan, own_work, _) in results.items():
+        ideal, with_loads = work / workers, load + (work - load) / workers
+        print(f"{name:<24}{wall:>7.1f}{makespan:>11.1f}{jobs / makespan:>7.2f}{ideal:>8.1f}{makespan / ideal:>6.2f}x"
+              f"{with_loads:>14.1f}{makespan / with_loads:>12.2f}x{own_work / (workers * makespan):>6.0%}")
+
+
+if __name__ == "__main__":
+    main()

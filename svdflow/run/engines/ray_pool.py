@@ -1,0 +1,199 @@
+"""The actors of one Ray run and the calls in flight to them (svdflow.run.engines.ray drives them).
+
+Each worker is starting, idle, busy, restarting or gone. The pool starts them, hands a job to an
+idle one, and turns each finished call into one typed `Outcome` for the driver: a worker set up
+(`Ready`), a job answered (`Answered`), a worker lost mid-call (`Lost`, Ray restarts it) or dead for
+good (`Gone`). Progress events come back through a Ray queue.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from svdflow.manifest.resolve import RunSpec
+from svdflow.run.engines.ray_worker import JobAnswer, RayRenderWorker, WorkerBroken, WorkerEvent, WorkerInfo
+from svdflow.run.engines.scheduling import Assignment
+from svdflow.run.planning import PlannedJob
+from svdflow.run.progress import Reporter
+
+NAMESPACE = "svdflow"  # the run's actors are named svdflow-<run>-worker-<n> in it (`ray list actors`)
+REVIVE_AFTER_S = 1.0  # a worker not reachable yet is asked again this much later
+
+
+@dataclass(frozen=True)
+class WorkerShape:
+    count: int
+    resources: dict[str, Any]  # each actor's Ray resources
+    describe: str
+
+
+# What the pool tells the driver, one per finished call.
+@dataclass(frozen=True)
+class Ready:
+    worker: str
+    info: WorkerInfo
+
+
+@dataclass(frozen=True)
+class Answered:
+    worker: str
+    reply: JobAnswer | WorkerBroken
+
+
+@dataclass(frozen=True)
+class Raised:
+    """The worker's render call raised (an svdflow bug, an interrupt on the worker): the job fails."""
+
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The worker died (killed, crashed, its node lost) while rendering; Ray is restarting it."""
+
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Gone:
+    """The worker is dead for good."""
+
+    worker: str
+    reason: str
+
+
+Outcome = Ready | Answered | Raised | Lost | Gone
+
+
+class WorkerPool:
+    """The run's actors and the calls in flight to them. Each worker is starting, idle, busy,
+    restarting or gone; only idle ones are given jobs."""
+
+    def __init__(self, ray, handles: dict[str, Any], events_queue, work: tuple):
+        self.ray = ray
+        self.handles = handles
+        self._work = work  # setup's arguments: the spec and jobs in the object store, the progress queue
+        self._queue = events_queue
+        self._calls: dict[Any, tuple[str, str]] = {}  # ObjectRef -> (worker, "setup" | "render")
+        self._idle: list[str] = []
+        self._gone: set[str] = set()
+        self.last_loss = ""  # why the last worker went for good
+        self._revive_at: dict[str, float] = {}  # worker -> when to ask it again whether it is back
+        for worker in handles:
+            self.revive(worker)
+
+    @classmethod
+    def start(cls, ray, spec: RunSpec, pending: list[PlannedJob], shape: WorkerShape, env: dict[str, str],
+              reporter: Reporter) -> WorkerPool:
+        from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        run = uuid.uuid4().hex[:8]
+        # On the driver's node, which lives as long as the run: a lost node must not take the progress
+        # with it. num_cpus=0: it never waits for a CPU the workers hold.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        events = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE, "name": f"svdflow-{run}-events",
+                                      "scheduling_strategy": here})
+        # Put once, read by every actor and again after each restart (the pool keeps them).
+        work = (ray.put(spec), ray.put([p.job for p in pending]), events)
+        actor = ray.remote(RayRenderWorker)
+        handles = {}
+        for number in range(shape.count):
+            worker = f"worker-{number}"
+            # max_restarts=-1: a killed worker comes back (on another node if its node is gone); the
+            # driver resends its job, so Ray itself retries no call (max_task_retries=0).
+            handles[worker] = actor.options(
+                **shape.resources, max_restarts=-1, max_task_retries=0, name=f"svdflow-{run}-{worker}",
+                namespace=NAMESPACE, runtime_env={"env_vars": env},
+            ).remote(worker)
+            reporter.worker_status(worker, "starting", {})
+        return cls(ray, handles, events, work)
+
+    def _call(self, worker: str, method: str, *args) -> None:
+        ref = getattr(self.handles[worker], method).remote(*args)
+        self._calls[ref] = (worker, method)
+
+    @property
+    def alive(self) -> int:
+        return len(self.handles) - len(self._gone)
+
+    def idle(self) -> list[str]:
+        """The workers waiting for a job, longest waiting first."""
+        return list(self._idle)
+
+    def render(self, worker: str, assignment: Assignment) -> None:
+        self._idle.remove(worker)
+        self._call(worker, "render", assignment)
+
+    def revive(self, worker: str) -> None:
+        """Set a worker up (new, or restarted by Ray after it was lost); once it answers it is idle."""
+        self._call(worker, "setup", *self._work)
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        now = time.monotonic()
+        for worker, when in list(self._revive_at.items()):
+            if when <= now:
+                del self._revive_at[worker]
+                self.revive(worker)
+        if not self._calls:
+            time.sleep(timeout)
+            return []
+        # Back as soon as one call is done (a free worker waits for its next job), with any others done too.
+        ready, rest = self.ray.wait(list(self._calls), num_returns=1, timeout=timeout)
+        if ready and rest:
+            ready += self.ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        return [outcome for ref in ready if (outcome := self._outcome(ref)) is not None]
+
+    def _outcome(self, ref) -> Outcome | None:
+        from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
+
+        worker, method = self._calls.pop(ref)
+        try:
+            value = self.ray.get(ref)
+        except RayTaskError as exc:  # the call raised past the worker's own handling
+            if method == "render":
+                self._idle.append(worker)
+                return Raised(worker, _reason(exc))
+            self._gone.add(worker)  # cannot be set up (svdflow missing or different on its node, ...)
+            self.ray.kill(self.handles[worker], no_restart=True)
+            self.last_loss = _reason(exc)
+            return Gone(worker, self.last_loss)
+        except RayActorError as exc:
+            if method == "render":
+                return Lost(worker, _reason(exc))
+            if isinstance(exc, ActorDiedError):  # killed for good: Ray will not restart it
+                self._gone.add(worker)
+                self.last_loss = _reason(exc)
+                return Gone(worker, self.last_loss)
+            self._revive_at[worker] = time.monotonic() + REVIVE_AFTER_S  # still restarting: ask again later
+            return None
+        self._idle.append(worker)
+        return Ready(worker, value) if method == "setup" else Answered(worker, value)
+
+    def events(self) -> list[WorkerEvent]:
+        """The workers' progress since the last call."""
+        size = self._queue.size()
+        return self._queue.get_nowait_batch(size) if size else []
+
+    def close(self) -> None:
+        """Kill every actor of the run (outstanding work is abandoned) and the progress queue."""
+        for handle in self.handles.values():
+            self.ray.kill(handle, no_restart=True)
+        self._queue.shutdown(force=True)
+        self._calls.clear()
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in a line: the cause a call raised, or the first sentence of Ray's message
+    (its full text runs to a page of advice)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = str(exc).strip().splitlines()
+    first = lines[0].split(". ")[0] if lines else ""
+    return f"{type(exc).__name__}: {first}".rstrip(": ")

@@ -1,0 +1,185 @@
+"""One worker of a Ray run: a process with one pipeline, loaded once with the manifest's hardware,
+rendering the jobs the driver hands it one at a time.
+
+Each job goes the way it goes locally: its input fetched (`fetch_input`), rendered with
+`render_job`, its files written to the output store by `finish_rendered`. The worker never touches
+index.json: it answers with the job's `IndexEntry` and the driver records it. Progress (stages,
+denoising steps, the session's notes) goes to the driver as typed events through `events`.
+
+Plain Python: the driver makes it a Ray actor (svdflow.run.engines.ray), and tests can drive it
+without Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from svdflow.errors import JobError, SvdflowError
+from svdflow.manifest.resolve import Job, RunSpec
+from svdflow.outputs.entry import IndexEntry, Timings
+from svdflow.pipeline.session import PipelineSession, render_job
+from svdflow.run.engines.scheduling import Assignment
+from svdflow.run.entries import EntryContext, finish_rendered
+from svdflow.run.messages import Rendered
+from svdflow.run.tickets import fetch_failed, fetch_input, make_ticket, rekeyed, render_failed
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Where a worker runs: its answer to `ready()`."""
+
+    worker: str
+    pid: int
+    host: str
+    node: str | None = None  # the Ray node id, on a cluster
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    worker: str
+    job_id: str
+    attempt: int
+    stage: str  # fetch, load model, segment k of n, denoise, decode, encode
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    worker: str
+    job_id: str
+    attempt: int
+    step: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class NoteEvent:
+    worker: str
+    text: str  # what the session chose or retried (hardware picked, out-of-memory retries)
+
+
+WorkerEvent = StageEvent | StepEvent | NoteEvent
+
+
+@dataclass(frozen=True)
+class JobAnswer:
+    """A job's outcome, done or failed, with its entry; its files are already in the output store."""
+
+    worker: str
+    attempt: int
+    entry: IndexEntry
+
+
+@dataclass(frozen=True)
+class WorkerBroken:
+    """The worker cannot render anything (the model does not load, the device is unusable): the run
+    ends with this error, as a local run would."""
+
+    worker: str
+    error: SvdflowError
+
+
+Reply = JobAnswer | WorkerBroken
+
+
+class EventSink(Protocol):
+    """Where a worker's events go (a ray.util.queue.Queue on a cluster)."""
+
+    def put_nowait(self, item: WorkerEvent) -> None: ...
+
+
+class RenderWorker:
+    """One pipeline session and the jobs it renders. `jobs` are the run's pending jobs: the session
+    sizes its compile decision on them, whichever of them this worker gets."""
+
+    def __init__(self, name: str, spec: RunSpec, jobs: Sequence[Job], events: EventSink):
+        self.name, self.spec, self.events = name, spec, events
+        self.context = EntryContext.of(spec)  # this machine's versions go into the entries it renders
+        self.session = PipelineSession(spec, jobs, self._note)
+
+    def ready(self) -> WorkerInfo:
+        return WorkerInfo(self.name, os.getpid(), socket.gethostname())
+
+    def render(self, assignment: Assignment) -> Reply:
+        planned = assignment.planned
+        job = planned.job
+        self._emit(StageEvent(self.name, job.id, assignment.attempt, "fetch"))
+        try:
+            loaded, fetch_s = fetch_input(job)
+        except JobError as exc:
+            return self._answer(assignment, self.context.failed(fetch_failed(job, exc, self.session)))
+        ticket = make_ticket(rekeyed(planned, loaded.sha256, self.spec), loaded, Timings(fetch_s=fetch_s))
+        stage = "denoise" if self.session.loaded else "load model"
+        self._emit(StageEvent(self.name, job.id, assignment.attempt, stage))
+        try:
+            result = render_job(self.session, job, loaded.image, lambda done, total: self._step(assignment, done, total),
+                                lambda number, count: self._emit(StageEvent(self.name, job.id, assignment.attempt,
+                                                                            f"segment {number} of {count}")))
+        except JobError as exc:
+            return self._answer(assignment, self.context.failed(render_failed(ticket, exc, self.session)))
+        except SvdflowError as exc:  # the model or the device, not this job
+            return WorkerBroken(self.name, exc)
+        except Exception as exc:  # a pipeline error fails this job only, as in a local run
+            return self._answer(assignment, self.context.failed(render_failed(ticket, exc, self.session)))
+        self._emit(StageEvent(self.name, job.id, assignment.attempt, "encode"))
+        rendered = Rendered(ticket, result.frames, result.hardware, self.session.resolved_revision,
+                            result.render_s, result.decode_s, result.segments)
+        return self._answer(assignment, finish_rendered(rendered, self.context))
+
+    def close(self) -> None:
+        """Put back the process-wide settings the pipeline changed: for a worker inside another
+        program (an actor's process just ends)."""
+        self.session.close()
+
+    def _answer(self, assignment: Assignment, entry: IndexEntry) -> JobAnswer:
+        return JobAnswer(self.name, assignment.attempt, entry)
+
+    def _step(self, assignment: Assignment, done: int, total: int) -> None:
+        self._emit(StepEvent(self.name, assignment.job_id, assignment.attempt, done, total))
+        if done == total:
+            self._emit(StageEvent(self.name, assignment.job_id, assignment.attempt, "decode"))
+
+    def _note(self, text: str) -> None:
+        self._emit(NoteEvent(self.name, text))
+
+    def _emit(self, event: WorkerEvent) -> None:
+        try:
+            self.events.put_nowait(event)
+        except Exception:  # progress is for show: a driver gone or a full queue must not fail the job
+            pass
+
+
+class RayRenderWorker:
+    """The actor Ray runs, around a RenderWorker. What it works on comes with `setup`, not with the
+    constructor: Ray restarts a crashed actor by running its constructor again, and constructor
+    arguments held in the object store (the spec, the job list, the progress queue) may be gone by
+    then (ray-project/ray#53727). The driver calls `setup` again after every restart."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.worker: RenderWorker | None = None
+
+    def setup(self, spec: RunSpec, jobs: Sequence[Job], events) -> WorkerInfo:
+        """`events`: the driver's ray.util.queue.Queue."""
+        import ray
+
+        self.worker = RenderWorker(self.name, spec, jobs, _Unawaited(events))
+        return replace(self.worker.ready(), node=ray.get_runtime_context().get_node_id())
+
+    def render(self, assignment: Assignment) -> Reply:
+        return self.worker.render(assignment)
+
+
+class _Unawaited:
+    """Puts events on a ray.util.queue.Queue without waiting for the queue's answer (Queue.put_nowait
+    would): a denoising step never waits on the driver. One caller's calls to an actor run in the
+    order they were made, so the driver still sees a job's events in order."""
+
+    def __init__(self, queue):
+        self.actor = queue.actor
+
+    def put_nowait(self, item: WorkerEvent) -> None:
+        self.actor.put_nowait.remote(item)

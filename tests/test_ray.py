@@ -1,0 +1,365 @@
+"""`svdflow run --engine ray` on a real local Ray cluster (127.0.0.1, 2 CPUs, no dashboard) with
+builtin:tiny: the same frames as a local run, a worker killed mid-job, a second run refused,
+--fail-fast and Ctrl-C leaving no actor, the driver killed; and the scheduler, without Ray.
+
+One cluster for the module (starting one costs ~5 s); each Ray run starts its own 2 actors.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+from conftest import SVDFLOW, free_port, run_cli, write_image, write_manifest
+
+from svdflow.api import RunOptions, run_manifest
+from svdflow.errors import Interrupted
+from svdflow.manifest import load_run_spec
+from svdflow.run.engines.ray import worker_environment
+from svdflow.run.engines.ray_pool import NAMESPACE
+from svdflow.run.engines.ray_worker import NoteEvent, RenderWorker
+from svdflow.run.engines.scheduling import Assignment, Scheduler
+from svdflow.run.planning import PlannedJob, plan_run
+from svdflow.run.progress import JsonReporter, Reporter
+from svdflow.settings import load_settings
+
+HEADER = """
+svdflow: 1
+name: r
+model: {source: "builtin:tiny"}
+hardware: {profile: cpu}
+output: {dir: out, formats: [mp4]}
+defaults: {num_frames: 4, num_inference_steps: 2, width: 64, height: 64, fps: 7}
+items:
+"""
+# `long` is the job a worker takes first (longest first) and the one the tests interrupt.
+LONG = "  - {id: long, image: a.png, num_inference_steps: 30}\n"
+SHORT = ("  - {id: a, image: a.png}\n"
+         "  - {id: b, image: b.png, seed: 7}\n"
+         "  - {id: c, image: a.png, motion_bucket_id: 60}\n")
+BAD = "  - {id: bad, image: bad.png}\n"  # hashes at planning, fails to decode on the worker
+TIMEOUT = 300
+
+
+def campaign(folder: Path, items: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_image(folder / "a.png", width=64, height=64)
+    write_image(folder / "b.png", width=64, height=64, seed=1)
+    (folder / "bad.png").write_bytes(b"not an image")
+    return write_manifest(folder, HEADER + items)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster for the module; yields its address (HOST:PORT) for subprocess drivers.
+    Runs in this process reuse its connection."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def live_actors(timeout: float = 0.0) -> list[str]:
+    """svdflow's actors still alive, waiting up to `timeout` s for them to go (killing is asynchronous)."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while True:
+        names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                       if a["namespace"] == NAMESPACE)
+        if not names or time.monotonic() >= deadline:
+            return names
+        time.sleep(0.2)
+
+
+def index_of(out: Path) -> dict[str, dict]:
+    jobs = json.loads((out / "index.json").read_text())["jobs"]
+    assert len(jobs) == len({e["id"] for e in jobs}), "a job is recorded twice"
+    return {e["id"]: e for e in jobs}
+
+
+def mp4_frames(path: Path) -> int:
+    reader = imageio_ffmpeg.read_frames(str(path))
+    next(reader)  # metadata
+    return sum(1 for _ in reader)
+
+
+class Watch(Reporter):
+    """Keeps the workers' pids and the notes; `on_step(watch, job_id, step, worker)` runs in the
+    driver's loop at each step event, as a person watching would act."""
+
+    def __init__(self, on_step=None):
+        self.pids: dict[str, int] = {}
+        self.notes: list[str] = []
+        self.statuses: list[tuple[str, str]] = []
+        self.on_step = on_step
+
+    def worker_status(self, worker, status, info):
+        self.statuses.append((worker, status))
+        if status == "ready":
+            self.pids[worker] = info["pid"]
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def job_step(self, job_id, done, total, worker=None):
+        if self.on_step:
+            self.on_step(self, job_id, done, worker)
+
+
+@pytest.mark.slow
+def test_two_workers_render_the_frames_of_a_local_run(cluster, tmp_path, capsys):
+    local = campaign(tmp_path / "local", LONG + SHORT + BAD)
+    run_manifest(local)
+    manifest = campaign(tmp_path / "ray", LONG + SHORT + BAD)
+
+    code, out, err = run_cli(capsys, "run", str(manifest), "--engine", "ray", "--json")
+
+    assert code == 1, err  # `bad` fails alone, as it does locally
+    events = [json.loads(line) for line in out.splitlines()]  # Ray's own prints stay off stdout
+    assert "ray: 2 workers (1 CPU per worker) on 1 node" in err
+    started = [e for e in events if e["event"] == "job_started"]
+    assert started[0]["id"] == "long"  # longest first
+    finished = {e["id"]: e for e in events if e["event"] == "job_finished"}
+    assert {finished[job_id]["worker"] for job_id in ("long", "a", "b", "c", "bad")} == {"worker-0", "worker-1"}
+    assert {e["worker"] for e in events if e["event"] == "job_step"} == {"worker-0", "worker-1"}
+    lines = err.splitlines()  # plain lines (not a terminal) name the worker too
+    for job_id in ("long", "a", "b", "c"):
+        assert any(f"] {job_id}: done in " in line and line.endswith(f" [{finished[job_id]['worker']}]")
+                   for line in lines), job_id
+    ready = [e for e in events if e["event"] == "worker_status" and e["status"] == "ready"]
+    assert sorted(e["worker"] for e in ready) == ["worker-0", "worker-1"] and all(e["pid"] > 0 for e in ready)
+    assert events[-1]["event"] == "run_finished" and (events[-1]["rendered"], events[-1]["failed"]) == (4, 1)
+    one, two = index_of(tmp_path / "local" / "out"), index_of(tmp_path / "ray" / "out")
+    assert list(two) == ["long", "a", "b", "c", "bad"]  # manifest order, whatever finished first
+    for job_id in ("long", "a", "b", "c"):
+        assert two[job_id]["status"] == "done"
+        assert two[job_id]["frames_sha256"] == one[job_id]["frames_sha256"], job_id
+        assert two[job_id]["outputs"][0]["sha256"] == one[job_id]["outputs"][0]["sha256"], job_id
+        assert two[job_id]["key"] == one[job_id]["key"]
+    for entry in (one["bad"], two["bad"]):
+        assert entry["status"] == "failed"
+        assert (entry["error"]["type"], entry["error"]["stage"]) == ("InputError", "fetch")
+        assert entry["error"]["message"].endswith("bad.png: not a readable image (cannot identify image file); "
+                                                  "check that the file is a PNG, JPEG or WebP image")
+    assert live_actors(timeout=10) == []
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_job_its_job_runs_again_and_a_second_run_is_refused(cluster, tmp_path):
+    manifest = campaign(tmp_path, LONG + SHORT)
+    seen: dict = {}
+
+    def kill_then_try_a_second_run(watch, job_id, step, worker):
+        if job_id != "long" or seen:
+            return
+        seen["worker"] = worker
+        os.kill(watch.pids[worker], signal.SIGKILL)  # mid-denoise: step 1 of 30
+        seen["second"] = subprocess.run([*SVDFLOW, "run", str(manifest), "--engine", "ray", "--address", cluster],
+                                        capture_output=True, text=True, timeout=TIMEOUT)
+
+    watch = Watch(kill_then_try_a_second_run)
+    result = run_manifest(manifest, reporter=watch, engine="ray")
+
+    assert result.statuses == {"long": "done", "a": "done", "b": "done", "c": "done"}
+    lost = seen["worker"]
+    assert any(note.startswith(f"{lost} was lost while rendering long (") and
+               note.endswith("the job will run again on the next free worker") for note in watch.notes), watch.notes
+    assert (lost, "restarting") in watch.statuses
+    out = tmp_path / "out"
+    entries = index_of(out)
+    assert entries.keys() == {"long", "a", "b", "c"} and {e["status"] for e in entries.values()} == {"done"}
+    for job_id in entries:
+        assert mp4_frames(out / f"{job_id}.mp4") == 4
+    assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]
+    second = seen["second"]
+    assert second.returncode == 3, second.stderr
+    assert (f"error: {out} is being rendered by another svdflow run (pid {os.getpid()} on {socket.gethostname()}, "
+            "started ") in second.stderr
+    assert live_actors(timeout=10) == []
+
+
+@pytest.mark.slow
+def test_fail_fast_kills_every_worker(cluster, tmp_path):
+    manifest = campaign(tmp_path, LONG + BAD)
+
+    result = run_manifest(manifest, RunOptions(fail_fast=True), engine="ray")
+
+    assert result.statuses == {"bad": "failed"}  # long was abandoned mid-render
+    assert index_of(tmp_path / "out").keys() == {"bad"}
+    assert live_actors(timeout=10) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_kills_every_worker_and_keeps_what_finished(cluster, tmp_path):
+    manifest = campaign(tmp_path, LONG + SHORT)
+
+    def ctrl_c(watch, job_id, step, worker):
+        if job_id == "long" and step == 10:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(Interrupted) as interrupted:
+        run_manifest(manifest, reporter=Watch(ctrl_c), engine="ray")
+
+    recorded = index_of(tmp_path / "out")
+    done = len(recorded)
+    assert str(interrupted.value) == (f"interrupted; {done} job{'s' * (done != 1)} finished and recorded in "
+                                      f"{tmp_path / 'out' / 'index.json'}; run again to render the rest")
+    assert "long" not in recorded
+    assert live_actors(timeout=10) == []
+
+
+@pytest.mark.slow
+def test_the_driver_killed_the_next_run_renders_only_what_is_missing(cluster, tmp_path):
+    manifest = campaign(tmp_path, LONG + SHORT)
+    driver = subprocess.Popen([*SVDFLOW, "run", str(manifest), "--engine", "ray", "--address", cluster, "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        finished = next(event for line in driver.stdout if (event := json.loads(line))["event"] == "job_finished")
+        driver.kill()  # right after the driver recorded a job (its sidecar; index.json may lag)
+    finally:
+        driver.kill()
+        driver.communicate(timeout=TIMEOUT)
+    recorded = json.loads((tmp_path / "out" / f"{finished['id']}.json").read_text())
+    assert live_actors(timeout=30) == []  # they were the dead driver's
+
+    result = run_manifest(manifest)
+
+    assert result.statuses[finished["id"]] == "up to date"
+    assert result.count("done") + result.count("up to date") == 4
+    after = index_of(tmp_path / "out")
+    assert after[finished["id"]]["finished_unix"] == recorded["finished_unix"]  # not rendered again
+    assert {e["status"] for e in after.values()} == {"done"}
+
+
+class EventList(list):
+    """A worker's event sink, kept."""
+
+    def put_nowait(self, item) -> None:
+        self.append(item)
+
+
+@pytest.mark.slow
+def test_a_worker_renders_its_job_as_planned_or_as_its_input_is_now(tmp_path, request):
+    """The worker without Ray: its events in order, its entry; an input changed since planning is
+    rendered and recorded with the key of what it rendered."""
+    manifest = campaign(tmp_path, SHORT + BAD)
+    spec = load_run_spec(manifest)
+    planned = {p.job.id: p for p in plan_run(spec)}
+    events = EventList()
+    worker = RenderWorker("w", spec, [p.job for p in planned.values()], events)
+    request.addfinalizer(worker.close)
+
+    answer = worker.render(Assignment(planned["a"], 1))
+
+    assert answer.entry.status == "done" and answer.entry.key == planned["a"].key
+    assert (tmp_path / "out" / "a.mp4").exists() and not (tmp_path / "out" / "a.json").exists()  # the driver records
+    assert [(type(e).__name__, getattr(e, "stage", None) or getattr(e, "step", None)) for e in events
+            if not isinstance(e, NoteEvent)] == [
+        ("StageEvent", "fetch"), ("StageEvent", "load model"), ("StepEvent", 1), ("StepEvent", 2),
+        ("StageEvent", "decode"), ("StageEvent", "encode")]
+    write_image(tmp_path / "b.png", width=64, height=64, seed=9)  # after planning, before rendering
+    answer = worker.render(Assignment(planned["b"], 1))
+    assert answer.entry.status == "done" and answer.entry.key != planned["b"].key
+    assert answer.entry.key == {p.job.id: p for p in plan_run(spec)}["b"].key
+    answer = worker.render(Assignment(planned["bad"], 2))
+    assert (answer.attempt, answer.entry.status, answer.entry.error.stage) == (2, "failed", "fetch")
+
+
+def test_without_ray_engine_ray_exits_3_naming_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does where it is not installed
+    manifest = campaign(tmp_path, SHORT)
+
+    code, _, err = run_cli(capsys, "run", str(manifest), "--engine", "ray")
+
+    assert code == 3
+    assert ("error: --engine ray needs Ray, which is not installed here (import of ray halted; None in "
+            "sys.modules); install it with pip install \"svdflow[ray]\"") in err.splitlines()
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_address_where_no_cluster_answers_exits_3_at_once(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    manifest = campaign(tmp_path, SHORT)
+    port = free_port()
+    advice = ("no Ray cluster answers there ([Errno 111] Connection refused); start its head with `ray start "
+              "--head`, or leave --address out to start a local Ray instance")
+
+    code, _, err = run_cli(capsys, "run", str(manifest), "--engine", "ray", "--address", f"127.0.0.1:{port}")
+    assert code == 3
+    assert f"error: --address 127.0.0.1:{port}: {advice}" in err.splitlines()
+
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # honoured when --address is not given
+    code, _, err = run_cli(capsys, "run", str(manifest), "--engine", "ray")
+    assert code == 3
+    assert f"error: RAY_ADDRESS=127.0.0.1:{port}: {advice}" in err.splitlines()
+    assert not (tmp_path / "out").exists()  # said before planning or locking anything
+
+
+def test_ray_options_need_the_ray_engine(tmp_path, capsys):
+    manifest = campaign(tmp_path, SHORT)
+
+    code, _, err = run_cli(capsys, "run", str(manifest), "--address", "auto")
+    assert code == 2
+    assert "error: --address is for --engine ray; add --engine ray or leave --address out" in err.splitlines()
+    code, _, err = run_cli(capsys, "run", str(manifest), "--cpus-per-worker", "2")
+    assert code == 2
+    assert ("error: --cpus-per-worker is for --engine ray; add --engine ray or leave --cpus-per-worker out"
+            in err.splitlines())
+
+
+def test_workers_get_the_drivers_settings_defaults_included_but_not_the_crash_knob(monkeypatch):
+    monkeypatch.setenv("SVDFLOW_CPU_THREADS", "3")
+    monkeypatch.setenv("SVDFLOW_CRASH_AT", "denoise-step")
+
+    assert worker_environment(load_settings()) == {"SVDFLOW_CPU_THREADS": "3", "SVDFLOW_DIST_TIMEOUT_S": "86400.0"}
+
+
+def planned_jobs(tmp_path: Path) -> list[PlannedJob]:
+    spec = load_run_spec(campaign(tmp_path, SHORT + LONG + "  - {id: big, image: a.png, width: 128}\n"))
+    return [PlannedJob(job, "new") for job in spec.jobs]
+
+
+def test_scheduler_hands_out_the_longest_job_first_and_requeues_a_lost_workers_job(tmp_path):
+    scheduler = Scheduler(planned_jobs(tmp_path), max_attempts=2)
+
+    assert [scheduler.take(w).job_id for w in ("w0", "w1")] == ["long", "big"]
+    loss = scheduler.lost("w0")
+    assert (loss.assignment.job_id, loss.assignment.attempt, loss.requeued) == ("long", 1, True)
+    assert scheduler.take("w2").job_id == "long"  # back at its place by cost, ahead of the short ones
+    assert scheduler.running("w2").attempt == 2
+    loss = scheduler.lost("w2")
+    assert (loss.assignment.job_id, loss.requeued) == ("long", False)  # lost workers twice: given up
+    assert scheduler.done("w1").job_id == "big"
+    assert [scheduler.take("w0").job_id, scheduler.done("w0").job_id] == ["a", "a"]  # ties: manifest order
+    assert [scheduler.take(w).job_id for w in ("w0", "w1")] == ["b", "c"]
+    assert scheduler.take("w3") is None and scheduler.waiting == 0
+    assert not scheduler.finished and scheduler.busy == 2
+    scheduler.done("w0")
+    scheduler.done("w1")
+    assert scheduler.finished
+
+
+def test_json_events_name_the_worker_only_on_a_cluster():
+    stream = io.StringIO()
+    reporter = JsonReporter(stream)
+
+    reporter.job_step("a", 1, 2)
+    reporter.job_step("a", 2, 2, worker="worker-1")
+    reporter.worker_status("worker-1", "ready", {"pid": 7, "host": "h"})
+
+    local, cluster, status = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert "worker" not in local and cluster["worker"] == "worker-1"
+    assert {k: status[k] for k in ("event", "worker", "status", "pid", "host")} == {
+        "event": "worker_status", "worker": "worker-1", "status": "ready", "pid": 7, "host": "h"}

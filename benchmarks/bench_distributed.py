@@ -13,35 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import write_image  # noqa: E402
-
-
-def campaign(folder: Path, jobs: int, steps: int) -> Path:
-    folder.mkdir(parents=True)
-    for i in range(4):
-        write_image(folder / f"in{i}.png", width=448, height=256, seed=i)
-    items = [f"  - {{id: job{i:02d}, image: in{i % 4}.png, seed: {i}}}" for i in range(jobs)]
-    manifest = folder / "bench.yaml"
-    manifest.write_text("\n".join([
-        "svdflow: 1", "name: bench", "model: {source: 'builtin:tiny'}", "hardware: {profile: cpu}",
-        "output: {dir: out, formats: [mp4]}",
-        f"defaults: {{num_frames: 8, num_inference_steps: {steps}, width: 112, height: 64}}", "items:", *items]) + "\n")
-    return manifest
-
-
-def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - started
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_campaign import campaign, timed  # noqa: E402
 
 
 def main() -> None:

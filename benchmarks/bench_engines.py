@@ -31,39 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import write_image  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_campaign import campaign, timed  # noqa: E402
 
 SETTLE_S = 5.0  # a new Ray cluster's own processes are busy starting for a few seconds
-
-
-def campaign(folder: Path, short: int, long: int, steps: int) -> Path:
-    folder.mkdir(parents=True)
-    for i in range(4):
-        write_image(folder / f"in{i}.png", width=448, height=256, seed=i)
-    items = [f"  - {{id: s{i:02d}, image: in{i % 4}.png, seed: {i}}}" for i in range(short)]
-    items += [f"  - {{id: l{i:02d}, image: in{i % 4}.png, seed: {100 + i}, num_inference_steps: {4 * steps}}}"
-              for i in range(long)]
-    manifest = folder / "bench.yaml"
-    manifest.write_text("\n".join([
-        "svdflow: 1", "name: bench", "model: {source: 'builtin:tiny'}", "hardware: {profile: cpu}",
-        "output: {dir: out, formats: [mp4]}",
-        f"defaults: {{num_frames: 8, num_inference_steps: {steps}, width: 112, height: 64}}", "items:", *items]) + "\n")
-    return manifest
-
-
-def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - started
 
 
 def render_phase(index_file: Path, jobs: int) -> tuple[float, float, float]:
@@ -111,7 +87,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for name, (command, workers) in cases.items():
             with tempfile.TemporaryDirectory() as tmp:
-                manifest = campaign(Path(tmp) / "campaign", args.short, args.long, args.steps)
+                manifest = campaign(Path(tmp) / "campaign", args.short, args.steps, long=args.long)
                 wall = timed(command, manifest.parent, env)
                 measured = (workers, wall, *render_phase(manifest.parent / "out" / "index.json", jobs))
             if name not in results or measured[2] < results[name][2]:

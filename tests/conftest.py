@@ -48,6 +48,22 @@ def write_manifest(folder: Path, body: str, name: str = "m.yaml") -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    """builtin:tiny's pipeline, built once per test module (a module may hang hooks on it)."""
+    from svdflow.pipeline.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def noise_image() -> Image.Image:
+    """A 64x64 RGB image of seeded noise."""
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
     for i, name in enumerate(("a.png", "b.png", "c.png")):

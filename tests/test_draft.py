@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, write_image, write_manifest
-from PIL import Image
 
 from svdflow.api import load_run_spec, plan_run, run_manifest
 from svdflow.manifest.schema import PARAMETERS, RELEASE_0_1_PARAMETERS, JobParams
@@ -85,20 +84,6 @@ def test_a_draft_and_a_final_of_one_item_have_their_own_keys_and_both_stay(tmp_p
     assert reasons["a-cfg1.0-ci3"][0] == "up to date"
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from svdflow.pipeline.tiny import build_tiny_pipeline
-
-    pipe = build_tiny_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def image():
-    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
-
-
 def params(**draft) -> JobParams:
     return JobParams(num_frames=3, num_inference_steps=4, width=64, height=64, playback_fps=7.0, **draft)
 
@@ -130,49 +115,49 @@ def _latents(pipe, image, p):
         watch.close()
 
 
-def test_cfg_until_runs_the_conditional_branch_alone_after_its_fraction(tiny, image):
-    full, watch = _latents(tiny, image, params())
+def test_cfg_until_runs_the_conditional_branch_alone_after_its_fraction(tiny_pipe, noise_image):
+    full, watch = _latents(tiny_pipe, noise_image, params())
     assert (watch.batches, watch.deep_runs) == ([2, 2, 2, 2], 4)
-    draft, watch = _latents(tiny, image, params(cfg_until=0.5))
+    draft, watch = _latents(tiny_pipe, noise_image, params(cfg_until=0.5))
     assert (watch.batches, watch.deep_runs) == ([2, 2, 1, 1], 4)
     assert draft.shape == full.shape and not torch.equal(draft, full)
-    none, watch = _latents(tiny, image, params(cfg_until=0.0))
+    none, watch = _latents(tiny_pipe, noise_image, params(cfg_until=0.0))
     assert watch.batches == [1, 1, 1, 1]
 
 
-def test_cache_interval_skips_the_deep_blocks_on_all_but_one_step_in_n(tiny, image):
-    full, _ = _latents(tiny, image, params())
-    draft, watch = _latents(tiny, image, params(cache_interval=3))
+def test_cache_interval_skips_the_deep_blocks_on_all_but_one_step_in_n(tiny_pipe, noise_image):
+    full, _ = _latents(tiny_pipe, noise_image, params())
+    draft, watch = _latents(tiny_pipe, noise_image, params(cache_interval=3))
     assert (watch.batches, watch.deep_runs) == ([2, 2, 2, 2], 2)  # steps 0 and 3 are full
     assert draft.shape == full.shape and not torch.equal(draft, full)
     # CFG turning off starts a new phase with a full step: 0 full, 1 cached, 2 full (batch 1), 3 cached.
-    both, watch = _latents(tiny, image, params(cfg_until=0.5, cache_interval=3))
+    both, watch = _latents(tiny_pipe, noise_image, params(cfg_until=0.5, cache_interval=3))
     assert (watch.batches, watch.deep_runs) == ([2, 2, 1, 1], 2)
     # State is per video: the same draft again gives the same latents, and no hook stays behind.
-    again, _ = _latents(tiny, image, params(cfg_until=0.5, cache_interval=3))
+    again, _ = _latents(tiny_pipe, noise_image, params(cfg_until=0.5, cache_interval=3))
     assert torch.equal(again, both)
-    for module in (tiny.unet, *deep_blocks(tiny.unet)):
+    for module in (tiny_pipe.unet, *deep_blocks(tiny_pipe.unet)):
         assert not {STEPS_HOOK, DEEP_HOOK} & set(getattr(module, "_diffusers_hook", None).hooks
                                                  if hasattr(module, "_diffusers_hook") else ())
 
 
-def test_the_draft_tier_under_sequential_cfg_keeps_each_branchs_features(tiny, image):
-    set_sequential_cfg(tiny.unet, True)
+def test_the_draft_tier_under_sequential_cfg_keeps_each_branchs_features(tiny_pipe, noise_image):
+    set_sequential_cfg(tiny_pipe.unet, True)
     try:
-        batched, _ = _latents(tiny, image, params(cfg_until=0.5, cache_interval=3))
-        sequential, watch = _latents(tiny, image, params(cfg_until=0.5, cache_interval=3))
+        batched, _ = _latents(tiny_pipe, noise_image, params(cfg_until=0.5, cache_interval=3))
+        sequential, watch = _latents(tiny_pipe, noise_image, params(cfg_until=0.5, cache_interval=3))
     finally:
-        set_sequential_cfg(tiny.unet, False)
+        set_sequential_cfg(tiny_pipe.unet, False)
     # Two calls of one branch per step while CFG runs, then one; the deep blocks run on full steps
     # only, once per call.
     assert (watch.batches, watch.deep_runs) == ([1, 1, 1, 1, 1, 1], 3)
     torch.testing.assert_close(sequential, batched, rtol=1e-4, atol=1e-5)
 
 
-def test_draft_frames_have_the_shape_of_the_final_ones(tiny, image):
+def test_draft_frames_have_the_shape_of_the_final_ones(tiny_pipe, noise_image):
     with torch_threads(1):
-        final = render_frames(tiny, image, params())
-        draft = render_frames(tiny, image, params(cfg_until=0.5, cache_interval=3))
+        final = render_frames(tiny_pipe, noise_image, params())
+        draft = render_frames(tiny_pipe, noise_image, params(cfg_until=0.5, cache_interval=3))
     assert draft.shape == final.shape == (3, 64, 64, 3) and draft.dtype == np.uint8
     assert not np.array_equal(draft, final)
 

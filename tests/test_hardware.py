@@ -153,13 +153,6 @@ def test_compile_cache_defaults_to_a_stable_folder_respects_the_user_and_is_put_
     assert (os.environ["TORCHINDUCTOR_CACHE_DIR"], os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"]) == ("/fast/cache", "0")
 
 
-@pytest.fixture(scope="module")
-def tiny_pipe():
-    from svdflow.pipeline.tiny import build_tiny_pipeline
-
-    return build_tiny_pipeline()
-
-
 def test_sequential_cfg_gives_the_batched_result_and_switches_off(tiny_pipe):
     unet = tiny_pipe.unet
     generator = torch.Generator().manual_seed(0)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from diffusers.hooks import HookRegistry
-from PIL import Image
 
 from svdflow.hardware import ResolvedHardware
 from svdflow.manifest.schema import JobParams
@@ -16,19 +15,6 @@ from svdflow.pipeline.attention import attention_shapes, fastest, time_backends
 from svdflow.pipeline.hooks.attention_backend import HOOK_NAME, priority, set_attention_backend
 from svdflow.pipeline.render import decode_frames, denoise_latents, torch_threads
 from svdflow.pipeline.tiny import SVD_UNET_CONFIG, build_tiny_pipeline
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    pipe = build_tiny_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def image():
-    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
-
 
 PARAMS = JobParams(num_frames=3, num_inference_steps=2, width=64, height=64, playback_fps=7.0)
 
@@ -46,7 +32,8 @@ def test_the_probe_times_svds_outermost_attention_shapes():
     assert fastest(timings) in ("flash", "math") and fastest({"cudnn": None}) is None
 
 
-def test_the_backend_hook_puts_one_kernel_first_around_the_unets_forward(pipe, image):
+def test_the_backend_hook_puts_one_kernel_first_around_the_unets_forward(tiny_pipe, noise_image):
+    pipe, image = tiny_pipe, noise_image
     assert [b.name for b in priority("flash")] == ["FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION",
                                                    "MATH"]
     with torch_threads(1):
@@ -63,7 +50,8 @@ def test_the_backend_hook_puts_one_kernel_first_around_the_unets_forward(pipe, i
         assert torch.equal(denoise_latents(pipe, image, PARAMS), plain)
 
 
-def test_the_compiled_vae_decoder_decodes_the_same_frames(pipe):
+def test_the_compiled_vae_decoder_decodes_the_same_frames(tiny_pipe):
+    pipe = tiny_pipe
     from svdflow.pipeline.compile import compile_vae_decoder
     from svdflow.pipeline.hooks.regional_compile import HOOK_NAME as COMPILED
     from svdflow.pipeline.hooks.regional_compile import remove_compiled_forward
@@ -104,7 +92,8 @@ class _RemovesItself:
         HookRegistry.check_if_exists_or_initialize(module).register_hook(Hook(), cls.NAME)
 
 
-def test_svdflows_unet_hooks_sit_beneath_group_offloadings(image, monkeypatch):
+def test_svdflows_unet_hooks_sit_beneath_group_offloadings(noise_image, monkeypatch):
+    image = noise_image
     """diffusers bypasses a hook with its own forward once a hook beneath it removes itself: sequential
     CFG registered after group offloading stopped splitting the batch after the first step."""
     from svdflow.pipeline import apply

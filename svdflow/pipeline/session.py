@@ -107,7 +107,7 @@ class PipelineSession:
             requested = self.spec.hardware
             if requested.profile == "auto" or requested_settings(requested, self.hardware.profile)["compile"] == "auto":
                 self.note(f"hardware: profile {self.hardware.profile}, compile "
-                                   f"{'on' if self.hardware.compile else 'off'} ({self.hardware.reason})")
+                          f"{'on' if self.hardware.compile else 'off'} ({self.hardware.reason})")
         return self.hardware
 
     def load(self) -> None:

@@ -100,3 +100,20 @@ def test_segments_decide_the_pixels_loop_and_interpolate_only_the_files():
     assert explain_change(material(JobParams(**RELEASE_PARAMS, loop="crossfade", loop_frames=3)),
                           material(JobParams(**RELEASE_PARAMS, loop="crossfade", loop_frames=4))) == (
         "loop_frames 3 -> 4")
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+@pytest.mark.parametrize("formats", [("mp4",), ("gif", "prores"), ("frames",)])
+def test_the_hand_written_canonical_json_is_the_models_own_dump(fp8, formats):
+    """Keys hash the materials' JSON, written out by hand for speed: it must stay the model's dump."""
+    from svdflow.outputs.entry import canonical_json
+
+    params = LaterParams(**RELEASE_PARAMS, cache_interval=3)
+    built = KeyMaterial(
+        render=RenderMaterial.of(render_version="1", input_sha256="0" * 64, params=params, fp8=fp8,
+                                 model=ModelRef(source="org/model", revision="main", variant="fp16")),
+        output=OutputMaterial.of(formats=formats, params=params, crf=23, prores_profile="lt"))
+    assert built.render.canonical == canonical_json(built.render)
+    assert built.output.canonical == canonical_json(built.output)
+    assert built.canonical_json() == canonical_json(built)
+    assert KeyMaterial.model_validate_json(built.canonical_json()).key == built.key  # as read back from an index

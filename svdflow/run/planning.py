@@ -54,7 +54,7 @@ class PlannedJob:
         job, material = self.job, self.material
         clip = clip_shape(job.params)
         return {"id": job.id, "item_id": job.item_id, "image": job.image, "seed": job.seed,
-                "seed_origin": job.seed_origin, "params": job.params.model_dump(), "sweep": job.sweep,
+                "seed_origin": job.seed_origin, "params": dict(vars(job.params)), "sweep": job.sweep,
                 "clip": {"rendered_frames": clip.rendered, "frames": clip.frames, "fps": clip.fps,
                          "duration_s": round(clip.duration_s, 3)},
                 "defined_at": job.defined_at, "origins": dict(job.origins),

@@ -1,4 +1,8 @@
-"""The output folder, local or any fsspec URL, seen as a flat set of named files."""
+"""The output folder, local or any fsspec URL, seen as a flat set of named files.
+
+These are the run's own files (index.json, sidecars, shards): whatever goes wrong reading or
+writing them, other than a file that is not there, is the store failing (`OutputStoreError`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 from svdflow.locations import Location
 from svdflow.outputs.atomic import atomic_write_bytes
+from svdflow.outputs.failures import storing
 
 
 class OutputStore:
@@ -25,22 +30,25 @@ class OutputStore:
         return self.location.join(name).text
 
     def makedirs(self) -> None:
-        self.fs.makedirs(self.root, exist_ok=True)
+        with storing(self.url, "creating it"):
+            self.fs.makedirs(self.root, exist_ok=True)
 
     def exists(self, name: str) -> bool:
         if self.is_local:
             return os.path.exists(os.path.join(self.root, name))
-        return self.fs.exists(posixpath.join(self.root, name))
+        with storing(self.url, f"looking for {name}"):
+            return self.fs.exists(posixpath.join(self.root, name))
 
     def read_bytes(self, name: str) -> bytes | None:
         """The file's bytes, or None when it is missing."""
-        try:
-            if self.is_local:
-                with open(os.path.join(self.root, name), "rb") as f:
-                    return f.read()
-            return self.fs.cat_file(posixpath.join(self.root, name))
-        except FileNotFoundError:
-            return None
+        with storing(self.url, f"reading {name}"):
+            try:
+                if self.is_local:
+                    with open(os.path.join(self.root, name), "rb") as f:
+                        return f.read()
+                return self.fs.cat_file(posixpath.join(self.root, name))
+            except FileNotFoundError:
+                return None
 
     def read_json(self, name: str) -> Any:
         """Parsed JSON, or None when the file is missing or is not valid JSON."""
@@ -51,43 +59,48 @@ class OutputStore:
             return None
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        atomic_write_bytes(self.path(name), data)
+        with storing(self.url, f"writing {name}"):
+            atomic_write_bytes(self.path(name), data)
 
     def remove(self, name: str) -> None:
-        try:
-            if self.is_local:
-                os.remove(os.path.join(self.root, name))
-            else:
-                self.fs.rm(posixpath.join(self.root, name))
-        except FileNotFoundError:
-            pass
+        with storing(self.url, f"removing {name}"):
+            try:
+                if self.is_local:
+                    os.remove(os.path.join(self.root, name))
+                else:
+                    self.fs.rm(posixpath.join(self.root, name))
+            except FileNotFoundError:
+                pass
 
     def size(self, name: str) -> int | None:
         """Bytes of a file, or None when it is missing."""
-        try:
-            if self.is_local:
-                return os.stat(os.path.join(self.root, name)).st_size
-            return self.fs.size(posixpath.join(self.root, name))
-        except FileNotFoundError:
-            return None
+        with storing(self.url, f"looking at {name}"):
+            try:
+                if self.is_local:
+                    return os.stat(os.path.join(self.root, name)).st_size
+                return self.fs.size(posixpath.join(self.root, name))
+            except FileNotFoundError:
+                return None
 
     def mtime(self, name: str) -> float | None:
-        try:
-            if self.is_local:
-                return os.stat(os.path.join(self.root, name)).st_mtime
-            info = self.fs.info(posixpath.join(self.root, name))
-        except FileNotFoundError:
-            return None
+        with storing(self.url, f"looking at {name}"):
+            try:
+                if self.is_local:
+                    return os.stat(os.path.join(self.root, name)).st_mtime
+                info = self.fs.info(posixpath.join(self.root, name))
+            except FileNotFoundError:
+                return None
         value = info.get("mtime") or info.get("LastModified") or info.get("created")
         return value.timestamp() if hasattr(value, "timestamp") else value
 
     def json_files(self) -> list[str]:
         """Names of the .json files directly in the folder (temp files start with '.' and are skipped)."""
-        try:
-            if self.is_local:
-                names = os.listdir(self.root)
-            else:
-                names = [posixpath.basename(p) for p in self.fs.ls(self.root, detail=False)]
-        except FileNotFoundError:
-            return []
+        with storing(self.url, "listing it"):
+            try:
+                if self.is_local:
+                    names = os.listdir(self.root)
+                else:
+                    names = [posixpath.basename(p) for p in self.fs.ls(self.root, detail=False)]
+            except FileNotFoundError:
+                return []
         return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))

@@ -124,6 +124,17 @@ class InputError(JobError):
     """A job's input image could not be fetched or decoded."""
 
 
+class InputTooLarge(InputError):
+    """A fetched file is past its size limit (`size`: its bytes, when known before reading them)."""
+
+    def __init__(self, message: str, size: int | None = None, limit: int = 0):
+        super().__init__(message)
+        self.size, self.limit = size, limit
+
+    def __reduce__(self):
+        return InputTooLarge, (self.message, self.size, self.limit)
+
+
 class RenderError(JobError):
     """The pipeline failed on a job."""
 

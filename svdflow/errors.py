@@ -97,21 +97,22 @@ class OutputStoreError(EnvironmentProblem):
     """
 
     def __init__(self, folder: str, cause: str, fix: str, recorded: int | None = None,
-                 label: str = "output folder"):
-        self.folder, self.cause, self.fix, self.recorded, self.label = folder, cause, fix, recorded, label
+                 label: str = "output folder", gone: bool = False):
+        self.folder, self.cause, self.fix, self.recorded, self.label, self.gone = (
+            folder, cause, fix, recorded, label, gone)
         message = f"{label} {folder}: {cause}; {fix}, then run again"
         if recorded is not None:
-            jobs = f"{recorded} job{'s' * (recorded != 1)}"
-            message += (f" ({jobs} finished in this run {'is' if recorded == 1 else 'are'} recorded; the next run "
-                        "renders only what is missing)")
+            jobs = f"{recorded} job{'s' * (recorded != 1)} finished in this run {'is' if recorded == 1 else 'are'}"
+            message += (f" ({jobs} recorded in the folder that went away)" if gone else
+                        f" ({jobs} recorded; the next run renders only what is missing)")
         super().__init__(message)
 
     def __reduce__(self):  # crosses process boundaries (Ray workers, torchrun ranks) with its parts
-        return OutputStoreError, (self.folder, self.cause, self.fix, self.recorded, self.label)
+        return OutputStoreError, (self.folder, self.cause, self.fix, self.recorded, self.label, self.gone)
 
     def after(self, recorded: int) -> OutputStoreError:
         """The same error, saying how many jobs the stopped run finished and recorded."""
-        return OutputStoreError(self.folder, self.cause, self.fix, recorded, self.label)
+        return OutputStoreError(self.folder, self.cause, self.fix, recorded, self.label, self.gone)
 
 
 class JobError(SvdflowError):

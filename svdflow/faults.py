@@ -62,7 +62,9 @@ def crash_point(name: str) -> None:
     if wanted.what == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif wanted.what == "stop":
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # To this thread: a stop sent to the process may be taken by another thread first, and this one
+        # would run on (into the write the test wants to see fail) until the group stop reaches it.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
     else:
         code = getattr(errno, wanted.what)
         raise OSError(code, os.strerror(code), name.partition(":")[2] or None)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from svdflow.errors import OutputStoreError
 from svdflow.locations import Location
 
-__all__ = ["errno_named_in", "scratch_failure", "store_failure", "storing"]
+__all__ = ["errno_named_in", "folder_gone", "scratch_failure", "store_failure", "storing"]
 
 _WRITABLE = "make it readable and writable for this user (chmod, chown) or choose another output.dir"
 _REMOUNT = "mount it again or choose another output.dir"
@@ -51,6 +51,7 @@ _IN_THE_WAY: dict[int, tuple[str, str]] = {
                     "move that file or choose another output.dir"),
     errno.EEXIST: ("a file is in the way (it is a file, not a folder)", "move that file or choose another output.dir"),
 }
+_MOUNT_GONE = frozenset({errno.ESTALE, errno.ENOTCONN, errno.ENODEV, errno.ENXIO})
 _GONE = ("it is gone (removed or unmounted while the run used it)", "create or mount it again, or choose another "
                                                                     "output.dir")
 _REMOTE_FIX = "check the network, the URL and the credentials for it, or choose another output.dir"
@@ -72,7 +73,7 @@ def store_failure(exc: BaseException, folder: str, doing: str, *, every: bool = 
     if code in _CAUSES:
         cause, fix = _CAUSES[code]
     elif code == errno.ENOENT and not remote and not os.path.isdir(Location.parse(folder).path):
-        cause, fix = _GONE
+        return OutputStoreError(folder, f"{_GONE[0]} ({_detail(exc)}, {doing})", _GONE[1], gone=True)
     elif remote:
         cause, fix = "the store failed", _REMOTE_FIX
     elif every and code in _IN_THE_WAY:
@@ -81,7 +82,13 @@ def store_failure(exc: BaseException, folder: str, doing: str, *, every: bool = 
         cause, fix = "it cannot be used", "check it or choose another output.dir"
     else:
         return None
-    return OutputStoreError(folder, f"{cause} ({_detail(exc)}, {doing})", fix)
+    return OutputStoreError(folder, f"{cause} ({_detail(exc)}, {doing})", fix, gone=code in _MOUNT_GONE)
+
+
+def folder_gone(folder: str, detail: str) -> OutputStoreError:
+    """The output folder is not the one the run began in: removed, or another mounted or made in its place."""
+    cause, fix = _GONE
+    return OutputStoreError(folder, f"{cause} ({detail})", fix, gone=True)
 
 
 def scratch_failure(exc: BaseException, doing: str) -> OutputStoreError | None:

@@ -23,7 +23,7 @@ from svdflow.errors import LockHeldError
 from svdflow.faults import crash_point
 from svdflow.locations import Location
 from svdflow.outputs.atomic import remove_stale_temps
-from svdflow.outputs.failures import storing
+from svdflow.outputs.failures import folder_gone, storing
 from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.outputs.store import OutputStore
 
@@ -64,6 +64,20 @@ class OutputLock:
                 raise
         self._fd = fd
         return self
+
+    def check(self) -> None:
+        """OutputStoreError when the locked folder is no longer at its path: removed, or another folder
+        made or mounted in its place (whose writes would not be this run's). A remote folder's lock
+        is a local file: its store says when it fails."""
+        if self._fd is None or not self.local:
+            return
+        held = os.fstat(self._fd)
+        try:
+            there = os.stat(self.path)
+        except OSError:
+            there = None
+        if there is None or (there.st_dev, there.st_ino) != (held.st_dev, held.st_ino):
+            raise folder_gone(self.output_dir, f"{LOCK_FILE}, which this run locked, is no longer in it")
 
     def release(self) -> None:
         if self._fd is not None:

@@ -34,7 +34,7 @@ def write_master(frames: np.ndarray, store: OutputStore, job_id: str, *, fps: fl
     """Encode the job's frames as its master, atomically (OutputStoreError when the output folder fails,
     OutputWriteError when the job's frames cannot be encoded)."""
     written = write_file(frames, store.path(MASTERS_DIR), f"{job_id}.mkv", "master",
-                         EncodeSettings(playback_fps=fps, provenance=provenance), root=store.url)
+                         EncodeSettings(playback_fps=fps, provenance=provenance), root=store.url, make_root=False)
     return MasterRecord(file=master_name(job_id), codec="ffv1", sha256=written.sha256, bytes=written.bytes)
 
 

@@ -209,10 +209,13 @@ def _encode_video(frames: np.ndarray, path: str, *, fmt: str, settings: EncodeSe
     # Feeding the raw frames ourselves also means no macro_block_size rescale can ever happen.
     proc = subprocess.run(cmd, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        text = proc.stderr.decode("utf-8", "replace")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         detail = lines[-1] if lines else "no error output"
+        # ffmpeg names the errno early ("Could not write header: No space left on device") and often
+        # ends on something vaguer ("Nothing was written into output file").
         raise _EncodeFailed(f"could not encode {fmt} (ffmpeg exited with status {proc.returncode}: {detail})",
-                            "check the ffmpeg message above and the output folder", errno_named_in(detail))
+                            "check the ffmpeg message above and the output folder", errno_named_in(text))
 
 
 def encode_video(frames: np.ndarray, path: str, fmt: str, settings: EncodeSettings) -> None:
@@ -380,10 +383,14 @@ def _encoder(fmt: str, settings: EncodeSettings) -> Callable[[np.ndarray, str], 
     return lambda frames, path: _encode_video(frames, path, fmt=fmt, settings=settings)
 
 
-def _make_out_dir(out_dir: str, root: str) -> None:
-    """Create the folder (the output folder, or one inside it: the masters'); any failure is the store's."""
+def _make_out_dir(out_dir: str, root: str, make_root: bool) -> None:
+    """Create the folder (the output folder, or one inside it: the masters'); any failure is the store's.
+    Without `make_root` a local output folder must be there already: one removed during a run is gone,
+    not made again empty (the run's record of the jobs before would be gone with it)."""
     with storing(root, f"creating {_within(out_dir, root)}" if out_dir != root else "creating it"):
         if Location.parse(out_dir).is_local:
+            if not make_root and not os.path.isdir(Location.parse(root).path):
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), root)
             os.makedirs(Location.parse(out_dir).path, exist_ok=True)
         else:
             fs, rpath = fsspec.core.url_to_fs(out_dir)
@@ -423,14 +430,14 @@ def _write_frames(frames: np.ndarray, final: str, provenance: str, root: str) ->
 
 
 def write_file(frames: np.ndarray, folder: str, name: str, fmt: str, settings: EncodeSettings,
-               fps=None, root: str | None = None) -> WrittenOutput:
+               fps=None, root: str | None = None, make_root: bool = True) -> WrittenOutput:
     """Encode `<folder>/<name>` (local or fsspec URL) in a video format or as a `master`, atomically;
     `fps` overrides the settings' playback rate. `root`: the output folder `folder` is in (default:
-    `folder`), which an OutputStoreError names."""
+    `folder`), which an OutputStoreError names; `make_root`: create it if it is not there."""
     if fmt not in (*VIDEO_FORMATS, "master"):
         raise ValueError(f"not a video format: {fmt!r}")
     root = root or folder
-    _make_out_dir(folder, root)
+    _make_out_dir(folder, root, make_root)
 
     def encode(frames: np.ndarray, path: str) -> None:
         _encode_video(frames, path, fmt=fmt, settings=settings, fps=fps)
@@ -448,9 +455,11 @@ def write_outputs(
     crf: int = 18,
     prores_profile: str = "hq",
     provenance: str = "",
+    make_folder: bool = True,
 ) -> list[WrittenOutput]:
     """Encode `frames` (uint8, T×H×W×3) in each format into `out_dir` (local or fsspec URL), each file
-    carrying `provenance` (the job's JSON; "" for none).
+    carrying `provenance` (the job's JSON; "" for none). `make_folder`: create `out_dir` if it is not
+    there (a run's folder was made when the run began: if it is gone, that is an OutputStoreError).
 
     Each output replaces any previous one atomically: readers see the old file or the new one,
     never a partial one. Raises OutputStoreError when the output folder fails (disk full, read-only,
@@ -469,7 +478,7 @@ def write_outputs(
     if len(set(formats)) != len(formats):
         raise ValueError(f"formats must not repeat, got {list(formats)}")
 
-    _make_out_dir(out_dir, out_dir)
+    _make_out_dir(out_dir, out_dir, make_folder)
     written = []
     for fmt in formats:
         final = output_path(out_dir, job_id, fmt)

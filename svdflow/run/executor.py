@@ -15,6 +15,7 @@ accelerator time. What finished is recorded, and the run's result carries the er
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,7 +104,9 @@ class Executor:
     folder (index.json, or a torchrun rank's shard). The caller holds the output folder's lock."""
 
     def __init__(self, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions, reporter: Reporter,
-                 *, index_file: str = INDEX_FILE, local_rank: int = 0):
+                 *, index_file: str = INDEX_FILE, local_rank: int = 0, guard: Callable[[], None] | None = None):
+        """`guard`: raises OutputStoreError when the output folder is no longer the one this run locked
+        (checked before each job is rendered and before its files are written)."""
         # Jobs of one shape back to back: a compiled UNet (dynamic=False) then compiles each shape once.
         self.jobs = [job for _, group in shape_groups(jobs) for job in group]
         self.spec, self.store, self.options, self.reporter = spec, store, options, reporter
@@ -112,7 +115,8 @@ class Executor:
         self.index = index
         self.recorded = index.snapshot()  # what earlier runs recorded: what decisions read
         self.session = PipelineSession(spec, self.jobs, reporter.note, local_rank=local_rank)
-        self.writer = WriterThread(Recorder(index, reporter), EntryContext.of(spec))
+        self.guard = guard
+        self.writer = WriterThread(Recorder(index, reporter), EntryContext.of(spec), guard)
         self._renderer: Renderer | None = None
         self._inputs: dict[tuple, Future] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, options.prefetch), thread_name_prefix="svdflow-fetch")
@@ -171,6 +175,8 @@ class Executor:
 
     def _process(self, job: Job, number: int) -> bool:
         """Render one job; False when the run must stop (--fail-fast, or the output store failed)."""
+        if self.guard is not None:
+            self.guard()
         self.reporter.job_started(job.id, number + 1, len(self.jobs))
         waited = time.perf_counter()
         fetch = self._inputs[_input_key(job)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Literal
 
@@ -65,13 +66,15 @@ class Recorder:
         in the manifest. Shards of a killed multi-process run, merged in when it loaded, go.
 
         `stopped`: the run was stopped by its output store failing; the index is then written if the
-        store lets it (the sidecars hold the record if not), and the shards are kept.
+        store lets it (the sidecars hold the record if not), and the shards are kept. Not into a folder
+        that is gone: what is there now is not the run's.
         """
         orphans = self.index.orphans(set(job_ids))
         self.index.order_by(job_ids)
         if stopped is not None:
-            with suppress(OutputStoreError):
-                self.index.flush(force=True)
+            if not stopped.gone:
+                with suppress(OutputStoreError):
+                    self.index.flush(force=True)
             return orphans
         self.index.flush(force=True)
         if self.index.file_name == INDEX_FILE:
@@ -83,8 +86,10 @@ class WriterThread:
     """A Recorder on its own thread. The render loop only `put`s messages; the statuses and errors
     are read once `close()` has joined the thread."""
 
-    def __init__(self, recorder: Recorder, context: EntryContext):
-        self.recorder, self.context = recorder, context
+    def __init__(self, recorder: Recorder, context: EntryContext, guard: Callable[[], None] | None = None):
+        """`guard`: raises OutputStoreError when the output folder is no longer the run's (checked
+        before each job's files are written, and before it is recorded)."""
+        self.recorder, self.context, self.guard = recorder, context, guard
         self._messages: queue.Queue[Message | None] = queue.Queue(maxsize=2)  # bounded: frames are large
         self._thread = threading.Thread(target=self._loop, name="svdflow-writer", daemon=True)
         self._encode_failed = threading.Event()
@@ -125,10 +130,14 @@ class WriterThread:
         if isinstance(message, UpToDate):
             self.recorder.up_to_date(message.job.id)
         elif isinstance(message, (Rendered, Reencode)):
+            if self.guard is not None:
+                self.guard()
             finish = finish_rendered if isinstance(message, Rendered) else finish_reencoded
             entry = finish(message, self.context)
             if entry.status == "failed":
                 self._encode_failed.set()
+            if self.guard is not None:  # its files went where the run's folder was: not recorded there
+                self.guard()
             self.recorder.record(entry)
         else:
             self.recorder.record(self.context.failed(message))

@@ -15,7 +15,7 @@ def run_local(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOp
     store failed."""
     lock = claim_output_dir(store)
     try:
-        result = Executor(spec, jobs, store, options, reporter).execute()
+        result = Executor(spec, jobs, store, options, reporter, guard=lock.check).execute()
     finally:
         lock.release()
     if result.stopped is not None:

@@ -22,7 +22,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -92,7 +92,7 @@ def run_ray(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOpti
         check_reachable(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
     lock = claim_output_dir(store)
     try:
-        result = Driver(ray, spec, jobs, store, options, reporter, ray_options, settings).execute()
+        result = Driver(ray, spec, jobs, store, options, reporter, ray_options, settings, lock.check).execute()
     finally:
         lock.release()
     if result.stopped is not None:
@@ -128,8 +128,12 @@ class Driver:
     """One Ray run, from the plan to the last entry."""
 
     def __init__(self, ray, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions,
-                 reporter: Reporter, ray_options: RayOptions, settings: Settings):
+                 reporter: Reporter, ray_options: RayOptions, settings: Settings,
+                 guard: Callable[[], None] | None = None):
+        """`guard`: raises OutputStoreError when the output folder is no longer the one this run locked
+        (checked before each job is handed out)."""
         self.ray, self.spec, self.jobs, self.store = ray, spec, jobs, store
+        self.guard = guard
         self.options, self.reporter, self.ray_options, self.settings = options, reporter, ray_options, settings
         index = RunIndex.load(store)
         index.name, index.manifest = spec.name, str(spec.manifest_path)
@@ -270,6 +274,8 @@ class Driver:
     def _drive(self, scheduler: Scheduler, pool: WorkerPool) -> None:
         while not scheduler.finished and not self._stop:
             for worker in pool.idle():
+                if self.guard is not None:
+                    self.guard()
                 assignment = scheduler.take(worker)
                 if assignment is None:
                     break

@@ -149,7 +149,8 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
             raise _error_from_rank0(decision)
         mine = set(decision["shares"][world.rank])
         executor = Executor(spec, [job for job in jobs if job.id in mine], store, options, reporter,
-                            index_file=shard_name(world.rank), local_rank=world.local_rank)
+                            index_file=shard_name(world.rank), local_rank=world.local_rank,
+                            guard=lock.check if lock is not None else None)
         result = executor.execute()
         # A rank whose output store failed stopped rendering; it still reports here, so that no rank
         # waits for it, and rank 0 says it once every share is recorded.
@@ -162,6 +163,8 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
             merged.statuses.update(part["statuses"])
             merged.errors.update(part["errors"])
             merged.stopped = merged.stopped or part["stopped"]
+        if merged.stopped is not None and merged.stopped.gone:  # what is there now is not the run's folder
+            raise merged.store_failure()
         index = RunIndex.load(store)
         index.name, index.manifest = spec.name, str(spec.manifest_path)
         index.order_by([job.id for job in spec.jobs])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -244,6 +245,40 @@ def test_the_driver_killed_the_next_run_renders_only_what_is_missing(cluster, tm
     after = index_of(tmp_path / "out")
     assert after[finished["id"]]["finished_unix"] == recorded["finished_unix"]  # not rendered again
     assert {e["status"] for e in after.values()} == {"done"}
+
+
+@pytest.mark.slow
+def test_a_full_output_disk_stops_every_worker_and_exits_3(cluster, tmp_path, small_disk):
+    """The workers write the files: the first that finds the disk full answers so, the driver stops every
+    worker, says it once and exits 3; the next run renders everything."""
+    if not small_disk.real:
+        pytest.skip("needs a tmpfs to fill: the workers are not given the fault knob to inject it")
+    tmp_path.mkdir(exist_ok=True)
+    write_image(tmp_path / "a.png", width=64, height=64)
+    write_image(tmp_path / "b.png", width=64, height=64, seed=1)
+    manifest = write_manifest(tmp_path, HEADER.replace("dir: out", "dir: disk/out") + SHORT)
+    out = small_disk.path / "out"
+    out.mkdir()
+    (out / ".svdflow.lock").write_text("x" * 100)  # its page is the lock's to rewrite: the run gets that far
+    small_disk.fill()
+
+    proc = subprocess.run([*SVDFLOW, "run", str(manifest), "--engine", "ray", "--address", cluster],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.fullmatch(
+        rf"error: output folder {re.escape(str(out))}: its disk is full \(No space left on device, writing "
+        r"\.svdflow/masters/[abc]\.mkv\); free some space on it or choose another output\.dir, then run again "
+        r"\(0 jobs finished in this run are recorded; the next run renders only what is missing\)", errors[0]), errors
+    assert live_actors(timeout=30) == []
+    assert not [p.name for p in out.rglob("*") if ".tmp-" in p.name]
+    small_disk.grow()
+
+    result = run_manifest(manifest, engine="ray")
+
+    assert result.statuses == {"a": "done", "b": "done", "c": "done"}
 
 
 class EventList(list):

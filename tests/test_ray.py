@@ -26,6 +26,7 @@ from test_index import video_stream
 from svdflow.api import RunOptions, run_manifest
 from svdflow.errors import Interrupted
 from svdflow.manifest import load_run_spec
+from svdflow.outputs.store import OutputStore
 from svdflow.run.engines.ray import worker_environment
 from svdflow.run.engines.ray_pool import NAMESPACE
 from svdflow.run.engines.ray_worker import NoteEvent, RenderWorker
@@ -294,6 +295,7 @@ def test_a_worker_renders_its_job_as_planned_or_as_its_input_is_now(tmp_path, re
     rendered and recorded with the key of what it rendered."""
     manifest = campaign(tmp_path, SHORT + BAD)
     spec = load_run_spec(manifest)
+    OutputStore(spec.output_dir).makedirs()  # the driver's, when it locks it: a worker never makes it
     planned = {p.job.id: p for p in plan_run(spec)}
     events = EventList()
     worker = RenderWorker("w", spec, [p.job for p in planned.values()], events)

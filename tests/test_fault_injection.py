@@ -1,6 +1,7 @@
 """Fault injection through real `svdflow` processes: the output folder on a small disk that fills up, is
 remounted read-only or is removed at the moment each stage writes (lock, master, mp4, gif, webp,
-frames, sidecar, index, report, re-encode), and a remote store that stops answering mid-run.
+frames, hevc, prores, webm, sidecar, index, report, re-encode), and a remote store that stops
+answering mid-run.
 
 Every case: exit 3, one `error:` line naming the folder, the cause and the fix, no traceback, no
 partial file under a final name and no temporary left, then, once the cause is fixed (the disk grown
@@ -71,7 +72,7 @@ def check_folder(out: Path) -> None:
     for path in out.rglob("*"):
         if path.suffix == ".json":
             json.loads(path.read_text())
-        elif path.suffix in (".mp4", ".mkv"):
+        elif path.suffix in (".mp4", ".mkv", ".mov", ".webm"):
             reader = imageio_ffmpeg.read_frames(str(path))
             next(reader)
             assert sum(1 for _ in reader) == FRAMES, path
@@ -91,6 +92,9 @@ def check_folder(out: Path) -> None:
 STAGES = {
     "master": ("[mp4]", "before-write:b.mkv", "writing .svdflow/masters/b.mkv"),
     "mp4": ("[mp4]", "before-write:b.mp4", "writing b.mp4"),
+    "hevc": ("[hevc]", "before-write:b.hevc.mp4", "writing b.hevc.mp4"),
+    "prores": ("[prores]", "before-write:b.mov", "writing b.mov"),
+    "webm": ("[webm]", "before-write:b.webm", "writing b.webm"),
     "gif": ("[gif]", "before-write:b.gif", "writing b.gif"),
     "webp": ("[webp]", "before-write:b.webp", "writing b.webp"),
     "frames": ("[frames]", "before-write:b_frames", "writing b_frames"),
@@ -113,6 +117,23 @@ def test_a_full_disk_at_each_stage_stops_the_run_and_the_next_run_renders_the_re
     small_disk.grow()
     fixed = run(tmp_path, ["run", "m.yaml"])
     assert summary(fixed) == "1 rendered, 0 re-encoded, 1 up to date, 0 failed"
+    check_folder(out)
+
+
+def test_a_full_disk_at_the_last_index_write(tmp_path, small_disk):
+    campaign(tmp_path)
+    out = small_disk.path / "out"
+
+    # The first index write follows a's sidecar; the second is the run's last (or b's, on a slow machine).
+    failed = small_disk.run_failing_at(tmp_path, ["run", "m.yaml"], "before-write:index.json@2", "full")
+
+    assert failed.returncode == 3, failed.stderr
+    assert error_lines(failed) == [
+        f"error: output folder {out}: {FULL.format(doing='writing index.json')} (2 jobs finished in this run are "
+        "recorded; the next run renders only what is missing)"]
+    check_folder(out)
+    small_disk.grow()
+    assert summary(run(tmp_path, ["run", "m.yaml"])) == "0 rendered, 0 re-encoded, 2 up to date, 0 failed"
     check_folder(out)
 
 

@@ -129,7 +129,7 @@ def _within(path: str, root: str) -> str:
 
 
 @contextmanager
-def _reporting(shown: str, root: str, action: str = "could not write", *, scratch: bool = False) -> Iterator[None]:
+def _reporting(shown: str, root: str, *, scratch: bool = False) -> Iterator[None]:
     """Turn the ways writing `shown` fails into an OutputStoreError when the output folder `root` (or,
     with `scratch`, the local temporary folder) is at fault, else an OutputWriteError naming the fix."""
     try:
@@ -146,7 +146,7 @@ def _reporting(shown: str, root: str, action: str = "could not write", *, scratc
             raise OutputWriteError(f"{shown}: {exc.reason}; {exc.fix}") from exc
         if isinstance(exc, OSError):
             fix = _FIX_BY_ERRNO.get(exc.errno, _GENERIC_FIX)
-            raise OutputWriteError(f"{shown}: {action} ({_reason(exc)}); {fix}") from exc
+            raise OutputWriteError(f"{shown}: could not write ({_reason(exc)}); {fix}") from exc
         raise
 
 

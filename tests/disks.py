@@ -105,7 +105,10 @@ class SmallDisk:
         writes)."""
         if not self.real:
             return f"lock={INJECTED[fault]}"
-        self.fill() if fault == "full" else self.read_only()
+        if fault == "full":
+            self.fill()
+        else:
+            self.read_only()
         return None
 
     def run_failing_at(self, cwd: Path, args: list[str], point: str, fault: str,

@@ -1,14 +1,17 @@
 """How long `validate` and `plan` take on big campaigns.
 
-    python benchmarks/bench_manifest.py [--scenario written|campaign|both] [--items N]
+    python benchmarks/bench_manifest.py [--scenario written|campaign|bomb|both] [--items N]
                                         [--table-rows N] [--glob-files N] [--repeat N] [--profile]
 
-Two scenarios, each written into a temp folder:
+Three scenarios, each written into a temp folder (`both`: the first two):
   written   a manifest of 10,000 items written out (a few overrides each, a handful of sweeps,
             images pointing at 3 real local files). Target: each command under 2 s on 2 cores.
   campaign  100,000 items from a CSV table (ids, images among the glob's files, a few parameter
             columns, some cells empty) plus a glob over 10,000 local image files; num_frames
-            follows the model. Target: validated and planned in 10 s or less on 2 cores.
+            follows the model (max_jobs raised to 200,000: 110,000 jobs is past the default).
+            Target: validated and planned in 10 s or less on 2 cores.
+  bomb      one item swept over three keys of 256 values: 16,777,216 jobs, past max_jobs. Target:
+            `svdflow validate` says so in under 1 s (counted from the lists' lengths, nothing made).
 Each is timed, best of --repeat:
   in one process:  load_manifest (read + validate), resolve (lists the glob, reads the table),
                    plan_run (the whole `plan` decision: hashing the inputs, loading the empty index);
@@ -102,6 +105,7 @@ def write_table_campaign(folder: Path, n_rows: int, n_files: int) -> Path:
     path.write_text("\n".join([
         "svdflow: 1",
         "name: campaign",
+        "max_jobs: 200000",
         "model:",
         "  source: stabilityai/stable-video-diffusion-img2vid-xt",
         "output:",
@@ -117,6 +121,34 @@ def write_table_campaign(folder: Path, n_rows: int, n_files: int) -> Path:
         "    noise_aug_strength: 0.05",
     ]) + "\n")
     return path
+
+
+def write_bomb(folder: Path) -> Path:
+    """Three sweeps of 256 values: 16.7 million jobs from nine lines."""
+    values = ", ".join(str(i) for i in range(256))
+    path = folder / "bomb.yaml"
+    path.write_text("\n".join([
+        "svdflow: 1", "model: {source: builtin:tiny}", "items:", "  - id: city", "    image: city.png",
+        "    sweep:", f"      motion_bucket_id: [{values}]", f"      seed: [{values}]",
+        f"      num_inference_steps: [{', '.join(str(i) for i in range(1, 257))}]"]) + "\n")
+    return path
+
+
+def measure_bomb(path: Path, repeat: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def call() -> str:
+        proc = subprocess.run([sys.executable, "-m", "svdflow", "validate", str(path)], env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 2:
+            raise SystemExit(f"svdflow validate exited {proc.returncode}, expected 2:\n{proc.stderr[-2000:]}")
+        return proc.stderr
+
+    wall, cpu, err = best_of(repeat, call)
+    print(f"\nbomb: a sweep of 16,777,216 jobs; best of {repeat}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}\n{err.splitlines()[0]}")
+    print(f"`svdflow validate` (subprocess): {wall:.3f} s wall, {cpu:.3f} s CPU; target <= 1 s: "
+          f"{'within' if wall <= 1.0 else 'OVER'}")
 
 
 def _cpu() -> float:
@@ -182,7 +214,7 @@ def measure(name: str, path: Path, repeat: int, profile: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=["written", "campaign", "both"], default="both")
+    parser.add_argument("--scenario", choices=["written", "campaign", "bomb", "both"], default="both")
     parser.add_argument("--items", type=int, default=10_000, help="written: items in the manifest")
     parser.add_argument("--table-rows", type=int, default=100_000, help="campaign: rows of the table")
     parser.add_argument("--glob-files", type=int, default=10_000, help="campaign: files the glob matches")
@@ -197,6 +229,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = write_table_campaign(Path(tmp), args.table_rows, args.glob_files)
             measure("campaign", path, args.repeat, args.profile)
+    if args.scenario == "bomb":
+        with tempfile.TemporaryDirectory() as tmp:
+            measure_bomb(write_bomb(Path(tmp)), args.repeat)
 
 
 if __name__ == "__main__":

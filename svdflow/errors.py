@@ -90,6 +90,31 @@ class LockHeldError(EnvironmentProblem):
     """Another live svdflow process holds the output directory."""
 
 
+class OutputStoreError(EnvironmentProblem):
+    """The output folder itself cannot be used: its disk is full, it is read-only or gone, a remote
+    store stopped answering. Not one job's failure: every job after it would fail the same way, so a
+    run stops at the first one, keeps what finished, and exits 3 (svdflow.outputs.failures makes them).
+    """
+
+    def __init__(self, folder: str, cause: str, fix: str, recorded: int | None = None,
+                 label: str = "output folder", gone: bool = False):
+        self.folder, self.cause, self.fix, self.recorded, self.label, self.gone = (
+            folder, cause, fix, recorded, label, gone)
+        message = f"{label} {folder}: {cause}; {fix}, then run again"
+        if recorded is not None:
+            jobs = f"{recorded} job{'s' * (recorded != 1)} finished in this run {'is' if recorded == 1 else 'are'}"
+            message += (f" ({jobs} recorded in the folder that went away)" if gone else
+                        f" ({jobs} recorded; the next run renders only what is missing)")
+        super().__init__(message)
+
+    def __reduce__(self):  # crosses process boundaries (Ray workers, torchrun ranks) with its parts
+        return OutputStoreError, (self.folder, self.cause, self.fix, self.recorded, self.label, self.gone)
+
+    def after(self, recorded: int) -> OutputStoreError:
+        """The same error, saying how many jobs the stopped run finished and recorded."""
+        return OutputStoreError(self.folder, self.cause, self.fix, recorded, self.label, self.gone)
+
+
 class JobError(SvdflowError):
     """One job failed; the run records it and goes on."""
 
@@ -100,12 +125,24 @@ class InputError(JobError):
     """A job's input image could not be fetched or decoded."""
 
 
+class InputTooLarge(InputError):
+    """A fetched file is past its size limit (`size`: its bytes, when known before reading them)."""
+
+    def __init__(self, message: str, size: int | None = None, limit: int = 0):
+        super().__init__(message)
+        self.size, self.limit = size, limit
+
+    def __reduce__(self):
+        return InputTooLarge, (self.message, self.size, self.limit)
+
+
 class RenderError(JobError):
     """The pipeline failed on a job."""
 
 
 class OutputWriteError(JobError):
-    """A job's outputs could not be encoded or written."""
+    """A job's outputs could not be encoded or written for a reason of its own (an odd width for
+    H.264, a folder in the way of its file); the output folder failing is an OutputStoreError."""
 
 
 class MasterError(JobError):

@@ -1,17 +1,27 @@
-"""Crash points for svdflow's own crash-safety tests.
+"""Fault points for svdflow's own crash-safety and fault-injection tests.
 
-`SVDFLOW_CRASH_AT=<point>[@N]` makes the process kill itself with SIGKILL the N-th time (default 1)
-it reaches `<point>`: the only way to test "kill -9 at any moment" at the moments that matter
-(mid-denoise, mid-encode, between writing a temporary and renaming it) deterministically. The
-variable is read once per process; unset, a crash point costs one comparison.
+`SVDFLOW_CRASH_AT=<point>[@N][=<what>]` acts the N-th time (default 1) the process reaches `<point>`:
+
+- `kill` (the default): SIGKILL itself, the only way to test "kill -9 at any moment" at the moments
+  that matter (mid-denoise, mid-encode, between writing a temporary and renaming it) deterministically;
+- `stop`: SIGSTOP itself, so that a test can change the world at that moment (fill the disk,
+  remount it read-only, remove the folder) and let it go on with SIGCONT;
+- an errno name (`ENOSPC`, `EROFS`, `EACCES`...): raise that OSError there, as the call would on a
+  full or read-only disk, where a test cannot mount one.
+
+Points: `denoise-step`, `lock` (before taking the output folder's lock), `before-write:<name>` (before
+the first byte of a file or folder of that name is written), `before-rename:<name>`. The variable is
+read once per process; unset, a fault point costs one comparison.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
 import threading
+from dataclasses import dataclass
 
 from svdflow.errors import DeviceError
 from svdflow.settings import load_settings
@@ -20,24 +30,41 @@ _counts: dict[str, int] = {}
 _lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class _Fault:
+    point: str
+    nth: int
+    what: str  # kill | stop | an errno name
+
+
 @functools.cache
-def _wanted() -> tuple[str, int] | None:
+def _wanted() -> _Fault | None:
     try:
         wanted = load_settings().crash_at
     except DeviceError:  # another knob is bad: the run reports that where it reads it
         return None
     if not wanted:
         return None
+    wanted, _, what = wanted.partition("=")
     point, _, nth = wanted.partition("@")
-    return point, int(nth or 1)
+    return _Fault(point, int(nth or 1), what or "kill")
 
 
 def crash_point(name: str) -> None:
     wanted = _wanted()
-    if wanted is None or wanted[0] != name:
+    if wanted is None or wanted.point != name:
         return
     with _lock:
         _counts[name] = _counts.get(name, 0) + 1
         reached = _counts[name]
-    if reached == wanted[1]:
+    if reached != wanted.nth:
+        return
+    if wanted.what == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif wanted.what == "stop":
+        # To this thread: a stop sent to the process may be taken by another thread first, and this one
+        # would run on (into the write the test wants to see fail) until the group stop reaches it.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+    else:
+        code = getattr(errno, wanted.what)
+        raise OSError(code, os.strerror(code), name.partition(":")[2] or None)

@@ -24,7 +24,7 @@ import fsspec.asyn
 import fsspec.core
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from svdflow.errors import InputError
+from svdflow.errors import InputError, InputTooLarge
 from svdflow.locations import Location
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -145,9 +145,9 @@ def _fetch_once(uri: str, *, timeout_s: float, max_bytes: int) -> bytes:
     return _fetch_fsspec(uri, max_bytes=max_bytes)
 
 
-def _too_large(uri: str, max_bytes: int, size: int | None = None) -> InputError:
+def _too_large(uri: str, max_bytes: int, size: int | None = None) -> InputTooLarge:
     known = f" ({size} bytes)" if size is not None else ""
-    return InputError(f"{uri}: larger than the {max_bytes}-byte limit{known}; use a smaller image")
+    return InputTooLarge(f"{uri}: larger than the {max_bytes}-byte limit{known}; use a smaller image", size, max_bytes)
 
 
 def _read_capped(read: Callable[[int], bytes], uri: str, max_bytes: int) -> bytes:

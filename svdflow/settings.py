@@ -28,8 +28,9 @@ class Settings(BaseSettings):
         DEFAULT_DIST_TIMEOUT_S, gt=0,
         description="SVDFLOW_DIST_TIMEOUT_S: how long torchrun/accelerate ranks wait for each other.")
     crash_at: str | None = Field(
-        None, description="SVDFLOW_CRASH_AT=<point>[@N]: SIGKILL this process the N-th time it reaches a "
-                          "crash point (svdflow.faults); for svdflow's own crash tests.")
+        None, description="SVDFLOW_CRASH_AT=<point>[@N][=kill|stop|<errno name>]: SIGKILL (or SIGSTOP, or "
+                          "raise that OSError in) this process the N-th time it reaches a fault point "
+                          "(svdflow.faults); for svdflow's own crash and fault-injection tests.")
 
     def environment(self) -> dict[str, str]:
         """These settings as SVDFLOW_* variables, defaults included: what another process (a Ray

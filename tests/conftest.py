@@ -145,3 +145,22 @@ def done_entry(planned, spec, outputs=()):
         timings=Timings(), versions=collect_versions(), error=None,
         run=RunRecord(name=spec.name, manifest=str(spec.manifest_path)),
         finished_at="2026-12-01T00:00:00Z", finished_unix=1.0)
+
+
+@pytest.fixture(scope="session")
+def mount_permitted() -> bool:
+    """Whether tests may mount a small tmpfs (root or CAP_SYS_ADMIN; SVDFLOW_TEST_NO_MOUNT=1 says no,
+    to run the fault tests the way a machine without that does: faults injected instead)."""
+    from disks import can_mount
+
+    return os.environ.get("SVDFLOW_TEST_NO_MOUNT") != "1" and can_mount()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path, mount_permitted: bool):
+    """A small file system at tmp_path/disk (tests/disks.py), unmounted after the test."""
+    from disks import SmallDisk
+
+    disk = SmallDisk(tmp_path / "disk", mount_permitted)
+    yield disk
+    disk.close()

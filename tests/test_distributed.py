@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,36 @@ def test_resume_with_another_process_count_renders_only_what_is_missing(tmp_path
     assert after["b"]["finished_unix"] == before
     assert {job_id: e["status"] for job_id, e in after.items()} == {
         "a": "done", "b": "done", "c": "done", "d": "failed"}
+
+
+@pytest.mark.slow
+def test_a_full_output_disk_stops_every_rank_and_rank_0_says_it_once(tmp_path, small_disk):
+    """Each rank stops at its own first write; all still meet, rank 0 says it once and exits 3 (the
+    launcher passes a failure on); the next launch renders everything."""
+    if not small_disk.real:
+        pytest.skip("needs a tmpfs to fill before the launch")
+    manifest = make_campaign(tmp_path)
+    manifest.write_text(manifest.read_text().replace("dir: out", "dir: disk/out"))
+    out = small_disk.path / "out"
+    out.mkdir()
+    (out / ".svdflow.lock").write_text("x" * 100)  # its page is the lock's to rewrite: the run gets that far
+    small_disk.fill()
+
+    proc = launch(TORCHRUN, manifest)
+
+    assert proc.returncode != 0, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.fullmatch(
+        rf"error: output folder {re.escape(str(out))}: its disk is full \(No space left on device, writing "
+        r"(\.svdflow/masters/[abc]\.mkv|d\.json)\); free some space on it or choose another output\.dir, then run "
+        r"again \(0 jobs finished in this run are recorded; the next run renders only what is missing\)", errors[0]), \
+        proc.stderr
+    assert "exitcode  : 3" in proc.stderr  # rank 0's, as torchrun reports it
+    small_disk.grow()
+
+    proc = launch(TORCHRUN, manifest)
+
+    assert "3 rendered, 0 re-encoded, 0 up to date, 1 failed" in proc.stderr, proc.stderr
 
 
 def test_assign_balances_by_cost_and_is_deterministic():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from test_index import video_stream
 from svdflow.api import RunOptions, run_manifest
 from svdflow.errors import Interrupted
 from svdflow.manifest import load_run_spec
+from svdflow.outputs.store import OutputStore
 from svdflow.run.engines.ray import worker_environment
 from svdflow.run.engines.ray_pool import NAMESPACE
 from svdflow.run.engines.ray_worker import NoteEvent, RenderWorker
@@ -246,6 +248,40 @@ def test_the_driver_killed_the_next_run_renders_only_what_is_missing(cluster, tm
     assert {e["status"] for e in after.values()} == {"done"}
 
 
+@pytest.mark.slow
+def test_a_full_output_disk_stops_every_worker_and_exits_3(cluster, tmp_path, small_disk):
+    """The workers write the files: the first that finds the disk full answers so, the driver stops every
+    worker, says it once and exits 3; the next run renders everything."""
+    if not small_disk.real:
+        pytest.skip("needs a tmpfs to fill: the workers are not given the fault knob to inject it")
+    tmp_path.mkdir(exist_ok=True)
+    write_image(tmp_path / "a.png", width=64, height=64)
+    write_image(tmp_path / "b.png", width=64, height=64, seed=1)
+    manifest = write_manifest(tmp_path, HEADER.replace("dir: out", "dir: disk/out") + SHORT)
+    out = small_disk.path / "out"
+    out.mkdir()
+    (out / ".svdflow.lock").write_text("x" * 100)  # its page is the lock's to rewrite: the run gets that far
+    small_disk.fill()
+
+    proc = subprocess.run([*SVDFLOW, "run", str(manifest), "--engine", "ray", "--address", cluster],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.fullmatch(
+        rf"error: output folder {re.escape(str(out))}: its disk is full \(No space left on device, writing "
+        r"\.svdflow/masters/[abc]\.mkv\); free some space on it or choose another output\.dir, then run again "
+        r"\(0 jobs finished in this run are recorded; the next run renders only what is missing\)", errors[0]), errors
+    assert live_actors(timeout=30) == []
+    assert not [p.name for p in out.rglob("*") if ".tmp-" in p.name]
+    small_disk.grow()
+
+    result = run_manifest(manifest, engine="ray")
+
+    assert result.statuses == {"a": "done", "b": "done", "c": "done"}
+
+
 class EventList(list):
     """A worker's event sink, kept."""
 
@@ -259,6 +295,7 @@ def test_a_worker_renders_its_job_as_planned_or_as_its_input_is_now(tmp_path, re
     rendered and recorded with the key of what it rendered."""
     manifest = campaign(tmp_path, SHORT + BAD)
     spec = load_run_spec(manifest)
+    OutputStore(spec.output_dir).makedirs()  # the driver's, when it locks it: a worker never makes it
     planned = {p.job.id: p for p in plan_run(spec)}
     events = EventList()
     worker = RenderWorker("w", spec, [p.job for p in planned.values()], events)

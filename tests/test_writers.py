@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdflow.errors import OutputWriteError
+from svdflow.errors import OutputStoreError, OutputWriteError
 from svdflow.outputs import atomic, codecs, writers
 from svdflow.outputs.atomic import (
     atomic_local_path,
@@ -336,11 +336,11 @@ def test_bad_frames_and_arguments_are_programming_errors(tmp_path):
 def test_out_dir_under_a_regular_file_names_the_fix(tmp_path):
     (tmp_path / "afile").write_text("not a folder")
     out_dir = str(tmp_path / "afile" / "renders")
-    with pytest.raises(OutputWriteError) as info:
+    with pytest.raises(OutputStoreError) as info:
         write_outputs(FRAMES, out_dir, "rocket", ["mp4"], playback_fps=7)
     assert str(info.value) == (
-        f"{out_dir}: could not create the output folder (Not a directory); "
-        "a parent of this path is a file, not a folder: move that file or choose another output.dir"
+        f"output folder {out_dir}: a file is in the way (a parent of it is a file, not a folder) (Not a "
+        "directory, creating it); move that file or choose another output.dir, then run again"
     )
 
 
@@ -383,11 +383,11 @@ def test_crash_while_encoding_keeps_the_previous_output(tmp_path, monkeypatch):
     (previous,) = write_outputs(FRAMES, str(tmp_path), "rocket", ["mp4"], playback_fps=7)
     before = Path(previous.path).read_bytes()
     monkeypatch.setattr(writers, "_encode_video", _fail_midway)
-    with pytest.raises(OutputWriteError) as info:
+    with pytest.raises(OutputStoreError) as info:  # a full disk: the store's failure, not the job's
         write_outputs(make_frames(shift=9), str(tmp_path), "rocket", ["mp4"], playback_fps=7)
     assert str(info.value) == (
-        f"{previous.path}: could not write (No space left on device); "
-        "free some disk space or choose another output.dir"
+        f"output folder {tmp_path}: its disk is full (No space left on device, writing rocket.mp4); "
+        "free some space on it or choose another output.dir, then run again"
     )
     assert Path(previous.path).read_bytes() == before
     assert os.listdir(tmp_path) == ["rocket.mp4"]
@@ -416,7 +416,8 @@ def test_crash_while_writing_frames_keeps_the_previous_folder(tmp_path, monkeypa
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(writers, "_write_pngs", two_then_crash)
-    with pytest.raises(OutputWriteError, match=r"rocket_frames: could not write \(Input/output error\)"):
+    with pytest.raises(OutputStoreError, match=r"its disk failed to read or write \(Input/output error, "
+                                               r"writing rocket_frames\)"):
         write_outputs(make_frames(shift=4), str(tmp_path), "rocket", ["frames"], playback_fps=7)
     assert os.listdir(tmp_path) == ["rocket_frames"]
     after = {n: (tmp_path / "rocket_frames" / n).read_bytes() for n in os.listdir(tmp_path / "rocket_frames")}
@@ -426,7 +427,8 @@ def test_crash_while_writing_frames_keeps_the_previous_folder(tmp_path, monkeypa
 def test_crash_during_remote_encode_uploads_nothing(monkeypatch):
     url = memory_url()
     monkeypatch.setattr(writers, "_encode_video", _fail_midway)
-    with pytest.raises(OutputWriteError, match="could not write"):
+    with pytest.raises(OutputStoreError, match=r"^temporary folder .*: its disk is full \(No space left on device, "
+                                               r"encoding rocket.mp4\); free some space there or point TMPDIR at"):
         write_outputs(FRAMES, url, "rocket", ["mp4"], playback_fps=7)
     assert fsspec.filesystem("memory").ls(url[len("memory://") :], detail=False) == []
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from svdflow.errors import Problem
 from svdflow.locations import is_url
+from svdflow.manifest.limits import JobBudget, sweep_jobs, sweep_lengths
 from svdflow.manifest.loader import LoadedManifest, SourceMap
 from svdflow.manifest.schema import PARAMETERS, GlobItem, TableItem
 from svdflow.manifest.sources import glob as glob_source
@@ -149,38 +150,89 @@ class ItemSpec:
     may_be_missing: bool  # false for glob matches: they were just listed
 
 
-def gather_items(loaded: LoadedManifest, images: LocalImages) -> tuple[list[ItemSpec], list[Problem]]:
-    """The manifest's items in file order, glob and table entries expanded; every problem found."""
+def gather_items(loaded: LoadedManifest, images: LocalImages) -> tuple[list[ItemSpec], list[Problem], bool]:
+    """The manifest's items in file order, glob and table entries expanded; every problem found; and
+    whether they fit the manifest's `max_jobs` (counted before any item is made: when they do not, the
+    problem says where the count went over and no item after that entry is made)."""
     source, base_dir = loaded.source, loaded.path.parent
+    budget = JobBudget(loaded.manifest.max_jobs)
     items: list[ItemSpec] = []
     problems: list[Problem] = []
-    for index, entry in enumerate(loaded.manifest.items):
+    entries = loaded.manifest.items
+    for index, entry in enumerate(entries):
         attributes = entry.__dict__
         own = {key: value for key in PARAMETER_NAMES if (value := attributes[key]) is not None}
         sweep = {k: v for k, v in entry.sweep.model_dump().items() if v is not None} if entry.sweep else {}
+        per_item = sweep_jobs(sweep)
+        before = budget.count
         if isinstance(entry, GlobItem):
-            matches, found = glob_source.expand(entry.glob, base_dir, entry.id_prefix)
+            room = budget.room // per_item
+            matches, found = glob_source.expand(entry.glob, base_dir, entry.id_prefix, room)
             problems += [source.problem(("items", index, "glob", p.pattern), p.message) for p in found]
+            if not budget.take(len(matches) * per_item):
+                each = f", each swept into {per_item:,} jobs" if per_item > 1 else ""
+                problems.append(source.problem(("items", index, "glob"), budget.over_message(
+                    f"items[{index}].glob", f"this glob matches more than {room:,} file{'s' * (room != 1)}{each}",
+                    "narrow the pattern", before, exact=False)))
+                return items, problems, False
             # Local matches are located like written images (symlinks resolved), so the index
             # records one path for a file however the manifest reached it.
             items += [ItemSpec(m.item_id, images.locate(m.image), own, {}, sweep, GlobOrigin(source, index, m),
                                False) for m in matches]
         elif isinstance(entry, TableItem):
-            items += _table_items(entry.table, index, own, sweep, loaded, images, problems)
+            made = _table_items(entry.table, index, own, sweep, loaded, images, problems, budget)
+            if made is None:
+                return items, problems, False
+            items += made
         else:
+            if not budget.take(per_item):
+                problems.append(_written_over(loaded, index, sweep, budget, before))
+                return items, problems, False
             items.append(ItemSpec(entry.id, images.locate(entry.image), own, {}, sweep, Origin(source, index),
                                   True))
-    return items, problems
+    return items, problems, True
+
+
+def _written_over(loaded: LoadedManifest, index: int, sweep: dict[str, list], budget: JobBudget,
+                  before: int) -> Problem:
+    """The problem of a written item that takes the jobs past the limit. The rest of the manifest is
+    counted on while it is written items (their sweeps' lengths are all it takes), so that the limit
+    it suggests is the manifest's whole count."""
+    entries = loaded.manifest.items
+    exact = True
+    for entry in entries[index + 1:]:
+        if isinstance(entry, (GlobItem, TableItem)):
+            exact = False
+            break
+        budget.take(sweep_jobs({k: v for k, v in entry.sweep.model_dump().items() if v is not None}
+                               if entry.sweep else {}))
+    if sweep:
+        lengths = sweep_lengths(sweep)
+        return loaded.source.problem(("items", index, "sweep"), budget.over_message(
+            f"items[{index}].sweep", f"this sweep makes {sweep_jobs(sweep):,} jobs ({lengths})",
+            "sweep fewer values", before, exact))
+    return loaded.source.problem(("items", index), budget.over_message(
+        f"items[{index}]", f"this item is job {before + 1:,}", "split the items across manifests", before, exact))
 
 
 def _table_items(written: str, index: int, own: dict[str, Any], sweep: dict[str, list], loaded: LoadedManifest,
-                 manifest_images: LocalImages, problems: list[Problem]) -> list[ItemSpec]:
+                 manifest_images: LocalImages, problems: list[Problem], budget: JobBudget) -> list[ItemSpec] | None:
+    """The table's items (none when it cannot be read); None when they take the jobs past the limit."""
     source = loaded.source
+    per_item = sweep_jobs(sweep)
+    room = budget.room // per_item
     try:
-        table = read_table(written, loaded.path.parent, shown_path(written, source.file))
+        table = read_table(written, loaded.path.parent, shown_path(written, source.file), max_rows=room)
     except TableUnusable as exc:
         problems.append(source.problem(("items", index, "table"), f"items[{index}].table: {exc}"))
         return []
+    before = budget.count
+    if not budget.take(len(table.row_lines) * per_item):
+        each = f", each swept into {per_item:,} jobs" if per_item > 1 else ""
+        problems.append(source.problem(("items", index, "table"), budget.over_message(
+            f"items[{index}].table", f"this table has more than {room:,} row{'s' * (room != 1)}{each}",
+            "split the table across manifests", before, exact=False)))
+        return None
     problems += table.problems
     folder = table.folder
     images = manifest_images.beside(folder.path) if folder.is_local else None

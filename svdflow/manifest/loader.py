@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from svdflow.errors import ManifestError, Problem, in_file_order
+from svdflow.manifest.limits import MAX_MANIFEST_BYTES
 from svdflow.manifest.schema import (
     FORMAT_VERSION,
     INPUT_KEYS,
@@ -161,7 +162,16 @@ def _read_text(path: Path, display: str) -> str:
     if path.is_dir():
         raise fail("is a directory; pass a manifest file, e.g. manifests/campaign.yaml")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            # One byte past the limit tells an oversize file from one at it, also where the size is
+            # unknown (a pipe, /dev/zero) and without reading the rest.
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+            if len(data) > MAX_MANIFEST_BYTES:
+                size = os.fstat(f.fileno()).st_size
+                known = f"{size:,} bytes, " if size > MAX_MANIFEST_BYTES else ""
+                raise fail(f"is {known}over the {MAX_MANIFEST_BYTES:,}-byte limit for a manifest; list many "
+                           "items in a table (table: items.csv) or match them with a glob instead of writing "
+                           "each one out")
     except FileNotFoundError:
         raise fail("no such file; check the path") from None
     except OSError as exc:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from svdflow.errors import ManifestError, Problem, in_file_order
 from svdflow.locations import Location
 from svdflow.manifest.items import ItemSpec, LocalImages, Origin, RowOrigin, gather_items
+from svdflow.manifest.limits import DEFAULT_MAX_JOBS, JobBudget, sweep_jobs, sweep_lengths
 from svdflow.manifest.loader import LoadedManifest, SourceMap, gc_paused
 from svdflow.manifest.model_defaults import (
     ModelConfigUnreadable,
@@ -127,8 +128,10 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
     images = LocalImages(base_dir)
 
     output_dir = _output_dir(manifest, name, base_dir, source, problems)
-    items, item_problems = gather_items(loaded, images)
+    items, item_problems, fits = gather_items(loaded, images)
     problems += item_problems
+    if not fits:  # past max_jobs: nothing is expanded
+        raise ManifestError(_in_order(problems, source.file))
     model = _model_defaults(loaded, items, problems)
     fallback = _Fallback(manifest, model)
     jobs: list[Job] = []
@@ -308,6 +311,9 @@ def job_id_problems(raw: Any, source: SourceMap) -> list[Problem]:
     items = raw.get("items") if isinstance(raw, dict) else None
     if not isinstance(items, list):
         return []
+    limit = raw.get("max_jobs")
+    budget = JobBudget(limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+                       else DEFAULT_MAX_JOBS)
     ids, problems = _JobIds(), []
     for index, raw_item in enumerate(items):
         try:
@@ -315,6 +321,14 @@ def job_id_problems(raw: Any, source: SourceMap) -> list[Problem]:
         except ValidationError:
             continue  # the schema's problems already name it
         swept = {k: v for k, v in item.sweep.model_dump().items() if v is not None} if item.sweep else {}
+        before = budget.count
+        if not budget.take(sweep_jobs(swept)):  # ids are not generated past the limit
+            if swept:
+                lengths = sweep_lengths(swept)
+                problems.append(source.problem(("items", index, "sweep"), budget.over_message(
+                    f"items[{index}].sweep", f"this sweep makes {sweep_jobs(swept):,} jobs ({lengths})",
+                    "sweep fewer values", before, exact=False)))
+            break
         spec = ItemSpec(item.id, item.image, {}, {}, swept, Origin(source, index), False)
         if problem := ids.item_problem(spec):
             problems.append(problem)

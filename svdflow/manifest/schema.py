@@ -24,6 +24,7 @@ from pydantic import (
 
 from svdflow.compat import OmitsNewDefaults
 from svdflow.hardware import manifest_fp8_conflict, manifest_overlap_conflict
+from svdflow.manifest.limits import DEFAULT_MAX_JOBS
 from svdflow.outputs.codecs import PRORES_PROFILES
 
 FORMAT_VERSION = 1
@@ -408,6 +409,12 @@ class Manifest(StrictModel):
     name: str | None = Field(
         None, pattern=ID_PATTERN, max_length=128,
         description="Campaign name, used in output.dir's {name}; default: the manifest file's stem.")
+    max_jobs: int = Field(
+        DEFAULT_MAX_JOBS, ge=1,
+        description=f"The most jobs this manifest may expand to (items x sweeps, glob matches, table rows), "
+                    f"counted before they are made: past it the manifest is invalid, so that a few lines of "
+                    f"YAML (three sweeps of 256 values: 16.7 million jobs) cannot take a machine down. Default "
+                    f"{DEFAULT_MAX_JOBS:,}; raise it for a campaign that really is bigger.")
     model: ModelSource = Field(default_factory=ModelSource, description="Which weights to load.")
     hardware: Hardware = Field(default_factory=Hardware, description="How the one pipeline runs.")
     output: Output = Field(default_factory=Output, description="Where and how videos are written.")

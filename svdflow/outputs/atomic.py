@@ -95,6 +95,7 @@ def atomic_local_path(final_path: str, suffix: str = "") -> Iterator[str]:
     """
     final = Location.parse(final_path).path
     folder, name = os.path.split(final)
+    crash_point(f"before-write:{name}")
     tmp = _reserve_temp_file(folder, name, suffix)
     try:
         yield tmp
@@ -143,6 +144,7 @@ def atomic_local_dir(final_path: str) -> Iterator[str]:
     """Yield a hidden temporary folder beside `final_path`; on clean exit it replaces it whole."""
     final = Location.parse(final_path).path
     folder, name = os.path.split(final)
+    crash_point(f"before-write:{name}")
     while True:
         tmp = os.path.join(folder, _temp_name(name))
         try:

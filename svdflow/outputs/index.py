@@ -150,10 +150,14 @@ class RunIndex:
         return sum(entry.master.bytes for entry in self.entries.values() if entry.master is not None)
 
     def record(self, entry: IndexEntry) -> None:
-        """Keep a finished job's entry: its sidecar now, the index soon."""
-        self.entries[entry.id] = entry
+        """Keep a finished job's entry: its sidecar now (the job is recorded once that is written), the
+        index soon (`flush_if_due`)."""
         self.store.write_bytes(f"{entry.id}.json", entry.to_json_bytes())
+        self.entries[entry.id] = entry
         self._dirty = True
+
+    def flush_if_due(self) -> None:
+        """Write the whole index when the last write is `flush_every_s` old."""
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 

@@ -18,6 +18,7 @@ import numpy as np
 from svdflow.errors import MasterError
 from svdflow.outputs.codecs import ffmpeg_exe
 from svdflow.outputs.entry import MasterRecord
+from svdflow.outputs.failures import storing
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import EncodeSettings, hash_output, write_file
 
@@ -30,9 +31,10 @@ def master_name(job_id: str) -> str:
 
 
 def write_master(frames: np.ndarray, store: OutputStore, job_id: str, *, fps: float, provenance: str) -> MasterRecord:
-    """Encode the job's frames as its master, atomically (OutputWriteError when that fails)."""
+    """Encode the job's frames as its master, atomically (OutputStoreError when the output folder fails,
+    OutputWriteError when the job's frames cannot be encoded)."""
     written = write_file(frames, store.path(MASTERS_DIR), f"{job_id}.mkv", "master",
-                         EncodeSettings(playback_fps=fps, provenance=provenance))
+                         EncodeSettings(playback_fps=fps, provenance=provenance), root=store.url, make_root=False)
     return MasterRecord(file=master_name(job_id), codec="ffv1", sha256=written.sha256, bytes=written.bytes)
 
 
@@ -50,7 +52,8 @@ def master_problem(store: OutputStore, record: MasterRecord, *, verify: bool) ->
     if size != record.bytes:
         return f"master {record.file} has {size} bytes, recorded {record.bytes}"
     if verify:
-        digest, _ = hash_output(store.path(record.file), "master")
+        with storing(store.url, f"reading {record.file}", every=False):
+            digest, _ = hash_output(store.path(record.file), "master")
         if digest != record.sha256:
             return f"master {record.file} is damaged (sha256 {digest[:12]}, recorded {record.sha256[:12]})"
     return None
@@ -62,7 +65,8 @@ def read_master(store: OutputStore, record: MasterRecord, width: int, height: in
         return _decode(os.path.join(store.root, record.file), record, width, height)
     with tempfile.TemporaryDirectory(prefix="svdflow-") as scratch:
         local = os.path.join(scratch, "master.mkv")
-        store.fs.get_file(f"{store.root.rstrip('/')}/{record.file}", local)
+        with storing(store.url, f"reading {record.file}", every=False):
+            store.fs.get_file(f"{store.root.rstrip('/')}/{record.file}", local)
         return _decode(local, record, width, height)
 
 

@@ -24,7 +24,7 @@ import fsspec
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from svdflow.errors import OutputWriteError
+from svdflow.errors import OutputStoreError, OutputWriteError
 from svdflow.locations import Location
 from svdflow.manifest.schema import OUTPUT_FORMATS
 from svdflow.outputs.atomic import (
@@ -41,6 +41,7 @@ from svdflow.outputs.codecs import (
     needs_even_size,
     pix_fmt,
 )
+from svdflow.outputs.failures import errno_named_in, scratch_failure, store_failure, storing
 from svdflow.outputs.provenance import PNG_KEYWORD, xmp_packet
 
 __all__ = [
@@ -96,18 +97,15 @@ class WrittenOutput:
 
 
 class _EncodeFailed(Exception):
-    def __init__(self, reason: str, fix: str):
+    def __init__(self, reason: str, fix: str, code: int | None = None):
         super().__init__(reason)
         self.reason = reason
         self.fix = fix
+        self.code = code  # the errno ffmpeg reported, when it said one
 
 
+# A job's own path problems; the store's (disk full, read-only...) are svdflow.outputs.failures'.
 _FIX_BY_ERRNO = {
-    errno.EACCES: "check that the output folder is writable",
-    errno.EPERM: "check that the output folder is writable",
-    errno.ENOSPC: "free some disk space or choose another output.dir",
-    errno.EDQUOT: "free some disk space or choose another output.dir",
-    errno.EROFS: "the file system is read-only; choose another output.dir",
     errno.ENOTDIR: "a parent of this path is a file, not a folder: move that file or choose another output.dir",
     errno.EISDIR: "a folder is in the way of this file: remove it or choose another output.dir",
     errno.EEXIST: "a file is in the way of the output folder: remove it or choose another output.dir",
@@ -122,27 +120,34 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _within(path: str, root: str) -> str:
+    """`path` as named in a message about the folder `root`: relative to it when inside it."""
+    root = root.rstrip("/")
+    if path.startswith(root + "/") or path.startswith(root + os.sep):
+        return path[len(root) + 1:]
+    return os.path.basename(path.rstrip("/"))
+
+
 @contextmanager
-def _reporting(shown: str, action: str = "could not write", remote: bool = False) -> Iterator[None]:
-    """Turn the ways a write fails into one OutputWriteError that names `shown` and the fix."""
+def _reporting(shown: str, root: str, *, scratch: bool = False) -> Iterator[None]:
+    """Turn the ways writing `shown` fails into an OutputStoreError when the output folder `root` (or,
+    with `scratch`, the local temporary folder) is at fault, else an OutputWriteError naming the fix."""
     try:
         yield
-    except OutputWriteError:
+    except (OutputWriteError, OutputStoreError):
         raise
-    except _EncodeFailed as exc:
-        raise OutputWriteError(f"{shown}: {exc.reason}; {exc.fix}") from exc
-    except OSError as exc:
-        fix = _FIX_BY_ERRNO.get(exc.errno, _GENERIC_FIX)
-        if remote and exc.errno is None:
-            fix = "check the output URL and the credentials for it"
-        raise OutputWriteError(f"{shown}: {action} ({_reason(exc)}); {fix}") from exc
     except Exception as exc:
-        if not remote:
-            raise
-        # fsspec back ends raise their own exception types (botocore, gcsfs, aiohttp...).
-        raise OutputWriteError(
-            f"{shown}: {action} ({_reason(exc)}); check the output URL and the credentials for it"
-        ) from exc
+        cause = OSError(exc.code, os.strerror(exc.code)) if isinstance(exc, _EncodeFailed) and exc.code else exc
+        doing = f"{'encoding' if scratch else 'writing'} {_within(shown, root)}"
+        failure = scratch_failure(cause, doing) if scratch else store_failure(cause, root, doing)
+        if failure is not None:
+            raise failure from exc
+        if isinstance(exc, _EncodeFailed):
+            raise OutputWriteError(f"{shown}: {exc.reason}; {exc.fix}") from exc
+        if isinstance(exc, OSError):
+            fix = _FIX_BY_ERRNO.get(exc.errno, _GENERIC_FIX)
+            raise OutputWriteError(f"{shown}: could not write ({_reason(exc)}); {fix}") from exc
+        raise
 
 
 def output_path(out_dir: str, job_id: str, fmt: str) -> str:
@@ -204,16 +209,13 @@ def _encode_video(frames: np.ndarray, path: str, *, fmt: str, settings: EncodeSe
     # Feeding the raw frames ourselves also means no macro_block_size rescale can ever happen.
     proc = subprocess.run(cmd, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+        text = proc.stderr.decode("utf-8", "replace")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         detail = lines[-1] if lines else "no error output"
-        fix = "check the ffmpeg message above and the output folder"
-        for code, text in _FIX_BY_ERRNO.items():
-            if os.strerror(code) in detail:
-                fix = text
-                break
-        raise _EncodeFailed(
-            f"could not encode {fmt} (ffmpeg exited with status {proc.returncode}: {detail})", fix
-        )
+        # ffmpeg names the errno early ("Could not write header: No space left on device") and often
+        # ends on something vaguer ("Nothing was written into output file").
+        raise _EncodeFailed(f"could not encode {fmt} (ffmpeg exited with status {proc.returncode}: {detail})",
+                            "check the ffmpeg message above and the output folder", errno_named_in(text))
 
 
 def encode_video(frames: np.ndarray, path: str, fmt: str, settings: EncodeSettings) -> None:
@@ -225,7 +227,7 @@ def encode_video(frames: np.ndarray, path: str, fmt: str, settings: EncodeSettin
     settings.check()
     if fmt not in VIDEO_FORMATS:
         raise ValueError(f"not a video format: {fmt!r}; expected one of {', '.join(VIDEO_FORMATS)}")
-    with _reporting(path):
+    with _reporting(path, os.path.dirname(path)):
         _encode_video(frames, path, fmt=fmt, settings=settings)
 
 
@@ -302,7 +304,7 @@ def encode_gif(frames: np.ndarray, path: str, settings: EncodeSettings) -> None:
     """
     _check_frames(frames)
     settings.check()
-    with _reporting(path):
+    with _reporting(path, os.path.dirname(path)):
         _encode_gif(frames, path, settings=settings)
 
 
@@ -310,14 +312,14 @@ def encode_webp(frames: np.ndarray, path: str, settings: EncodeSettings) -> None
     """Encode a looping lossy animated WebP to a local path (not atomic; `write_outputs` adds that)."""
     _check_frames(frames)
     settings.check()
-    with _reporting(path):
+    with _reporting(path, os.path.dirname(path)):
         _encode_webp(frames, path, settings=settings)
 
 
 def write_png_frames(frames: np.ndarray, folder: str, provenance: str = "") -> None:
     """Write 00000.png, 00001.png, ... into an existing local folder (not atomic on its own)."""
     _check_frames(frames)
-    with _reporting(folder):
+    with _reporting(folder, os.path.dirname(folder.rstrip("/"))):
         _write_pngs(frames, Location.parse(folder).path, provenance)
 
 
@@ -381,59 +383,66 @@ def _encoder(fmt: str, settings: EncodeSettings) -> Callable[[np.ndarray, str], 
     return lambda frames, path: _encode_video(frames, path, fmt=fmt, settings=settings)
 
 
-def _make_out_dir(out_dir: str) -> None:
-    remote = not Location.parse(out_dir).is_local
-    with _reporting(out_dir, "could not create the output folder", remote=remote):
-        if remote:
+def _make_out_dir(out_dir: str, root: str, make_root: bool) -> None:
+    """Create the folder (the output folder, or one inside it: the masters'); any failure is the store's.
+    Without `make_root` a local output folder must be there already: one removed during a run is gone,
+    not made again empty (the run's record of the jobs before would be gone with it)."""
+    with storing(root, f"creating {_within(out_dir, root)}" if out_dir != root else "creating it"):
+        if Location.parse(out_dir).is_local:
+            if not make_root and not os.path.isdir(Location.parse(root).path):
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), root)
+            os.makedirs(Location.parse(out_dir).path, exist_ok=True)
+        else:
             fs, rpath = fsspec.core.url_to_fs(out_dir)
             fs.makedirs(rpath, exist_ok=True)
-        else:
-            os.makedirs(Location.parse(out_dir).path, exist_ok=True)
 
 
-def _write_file(frames: np.ndarray, final: str, fmt: str, encode: Callable, remote: bool) -> WrittenOutput:
-    if not remote:
-        with _reporting(final), atomic_local_path(final, suffix=SUFFIXES[fmt]) as tmp:
+def _write_file(frames: np.ndarray, final: str, fmt: str, encode: Callable, root: str) -> WrittenOutput:
+    if Location.parse(final).is_local:
+        with _reporting(final, root), atomic_local_path(final, suffix=SUFFIXES[fmt]) as tmp:
             encode(frames, tmp)
             sha, size = _sha256_file(tmp)
         return WrittenOutput(fmt, final, sha, size)
-    with _reporting(final), tempfile.TemporaryDirectory(prefix="svdflow-") as scratch:
+    # Encoded locally first (ffmpeg and Pillow write files), then uploaded.
+    with _reporting(final, root, scratch=True), tempfile.TemporaryDirectory(prefix="svdflow-") as scratch:
         tmp = os.path.join(scratch, "out" + SUFFIXES[fmt])
         encode(frames, tmp)
         sha, size = _sha256_file(tmp)
-        with _reporting(final, "could not upload", remote=True):
+        with storing(root, f"uploading {_within(final, root)}"):
             publish_local_file(tmp, final)
     return WrittenOutput(fmt, final, sha, size)
 
 
-def _write_frames(frames: np.ndarray, final: str, remote: bool, provenance: str) -> WrittenOutput:
-    if not remote:
-        with _reporting(final), atomic_local_dir(final) as tmp:
+def _write_frames(frames: np.ndarray, final: str, provenance: str, root: str) -> WrittenOutput:
+    if Location.parse(final).is_local:
+        with _reporting(final, root), atomic_local_dir(final) as tmp:
             _write_pngs(frames, tmp, provenance)
             sha, size = _sha256_frames(_local_png_items(tmp))
         return WrittenOutput("frames", final, sha, size)
-    with _reporting(final), tempfile.TemporaryDirectory(prefix="svdflow-") as scratch:
+    with _reporting(final, root, scratch=True), tempfile.TemporaryDirectory(prefix="svdflow-") as scratch:
         tmp = os.path.join(scratch, "frames")
         os.mkdir(tmp)
         _write_pngs(frames, tmp, provenance)
         sha, size = _sha256_frames(_local_png_items(tmp))
-        with _reporting(final, "could not upload", remote=True):
+        with storing(root, f"uploading {_within(final, root)}"):
             publish_local_dir(tmp, final)
     return WrittenOutput("frames", final, sha, size)
 
 
 def write_file(frames: np.ndarray, folder: str, name: str, fmt: str, settings: EncodeSettings,
-               fps=None) -> WrittenOutput:
+               fps=None, root: str | None = None, make_root: bool = True) -> WrittenOutput:
     """Encode `<folder>/<name>` (local or fsspec URL) in a video format or as a `master`, atomically;
-    `fps` overrides the settings' playback rate."""
+    `fps` overrides the settings' playback rate. `root`: the output folder `folder` is in (default:
+    `folder`), which an OutputStoreError names; `make_root`: create it if it is not there."""
     if fmt not in (*VIDEO_FORMATS, "master"):
         raise ValueError(f"not a video format: {fmt!r}")
-    _make_out_dir(folder)
+    root = root or folder
+    _make_out_dir(folder, root, make_root)
 
     def encode(frames: np.ndarray, path: str) -> None:
         _encode_video(frames, path, fmt=fmt, settings=settings, fps=fps)
 
-    return _write_file(frames, _join(folder, name), fmt, encode, remote=not Location.parse(folder).is_local)
+    return _write_file(frames, _join(folder, name), fmt, encode, root)
 
 
 def write_outputs(
@@ -446,13 +455,16 @@ def write_outputs(
     crf: int = 18,
     prores_profile: str = "hq",
     provenance: str = "",
+    make_folder: bool = True,
 ) -> list[WrittenOutput]:
     """Encode `frames` (uint8, T×H×W×3) in each format into `out_dir` (local or fsspec URL), each file
-    carrying `provenance` (the job's JSON; "" for none).
+    carrying `provenance` (the job's JSON; "" for none). `make_folder`: create `out_dir` if it is not
+    there (a run's folder was made when the run began: if it is gone, that is an OutputStoreError).
 
     Each output replaces any previous one atomically: readers see the old file or the new one,
-    never a partial one. Raises OutputWriteError naming the output and the fix when encoding or
-    writing fails; outputs finished before the failure stay in place.
+    never a partial one. Raises OutputStoreError when the output folder fails (disk full, read-only,
+    gone, a remote store not answering), OutputWriteError naming the output and the fix when the job's
+    own files cannot be encoded or written; outputs finished before the failure stay in place.
     """
     _check_frames(frames)
     settings = EncodeSettings(playback_fps=playback_fps, crf=crf, prores_profile=prores_profile,
@@ -466,13 +478,12 @@ def write_outputs(
     if len(set(formats)) != len(formats):
         raise ValueError(f"formats must not repeat, got {list(formats)}")
 
-    remote = not Location.parse(out_dir).is_local
-    _make_out_dir(out_dir)
+    _make_out_dir(out_dir, out_dir, make_folder)
     written = []
     for fmt in formats:
         final = output_path(out_dir, job_id, fmt)
         if fmt == "frames":
-            written.append(_write_frames(frames, final, remote, provenance))
+            written.append(_write_frames(frames, final, provenance, out_dir))
         else:
-            written.append(_write_file(frames, final, fmt, _encoder(fmt, settings), remote))
+            written.append(_write_file(frames, final, fmt, _encoder(fmt, settings), out_dir))
     return written

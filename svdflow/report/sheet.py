@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import time
 
-from svdflow.errors import EnvironmentProblem, UsageError
+from svdflow.errors import UsageError
 from svdflow.locations import Location
 from svdflow.outputs.atomic import atomic_write_bytes
+from svdflow.outputs.failures import storing
 from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.report.assets import ASSETS_DIR
@@ -32,18 +33,13 @@ def write_report(output_dir: str) -> str:
     """
     root = _local_root(output_dir)
     index = _load_index(output_dir, root)
-    try:
+    # The report's own files (thumbnails, posters, the page) failing is the folder failing: exit 3.
+    with storing(root, f"writing the report's images in {ASSETS_DIR}/"):
         cards = build_cards(root, index.entries.values())
-    except OSError as exc:  # the report's own folder: thumbnails and posters
-        raise EnvironmentProblem(f"{os.path.join(root, ASSETS_DIR)}: could not write the report's images "
-                                 f"({exc.strerror or exc}); check that the folder is writable") from exc
     page = render_page(cards, index, generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     path = os.path.join(root, REPORT_FILE)
-    try:
+    with storing(root, f"writing {REPORT_FILE}"):
         atomic_write_bytes(path, page.encode("utf-8"))
-    except OSError as exc:
-        raise EnvironmentProblem(f"{path}: could not write the report ({exc.strerror or exc}); check that "
-                                 "the folder is writable") from exc
     return path
 
 

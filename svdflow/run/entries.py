@@ -163,7 +163,8 @@ def _write(frames, spec: RunSpec, job: Job, provenance: str) -> tuple[list[Writt
     clip = post_process(frames, job.params)
     post_s = time.perf_counter() - started if clip is not frames else None
     return write_outputs(clip, spec.output_dir, job.id, spec.formats, playback_fps=job.params.playback_fps,
-                         crf=spec.crf, prores_profile=spec.prores_profile, provenance=provenance), post_s
+                         crf=spec.crf, prores_profile=spec.prores_profile, provenance=provenance,
+                         make_folder=False), post_s
 
 
 def _files(written: list[WrittenOutput]) -> list[OutputFile]:

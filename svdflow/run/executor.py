@@ -6,16 +6,21 @@ Threads, and why:
 - one writer thread (svdflow.run.writer) encodes finished frames and records index entries while
   the next job denoises. It owns the index and every job's status; the render loop only sends it
   typed messages (svdflow.run.messages).
+
+When the output store fails (disk full, read-only, gone: `OutputStoreError`), on the writer thread or
+here, the render loop stops before its next job: rendering what cannot be written only costs
+accelerator time. What finished is recorded, and the run's result carries the error (`stopped`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from svdflow.errors import Interrupted, JobError, SvdflowError
+from svdflow.errors import EXIT_ENVIRONMENT, Interrupted, JobError, OutputStoreError, SvdflowError
 from svdflow.faults import crash_point
 from svdflow.hardware import shape_groups
 from svdflow.manifest.resolve import Job, RunSpec
@@ -50,13 +55,21 @@ class RunResult:
     seconds: float = 0.0
     interrupted: bool = False
     masters_bytes: int = 0  # the recorded masters' total size, after the run
+    stopped: OutputStoreError | None = None  # the output store failed: the run stopped there
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.statuses.values() if s == status)
 
     @property
     def exit_code(self) -> int:
+        if self.stopped is not None:
+            return EXIT_ENVIRONMENT
         return 1 if self.count("failed") else 0
+
+    def store_failure(self) -> OutputStoreError:
+        """What a run stopped by its output store raises once it has recorded what finished."""
+        assert self.stopped is not None
+        return self.stopped.after(self.count("done") + self.count("re-encoded"))
 
     def interruption(self, store: OutputStore) -> Interrupted:
         """What an interrupted run raises once it has recorded what finished."""
@@ -69,7 +82,8 @@ class RunResult:
                 "re_encoded": self.count("re-encoded"), "up_to_date": self.count("up to date"),
                 "failed": self.count("failed"), "orphaned": self.orphans, "errors": self.errors,
                 "masters_bytes": self.masters_bytes, "seconds": round(self.seconds, 3),
-                "interrupted": self.interrupted, "exit_code": 130 if self.interrupted else self.exit_code}
+                "interrupted": self.interrupted, "exit_code": 130 if self.interrupted else self.exit_code,
+                **({"stopped": str(self.stopped)} if self.stopped is not None else {})}
 
 
 class _TicketSink:
@@ -90,7 +104,9 @@ class Executor:
     folder (index.json, or a torchrun rank's shard). The caller holds the output folder's lock."""
 
     def __init__(self, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions, reporter: Reporter,
-                 *, index_file: str = INDEX_FILE, local_rank: int = 0):
+                 *, index_file: str = INDEX_FILE, local_rank: int = 0, guard: Callable[[], None] | None = None):
+        """`guard`: raises OutputStoreError when the output folder is no longer the one this run locked
+        (checked before each job is rendered and before its files are written)."""
         # Jobs of one shape back to back: a compiled UNet (dynamic=False) then compiles each shape once.
         self.jobs = [job for _, group in shape_groups(jobs) for job in group]
         self.spec, self.store, self.options, self.reporter = spec, store, options, reporter
@@ -99,7 +115,8 @@ class Executor:
         self.index = index
         self.recorded = index.snapshot()  # what earlier runs recorded: what decisions read
         self.session = PipelineSession(spec, self.jobs, reporter.note, local_rank=local_rank)
-        self.writer = WriterThread(Recorder(index, reporter), EntryContext.of(spec))
+        self.guard = guard
+        self.writer = WriterThread(Recorder(index, reporter), EntryContext.of(spec), guard)
         self._renderer: Renderer | None = None
         self._inputs: dict[tuple, Future] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, options.prefetch), thread_name_prefix="svdflow-fetch")
@@ -107,19 +124,26 @@ class Executor:
         self._failure_sent = False  # the render loop handed the writer a failed job
 
     def execute(self) -> RunResult:
+        """Render and record every job; a run stopped by its output store returns with `stopped` set
+        (the engine raises it once every process is done)."""
         started = time.perf_counter()
         result = RunResult(self.spec)
         self.reporter.run_started(self.spec.name, len(self.jobs), self.spec.output_dir)
         self.writer.start()
+        stopped: OutputStoreError | None = None
         try:
             with sigterm_as_interrupt():
                 try:
                     for number, job in enumerate(self.jobs):
+                        if self.writer.stopped is not None:
+                            break
                         self._prefetch(number)
                         if not self._process(job, number):
                             break
                 except KeyboardInterrupt:
                     result.interrupted = True
+                except OutputStoreError as exc:  # read here: the plan's look at the folder
+                    stopped = exc
                 finally:
                     try:
                         if self._renderer is not None:  # a job denoised before the end (or the interrupt) is decoded and kept
@@ -130,8 +154,12 @@ class Executor:
             recorder = self.writer.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self.session.close()
+            result.stopped = self.writer.stopped or stopped
             result.statuses, result.errors = recorder.statuses, recorder.errors
-            result.orphans = recorder.close([job.id for job in self.spec.jobs])
+            try:
+                result.orphans = recorder.close([job.id for job in self.spec.jobs], result.stopped)
+            except OutputStoreError as exc:  # the final index write: the sidecars hold the record
+                result.stopped = exc
             result.masters_bytes = self.index.masters_bytes()
             result.seconds = time.perf_counter() - started
             self.reporter.run_finished(result.summary())
@@ -146,7 +174,9 @@ class Executor:
                 self._inputs[key] = self._pool.submit(fetch_input, job)
 
     def _process(self, job: Job, number: int) -> bool:
-        """Render one job; False when the run must stop (--fail-fast)."""
+        """Render one job; False when the run must stop (--fail-fast, or the output store failed)."""
+        if self.guard is not None:
+            self.guard()
         self.reporter.job_started(job.id, number + 1, len(self.jobs))
         waited = time.perf_counter()
         fetch = self._inputs[_input_key(job)]
@@ -166,7 +196,7 @@ class Executor:
         if planned.would_reencode:  # from the master, on the writer thread: no pipeline, no torch
             self.reporter.job_stage(job.id, "re-encode")
             self.writer.put(Reencode(ticket, self.recorded.get(job.id)))
-            return not (self.options.fail_fast and self.writer.encode_failed)
+            return not (self.options.fail_fast and self.writer.encode_failed) and self.writer.stopped is None
         self.reporter.job_stage(job.id, "load model" if not self.session.loaded else "denoise")
         self._current = job.id
         sink = _TicketSink(self, ticket)
@@ -183,8 +213,9 @@ class Executor:
         except Exception as exc:  # a pipeline error fails this job only; the cause is kept in the index
             sink.failed(exc)
             return not self.options.fail_fast
-        # A failure may have come meanwhile: a deferred decode's, or the writer's encode.
-        return not (self.options.fail_fast and (self._failure_sent or self.writer.encode_failed))
+        # A failure may have come meanwhile: a deferred decode's, the writer's encode, or the store's.
+        return (not (self.options.fail_fast and (self._failure_sent or self.writer.encode_failed))
+                and self.writer.stopped is None)
 
     def _on_step(self, job: Job, done: int, total: int) -> None:
         crash_point("denoise-step")

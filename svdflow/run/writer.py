@@ -2,15 +2,20 @@
 
 `Recorder` keeps the record (index entries, statuses, errors) and reports each job's end; every
 engine records through one. `WriterThread` puts a Recorder on a thread of its own, fed typed
-messages, so that encoding one job's files overlaps the next job's denoising.
+messages, so that encoding one job's files overlaps the next job's denoising. When the output store
+fails (`OutputStoreError`: disk full, read-only, gone) the thread writes nothing more and hands the
+error to the render loop, which stops before its next job.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Literal
 
+from svdflow.errors import OutputStoreError
 from svdflow.outputs.entry import IndexEntry
 from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.run.entries import EntryContext, finish_reencoded, finish_rendered
@@ -34,7 +39,9 @@ class Recorder:
         self.reporter.job_finished(job_id, "up to date", {})
 
     def record(self, entry: IndexEntry, worker: str | None = None) -> None:
-        """Keep a job's entry; `worker`: the cluster worker that rendered it (named in the event)."""
+        """Keep a job's entry; `worker`: the cluster worker that rendered it (named in the event).
+        OutputStoreError when its sidecar cannot be written (the job is not recorded then) or the
+        index is due and cannot be written (the job is: its sidecar is)."""
         self.index.record(entry)
         # Only cluster runs name a worker: a Reporter written before workers existed keeps working locally.
         named = {"worker": worker} if worker is not None else {}
@@ -42,17 +49,33 @@ class Recorder:
             self.statuses[entry.id] = "failed"
             self.errors[entry.id] = entry.error.message
             self.reporter.job_finished(entry.id, "failed", {"error": entry.error.message}, **named)
-            return
-        status: Status = "re-encoded" if entry.encoded_from == "master" else "done"
-        self.statuses[entry.id] = status
-        self.reporter.job_finished(entry.id, status, {"seconds": entry.timings.total_s,
-                                                      "files": [o.file for o in entry.outputs]}, **named)
+        else:
+            status: Status = "re-encoded" if entry.encoded_from == "master" else "done"
+            self.statuses[entry.id] = status
+            self.reporter.job_finished(entry.id, status, {"seconds": entry.timings.total_s,
+                                                          "files": [o.file for o in entry.outputs]}, **named)
+        self.index.flush_if_due()
 
-    def close(self, job_ids: list[str]) -> list[str]:
+    @property
+    def finished(self) -> int:
+        """Jobs this run rendered or re-encoded and recorded."""
+        return sum(1 for status in self.statuses.values() if status in ("done", "re-encoded"))
+
+    def close(self, job_ids: list[str], stopped: OutputStoreError | None = None) -> list[str]:
         """Write the index in manifest order (`job_ids`); returns the orphans, recorded jobs no longer
-        in the manifest. Shards of a killed multi-process run, merged in when it loaded, go."""
+        in the manifest. Shards of a killed multi-process run, merged in when it loaded, go.
+
+        `stopped`: the run was stopped by its output store failing; the index is then written if the
+        store lets it (the sidecars hold the record if not), and the shards are kept. Not into a folder
+        that is gone: what is there now is not the run's.
+        """
         orphans = self.index.orphans(set(job_ids))
         self.index.order_by(job_ids)
+        if stopped is not None:
+            if not stopped.gone:
+                with suppress(OutputStoreError):
+                    self.index.flush(force=True)
+            return orphans
         self.index.flush(force=True)
         if self.index.file_name == INDEX_FILE:
             self.index.remove_shards()
@@ -63,11 +86,14 @@ class WriterThread:
     """A Recorder on its own thread. The render loop only `put`s messages; the statuses and errors
     are read once `close()` has joined the thread."""
 
-    def __init__(self, recorder: Recorder, context: EntryContext):
-        self.recorder, self.context = recorder, context
+    def __init__(self, recorder: Recorder, context: EntryContext, guard: Callable[[], None] | None = None):
+        """`guard`: raises OutputStoreError when the output folder is no longer the run's (checked
+        before each job's files are written, and before it is recorded)."""
+        self.recorder, self.context, self.guard = recorder, context, guard
         self._messages: queue.Queue[Message | None] = queue.Queue(maxsize=2)  # bounded: frames are large
         self._thread = threading.Thread(target=self._loop, name="svdflow-writer", daemon=True)
         self._encode_failed = threading.Event()
+        self._stopped: OutputStoreError | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -80,6 +106,11 @@ class WriterThread:
         """A job's files could not be written (--fail-fast stops at that too)."""
         return self._encode_failed.is_set()
 
+    @property
+    def stopped(self) -> OutputStoreError | None:
+        """The output store failed: nothing more is written, and the render loop stops."""
+        return self._stopped
+
     def close(self) -> Recorder:
         """Record what is queued, stop the thread; the recorder is the run's record from then on."""
         self._messages.put(None)
@@ -88,13 +119,25 @@ class WriterThread:
 
     def _loop(self) -> None:
         while (message := self._messages.get()) is not None:
-            if isinstance(message, UpToDate):
-                self.recorder.up_to_date(message.job.id)
-            elif isinstance(message, (Rendered, Reencode)):
-                finish = finish_rendered if isinstance(message, Rendered) else finish_reencoded
-                entry = finish(message, self.context)
-                if entry.status == "failed":
-                    self._encode_failed.set()
-                self.recorder.record(entry)
-            else:
-                self.recorder.record(self.context.failed(message))
+            if self._stopped is not None:
+                continue  # drained, so that the render loop never waits on a full queue
+            try:
+                self._handle(message)
+            except OutputStoreError as exc:
+                self._stopped = exc
+
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, UpToDate):
+            self.recorder.up_to_date(message.job.id)
+        elif isinstance(message, (Rendered, Reencode)):
+            if self.guard is not None:
+                self.guard()
+            finish = finish_rendered if isinstance(message, Rendered) else finish_reencoded
+            entry = finish(message, self.context)
+            if entry.status == "failed":
+                self._encode_failed.set()
+            if self.guard is not None:  # its files went where the run's folder was: not recorded there
+                self.guard()
+            self.recorder.record(entry)
+        else:
+            self.recorder.record(self.context.failed(message))

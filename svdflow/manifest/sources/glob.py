@@ -42,17 +42,23 @@ class GlobProblem:
     message: str
 
 
-def expand(patterns: list[str], base_dir: str | os.PathLike[str], id_prefix: str | None
-           ) -> tuple[list[GlobMatch], list[GlobProblem]]:
-    """The entry's matches in sorted order (a file matched by two patterns counts once), and its problems."""
+def expand(patterns: list[str], base_dir: str | os.PathLike[str], id_prefix: str | None,
+           max_matches: int | None = None) -> tuple[list[GlobMatch], list[GlobProblem]]:
+    """The entry's matches in sorted order (a file matched by two patterns counts once), and its problems.
+
+    `max_matches`: stop once there are more matches than this (the manifest's job limit is passed:
+    the caller says so), without making items of the rest.
+    """
     matches: dict[str, GlobMatch] = {}  # by image
     problems: list[GlobProblem] = []
     for index, pattern in enumerate(patterns):
-        found, problem = _match(pattern, index, base_dir, id_prefix or "")
+        found, problem = _match(pattern, index, base_dir, id_prefix or "", max_matches)
         if problem:
             problems.append(GlobProblem(index, problem))
         for match in found:
             matches.setdefault(match.image, match)
+        if max_matches is not None and len(matches) > max_matches:
+            return list(matches.values()), problems
     kept: list[GlobMatch] = []
     by_id: dict[str, GlobMatch] = {}
     for match in sorted(matches.values(), key=lambda m: m.shown):
@@ -82,7 +88,7 @@ def _bad_id(match: GlobMatch) -> str:
             "digit; rename the file, or set id_prefix (e.g. id_prefix: p-)")
 
 
-def _match(pattern: str, index: int, base_dir: str | os.PathLike[str], id_prefix: str
+def _match(pattern: str, index: int, base_dir: str | os.PathLike[str], id_prefix: str, max_matches: int | None
            ) -> tuple[list[GlobMatch], str | None]:
     location = Location.parse(pattern, base_dir)
     if location.protocol in UNLISTABLE:
@@ -114,6 +120,8 @@ def _match(pattern: str, index: int, base_dir: str | os.PathLike[str], id_prefix
         shown = f"{written_fixed}/{relative}" if written_fixed else relative
         image = found if location.is_local else shown
         matches.append(GlobMatch(item_id(relative, id_prefix), image, shown, index))
+        if max_matches is not None and len(matches) > max_matches:
+            break
     if matches:
         return matches, None
     skipped = [f"{n} {what}{'s' * (n != 1)}" for n, what in ((hidden, "hidden file"), (folders, "folder")) if n]

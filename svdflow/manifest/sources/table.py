@@ -21,11 +21,10 @@ from pydantic import ValidationError
 
 from svdflow.errors import Problem, in_file_order
 from svdflow.locations import Location
+from svdflow.manifest.limits import MAX_TABLE_BYTES
 from svdflow.manifest.loader import allowed_keys, describe_error, suggest
 from svdflow.manifest.schema import TableRow
 
-# A table of a million rows is some 100 MB; anything far larger is a mistake (a video, an archive).
-MAX_TABLE_BYTES = 512 * 1024 * 1024
 # Past this many problems in one table, the rest are counted, not listed: one wrong column in
 # 100,000 rows needs one fix, not 100,000 lines of output.
 MAX_PROBLEMS = 20
@@ -63,6 +62,7 @@ class Table:
     header: list[str] = field(default_factory=list)  # csv: the columns in file order
     header_line: int = 1
     row_lines: list[int] = field(default_factory=list)  # first line of each data row
+    cut_short: bool = False  # reading stopped past `max_rows` rows: the table has more
 
     @property
     def folder(self) -> Location:
@@ -102,8 +102,12 @@ def shown_path(written: str, manifest_shown: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(manifest_shown), written))
 
 
-def read_table(written: str, base_dir: str | os.PathLike[str], shown: str) -> Table:
-    """Read and validate a table; problems inside it are on the returned Table, TableUnusable otherwise."""
+def read_table(written: str, base_dir: str | os.PathLike[str], shown: str, max_rows: int | None = None) -> Table:
+    """Read and validate a table; problems inside it are on the returned Table, TableUnusable otherwise.
+
+    `max_rows`: stop after one row more than this (`cut_short`): a table too long for the manifest's
+    job limit is not validated to its end.
+    """
     location = Location.parse(written, base_dir)
     kind = FORMATS.get(os.path.splitext(location.text.split("?", 1)[0])[1].lower())
     if kind is None:
@@ -116,9 +120,9 @@ def read_table(written: str, base_dir: str | os.PathLike[str], shown: str) -> Ta
     text = _read_text(location, written)
     table = Table(shown, location, kind, io.StringIO(text, newline="").readlines())
     if kind == "csv":
-        _read_csv(table)
+        _read_csv(table, max_rows)
     else:
-        _read_jsonl(table)
+        _read_jsonl(table, max_rows)
     if not table.row_lines and not table.problems:  # a table that breaks early says why, not "empty"
         what = "has a header row but no rows" if table.header else "is empty"
         raise TableUnusable(f"the table '{written}' {what}; add one row per item"
@@ -129,11 +133,15 @@ def read_table(written: str, base_dir: str | os.PathLike[str], shown: str) -> Ta
 
 
 def _read_text(location: Location, written: str) -> str:
-    from svdflow.errors import InputError
+    from svdflow.errors import InputError, InputTooLarge
     from svdflow.inputs import fetch_bytes
 
     try:
         data = fetch_bytes(location.text, max_bytes=MAX_TABLE_BYTES)
+    except InputTooLarge as exc:
+        size = f"{exc.size:,} bytes, " if exc.size is not None else ""
+        raise TableUnusable(f"'{written}' is {size}over the {MAX_TABLE_BYTES:,}-byte limit for a table; split it "
+                            "into several tables (one table: entry each)") from None
     except InputError as exc:
         raise TableUnusable(f"the table cannot be read: {exc}") from None
     if b"\x00" in data:
@@ -166,7 +174,7 @@ def _records(table: Table) -> Iterator[tuple[int, list[str]]]:
             yield start, cells
 
 
-def _read_csv(table: Table) -> None:
+def _read_csv(table: Table, max_rows: int | None) -> None:
     records = _records(table)
     first = next(records, None)
     if first is None:
@@ -175,6 +183,9 @@ def _read_csv(table: Table) -> None:
     known = _check_header(table)
     for start, cells in records:
         index = len(table.row_lines)
+        if max_rows is not None and index > max_rows:
+            table.cut_short = True
+            return
         table.row_lines.append(start)
         if not known:  # the header's problems say it all; every row would only repeat them
             continue
@@ -222,12 +233,15 @@ def _width_problem(table: Table, index: int, start: int, cells: list[str]) -> Pr
         "(an empty cell means not set)"))
 
 
-def _read_jsonl(table: Table) -> None:
+def _read_jsonl(table: Table, max_rows: int | None) -> None:
     unknown: dict[str, int] = {}  # key -> problem index, to count its other lines
     for number, line in enumerate(table.lines, start=1):
         if not line.strip():
             continue
         index = len(table.row_lines)
+        if max_rows is not None and index > max_rows:
+            table.cut_short = True
+            return
         table.row_lines.append(number)
         try:
             value = json.loads(line, object_pairs_hook=_no_repeated_keys)

@@ -11,8 +11,13 @@ from svdflow.run.progress import Reporter
 
 def run_local(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions,
               reporter: Reporter) -> RunResult:
+    """The run's result; OutputStoreError (exit 3) once what finished is recorded, when the output
+    store failed."""
     lock = claim_output_dir(store)
     try:
-        return Executor(spec, jobs, store, options, reporter).execute()
+        result = Executor(spec, jobs, store, options, reporter, guard=lock.check).execute()
     finally:
         lock.release()
+    if result.stopped is not None:
+        raise result.store_failure()
+    return result

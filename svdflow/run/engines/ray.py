@@ -9,8 +9,9 @@ its files to the output store itself and answers with the job's entry.
 Failures: a worker killed mid-job or on a lost node is restarted by Ray and its job goes back to the
 queue for the next free worker; the job is recorded once, when a worker answers for it. A job that
 fails (bad input, pipeline error) fails alone. Ctrl-C, SIGTERM and --fail-fast kill every actor of
-the run. If the driver dies its actors die with it (they are owned by it); the next run resumes
-from the index like any other.
+the run; so does the output store failing (disk full, read-only, gone), on a worker or here: what
+finished is recorded and the run exits 3. If the driver dies its actors die with it (they are owned
+by it); the next run resumes from the index like any other.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from svdflow.errors import EnvironmentProblem, InputError, JobError, RenderError, UsageError
+from svdflow.errors import EnvironmentProblem, InputError, JobError, OutputStoreError, RenderError, UsageError
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.entry import IndexEntry, InputRecord, Timings
 from svdflow.outputs.index import RunIndex
@@ -91,9 +92,12 @@ def run_ray(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOpti
         check_reachable(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
     lock = claim_output_dir(store)
     try:
-        return Driver(ray, spec, jobs, store, options, reporter, ray_options, settings).execute()
+        result = Driver(ray, spec, jobs, store, options, reporter, ray_options, settings, lock.check).execute()
     finally:
         lock.release()
+    if result.stopped is not None:
+        raise result.store_failure()
+    return result
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -124,8 +128,12 @@ class Driver:
     """One Ray run, from the plan to the last entry."""
 
     def __init__(self, ray, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions,
-                 reporter: Reporter, ray_options: RayOptions, settings: Settings):
+                 reporter: Reporter, ray_options: RayOptions, settings: Settings,
+                 guard: Callable[[], None] | None = None):
+        """`guard`: raises OutputStoreError when the output folder is no longer the one this run locked
+        (checked before each job is handed out)."""
         self.ray, self.spec, self.jobs, self.store = ray, spec, jobs, store
+        self.guard = guard
         self.options, self.reporter, self.ray_options, self.settings = options, reporter, ray_options, settings
         index = RunIndex.load(store)
         index.name, index.manifest = spec.name, str(spec.manifest_path)
@@ -146,9 +154,14 @@ class Driver:
                         self._render(pending)
                 except KeyboardInterrupt:
                     result.interrupted = True
+                except OutputStoreError as exc:  # a worker's or this process's write: every worker is stopped
+                    result.stopped = exc
         finally:
             result.statuses, result.errors = self.recorder.statuses, self.recorder.errors
-            result.orphans = self.recorder.close([job.id for job in self.spec.jobs])
+            try:
+                result.orphans = self.recorder.close([job.id for job in self.spec.jobs], result.stopped)
+            except OutputStoreError as exc:  # the final index write: the sidecars hold the record
+                result.stopped = exc
             result.masters_bytes = self.recorder.index.masters_bytes()
             result.seconds = time.perf_counter() - started
             self.reporter.run_finished(result.summary())
@@ -261,6 +274,8 @@ class Driver:
     def _drive(self, scheduler: Scheduler, pool: WorkerPool) -> None:
         while not scheduler.finished and not self._stop:
             for worker in pool.idle():
+                if self.guard is not None:
+                    self.guard()
                 assignment = scheduler.take(worker)
                 if assignment is None:
                     break

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from svdflow.errors import JobError, SvdflowError
+from svdflow.errors import JobError, OutputStoreError, SvdflowError
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.entry import IndexEntry, Timings
 from svdflow.pipeline.session import PipelineSession, render_job
@@ -75,8 +75,8 @@ class JobAnswer:
 
 @dataclass(frozen=True)
 class WorkerBroken:
-    """The worker cannot render anything (the model does not load, the device is unusable): the run
-    ends with this error, as a local run would."""
+    """The worker cannot render anything (the model does not load, the device is unusable) or write
+    anything (the output store failed): the run ends with this error, as a local run would."""
 
     worker: str
     error: SvdflowError
@@ -127,7 +127,10 @@ class RenderWorker:
         self._emit(StageEvent(self.name, job.id, assignment.attempt, "encode"))
         rendered = Rendered(ticket, result.frames, result.hardware, self.session.resolved_revision,
                             result.render_s, result.decode_s, result.segments)
-        return self._answer(assignment, finish_rendered(rendered, self.context))
+        try:
+            return self._answer(assignment, finish_rendered(rendered, self.context))
+        except OutputStoreError as exc:  # the output folder, not this job: the run stops
+            return WorkerBroken(self.name, exc)
 
     def close(self) -> None:
         """Put back the process-wide settings the pipeline changed: for a worker inside another

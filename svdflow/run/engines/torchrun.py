@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from svdflow.errors import SvdflowError
+from svdflow.errors import OutputStoreError, SvdflowError
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.index import INDEX_FILE, RunIndex, shard_name
 from svdflow.outputs.lock import claim_output_dir
@@ -149,21 +149,33 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
             raise _error_from_rank0(decision)
         mine = set(decision["shares"][world.rank])
         executor = Executor(spec, [job for job in jobs if job.id in mine], store, options, reporter,
-                            index_file=shard_name(world.rank), local_rank=world.local_rank)
+                            index_file=shard_name(world.rank), local_rank=world.local_rank,
+                            guard=lock.check if lock is not None else None)
         result = executor.execute()
-        everyone = group.gather({"statuses": result.statuses, "errors": result.errors})
+        # A rank whose output store failed stopped rendering; it still reports here, so that no rank
+        # waits for it, and rank 0 says it once every share is recorded.
+        everyone = group.gather({"statuses": result.statuses, "errors": result.errors, "stopped": result.stopped})
         if not world.is_main:
             return result
-        index = RunIndex.load(store)
-        index.name, index.manifest = spec.name, str(spec.manifest_path)
-        index.order_by([job.id for job in spec.jobs])
-        index.flush(force=True)
-        index.remove_shards()
-        merged = RunResult(spec, seconds=result.seconds, orphans=result.orphans, masters_bytes=index.masters_bytes())
+        merged = RunResult(spec, seconds=result.seconds, orphans=result.orphans)
         merged.statuses = {job_id: "up to date" for job_id in decision["up_to_date"]}
         for part in everyone:
             merged.statuses.update(part["statuses"])
             merged.errors.update(part["errors"])
+            merged.stopped = merged.stopped or part["stopped"]
+        if merged.stopped is not None and merged.stopped.gone:  # what is there now is not the run's folder
+            raise merged.store_failure()
+        index = RunIndex.load(store)
+        index.name, index.manifest = spec.name, str(spec.manifest_path)
+        index.order_by([job.id for job in spec.jobs])
+        try:
+            index.flush(force=True)
+            index.remove_shards()
+        except OutputStoreError as exc:  # the shards and sidecars keep the record
+            merged.stopped = merged.stopped or exc
+        merged.masters_bytes = index.masters_bytes()
+        if merged.stopped is not None:
+            raise merged.store_failure()
         reporter.note(f"merged {world.size} index shards into {store.path(INDEX_FILE)}")
         return merged
     finally:

@@ -25,12 +25,15 @@ demo: $(STAMP)
 	$(PY) -m svdflow run manifests/smoke.yaml --report
 	@echo "open the contact sheet: file://$(CURDIR)/manifests/renders/smoke/index.html"
 
+# Two workers, one test module each at a time (a module's Ray cluster or tmpfs stays in its worker):
+# most slow tests wait on subprocesses starting, so two run in about the time of one.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # The inner loop: everything but the tests marked slow (real launchers, kill -9 crash tests).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile
 
 validate: $(STAMP)
 	$(PY) -m svdflow validate manifests/*.yaml

@@ -29,7 +29,7 @@ from svdflow.manifest import load_run_spec
 from svdflow.outputs.store import OutputStore
 from svdflow.run.engines.ray import worker_environment
 from svdflow.run.engines.ray_pool import NAMESPACE
-from svdflow.run.engines.ray_worker import NoteEvent, RenderWorker
+from svdflow.run.engines.ray_worker import NoteEvent, RenderDone, RenderWorker
 from svdflow.run.engines.scheduling import Assignment, Scheduler
 from svdflow.run.planning import PlannedJob, plan_run
 from svdflow.run.progress import JsonReporter, Reporter
@@ -301,8 +301,10 @@ def test_a_worker_renders_its_job_as_planned_or_as_its_input_is_now(tmp_path, re
     worker = RenderWorker("w", spec, [p.job for p in planned.values()], events)
     request.addfinalizer(worker.close)
 
-    answer = worker.render(Assignment(planned["a"], 1))
+    rendered = worker.render(Assignment(planned["a"], 1))
 
+    assert rendered == RenderDone("w", 1, "a") and not (tmp_path / "out" / "a.mp4").exists()
+    answer = worker.finish(Assignment(planned["a"], 1))  # on Ray, while the worker renders its next job
     assert answer.entry.status == "done" and answer.entry.key == planned["a"].key
     assert (tmp_path / "out" / "a.mp4").exists() and not (tmp_path / "out" / "a.json").exists()  # the driver records
     assert [(type(e).__name__, getattr(e, "stage", None) or getattr(e, "step", None)) for e in events
@@ -310,7 +312,8 @@ def test_a_worker_renders_its_job_as_planned_or_as_its_input_is_now(tmp_path, re
         ("StageEvent", "fetch"), ("StageEvent", "load model"), ("StepEvent", 1), ("StepEvent", 2),
         ("StageEvent", "decode"), ("StageEvent", "encode")]
     write_image(tmp_path / "b.png", width=64, height=64, seed=9)  # after planning, before rendering
-    answer = worker.render(Assignment(planned["b"], 1))
+    assert isinstance(worker.render(Assignment(planned["b"], 1)), RenderDone)
+    answer = worker.finish(Assignment(planned["b"], 1))
     assert answer.entry.status == "done" and answer.entry.key != planned["b"].key
     assert answer.entry.key == {p.job.id: p for p in plan_run(spec)}["b"].key
     answer = worker.render(Assignment(planned["bad"], 2))
@@ -375,20 +378,41 @@ def test_scheduler_hands_out_the_longest_job_first_and_requeues_a_lost_workers_j
     scheduler = Scheduler(planned_jobs(tmp_path), max_attempts=2)
 
     assert [scheduler.take(w).job_id for w in ("w0", "w1")] == ["long", "big"]
-    loss = scheduler.lost("w0")
+    loss = scheduler.lost("w0", "long")
     assert (loss.assignment.job_id, loss.assignment.attempt, loss.requeued) == ("long", 1, True)
     assert scheduler.take("w2").job_id == "long"  # back at its place by cost, ahead of the short ones
-    assert scheduler.running("w2").attempt == 2
-    loss = scheduler.lost("w2")
+    assert scheduler.holds("w2", "long", 2) and not scheduler.holds("w0", "long", 1)
+    loss = scheduler.lost("w2", "long")
     assert (loss.assignment.job_id, loss.requeued) == ("long", False)  # lost workers twice: given up
-    assert scheduler.done("w1").job_id == "big"
-    assert [scheduler.take("w0").job_id, scheduler.done("w0").job_id] == ["a", "a"]  # ties: manifest order
+    assert scheduler.done("w1", "big").job_id == "big"
+    assert [scheduler.take("w0").job_id, scheduler.done("w0", "a").job_id] == ["a", "a"]  # ties: manifest order
     assert [scheduler.take(w).job_id for w in ("w0", "w1")] == ["b", "c"]
     assert scheduler.take("w3") is None and scheduler.waiting == 0
     assert not scheduler.finished and scheduler.busy == 2
-    scheduler.done("w0")
-    scheduler.done("w1")
+    scheduler.done("w0", "b")
+    scheduler.done("w1", "c")
     assert scheduler.finished
+
+
+def test_scheduler_lets_a_worker_render_its_next_job_while_it_encodes_one(tmp_path):
+    scheduler = Scheduler(planned_jobs(tmp_path))
+
+    assert scheduler.take("w0").job_id == "long"
+    assert not scheduler.can_take("w0")
+    with pytest.raises(ValueError, match="w0 is not free to render a job"):
+        scheduler.take("w0")
+    assert scheduler.rendered("w0").job_id == "long"  # encoding it now
+    assert scheduler.can_take("w0") and scheduler.take("w0").job_id == "big"
+    assert scheduler.rendered("w0").job_id == "big"  # rendered before long's files were written
+    assert not scheduler.can_take("w0") and scheduler.busy == 2  # two behind: no third job until one is done
+    assert scheduler.done("w0", "long").job_id == "long"
+    assert scheduler.can_take("w0") and scheduler.take("w0").job_id == "a"
+    # The worker is lost with big encoding and a rendering: both go back, each at its place by cost.
+    assert [scheduler.lost("w0", job).requeued for job in ("a", "big")] == [True, True]
+    assert scheduler.busy == 0 and scheduler.can_take("w0")
+    assert [(a.job_id, a.attempt) for a in (scheduler.take("w1"), scheduler.take("w0"))] == [("big", 2), ("a", 2)]
+    with pytest.raises(ValueError, match="w1 has no job a"):
+        scheduler.done("w1", "a")
 
 
 def test_json_events_name_the_worker_only_on_a_cluster():

@@ -238,7 +238,7 @@ def test_a_remote_store_that_stops_answering_stops_the_run_and_the_next_run_fini
 
 
 def test_a_ray_worker_answers_a_store_failure_as_broken(tmp_path, inject, request):
-    from svdflow.run.engines.ray_worker import RenderWorker, WorkerBroken
+    from svdflow.run.engines.ray_worker import RenderDone, RenderWorker, WorkerBroken
     from svdflow.run.engines.scheduling import Assignment
     from svdflow.run.planning import plan_run
 
@@ -249,7 +249,8 @@ def test_a_ray_worker_answers_a_store_failure_as_broken(tmp_path, inject, reques
     request.addfinalizer(worker.close)
     inject("before-write:a.mkv=ENOSPC")
 
-    answer = worker.render(Assignment(planned[0], 1))
+    assert isinstance(worker.render(Assignment(planned[0], 1)), RenderDone)
+    answer = worker.finish(Assignment(planned[0], 1))
 
     assert isinstance(answer, WorkerBroken) and isinstance(answer.error, OutputStoreError)
     assert pickle.loads(pickle.dumps(answer)).error.message == answer.error.message

@@ -4,7 +4,7 @@ The driver (this process) holds the output folder's lock, plans the run (`plan_r
 only writer of index.json (a `Recorder`, no shards). Each worker (svdflow.run.engines.ray_worker)
 is an actor with one pipeline: one per GPU (num_gpus=1), or on CPUs one per `cpus_per_worker`
 CPUs. A free worker takes the longest job still waiting (svdflow.run.engines.scheduling), writes
-its files to the output store itself and answers with the job's entry.
+its files to the output store itself (while it renders its next job) and answers with the job's entry.
 
 Failures: a worker killed mid-job or on a lost node is restarted by Ray and its job goes back to the
 queue for the next free worker; the job is recorded once, when a worker answers for it. A job that
@@ -36,6 +36,7 @@ from svdflow.pipeline.process_state import ProcessChanges
 from svdflow.run.engines.ray_pool import Answered, Gone, Lost, Outcome, Raised, Ready, WorkerPool, WorkerShape
 from svdflow.run.engines.ray_worker import (
     NoteEvent,
+    RenderDone,
     StageEvent,
     StepEvent,
     WorkerBroken,
@@ -273,7 +274,9 @@ class Driver:
 
     def _drive(self, scheduler: Scheduler, pool: WorkerPool) -> None:
         while not scheduler.finished and not self._stop:
-            for worker in pool.idle():
+            for worker in pool.up():
+                if not scheduler.can_take(worker):
+                    continue
                 if self.guard is not None:
                     self.guard()
                 assignment = scheduler.take(worker)
@@ -300,25 +303,28 @@ class Driver:
             reply = outcome.reply
             if isinstance(reply, WorkerBroken):
                 raise reply.error
-            scheduler.done(worker)
+            if isinstance(reply, RenderDone):  # its files are written while the worker renders its next job
+                pool.finish(worker, scheduler.rendered(worker))
+                return
+            scheduler.done(worker, reply.entry.id)
             self._record(reply.entry, worker)
         elif isinstance(outcome, Raised):
-            assignment = scheduler.done(worker)
+            assignment = scheduler.done(worker, outcome.assignment.job_id)
             self._record(self._failed(assignment, f"job '{assignment.job_id}': the Ray worker failed: {outcome.reason}"),
                          worker)
         elif isinstance(outcome, Lost):
-            loss = scheduler.lost(worker)
+            loss = scheduler.lost(worker, outcome.assignment.job_id)
             self.reporter.worker_status(worker, "lost", {"job": loss.assignment.job_id, "error": outcome.reason})
             if loss.requeued:
-                self.reporter.note(f"{worker} was lost while rendering {loss.assignment.job_id} ({outcome.reason}); "
-                                   "the job will run again on the next free worker")
+                self.reporter.note(f"{worker} was lost while {outcome.doing} {loss.assignment.job_id} "
+                                   f"({outcome.reason}); the job will run again on the next free worker")
             else:
                 self._record(self._failed(loss.assignment, (
                     f"job '{loss.assignment.job_id}': its Ray worker was lost {loss.assignment.attempt} times while "
-                    f"rendering it (last: {outcome.reason}); look at the Ray worker logs for why (a crash, the OOM "
+                    f"working on it (last: {outcome.reason}); look at the Ray worker logs for why (a crash, the OOM "
                     "killer), then run again")), worker)
-            pool.revive(worker)
-            self.reporter.worker_status(worker, "restarting", {})
+            if outcome.reviving:
+                self.reporter.worker_status(worker, "restarting", {})
         elif isinstance(outcome, Gone):
             self.reporter.worker_status(worker, "gone", {"error": outcome.reason})
             self.reporter.note(f"{worker} is gone ({outcome.reason})")
@@ -334,8 +340,7 @@ class Driver:
         if isinstance(event, NoteEvent):
             self.reporter.note(f"{event.worker}: {event.text}")
             return
-        current = scheduler.running(event.worker)
-        if current is None or (current.job_id, current.attempt) != (event.job_id, event.attempt):
+        if not scheduler.holds(event.worker, event.job_id, event.attempt):
             return  # late news of a job that was lost or already recorded
         if isinstance(event, StepEvent):
             self.reporter.job_step(event.job_id, event.step, event.steps, worker=event.worker)

@@ -1,9 +1,10 @@
 """The actors of one Ray run and the calls in flight to them (svdflow.run.engines.ray drives them).
 
-Each worker is starting, idle, busy, restarting or gone. The pool starts them, hands a job to an
-idle one, and turns each finished call into one typed `Outcome` for the driver: a worker set up
-(`Ready`), a job answered (`Answered`), a worker lost mid-call (`Lost`, Ray restarts it) or dead for
-good (`Gone`). Progress events come back through a Ray queue.
+Each worker is starting, up, restarting or gone. The pool starts them, sends an up worker the calls
+the driver asks for (`render` a job, `finish` a rendered one: both may be in flight on one worker),
+and turns each finished call into one typed `Outcome` for the driver: a worker set up (`Ready`), a
+call answered (`Answered`), a call raised (`Raised`), a worker lost mid-call (`Lost`, Ray restarts
+it) or dead for good (`Gone`). Progress events come back through a Ray queue.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from svdflow.manifest.resolve import RunSpec
-from svdflow.run.engines.ray_worker import JobAnswer, RayRenderWorker, WorkerBroken, WorkerEvent, WorkerInfo
-from svdflow.run.engines.scheduling import Assignment
+from svdflow.run.engines.ray_worker import RayRenderWorker, Reply, WorkerEvent, WorkerInfo
+from svdflow.run.engines.scheduling import CONCURRENT_CALLS, Assignment
 from svdflow.run.planning import PlannedJob
 from svdflow.run.progress import Reporter
 
@@ -40,23 +41,28 @@ class Ready:
 @dataclass(frozen=True)
 class Answered:
     worker: str
-    reply: JobAnswer | WorkerBroken
+    reply: Reply
 
 
 @dataclass(frozen=True)
 class Raised:
-    """The worker's render call raised (an svdflow bug, an interrupt on the worker): the job fails."""
+    """The worker's render or finish call raised (an svdflow bug, an interrupt on the worker): the job fails."""
 
     worker: str
+    assignment: Assignment
     reason: str
 
 
 @dataclass(frozen=True)
 class Lost:
-    """The worker died (killed, crashed, its node lost) while rendering; Ray is restarting it."""
+    """The worker died (killed, crashed, its node lost) with a job on it; Ray is restarting it. A worker
+    lost with two jobs on it gives two; the last one sets it up again (`reviving`)."""
 
     worker: str
+    assignment: Assignment
+    doing: str  # rendering, encoding
     reason: str
+    reviving: bool
 
 
 @dataclass(frozen=True)
@@ -70,17 +76,24 @@ class Gone:
 Outcome = Ready | Answered | Raised | Lost | Gone
 
 
+@dataclass(frozen=True)
+class Call:
+    worker: str
+    method: str  # setup, render, finish
+    assignment: Assignment | None = None  # render's and finish's job
+
+
 class WorkerPool:
-    """The run's actors and the calls in flight to them. Each worker is starting, idle, busy,
-    restarting or gone; only idle ones are given jobs."""
+    """The run's actors and the calls in flight to them. Each worker is starting, up, restarting or
+    gone; only up ones are given calls (which ones: the driver's scheduler says)."""
 
     def __init__(self, ray, handles: dict[str, Any], events_queue, work: tuple):
         self.ray = ray
         self.handles = handles
         self._work = work  # setup's arguments: the spec and jobs in the object store, the progress queue
         self._queue = events_queue
-        self._calls: dict[Any, tuple[str, str]] = {}  # ObjectRef -> (worker, "setup" | "render")
-        self._idle: list[str] = []
+        self._calls: dict[Any, Call] = {}  # ObjectRef -> the call it answers
+        self._up: list[str] = []  # set up and not lost, the one longest without a render call first
         self._gone: set[str] = set()
         self.last_loss = ""  # why the last worker went for good
         self._revive_at: dict[str, float] = {}  # worker -> when to ask it again whether it is back
@@ -108,30 +121,40 @@ class WorkerPool:
             # max_restarts=-1: a killed worker comes back (on another node if its node is gone); the
             # driver resends its job, so Ray itself retries no call (max_task_retries=0).
             handles[worker] = actor.options(
-                **shape.resources, max_restarts=-1, max_task_retries=0, name=f"svdflow-{run}-{worker}",
+                **shape.resources, max_restarts=-1, max_task_retries=0, max_concurrency=CONCURRENT_CALLS,
+                name=f"svdflow-{run}-{worker}",
                 namespace=NAMESPACE, runtime_env={"env_vars": env},
             ).remote(worker)
             reporter.worker_status(worker, "starting", {})
         return cls(ray, handles, events, work)
 
-    def _call(self, worker: str, method: str, *args) -> None:
+    def _call(self, worker: str, method: str, *args, assignment: Assignment | None = None) -> None:
         ref = getattr(self.handles[worker], method).remote(*args)
-        self._calls[ref] = (worker, method)
+        self._calls[ref] = Call(worker, method, assignment)
 
     @property
     def alive(self) -> int:
         return len(self.handles) - len(self._gone)
 
-    def idle(self) -> list[str]:
-        """The workers waiting for a job, longest waiting first."""
-        return list(self._idle)
+    def up(self) -> list[str]:
+        """The workers set up and not lost, the one longest without a render call first."""
+        return list(self._up)
 
     def render(self, worker: str, assignment: Assignment) -> None:
-        self._idle.remove(worker)
-        self._call(worker, "render", assignment)
+        self._call(worker, "render", assignment, assignment=assignment)
+
+    def finish(self, worker: str, assignment: Assignment) -> None:
+        """Have `worker` write the files of the job it answered RenderDone for."""
+        self._call(worker, "finish", assignment, assignment=assignment)
+
+    def _back_of_line(self, worker: str) -> None:
+        """`worker` answered a setup or render call: last in the line for the next job."""
+        if worker in self._up:
+            self._up.remove(worker)
+        self._up.append(worker)
 
     def revive(self, worker: str) -> None:
-        """Set a worker up (new, or restarted by Ray after it was lost); once it answers it is idle."""
+        """Set a worker up (new, or restarted by Ray after it was lost); once it answers it is up."""
         self._call(worker, "setup", *self._work)
 
     def wait(self, timeout: float) -> list[Outcome]:
@@ -152,28 +175,41 @@ class WorkerPool:
     def _outcome(self, ref) -> Outcome | None:
         from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
-        worker, method = self._calls.pop(ref)
+        call = self._calls.pop(ref)
+        worker = call.worker
         try:
             value = self.ray.get(ref)
         except RayTaskError as exc:  # the call raised past the worker's own handling
-            if method == "render":
-                self._idle.append(worker)
-                return Raised(worker, _reason(exc))
+            if call.assignment is not None:
+                if call.method == "render":
+                    self._back_of_line(worker)
+                return Raised(worker, call.assignment, _reason(exc))
             self._gone.add(worker)  # cannot be set up (svdflow missing or different on its node, ...)
             self.ray.kill(self.handles[worker], no_restart=True)
             self.last_loss = _reason(exc)
             return Gone(worker, self.last_loss)
         except RayActorError as exc:
-            if method == "render":
-                return Lost(worker, _reason(exc))
+            if call.assignment is not None:
+                if worker in self._up:
+                    self._up.remove(worker)
+                # Its other call in flight fails too: the last one to come back sets it up again.
+                reviving = not any(other.worker == worker for other in self._calls.values())
+                if reviving:
+                    self.revive(worker)
+                doing = "rendering" if call.method == "render" else "encoding"
+                return Lost(worker, call.assignment, doing, _reason(exc), reviving)
             if isinstance(exc, ActorDiedError):  # killed for good: Ray will not restart it
                 self._gone.add(worker)
                 self.last_loss = _reason(exc)
                 return Gone(worker, self.last_loss)
             self._revive_at[worker] = time.monotonic() + REVIVE_AFTER_S  # still restarting: ask again later
             return None
-        self._idle.append(worker)
-        return Ready(worker, value) if method == "setup" else Answered(worker, value)
+        if call.method == "setup":
+            self._back_of_line(worker)
+            return Ready(worker, value)
+        if call.method == "render":
+            self._back_of_line(worker)
+        return Answered(worker, value)
 
     def events(self) -> list[WorkerEvent]:
         """The workers' progress since the last call."""

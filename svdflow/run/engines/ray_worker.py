@@ -2,9 +2,12 @@
 rendering the jobs the driver hands it one at a time.
 
 Each job goes the way it goes locally: its input fetched (`fetch_input`), rendered with
-`render_job`, its files written to the output store by `finish_rendered`. The worker never touches
-index.json: it answers with the job's `IndexEntry` and the driver records it. Progress (stages,
-denoising steps, the session's notes) goes to the driver as typed events through `events`.
+`render_job`, its files written to the output store by `finish_rendered`. Two calls: `render`
+answers `RenderDone` once the frames are in memory, and `finish` writes the files while the driver
+hands the worker its next job to render, as a local run's writer thread encodes one job while the
+next denoises. The worker never touches index.json: `finish` answers with the job's `IndexEntry`
+and the driver records it. Progress (stages, denoising steps, the session's notes) goes to the
+driver as typed events through `events`.
 
 Plain Python: the driver makes it a Ray actor (svdflow.run.engines.ray), and tests can drive it
 without Ray.
@@ -74,6 +77,15 @@ class JobAnswer:
 
 
 @dataclass(frozen=True)
+class RenderDone:
+    """The job's frames are rendered and held by the worker: `finish` writes its files."""
+
+    worker: str
+    attempt: int
+    job_id: str
+
+
+@dataclass(frozen=True)
 class WorkerBroken:
     """The worker cannot render anything (the model does not load, the device is unusable) or write
     anything (the output store failed): the run ends with this error, as a local run would."""
@@ -82,7 +94,7 @@ class WorkerBroken:
     error: SvdflowError
 
 
-Reply = JobAnswer | WorkerBroken
+Reply = JobAnswer | RenderDone | WorkerBroken
 
 
 class EventSink(Protocol):
@@ -99,11 +111,16 @@ class RenderWorker:
         self.name, self.spec, self.events = name, spec, events
         self.context = EntryContext.of(spec)  # this machine's versions go into the entries it renders
         self.session = PipelineSession(spec, jobs, self._note)
+        # Rendered jobs whose files are not written yet, by (job, attempt). `render` adds, `finish`
+        # takes; on Ray they run in two threads, and a dict's one-key set and pop hold the GIL.
+        self._rendered: dict[tuple[str, int], Rendered] = {}
 
     def ready(self) -> WorkerInfo:
         return WorkerInfo(self.name, os.getpid(), socket.gethostname())
 
     def render(self, assignment: Assignment) -> Reply:
+        """Fetch and render one job: `RenderDone` (then `finish` it), its entry if it failed, or
+        `WorkerBroken`."""
         planned = assignment.planned
         job = planned.job
         self._emit(StageEvent(self.name, job.id, assignment.attempt, "fetch"))
@@ -124,9 +141,15 @@ class RenderWorker:
             return WorkerBroken(self.name, exc)
         except Exception as exc:  # a pipeline error fails this job only, as in a local run
             return self._answer(assignment, self.context.failed(render_failed(ticket, exc, self.session)))
-        self._emit(StageEvent(self.name, job.id, assignment.attempt, "encode"))
-        rendered = Rendered(ticket, result.frames, result.hardware, self.session.resolved_revision,
-                            result.render_s, result.decode_s, result.segments)
+        self._rendered[job.id, assignment.attempt] = Rendered(
+            ticket, result.frames, result.hardware, self.session.resolved_revision, result.render_s, result.decode_s,
+            result.segments)
+        return RenderDone(self.name, assignment.attempt, job.id)
+
+    def finish(self, assignment: Assignment) -> JobAnswer | WorkerBroken:
+        """Write the files of a job `render` answered `RenderDone` for; its entry."""
+        rendered = self._rendered.pop((assignment.job_id, assignment.attempt))
+        self._emit(StageEvent(self.name, assignment.job_id, assignment.attempt, "encode"))
         try:
             return self._answer(assignment, finish_rendered(rendered, self.context))
         except OutputStoreError as exc:  # the output folder, not this job: the run stops
@@ -174,6 +197,9 @@ class RayRenderWorker:
 
     def render(self, assignment: Assignment) -> Reply:
         return self.worker.render(assignment)
+
+    def finish(self, assignment: Assignment) -> JobAnswer | WorkerBroken:
+        return self.worker.finish(assignment)
 
 
 class _Unawaited:

@@ -222,8 +222,8 @@ class Driver:
 
     def _worker_spec(self) -> RunSpec:
         """The spec the workers render with: the manifest's, less overlap_decode, which needs a next
-        job on the same pipeline (a worker is handed one job to render at a time). The frames are the same; the
-        entries then record what was used."""
+        job on the same pipeline (a worker is handed one job to render at a time). The frames are the
+        same; the entries then record what was used."""
         if not self.spec.hardware.overlap_decode:
             return self.spec
         self.reporter.note("ray: hardware.overlap_decode is off on Ray workers: each renders one job at a time, "

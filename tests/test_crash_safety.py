@@ -22,6 +22,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import pytest
 from conftest import SVDFLOW, write_image
+from disks import wait_stopped
 from test_run import tiny_manifest
 
 pytestmark = pytest.mark.slow  # real processes killed with SIGKILL: ~70 s in all
@@ -63,10 +64,10 @@ def svdflow(cwd: Path, *args: str, crash_at: str | None = None) -> subprocess.Co
 class Running:
     """`svdflow run --json` in the background, its events read as they come."""
 
-    def __init__(self, cwd: Path, *args: str):
+    def __init__(self, cwd: Path, *args: str, crash_at: str | None = None):
         self.stderr_path = cwd / f"stderr-{time.monotonic_ns()}.txt"
         self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen([*SVDFLOW, "run", "m.yaml", "--json", *args], cwd=cwd, env=_env(),
+        self.proc = subprocess.Popen([*SVDFLOW, "run", "m.yaml", "--json", *args], cwd=cwd, env=_env(crash_at),
                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         self.events: list[dict] = []
         # A hung process must fail the test, not hang it: readline() below has no timeout.
@@ -310,11 +311,12 @@ def test_lock_interrupts_orphans_and_plan_over_one_campaign(tmp_path):
     out = tmp_path / "out"
     resume = f"error: interrupted; 1 job finished and recorded in {out}/index.json; run again to render the rest"
 
-    # A second run on a folder that a live run holds is refused, naming the holder.
-    run = Running(tmp_path)
+    # The run stops itself at b's first step (2 steps a job), mid-render, holding the lock: a second run
+    # on the folder is refused, naming the holder. (Stopped by the fault knob, not by a signal sent on
+    # seeing an event: on a loaded machine the run can be jobs ahead of the events the test has read.)
+    run = Running(tmp_path, crash_at="denoise-step@3=stop")
     try:
-        run.wait_for(step_of("a"))
-        run.proc.send_signal(signal.SIGSTOP)  # paused mid-render: it holds the lock
+        assert wait_stopped(run.proc), run.stderr()
         holder = json.loads((out / ".svdflow.lock").read_text())
         assert holder["pid"] == run.proc.pid
         second = svdflow(tmp_path, "run", "m.yaml")
@@ -322,12 +324,10 @@ def test_lock_interrupts_orphans_and_plan_over_one_campaign(tmp_path):
         assert (f"error: {out} is being rendered by another svdflow run (pid {run.proc.pid} on "
                 f"{socket.gethostname()}, started {holder['started']}); wait for it to finish, or stop it and run "
                 "again") in second.stderr.splitlines()
+        # Ctrl-C during the second job: a is recorded, b abandoned, exit 130 with how to resume.
+        run.proc.send_signal(signal.SIGINT)  # taken as the run goes on
     finally:
         run.proc.send_signal(signal.SIGCONT)
-
-    # Ctrl-C during the second job: a is recorded, b abandoned, exit 130 with how to resume.
-    run.wait_for(step_of("b"))
-    run.proc.send_signal(signal.SIGINT)
     assert run.finish() == 130
     assert resume in run.stderr().splitlines() and "Traceback" not in run.stderr()
     assert run.events[-1]["event"] == "run_finished" and run.events[-1]["exit_code"] == 130
@@ -336,9 +336,10 @@ def test_lock_interrupts_orphans_and_plan_over_one_campaign(tmp_path):
     done = check_folder(out)
 
     # SIGTERM (CI, schedulers) stops the same way: b, the first job left, finishes; c is abandoned.
-    run = Running(tmp_path)
-    run.wait_for(step_of("c"))
+    run = Running(tmp_path, crash_at="denoise-step@3=stop")  # c's first step
+    assert wait_stopped(run.proc), run.stderr()
     run.proc.send_signal(signal.SIGTERM)
+    run.proc.send_signal(signal.SIGCONT)
     assert run.finish() == 130
     assert resume in run.stderr().splitlines() and "Traceback" not in run.stderr()
     assert index_entries(out).keys() == {"a", "b"}

@@ -208,7 +208,9 @@ def test_fail_fast_kills_every_worker(cluster, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_kills_every_worker_and_keeps_what_finished(cluster, tmp_path):
-    manifest = campaign(tmp_path, LONG + SHORT)
+    # Long enough that its 10th step's news reaches the driver while it still renders, however loaded
+    # the machine (the progress comes through Ray's queue; news of a finished job is dropped).
+    manifest = campaign(tmp_path, LONG.replace("num_inference_steps: 30", "num_inference_steps: 300") + SHORT)
 
     def ctrl_c(watch, job_id, step, worker):
         if job_id == "long" and step == 10:

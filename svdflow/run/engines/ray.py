@@ -289,10 +289,13 @@ class Driver:
                 raise EnvironmentProblem(f"every Ray worker of this run is gone (last: {pool.last_loss}); "
                                          f"{scheduler.waiting + scheduler.busy} jobs were not rendered; run again "
                                          "to render them")
-            for outcome in pool.wait(POLL_S):
-                self._handle(outcome, scheduler, pool)
+            outcomes = pool.wait(POLL_S)
+            # A worker sends a job's progress before it answers for the job: the progress first, while
+            # the job is still the worker's (news of a job already answered for is dropped as late).
             for event in pool.events():
                 self._forward(event, scheduler)
+            for outcome in outcomes:
+                self._handle(outcome, scheduler, pool)
 
     def _handle(self, outcome: Outcome, scheduler: Scheduler, pool: WorkerPool) -> None:
         worker = outcome.worker

@@ -429,3 +429,101 @@ def test_json_events_name_the_worker_only_on_a_cluster():
     assert "worker" not in local and cluster["worker"] == "worker-1"
     assert {k: status[k] for k in ("event", "worker", "status", "pid", "host")} == {
         "event": "worker_status", "worker": "worker-1", "status": "ready", "pid": 7, "host": "h"}
+
+
+class Ref:
+    def __init__(self, worker: str, method: str):
+        self.worker, self.method = worker, method
+
+
+class CallLayer:
+    """Ray's call layer as the pool uses it (`.remote`, `wait`, `get`, `kill`), each call's answer given
+    by the test: the orders in which a lost worker's calls come back cannot be arranged on a real
+    cluster."""
+
+    def __init__(self):
+        self.calls: list[Ref] = []
+        self.answers: dict[Ref, object] = {}
+
+    def handle(self, worker: str):
+        layer = self
+
+        class Method:
+            def __init__(self, name):
+                self.name = name
+
+            def remote(self, *args):
+                layer.calls.append(ref := Ref(worker, self.name))
+                return ref
+
+        return type("Handle", (), {"__getattr__": lambda _, name: Method(name)})()
+
+    def answer(self, method: str, value) -> None:
+        """Answer the oldest unanswered call of that method."""
+        ref = next(r for r in self.calls if r.method == method and r not in self.answers)
+        self.answers[ref] = value
+
+    def wait(self, refs, num_returns, timeout):
+        ready = [r for r in refs if r in self.answers]
+        return ready, [r for r in refs if r not in ready]
+
+    def get(self, ref):
+        value = self.answers[ref]
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def kill(self, handle, no_restart):
+        pass
+
+
+def test_a_worker_lost_with_two_jobs_on_it_gives_both_back_and_is_set_up_once_both_are(tmp_path):
+    from ray.exceptions import RayActorError
+
+    from svdflow.run.engines.ray_pool import Answered, Lost, Ready, WorkerPool
+    from svdflow.run.engines.ray_worker import NotSetUp, WorkerInfo
+
+    layer = CallLayer()
+    pool = WorkerPool(layer, {"w0": layer.handle("w0")}, None, ())
+    first, second, third = (Assignment(p, 1) for p in planned_jobs(tmp_path)[:3])
+    setups = lambda: sum(r.method == "setup" for r in layer.calls)  # noqa: E731
+    layer.answer("setup", WorkerInfo("w0", 1, "h"))
+    assert [type(o) for o in pool.wait(0)] == [Ready] and pool.up() == ["w0"]
+
+    pool.render("w0", first)
+    layer.answer("render", RenderDone("w0", 1, first.job_id))
+    assert [type(o) for o in pool.wait(0)] == [Answered]
+    pool.finish("w0", first)  # first's files are written while second renders
+    pool.render("w0", second)
+    layer.answer("render", RayActorError())  # the process dies: second's render call fails first
+    (lost,) = pool.wait(0)
+    assert (type(lost), lost.assignment, lost.doing) == (Lost, second, "rendering")
+    assert pool.up() == [] and setups() == 1  # not set up again while first's call is out
+    layer.answer("finish", RayActorError())
+    (lost,) = pool.wait(0)
+    assert (lost.assignment, lost.doing) == (first, "encoding") and setups() == 2
+
+    # A call that reached the restarted process before its setup, or frames rendered by a process
+    # that was lost before it wrote them: the job is lost too, not failed.
+    layer.answer("setup", WorkerInfo("w0", 2, "h"))
+    pool.wait(0)
+    pool.render("w0", third)
+    layer.answer("render", NotSetUp("w0"))
+    (lost,) = pool.wait(0)
+    assert (type(lost), lost.assignment, lost.reason) == (
+        Lost, third, "its Ray worker was restarted before the call reached it")
+    assert setups() == 3 and pool.up() == []
+
+    layer.answer("setup", WorkerInfo("w0", 3, "h"))
+    pool.wait(0)
+    pool.render("w0", first)
+    layer.answer("render", RenderDone("w0", 1, first.job_id))
+    pool.wait(0)
+    pool.finish("w0", first)
+    pool.render("w0", second)
+    layer.answer("finish", RayActorError())
+    assert [o.assignment for o in pool.wait(0)] == [first]
+    layer.answer("render", RenderDone("w0", 1, second.job_id))  # done just before the process went
+    (lost,) = pool.wait(0)
+    assert (lost.assignment, lost.reason) == (second, "its Ray worker was lost before writing its files")
+    assert setups() == 4

@@ -326,8 +326,7 @@ class Driver:
                     f"job '{loss.assignment.job_id}': its Ray worker was lost {loss.assignment.attempt} times while "
                     f"working on it (last: {outcome.reason}); look at the Ray worker logs for why (a crash, the OOM "
                     "killer), then run again")), worker)
-            if outcome.reviving:
-                self.reporter.worker_status(worker, "restarting", {})
+            self.reporter.worker_status(worker, "restarting", {})
         elif isinstance(outcome, Gone):
             self.reporter.worker_status(worker, "gone", {"error": outcome.reason})
             self.reporter.note(f"{worker} is gone ({outcome.reason})")

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from svdflow.manifest.resolve import RunSpec
-from svdflow.run.engines.ray_worker import RayRenderWorker, Reply, WorkerEvent, WorkerInfo
+from svdflow.run.engines.ray_worker import (
+    NotSetUp,
+    RayRenderWorker,
+    RenderDone,
+    Reply,
+    WorkerEvent,
+    WorkerInfo,
+)
 from svdflow.run.engines.scheduling import CONCURRENT_CALLS, Assignment
 from svdflow.run.planning import PlannedJob
 from svdflow.run.progress import Reporter
@@ -55,14 +62,13 @@ class Raised:
 
 @dataclass(frozen=True)
 class Lost:
-    """The worker died (killed, crashed, its node lost) with a job on it; Ray is restarting it. A worker
-    lost with two jobs on it gives two; the last one sets it up again (`reviving`)."""
+    """The worker died (killed, crashed, its node lost) with a job on it; Ray is restarting it and the
+    pool sets it up again. A worker lost with two jobs on it gives one for each."""
 
     worker: str
     assignment: Assignment
     doing: str  # rendering, encoding
     reason: str
-    reviving: bool
 
 
 @dataclass(frozen=True)
@@ -94,11 +100,12 @@ class WorkerPool:
         self._queue = events_queue
         self._calls: dict[Any, Call] = {}  # ObjectRef -> the call it answers
         self._up: list[str] = []  # set up and not lost, the one longest without a render call first
+        self._lost: set[str] = set()  # lost, with calls still in flight: set up again once they are back
         self._gone: set[str] = set()
         self.last_loss = ""  # why the last worker went for good
         self._revive_at: dict[str, float] = {}  # worker -> when to ask it again whether it is back
         for worker in handles:
-            self.revive(worker)
+            self._revive(worker)
 
     @classmethod
     def start(cls, ray, spec: RunSpec, pending: list[PlannedJob], shape: WorkerShape, env: dict[str, str],
@@ -153,7 +160,7 @@ class WorkerPool:
             self._up.remove(worker)
         self._up.append(worker)
 
-    def revive(self, worker: str) -> None:
+    def _revive(self, worker: str) -> None:
         """Set a worker up (new, or restarted by Ray after it was lost); once it answers it is up."""
         self._call(worker, "setup", *self._work)
 
@@ -162,7 +169,7 @@ class WorkerPool:
         for worker, when in list(self._revive_at.items()):
             if when <= now:
                 del self._revive_at[worker]
-                self.revive(worker)
+                self._revive(worker)
         if not self._calls:
             time.sleep(timeout)
             return []
@@ -173,15 +180,23 @@ class WorkerPool:
         return [outcome for ref in ready if (outcome := self._outcome(ref)) is not None]
 
     def _outcome(self, ref) -> Outcome | None:
+        call = self._calls.pop(ref)
+        outcome = self._result(ref, call)
+        worker = call.worker
+        if worker in self._lost and not any(other.worker == worker for other in self._calls.values()):
+            self._lost.discard(worker)  # every call it had in flight is back: set it up again
+            self._revive(worker)
+        return outcome
+
+    def _result(self, ref, call: Call) -> Outcome | None:
         from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
-        call = self._calls.pop(ref)
         worker = call.worker
         try:
             value = self.ray.get(ref)
         except RayTaskError as exc:  # the call raised past the worker's own handling
             if call.assignment is not None:
-                if call.method == "render":
+                if call.method == "render" and worker not in self._lost:
                     self._back_of_line(worker)
                 return Raised(worker, call.assignment, _reason(exc))
             self._gone.add(worker)  # cannot be set up (svdflow missing or different on its node, ...)
@@ -190,14 +205,7 @@ class WorkerPool:
             return Gone(worker, self.last_loss)
         except RayActorError as exc:
             if call.assignment is not None:
-                if worker in self._up:
-                    self._up.remove(worker)
-                # Its other call in flight fails too: the last one to come back sets it up again.
-                reviving = not any(other.worker == worker for other in self._calls.values())
-                if reviving:
-                    self.revive(worker)
-                doing = "rendering" if call.method == "render" else "encoding"
-                return Lost(worker, call.assignment, doing, _reason(exc), reviving)
+                return self._lose(call, _reason(exc))
             if isinstance(exc, ActorDiedError):  # killed for good: Ray will not restart it
                 self._gone.add(worker)
                 self.last_loss = _reason(exc)
@@ -207,9 +215,21 @@ class WorkerPool:
         if call.method == "setup":
             self._back_of_line(worker)
             return Ready(worker, value)
-        if call.method == "render":
+        if isinstance(value, NotSetUp):  # sent as its process was lost: a restarted one answered
+            return self._lose(call, "its Ray worker was restarted before the call reached it")
+        if worker in self._lost and isinstance(value, RenderDone):  # the frames were in the lost process
+            return self._lose(call, "its Ray worker was lost before writing its files")
+        if call.method == "render" and worker not in self._lost:
             self._back_of_line(worker)
         return Answered(worker, value)
+
+    def _lose(self, call: Call, reason: str) -> Lost:
+        """`call`'s job was on a worker that was lost: the worker takes nothing until every call it had
+        in flight is back, then it is set up again (`_outcome`)."""
+        self._lost.add(call.worker)
+        if call.worker in self._up:
+            self._up.remove(call.worker)
+        return Lost(call.worker, call.assignment, "rendering" if call.method == "render" else "encoding", reason)
 
     def events(self) -> list[WorkerEvent]:
         """The workers' progress since the last call."""

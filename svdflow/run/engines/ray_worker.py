@@ -94,7 +94,15 @@ class WorkerBroken:
     error: SvdflowError
 
 
-Reply = JobAnswer | RenderDone | WorkerBroken
+@dataclass(frozen=True)
+class NotSetUp:
+    """A render or finish call reached a worker Ray restarted (its process was lost) before the driver
+    set it up again: the job goes back to the queue."""
+
+    worker: str
+
+
+Reply = JobAnswer | RenderDone | WorkerBroken | NotSetUp
 
 
 class EventSink(Protocol):
@@ -196,9 +204,13 @@ class RayRenderWorker:
         return replace(self.worker.ready(), node=ray.get_runtime_context().get_node_id())
 
     def render(self, assignment: Assignment) -> Reply:
+        if self.worker is None:
+            return NotSetUp(self.name)
         return self.worker.render(assignment)
 
-    def finish(self, assignment: Assignment) -> JobAnswer | WorkerBroken:
+    def finish(self, assignment: Assignment) -> Reply:
+        if self.worker is None:  # the frames were in the process that was lost
+            return NotSetUp(self.name)
         return self.worker.finish(assignment)
 
 

@@ -9,8 +9,9 @@ its files to the output store itself (while it renders its next job) and answers
 Failures: a worker killed mid-job or on a lost node is restarted by Ray and its job goes back to the
 queue for the next free worker; the job is recorded once, when a worker answers for it. A job that
 fails (bad input, pipeline error) fails alone. Ctrl-C, SIGTERM and --fail-fast kill every actor of
-the run; so does the output store failing (disk full, read-only, gone), on a worker or here: what
-finished is recorded and the run exits 3. If the driver dies its actors die with it (they are owned
+the run, once the files they are writing are written (or failed: no temporary is left); so does the
+output store failing (disk full, read-only, gone), on a worker or here: what finished is recorded
+and the run exits 3. If the driver dies its actors die with it (they are owned
 by it); the next run resumes from the index like any other.
 """
 
@@ -35,6 +36,7 @@ from svdflow.outputs.store import OutputStore
 from svdflow.pipeline.process_state import ProcessChanges
 from svdflow.run.engines.ray_pool import Answered, Gone, Lost, Outcome, Raised, Ready, WorkerPool, WorkerShape
 from svdflow.run.engines.ray_worker import (
+    JobAnswer,
     NoteEvent,
     RenderDone,
     StageEvent,
@@ -55,6 +57,7 @@ from svdflow.settings import Settings, load_settings
 
 RAY_EXTRA = "svdflow[ray]"
 POLL_S = 0.1  # how often the driver looks at its workers' answers and progress
+SETTLE_S = 120.0  # how long a stopping run waits for the files its workers are writing
 CONNECT_TIMEOUT_S = 10.0
 HOST_PORT = re.compile(r"\[?(?P<host>[\w.:-]+?)\]?:(?P<port>\d+)")  # node0:6379, 10.0.0.5:6379, [::1]:6379
 
@@ -216,9 +219,27 @@ class Driver:
                 try:
                     self._drive(Scheduler(pending), pool)
                 finally:
-                    pool.close()
+                    try:
+                        self._settle(pool)
+                    finally:
+                        pool.close()
         finally:
             changes.restore()
+
+    def _settle(self, pool: WorkerPool) -> None:
+        """Before the workers are stopped (the run is done, interrupted, failed fast or its store
+        failed): let the files they are writing be finished or fail, so that no temporary is left
+        behind and a job whose files were written is recorded. Jobs still rendering are abandoned."""
+        if not pool.writing:
+            return
+        self.reporter.note(f"stopping: waiting for the files of {pool.writing} job{'s' * (pool.writing != 1)} being "
+                           "written (Ctrl-C again to abandon them)")
+        for outcome in pool.finishing(SETTLE_S):
+            if isinstance(outcome, Answered) and isinstance(outcome.reply, JobAnswer):
+                try:
+                    self.recorder.record(outcome.reply.entry, outcome.worker)
+                except OutputStoreError:  # the store failed: the next run renders what is not recorded
+                    return
 
     def _worker_spec(self) -> RunSpec:
         """The spec the workers render with: the manifest's, less overlap_decode, which needs a next

@@ -231,6 +231,19 @@ class WorkerPool:
             self._up.remove(call.worker)
         return Lost(call.worker, call.assignment, "rendering" if call.method == "render" else "encoding", reason)
 
+    @property
+    def writing(self) -> int:
+        """Finish calls in flight: jobs whose files workers are writing."""
+        return sum(call.method == "finish" for call in self._calls.values())
+
+    def finishing(self, timeout: float) -> list[Outcome]:
+        """Wait up to `timeout` s for the finish calls in flight (files being written), and their outcomes."""
+        refs = [ref for ref, call in self._calls.items() if call.method == "finish"]
+        if not refs:
+            return []
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        return [outcome for ref in ready if (outcome := self._outcome(ref)) is not None]
+
     def events(self) -> list[WorkerEvent]:
         """The workers' progress since the last call."""
         size = self._queue.size()

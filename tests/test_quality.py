@@ -137,6 +137,9 @@ def test_frames_and_input_of_different_sizes_are_refused():
     with pytest.raises(ValueError, match=r"^the input image must be uint8 \(576, 1024, 3\) \(resized as the clip "
                                          r"was conditioned on it\), got uint8 \(64, 64, 3\)$"):
         score_clip(still(2), np.zeros((64, 64, 3), np.uint8), fps=FPS)
+    tiny = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"^frames must be at least 12 px on their longer side, got \(8, 8\)$"):
+        score_clip(tiny, tiny[0], fps=FPS)
 
 
 @pytest.mark.slow

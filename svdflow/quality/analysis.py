@@ -17,6 +17,7 @@ import numpy as np
 
 ANALYSIS_LONG_SIDE = 256
 REFERENCE_LONG_SIDE = 1024
+MIN_LONG_SIDE = 12
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def check_clip(frames: np.ndarray, image: np.ndarray) -> None:
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or len(frames) == 0:
         raise ValueError(f"frames must be uint8 (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}")
+    if max(frames.shape[1:3]) < MIN_LONG_SIDE:  # DIS flow's own minimum; a manifest's sizes start at 64
+        raise ValueError(f"frames must be at least {MIN_LONG_SIDE} px on their longer side, got {frames.shape[1:3]}")
     if image.dtype != np.uint8 or image.shape != frames.shape[1:]:
         raise ValueError(f"the input image must be uint8 {frames.shape[1:]} (resized as the clip was conditioned "
                          f"on it), got {image.dtype} {image.shape}")

@@ -15,7 +15,9 @@ from svdflow.quality.scores import QualityScores
 
 def score_clip(frames: np.ndarray, image: np.ndarray, *, fps: float) -> QualityScores:
     """Scores of `frames` (uint8 (T, H, W, 3) RGB, as rendered) against `image`, the input as the model
-    was conditioned on it (uint8 (H, W, 3), resized to the clip), for a clip played at `fps`."""
+    was conditioned on it (uint8 (H, W, 3), resized to the clip). `fps` scales VBench's dynamic
+    threshold: a job's own `fps` (its conditioning rate, the one the motion was rendered for), not its
+    playback_fps, so that the scores depend on the render alone and a re-encode keeps them."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     analysis = analyse(frames, image)

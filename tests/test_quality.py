@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from svdflow.quality.ranking import Variant, rank_sums, rank_variants
-from svdflow.quality.rerolls import kept_attempt, reroll_seed, reroll_seeds
+from svdflow.quality.rerolls import Attempt, kept_attempt, reroll_seed, reroll_seeds
 from svdflow.quality.score import score_clip
 from svdflow.quality.scores import QualityScores
 from svdflow.quality.thresholds import QcThresholds
@@ -41,10 +41,10 @@ def still(frames: int, seed: int = 0) -> np.ndarray:
     return np.repeat(texture(WIDTH, HEIGHT, seed)[None], frames, axis=0)
 
 
-def pan(step: int, frames: int = 25) -> np.ndarray:
+def pan(step: int, frames: int = 25, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
     """A camera moving `step` px per frame across a wider texture: new content enters at one side."""
-    wide = texture(WIDTH + step * frames, HEIGHT)
-    return np.ascontiguousarray(np.stack([wide[:, step * t: step * t + WIDTH] for t in range(frames)]))
+    wide = texture(width + step * frames, height)
+    return np.ascontiguousarray(np.stack([wide[:, step * t: step * t + width] for t in range(frames)]))
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,14 @@ def test_a_pan_reads_its_step_within_ten_percent(step):
     assert scores.flicker.residual < 0.5 * raw_difference
     assert scores.fidelity.first_ssim == 1.0
     assert scores.flicker.brightness_jump < 0.5
+
+
+def test_motion_is_in_pixels_of_a_frame_scaled_to_1024_wide():
+    frames = pan(4, frames=14, width=512, height=288)
+    scores = score_clip(frames, frames[0].copy(), fps=FPS)
+    assert scores.analysis_size == (256, 144)
+    assert scores.motion.mean == pytest.approx(8, rel=0.10)
+    assert scores.motion.dynamic_threshold == pytest.approx(15.4286)
 
 
 def test_a_fast_pan_is_dynamic_by_vbench_rule():
@@ -200,6 +208,10 @@ def test_the_reroll_seed_sequence_is_pinned():
                                    2052378181798448275]
     assert reroll_seeds(0, 2) == [0, 5655741545546175123, 1674958382548749593]
     assert reroll_seed(7, 0) == 7
+    attempt = Attempt(attempt=1, seed=reroll_seed(42, 1), scores=made_scores(),
+                      verdict=judge(made_scores(), QcThresholds(min_motion=6.0)))
+    assert Attempt.model_validate_json(attempt.model_dump_json()) == attempt
+    assert attempt.verdict.failures[0].shortfall == pytest.approx(1 / 6, abs=1e-4)
     with pytest.raises(ValueError, match="^attempt must be 0 or more, got -1$"):
         reroll_seed(7, -1)
 

@@ -248,3 +248,12 @@ def test_sweep_variants_rank_passing_first_then_by_rank_sum_then_id():
     assert rank_variants(twins) == ["a", "b"]
     assert rank_variants([Variant(id="x", scores=made_scores(), verdict=failing(0.1, 0.1)),
                           Variant(id="y", scores=made_scores(), verdict=failing(5.0))]) == ["y", "x"]
+
+
+@pytest.mark.parametrize("model", [QualityScores, QcThresholds, Attempt, Variant])
+def test_every_field_of_the_quality_models_is_described(model):
+    schema = model.model_json_schema()
+    objects = {model.__name__: schema, **schema.get("$defs", {})}
+    missing = [f"{name}.{prop}" for name, obj in objects.items()
+               for prop, spec in obj.get("properties", {}).items() if not spec.get("description")]
+    assert missing == []

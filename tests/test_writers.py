@@ -147,10 +147,8 @@ def test_mp4_without_comment_has_none(tmp_path):
 
 # Mean abs errors measured on this clip: gif 6.5 (one 256-colour palette for all frames),
 # webp 1.7 (quality 90).
-@pytest.mark.parametrize(
-    ("fmt", "fps", "stored_ms", "max_error"), [("gif", 7, 140, 10), ("webp", 7.5, 133, 4)]
-)
-def test_gif_and_webp_round_trip(tmp_path, fmt, fps, stored_ms, max_error):
+@pytest.mark.parametrize(("fmt", "fps", "max_error"), [("gif", 7, 10), ("webp", 7.5, 4)])
+def test_gif_and_webp_round_trip(tmp_path, fmt, fps, max_error):
     (out,) = write_outputs(FRAMES, str(tmp_path), "rocket", [fmt], playback_fps=fps)
     assert out.path == str(tmp_path / f"rocket.{fmt}")
     assert out.sha256 == sha256_of(out.path)
@@ -163,10 +161,62 @@ def test_gif_and_webp_round_trip(tmp_path, fmt, fps, stored_ms, max_error):
         for i in range(im.n_frames):
             im.seek(i)
             pixels = np.asarray(im.convert("RGB")).astype(int)
-            # WebP reports a frame's duration once it is decoded, hence after the convert.
-            # GIF keeps delays in 1/100 s, so round(1000/7) = 143 ms is stored as 140.
-            assert im.info["duration"] == stored_ms
             assert np.abs(pixels - FRAMES[i]).mean() < max_error
+
+
+def delays(path) -> list[int]:
+    """Each frame's delay in ms as Pillow reads it back (WebP reports it once the frame is decoded)."""
+    with Image.open(path) as im:
+        out = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            im.convert("RGB")
+            out.append(im.info["duration"])
+        return out
+
+
+def gif_colour_tables(data: bytes) -> tuple[bool, int]:
+    """(has a global colour table, how many frames carry a local one), read from the GIF's blocks."""
+    def skip_sub_blocks(at: int) -> int:
+        while data[at]:
+            at += data[at] + 1
+        return at + 1
+
+    has_global, at = bool(data[10] & 0x80), 13
+    at += 3 * 2 ** ((data[10] & 7) + 1) if has_global else 0
+    local = 0
+    while data[at] != 0x3B:  # the trailer
+        if data[at] == 0x21:  # an extension: its label, then sub-blocks
+            at = skip_sub_blocks(at + 2)
+        else:  # an image descriptor (0x2C): 9 bytes, maybe a local table, LZW code size, sub-blocks
+            flags = data[at + 9]
+            local += bool(flags & 0x80)
+            at += 10 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+            at = skip_sub_blocks(at + 1)
+    return has_global, local
+
+
+# 25 distinct frames: asked 25/fps s; written, the delays Pillow reads back.
+@pytest.mark.parametrize("fps", [7, 14, 24, 28, 30, 29.97])
+def test_gif_and_webp_last_exactly_as_long_as_asked(tmp_path, fps):
+    frames = make_frames(t=25)
+    gif, webp = write_outputs(frames, str(tmp_path), "t", ["gif", "webp"], playback_fps=fps)
+    asked_ms = 25 * 1000 / fps
+    for out, unit in ((gif, 10), (webp, 1)):
+        written = delays(out.path)
+        assert len(written) == 25 and all(d % unit == 0 for d in written), (out.format, written)
+        # Frame k ends at k/fps rounded to the unit: no frame is off by a unit, nor the clip by half of one.
+        ends = np.cumsum(written)
+        assert np.abs(ends - np.arange(1, 26) * 1000 / fps).max() <= unit / 2, (out.format, written)
+        assert abs(sum(written) - asked_ms) <= unit / 2
+    # One colour table, the global one: no frame repeats it.
+    assert gif_colour_tables(Path(gif.path).read_bytes()) == (True, 0)
+
+
+def test_frame_delays_are_exact_rational_roundings():
+    assert writers.frame_delays(7, 7, 10) == [140, 150, 140, 140, 140, 150, 140]
+    assert sum(writers.frame_delays(28, 28, 10)) == 1000
+    assert writers.frame_delays(4, 30000 / 1001, 1) == [33, 34, 33, 33]
 
 
 def test_png_frames_are_exact(tmp_path):

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 
 import fsspec
 import numpy as np
@@ -38,6 +39,7 @@ from svdflow.outputs.codecs import (
     PRORES_PROFILES,
     VIDEO_FORMATS,
     encode_command,
+    frame_rate,
     needs_even_size,
     pix_fmt,
 )
@@ -63,6 +65,8 @@ SUFFIXES = {"mp4": ".mp4", "hevc": ".hevc.mp4", "prores": ".mov", "webm": ".webm
             "frames": "_frames", "master": ".mkv"}
 
 GIF_PALETTE_SAMPLE_PIXELS = 250_000
+# GIF delays are whole centiseconds.
+GIF_DELAY_UNIT_MS = 10
 WEBP_QUALITY = 90
 WEBP_METHOD = 4
 
@@ -177,8 +181,14 @@ def _check_fps(fps) -> None:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
 
 
-def _frame_duration_ms(fps: float) -> int:
-    return max(1, round(1000 / fps))
+def frame_delays(count: int, fps, unit_ms: int) -> list[int]:
+    """Each frame's display time in ms, whole multiples of `unit_ms` (GIF: 10, WebP: 1), such that the
+    first k frames always end at k/fps rounded to the unit: the roundings do not add up, so the clip
+    lasts count/fps to within half a unit (one delay rounded and repeated made a 28 fps GIF play at 33)."""
+    per_second = Fraction(1000, unit_ms)
+    rate = Fraction(frame_rate(fps))
+    ends = [math.floor(per_second * k / rate + Fraction(1, 2)) for k in range(count + 1)]
+    return [(b - a) * unit_ms for a, b in zip(ends, ends[1:])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +270,10 @@ def _encode_gif(frames: np.ndarray, path: str, *, settings: EncodeSettings) -> N
         format="GIF",
         save_all=True,
         append_images=images[1:],
-        duration=_frame_duration_ms(settings.playback_fps),
+        duration=frame_delays(len(images), settings.playback_fps, GIF_DELAY_UNIT_MS),
+        # Given the palette, Pillow writes it once, as the global colour table; without, it repeats it
+        # as a local table in every frame after the first (768 bytes a frame).
+        palette=palette.getpalette(),
         loop=0,
         optimize=False,
         **({"comment": settings.provenance.encode("utf-8")} if settings.provenance else {}),
@@ -274,7 +287,7 @@ def _encode_webp(frames: np.ndarray, path: str, *, settings: EncodeSettings) -> 
         format="WEBP",
         save_all=True,
         append_images=images[1:],
-        duration=_frame_duration_ms(settings.playback_fps),
+        duration=frame_delays(len(images), settings.playback_fps, 1),
         loop=0,
         lossless=False,
         quality=WEBP_QUALITY,
@@ -299,8 +312,10 @@ def _write_pngs(frames: np.ndarray, folder: str, provenance: str = "") -> None:
 def encode_gif(frames: np.ndarray, path: str, settings: EncodeSettings) -> None:
     """Encode an endlessly looping GIF to a local path (not atomic; `write_outputs` adds that).
 
-    GIF stores delays in hundredths of a second, so 7 fps plays at 1/0.14 s. Pillow merges
-    consecutive identical frames into one longer frame, so a still video has fewer frames.
+    GIF stores delays in hundredths of a second, so at 7 fps the delays run 14, 15, 14, 14, 14, 15, 14
+    cs...: each frame ends at its exact time rounded (`frame_delays`), and the clip lasts its exact
+    length. Pillow merges consecutive identical frames into one longer frame, so a still video has
+    fewer frames.
     """
     _check_frames(frames)
     settings.check()

@@ -45,9 +45,7 @@ run: $(STAMP)
 	$(PY) -m svdflow run $(MANIFEST)
 
 schemas: $(STAMP)
-	$(PY) -m svdflow schema manifest > schemas/manifest.schema.json
-	$(PY) -m svdflow schema index > schemas/index.schema.json
-	$(PY) -m svdflow schema provenance > schemas/provenance.schema.json
+	$(PY) -m svdflow schema --write schemas
 
 lint: $(STAMP)
 	$(PY) -m ruff check svdflow tests benchmarks

@@ -10,6 +10,7 @@ import click
 
 from svdflow import __version__
 from svdflow.errors import EXIT_INVALID, EXIT_OK, ManifestError, SvdflowError, exit_code_for
+from svdflow.schemas import SCHEMAS, schema_text, write_schemas
 
 
 def _stderr(message: str) -> None:
@@ -222,18 +223,17 @@ def bench(variant, cases, videos, steps, frames, height, width, device, json_pat
 
 
 @cli.command()
-@click.argument("which", type=click.Choice(["manifest", "index", "provenance"]), default="manifest")
-def schema(which: str) -> None:
-    """Print a JSON Schema: the manifest's (default), index.json's and the sidecars', or the provenance
-    embedded in every file."""
-    if which == "index":
-        from svdflow.outputs.entry import index_json_schema as json_schema
-    elif which == "provenance":
-        from svdflow.outputs.entry import provenance_json_schema as json_schema
-    else:
-        from svdflow.manifest.schema import json_schema
-
-    click.echo(json.dumps(json_schema(), indent=2))
+@click.argument("which", type=click.Choice(list(SCHEMAS)), default="manifest")
+@click.option("--write", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write every kind's schema into this folder as <kind>.schema.json (what `make schemas` does).")
+def schema(which: str, folder: Path | None) -> None:
+    """Print a JSON Schema: manifest (default), index (index.json), sidecar (a job's <id>.json), or
+    provenance (embedded in every file)."""
+    if folder is not None:
+        for path in write_schemas(str(folder)):
+            click.echo(path)
+        return
+    click.echo(schema_text(which), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,10 +13,10 @@ from svdflow.manifest.schema import PARAMETERS, json_schema
 from svdflow.outputs.entry import IndexDocument
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.store import OutputStore
+from svdflow.schemas import SCHEMAS, schema_text
 
 SCHEMA_FILE = REPO / "schemas" / "manifest.schema.json"
 INDEX_SCHEMA_FILE = REPO / "schemas" / "index.schema.json"
-PROVENANCE_SCHEMA_FILE = REPO / "schemas" / "provenance.schema.json"
 EXAMPLES = sorted((REPO / "manifests").glob("*.yaml"))
 
 
@@ -29,19 +29,33 @@ def test_checked_in_schema_is_current():
     assert SCHEMA_FILE.read_text() == rendered(), "schemas/manifest.schema.json is stale; run `make schemas`"
 
 
-def test_checked_in_index_schema_is_current_and_every_field_is_described(capsys):
+@pytest.mark.parametrize("kind", list(SCHEMAS))
+def test_every_published_schema_is_current_and_every_field_is_described(kind, capsys, tmp_path):
+    checked_in = (REPO / "schemas" / f"{kind}.schema.json").read_text()
+    assert checked_in == schema_text(kind), f"schemas/{kind}.schema.json is stale; run `make schemas`"
+    with pytest.raises(SystemExit):
+        main(["schema", kind])
+    assert capsys.readouterr().out == checked_in
+    schema = json.loads(checked_in)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"] == f"https://svdflow.dev/schemas/{kind}.schema.json"
+    missing = [f"{name}.{prop}" for name, obj in _objects(schema)
+               for prop, spec in obj.get("properties", {}).items() if not _description(schema, spec)]
+    assert missing == []
+
+
+def test_make_schemas_writes_every_kind(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["schema", "--write", str(tmp_path)])
+    assert exited.value.code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{kind}.schema.json" for kind in SCHEMAS)
+    assert all((tmp_path / f"{k}.schema.json").read_text() == schema_text(k) for k in SCHEMAS)
+
+
+def test_each_index_format_keeps_its_schema():
     from svdflow.outputs.entry import index_json_schema
 
-    assert INDEX_SCHEMA_FILE.read_text() == json.dumps(index_json_schema(), indent=2) + "\n", (
-        "schemas/index.schema.json is stale; run `make schemas`")
-    with pytest.raises(SystemExit):
-        main(["schema", "index"])
-    assert capsys.readouterr().out == INDEX_SCHEMA_FILE.read_text()
     schema = index_json_schema()
-    missing = [f"{name}.{prop}" for name, obj in schema["$defs"].items()
-               for prop, spec in obj.get("properties", {}).items() if not spec.get("description")]
-    assert missing == []
-    assert all(spec.get("description") for spec in schema["properties"].values())
     # Each format's schema stays published: format 1's accepts what the first release wrote, index and
     # sidecar alike; the current one what this svdflow writes.
     import jsonschema
@@ -55,20 +69,6 @@ def test_checked_in_index_schema_is_current_and_every_field_is_described(capsys)
     upgraded = RunIndex.load(OutputStore(str(release)))
     document = IndexDocument(svdflow_index=2, jobs=list(upgraded.entries.values()))
     jsonschema.validate(json.loads(document.to_json_bytes()), schema)
-
-
-def test_checked_in_provenance_schema_is_current_and_every_field_is_described(capsys):
-    from svdflow.outputs.entry import provenance_json_schema
-
-    assert PROVENANCE_SCHEMA_FILE.read_text() == json.dumps(provenance_json_schema(), indent=2) + "\n", (
-        "schemas/provenance.schema.json is stale; run `make schemas`")
-    with pytest.raises(SystemExit):
-        main(["schema", "provenance"])
-    assert capsys.readouterr().out == PROVENANCE_SCHEMA_FILE.read_text()
-    schema = provenance_json_schema()
-    missing = [f"{name}.{prop}" for name, obj in schema["$defs"].items()
-               for prop, spec in obj.get("properties", {}).items() if not spec.get("description")]
-    assert missing == [] and all(spec.get("description") for spec in schema["properties"].values())
 
 
 def test_schema_command_prints_the_file(capsys):
@@ -153,3 +153,117 @@ def test_examples_validate_against_the_json_schema():
     for path in EXAMPLES:
         errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
         assert errors == [], path.name
+
+
+# The golden invalid manifests the schema cannot refuse, and why: every other one must fail schema
+# validation, so an editor shows its error. (YAML that does not parse is no JSON to validate.)
+NOT_IN_JSON_SCHEMA = {
+    # JSON Schema's data model: an integer is any number with a zero fraction (2020-12, 6.1.1), and
+    # YAML and JSON parsers give editors 127 for 127.0.
+    "float_for_int": "127.0 is an integer in JSON Schema's data model",
+    # Parsers keep one of two equal keys; a schema sees the parsed mapping.
+    "duplicate_key_in_item": "a YAML duplicate key", "duplicate_top_key": "a YAML duplicate key",
+    # uniqueItems compares whole items, not one property of them.
+    "duplicate_item_id": "ids unique across items", "item_id_reused_by_a_sweep": "ids unique across items",
+    "sweep_generates_existing_id": "generated job ids unique across items",
+    "sweep_id_collision": "generated job ids unique across items",
+    # No arithmetic between values.
+    "sweep_too_many_jobs": "the product of the sweep lists' lengths",
+    "loop_frames_too_many": "loop_frames against half of segments x num_frames",
+    "loop_frames_swept_too_many": "loop_frames against half of segments x num_frames",
+    # What files, folders, tables and models hold.
+    **dict.fromkeys(["glob_bad_id", "glob_duplicate_ids", "glob_hidden_only", "glob_id_clash", "glob_no_match",
+                     "glob_on_http", "glob_too_many_files", "model_config_not_cached",
+                     "model_folder_without_unet_config", "table_bad_cell", "table_bad_loop", "table_duplicate_id",
+                     "table_empty", "table_empty_cells", "table_id_clash_with_glob", "table_jsonl_problems",
+                     "table_missing_file", "table_missing_image_column", "table_row_width", "table_too_many_rows",
+                     "table_unknown_column", "table_unknown_format"], "the files, tables or model it names"),
+}
+NOT_YAML = {"tab_indentation", "two_documents", "yaml_bad_indentation", "yaml_unclosed_bracket"}
+
+
+def test_the_schema_refuses_every_golden_invalid_manifest_it_can_express():
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    refused, accepted, unparsed = [], [], []
+    for path in sorted((REPO / "tests" / "invalid").glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            unparsed.append(path.stem)
+            continue
+        (accepted if validator.is_valid(data) else refused).append(path.stem)
+    assert sorted(unparsed) == sorted(NOT_YAML)
+    assert accepted == sorted(NOT_IN_JSON_SCHEMA), "a case the schema accepts must say why it cannot refuse it"
+    # What this round taught the schema, among them.
+    assert {"repeated_format", "sweep_repeated_value", "id_reserved_index", "width_not_multiple_of_8",
+            "output_dir_unbalanced_brace", "output_dir_unknown_placeholder", "overlap_with_offload",
+            "crossfade_one_frame"} <= set(refused)
+
+
+def test_the_tightened_rules_refuse_no_manifest_svdflow_accepts():
+    """Each rule added to the schema is as narrow as svdflow's: the near misses svdflow takes, the schema takes."""
+    import jsonschema
+
+    from svdflow.manifest.schema import Manifest
+
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    item = {"id": "a", "image": "a.png"}
+    for manifest in ({"items": [{"id": "index", "image": "a.png", "sweep": {"seed": [1, 2]}}]},
+                     {"output": {"dir": "r/{name!s:>4}-{{x}}"}, "items": [item]},
+                     {"hardware": {"fp8": True, "profile": "low-vram", "offload": "none"}, "items": [item]},
+                     {"hardware": {"overlap_decode": True, "profile": "balanced"}, "items": [item]},
+                     {"defaults": {"loop": "crossfade", "num_frames": 2}, "items": [item]},
+                     {"items": [{**item, "sweep": {"seed": [1, 2], "noise_aug_strength": [0.1, 0.2]}}]}):
+        manifest = {"svdflow": 1, **manifest}
+        Manifest.model_validate(manifest)
+        assert validator.is_valid(manifest), manifest
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """builtin:tiny, every format, one job done (swept) and one failed (its image missing)."""
+    from conftest import write_image
+    from test_run import tiny_manifest
+
+    from svdflow.api import run_manifest
+
+    folder = tmp_path_factory.mktemp("schemas")
+    write_image(folder / "a.png")
+    manifest = tiny_manifest(folder, "  - id: a\n    image: a.png\n    sweep: {motion_bucket_id: [60]}\n"
+                                     "  - id: gone\n    image: nope.png\n",
+                             formats="[mp4, hevc, prores, webm, gif, webp, frames]")
+    assert run_manifest(manifest).statuses == {"a-m60": "done", "gone": "failed"}
+    return folder / "out"
+
+
+@pytest.mark.slow  # a real run in every format: ~10-20 s here
+def test_every_json_file_a_real_run_writes_validates_against_its_published_schema(real_run):
+    """By jsonschema, not by svdflow's own models: index.json, each sidecar, the provenance in each file."""
+    import jsonschema
+
+    from svdflow import __version__
+    from svdflow.outputs.provenance import embedded_text
+
+    def check(kind: str, document) -> None:
+        schema = json.loads((REPO / "schemas" / f"{kind}.schema.json").read_text())
+        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        assert [e.message for e in validator.iter_errors(document)] == [], kind
+
+    index = json.loads((real_run / "index.json").read_text())
+    check("index", index)
+    assert [(e["id"], e["status"], e["versions"].get("svdflow")) for e in index["jobs"]] == [
+        ("a-m60", "done", __version__), ("gone", "failed", __version__)] and __version__ == "0.2.0"
+    for job_id in ("a-m60", "gone"):
+        check("sidecar", json.loads((real_run / f"{job_id}.json").read_text()))
+    files = ["a-m60.mp4", "a-m60.hevc.mp4", "a-m60.mov", "a-m60.webm", "a-m60.gif", "a-m60.webp", "a-m60_frames",
+             ".svdflow/masters/a-m60.mkv"]
+    for name in files:
+        provenance = json.loads(embedded_text(str(real_run / name)))
+        check("provenance", provenance)
+        assert provenance["versions"]["svdflow"] == __version__, name
+    # And not any JSON: each schema refuses the others' files.
+    schema = json.loads((REPO / "schemas" / "sidecar.schema.json").read_text())
+    assert not jsonschema.Draft202012Validator(schema).is_valid(index)
+    assert not jsonschema.Draft202012Validator(json.loads(INDEX_SCHEMA_FILE.read_text())).is_valid(index["jobs"][0])

@@ -32,6 +32,7 @@ from svdflow.manifest.model_defaults import (
 from svdflow.manifest.schema import (
     MAX_SEED,
     PARAMETERS,
+    RESERVED_JOB_IDS,
     TRAINED_MAX_MOTION_BUCKET,
     TRAINED_SIZES,
     Hardware,
@@ -44,8 +45,6 @@ from svdflow.outputs.clip import clip_shape, default_loop_frames, max_loop_frame
 
 # Field order of a job's parameters everywhere they are shown or hashed.
 PARAMETER_NAMES = tuple(PARAMETERS)
-# A job called "index" would write its sidecar index.json over the run's index.
-RESERVED_JOB_IDS = frozenset({"index"})
 # A job's written clip is held in memory whole while it is looped, interpolated and encoded: past this
 # many bytes of uint8 frames (about 2,400 frames of 1024x576), a warning says so.
 CLIP_MEMORY_WARNING_BYTES = 4 * 2**30

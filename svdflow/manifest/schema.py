@@ -23,12 +23,14 @@ from pydantic import (
 )
 
 from svdflow.compat import OmitsNewDefaults
-from svdflow.hardware import manifest_fp8_conflict, manifest_overlap_conflict
+from svdflow.hardware import PROFILE_SETTINGS, manifest_fp8_conflict, manifest_overlap_conflict
 from svdflow.manifest.limits import DEFAULT_MAX_JOBS
 from svdflow.outputs.codecs import PRORES_PROFILES
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# A job called "index" would write its sidecar index.json over the run's index.
+RESERVED_JOB_IDS = frozenset({"index"})
 # The sizes SVD and SVD-XT were trained at; others work but look worse, so they only warn.
 TRAINED_SIZES = ((1024, 576), (576, 1024))
 # SVD's motion buckets were trained up to 255; higher values extrapolate.
@@ -156,8 +158,9 @@ def _params_model(name: str, doc: str, *, optional: bool) -> type[StrictModel]:
         if optional:
             fields[key] = (p.annotation | None, Field(None, description=p.description + " Overrides defaults."))
         else:
+            # json_schema_extra only where needed: given (even None), it hides the annotation's (width's multipleOf).
             fields[key] = (p.annotation, Field(p.default, description=f"{p.description} {p.follows_model}".strip(),
-                                               json_schema_extra=_no_default if p.follows_model else None))
+                                               **({"json_schema_extra": _no_default} if p.follows_model else {})))
     return create_model(name, __base__=StrictModel, __doc__=doc, **fields)
 
 
@@ -186,8 +189,9 @@ JobParams = _resolved_params_model()
 _SWEEP_FIELDS = {
     key: (
         list[p.annotation] | None,
-        Field(None, min_length=1, max_length=256,
-              description=f"Values of {key} to render, one job each. {p.description}"),
+        # Repeated values would make one job id twice (refused); uniqueItems lets the schema say so.
+        Field(None, min_length=1, max_length=256, json_schema_extra={"uniqueItems": True},
+              description=f"Values of {key} to render, one job each; each value once. {p.description}"),
     )
     for key, p in PARAMETERS.items()
 }
@@ -330,8 +334,20 @@ class ModelSource(StrictModel):
         None, description="Weight files variant, e.g. fp16 (loads *.fp16.safetensors); null: the plain files.")
 
 
+def _needs_resident_models(schema: dict[str, Any]) -> None:
+    # manifest_overlap_conflict and manifest_fp8_conflict, as far as the file decides them: with
+    # overlap_decode or fp8 on, offload is none, or unset under a profile that offloads nothing.
+    offloading = sorted(name for name, settings in PROFILE_SETTINGS.items() if settings["offload"] != "none")
+    resident = {"anyOf": [{"required": ["offload"], "properties": {"offload": {"const": "none"}}},
+                          {"not": {"required": ["offload"]}, "properties": {"profile": {"not": {"enum": offloading}}}}]}
+    schema["allOf"] = [{"if": {"required": [flag], "properties": {flag: {"const": True}}}, "then": resident}
+                       for flag in ("overlap_decode", "fp8")]
+
+
 class Hardware(StrictModel):
     """One hardware profile for the whole run. Fields set here override what the profile picks."""
+
+    model_config = ConfigDict(json_schema_extra=_needs_resident_models)
 
     profile: Literal["auto", "max-speed", "balanced", "low-vram", "cpu"] = Field(
         "auto", description="auto picks from the device and its free memory; max-speed: resident and "
@@ -374,9 +390,12 @@ class Output(StrictModel):
 
     dir: str = Field(
         "renders/{name}", min_length=1,
+        # For editors only (svdflow's own check says what is wrong): text, {{ and }}, and {name} (with a
+        # conversion or format spec, as str.format takes them) as the one placeholder.
+        json_schema_extra={"pattern": r"^(?:[^{}]|\{\{|\}\}|\{name(?:![rsa])?(?::[^{}]*)?\})*$"},
         description="Output folder, relative to the manifest's folder, or an fsspec URL; {name} is the manifest's name.")
     formats: list[Literal[OUTPUT_FORMATS]] = Field(  # type: ignore[valid-type]
-        ["mp4"], min_length=1,
+        ["mp4"], min_length=1, json_schema_extra={"uniqueItems": True},
         description="Files to write per job: mp4 (H.264), hevc (H.265 in .hevc.mp4, tagged hvc1 for Apple "
                     "players), prores (.mov, ProRes 422 HQ 10-bit 4:2:2 by default, for editors), webm (VP9), "
                     "gif, webp, frames (a folder of PNGs).")
@@ -426,9 +445,23 @@ class Manifest(StrictModel):
                     "items (glob: matching files, table: rows). Each item is one job, or several with sweep.")
 
 
+def _cross_field_rules(defs: dict[str, Any]) -> None:
+    """Rules between fields of one mapping that svdflow checks after validation, said in the schema too
+    so that editors show them (the Pydantic models cannot carry them into their schema)."""
+    # An item's id is its job id unless a sweep suffixes it: a reserved id needs a sweep.
+    defs["Item"]["if"] = {"required": ["id"], "properties": {"id": {"enum": sorted(RESERVED_JOB_IDS)}}}
+    defs["Item"]["then"] = {"required": ["sweep"], "properties": {"sweep": {"type": "object", "minProperties": 1}}}
+    # A one-frame clip stays one frame whatever the segments: nothing to crossfade (when both are set in
+    # one mapping; across defaults and an item only svdflow sees it).
+    for name in ("Defaults", "Item", "GlobItem", "TableItem"):
+        defs[name]["not"] = {"required": ["loop", "num_frames"],
+                             "properties": {"loop": {"const": "crossfade"}, "num_frames": {"const": 1}}}
+
+
 def json_schema() -> dict[str, Any]:
     """The manifest's JSON Schema, as checked into schemas/manifest.schema.json."""
     schema = Manifest.model_json_schema()
+    _cross_field_rules(schema["$defs"])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://svdflow.dev/schemas/manifest.schema.json",

@@ -2,7 +2,8 @@
 `<id>.json`) and the `IndexDocument` that lists them (`index.json`).
 
 People's own tools read these files, so their shape is this module's Pydantic models, published as
-`schemas/index.schema.json` (`svdflow schema index`), and versioned: `svdflow_index` says which
+`schemas/index.schema.json` and, for a sidecar alone, `schemas/sidecar.schema.json` (`svdflow schema
+index|sidecar`), and versioned: `svdflow_index` says which
 format a document is, and every older format still loads (`svdflow.outputs.upgrade`) and is written
 back in the current one. Nothing else in svdflow parses or builds these files' JSON: it goes through
 `svdflow.outputs.index`. `Provenance`, the part of an entry every written file carries inside it, is
@@ -372,6 +373,16 @@ def index_json_schema() -> dict[str, Any]:
         "$id": "https://svdflow.dev/schemas/index.schema.json",
         "x-svdflow-index-format": INDEX_FORMAT,
         **IndexDocument.model_json_schema(by_alias=True),
+    }
+
+
+def sidecar_json_schema() -> dict[str, Any]:
+    """A sidecar's (`<id>.json`, one entry) JSON Schema, as checked into schemas/sidecar.schema.json."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://svdflow.dev/schemas/sidecar.schema.json",
+        "x-svdflow-index-format": INDEX_FORMAT,
+        **IndexEntry.model_json_schema(by_alias=True),
     }
 
 

@@ -167,18 +167,22 @@ def rerender(source: Path, job_id: str | None, verify: bool, out_dir: str | None
 
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the provenance JSON on stdout.")
-def inspect(file: Path, as_json: bool) -> None:
-    """Show how a file svdflow wrote was made: the provenance it carries (video, GIF, WebP, PNG frames)."""
-    from svdflow.outputs.provenance import read_provenance
+@click.option("--id", "job_id", default=None, help="With an index.json: the job to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the provenance (a file) or the entry (a .json) on stdout.")
+def inspect(file: Path, job_id: str | None, as_json: bool) -> None:
+    """Show how a job was made: the provenance a file svdflow wrote carries (video, GIF, WebP, PNG frames),
+    or the job's entry in its sidecar <id>.json, or in an index.json with --id."""
+    from svdflow.outputs.entry import Provenance
+    from svdflow.outputs.records import read_record
+    from svdflow.views import entry_text, provenance_text
 
-    provenance = read_provenance(str(file))
+    record = read_record(str(file), job_id)
     if as_json:
-        click.echo(provenance.model_dump_json(indent=2))
+        click.echo(record.model_dump_json(indent=2))
+    elif isinstance(record, Provenance):
+        click.echo(provenance_text(str(file), record))
     else:
-        from svdflow.views import provenance_text
-
-        click.echo(provenance_text(str(file), provenance))
+        click.echo(entry_text(str(file), record))
 
 
 @cli.command()

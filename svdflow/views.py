@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 from rich.console import Console
@@ -128,6 +129,35 @@ def human_bytes(count: int) -> str:
 
 def provenance_text(path: str, p) -> str:
     """What `svdflow inspect FILE` prints: the provenance a file carries, one fact per line."""
+    return "\n".join([f"{path}: job {p.id} of {p.run.name}, svdflow {p.versions.get('svdflow', '?')}",
+                      *_provenance_lines(p), f"render again: svdflow rerender {path} --verify"])
+
+
+def entry_text(path: str, entry) -> str:
+    """What `svdflow inspect` prints for a job's entry (a sidecar, or an index.json with --id): its
+    provenance, then what writing its files recorded, or why it failed."""
+    head = f"{path}: job {entry.id} of {entry.run.name}, {entry.status}, svdflow {entry.versions.get('svdflow', '?')}"
+    if entry.status != "done":
+        error = entry.error
+        lines = [head, f"  item        {entry.item_id}, seed {entry.seed} ({entry.seed_origin})",
+                 f"  input       {entry.input.uri}",
+                 f"  error       {error.type} at {error.stage}: {error.message}" if error else "  error       none",
+                 f"  finished    {entry.finished_at}"]
+        return "\n".join(lines)
+    from svdflow.outputs.entry import Provenance
+
+    t = entry.timings
+    stages = [(name, getattr(t, f"{name}_s")) for name in ("fetch", "render", "encode", "total")]
+    lines = [head, *_provenance_lines(Provenance.of(entry)),
+             "  files       " + ", ".join(f"{o.file} ({human_bytes(o.bytes)})" for o in entry.outputs),
+             f"  master      {entry.master.file if entry.master else 'none'}; encoded from {entry.encoded_from}",
+             "  timings     " + ", ".join(f"{name} {value:.2f} s" for name, value in stages if value is not None),
+             f"  finished    {entry.finished_at}",
+             f"render again: svdflow rerender {os.path.dirname(path) or '.'} --id {entry.id} --verify"]
+    return "\n".join(lines)
+
+
+def _provenance_lines(p) -> list[str]:
     model = p.model
     hardware = p.hardware
     output = p.output
@@ -136,7 +166,6 @@ def provenance_text(path: str, p) -> str:
         settings.append(f"prores_profile {output.prores_profile}")
     settings.append(f"masters {'on' if output.masters else 'off'}")
     lines = [
-        f"{path}: job {p.id} of {p.run.name}, svdflow {p.versions.get('svdflow', '?')}",
         f"  item        {p.item_id}, seed {p.seed} ({p.seed_origin})",
         f"  input       {p.input.uri}",
         f"              sha256 {p.input.sha256}",
@@ -157,6 +186,5 @@ def provenance_text(path: str, p) -> str:
         f"              output  {p.output_key}",
         "  versions    " + ", ".join(f"{name} {value}" for name, value in p.versions.items() if name != "platform"),
         f"  manifest    {p.run.manifest}",
-        f"render again: svdflow rerender {path} --verify",
     ]
-    return "\n".join(lines)
+    return lines

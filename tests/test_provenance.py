@@ -13,6 +13,7 @@ from test_writers import FRAMES
 
 from svdflow.api import run_manifest
 from svdflow.outputs.writers import hash_output, write_outputs
+from svdflow.views import human_bytes
 
 RELEASE = REPO / "tests" / "fixtures" / "release-0.1-smoke"
 
@@ -120,3 +121,53 @@ def test_rerender_from_a_file_alone_writes_the_very_same_files(rendered, capsys)
                                  (".mp4", ".hevc.mp4", ".mov", ".webm", ".gif", ".webp", "_frames")]
     for output in entry["outputs"]:
         assert hash_output(str(again / output["file"]), output["format"])[0] == output["sha256"], output
+
+
+def test_inspect_reads_a_sidecar_and_an_index_entry(rendered, tmp_path, capsys):
+    """A sidecar shows the job's entry: the provenance its files carry, then what writing them recorded;
+    an index.json the same for the job --id names."""
+    sidecar = rendered / "entry.json"
+    e = json.loads(sidecar.read_text())
+    code, file_out, _ = run_cli(capsys, "inspect", str(rendered / "out" / "a-m60.mp4"))
+    assert code == 0
+    code, out, err = run_cli(capsys, "inspect", str(sidecar))
+    assert (code, err) == (0, "")
+    provenance_lines = file_out.splitlines()[1:-1]
+    t = e["timings"]
+    assert out.splitlines() == [
+        f"{sidecar}: job a-m60 of t, done, svdflow {e['versions']['svdflow']}", *provenance_lines,
+        "  files       " + ", ".join(f"{o['file']} ({human_bytes(o['bytes'])})" for o in e["outputs"]),
+        "  master      .svdflow/masters/a-m60.mkv; encoded from render",
+        f"  timings     fetch {t['fetch_s']:.2f} s, render {t['render_s']:.2f} s, encode {t['encode_s']:.2f} s, "
+        f"total {t['total_s']:.2f} s",
+        f"  finished    {e['finished_at']}",
+        f"render again: svdflow rerender {rendered} --id a-m60 --verify"]
+    code, out, _ = run_cli(capsys, "inspect", str(sidecar), "--json")
+    assert (code, json.loads(out)) == (0, e)
+
+    failed = {**e, "id": "b", "item_id": "b", "status": "failed", "outputs": [], "master": None,
+              "error": {"type": "InputError", "message": "b.png: file not found; check the path", "stage": "fetch"}}
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"svdflow_index": 2, "jobs": [e, failed]}))
+    code, out, _ = run_cli(capsys, "inspect", str(index), "--id", "b")
+    assert (code, out) == (0, f"""\
+{index}: job b of t, failed, svdflow {e['versions']['svdflow']}
+  item        b, seed {e['seed']} ({e['seed_origin']})
+  input       {e['input']['uri']}
+  error       InputError at fetch: b.png: file not found; check the path
+  finished    {e['finished_at']}
+""")
+    code, out, _ = run_cli(capsys, "inspect", str(index), "--id", "a-m60", "--json")
+    assert (code, json.loads(out)) == (0, e)
+    (tmp_path / "list.json").write_text("[1]")
+    for args, message in [
+        ((str(index),), "an index holds many jobs; pass --id ID to say which (or pass the job's sidecar <id>.json or "
+                        "one of its files)"),
+        ((str(index), "--id", "zz"), "no job 'zz' in this index; known ids: a-m60, b"),
+        ((str(sidecar), "--id", "zz"), "the sidecar of job 'a-m60', not 'zz'; drop --id or pass that job's zz.json"),
+        ((str(tmp_path / "list.json"),), "not an svdflow sidecar or index.json (not a JSON object); pass a <id>.json "
+                                         "or index.json svdflow wrote"),
+        ((str(tmp_path / "gone.json"),), "no such file; pass a sidecar <id>.json or an index.json svdflow wrote"),
+    ]:
+        code, _, err = run_cli(capsys, "inspect", *args)
+        assert (code, err) == (2, f"error: {args[0]}: {message}\n"), args

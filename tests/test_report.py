@@ -651,6 +651,64 @@ def test_an_mp4_the_browser_cannot_play_falls_back_to_the_webp(tmp_path, chromiu
                      "garbled": '<div class="placeholder">this browser cannot play the video</div>'}
 
 
+# The text of each line an element's text is laid out on, as the browser broke it.
+LAID_OUT_LINES = """(selector => {
+  const el = document.querySelector(selector), lines = new Map();
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const box = range.getClientRects()[0];
+      if (!box) continue;
+      const top = Math.round(box.top);
+      lines.set(top, (lines.get(top) || '') + node.data[i]);
+    }
+  }
+  return [...lines.entries()].sort((a, b) => a[0] - b[0]).map(e => e[1].trim());
+})"""
+
+
+def test_seeds_and_units_do_not_wrap_and_a_failed_card_says_its_error_once(tmp_path, chromium):
+    """Laid out by Chromium: the largest seed on one line, inside its card; no unit ("s", "frames") on a
+    line of its own; a job that failed to fetch its input shows that error once."""
+    out = tmp_path / "renders"
+    out.mkdir()
+    write_mp4(out / "long.mp4", frames_for(1))
+    image = write_image(tmp_path / "in.png")
+    gone = str(tmp_path / "gone.png")
+    message = f"{gone}: file not found; check the path (relative paths are resolved against the manifest's folder)"
+    write_index(out, [
+        make_entry("long", uri=str(image), input_sha=sha256_file(image), params={"seed": 2**63 - 1},
+                   outputs=[output_record(out, "mp4", "long.mp4")]),
+        make_entry("lost", status="failed", uri=gone, input_sha=None, params={"seed": 2**63 - 2},
+                   error={"type": "InputError", "message": message, "stage": "fetch"})])
+    devtools, open_page = chromium
+    session = open_page(Path(write_report(str(out))).as_uri())
+    devtools.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1,
+                  mobile=False)
+
+    def lines(selector: str) -> list[str]:
+        return devtools.evaluate(session, f"{LAID_OUT_LINES}({json.dumps(selector)})")
+
+    for job in ("long", "lost"):
+        seed = lines(f"#job-{job} .params dd")
+        assert seed == [str(2**63 - 1 if job == "long" else 2**63 - 2)], seed
+        assert devtools.evaluate(session, f"""(() => {{
+          const dd = document.querySelector('#job-{job} .params dd').getBoundingClientRect();
+          const card = document.querySelector('#job-{job}').getBoundingClientRect();
+          return dd.left >= card.left && dd.right <= card.right; }})()""")
+    clip = next(i for i, row in enumerate(devtools.evaluate(
+        session, "[...document.querySelectorAll('#job-long .params dt')].map(d => d.textContent)")) if row == "clip")
+    for selector in (f"#job-long .params dd:nth-of-type({clip + 1})", "#job-long .files span + span"):
+        text = lines(selector)
+        # every unit on the line of its number: "... 1.14 s" may wrap before "1.14", never before "s"
+        assert text and not [line for line in text if re.match(r"(s|frames)\b", line)], (selector, text)
+    failed = devtools.evaluate(session, "document.getElementById('job-lost').innerText")
+    assert failed.count(message) == 1, failed
+
+
 # ---------------------------------------------------------------------------------------------
 # Every output format, masters, re-encodes and the clip options (issues 15 and 16)
 
@@ -730,19 +788,19 @@ def test_cards_link_prores_and_frames_and_show_the_master_the_keys_and_a_re_enco
     assert f"<dt>render key</dt><dd>{entry['render_key']}</dd>" in every
     assert f"<dt>output key</dt><dd>{entry['output_key']}</dd>" in every
     assert "<dt>encoded from</dt><dd>the master (an output-only change)</dd>" in every
-    assert "<dt>segment 2</dt><dd>seed 7, 1.5 s</dd>" in every
+    assert "<dt>segment 2</dt><dd>seed 7, 1.5\u00a0s</dd>" in every
     assert "reencoded" not in card_text(text, "h265") and "<dt>master</dt>" not in card_text(text, "h265")
 
 
 def test_cards_show_the_clips_frames_and_duration(formats_report):
     _, _, text = formats_report
     every = card_text(text, "every")
-    for shown in ("clip</dt><dd>56 frames · 4.00 s", "segments</dt><dd>2", "loop</dt><dd>pingpong",
+    for shown in ("clip</dt><dd>56\u00a0frames · 4.00\u00a0s", "segments</dt><dd>2", "loop</dt><dd>pingpong",
                   "interpolate</dt><dd>×2", "<dt>frames</dt><dd>15 rendered, 56 written at 14 fps</dd>",
                   'data-s-frames="56"', 'data-s-duration_s="4.0"'):
         assert shown in every, shown
     h265 = card_text(text, "h265")
-    assert "clip</dt><dd>8 frames · 1.14 s" in h265 and "segments</dt>" not in h265 and "loop</dt>" not in h265
+    assert "clip</dt><dd>8\u00a0frames · 1.14\u00a0s" in h265 and "segments</dt>" not in h265 and "loop</dt>" not in h265
 
 
 def test_svdflows_own_folder_is_never_shown_as_an_output(formats_report):

@@ -23,6 +23,8 @@ from svdflow.report.cards import Card
 from svdflow.report.layout import SweepUnit, page_units
 from svdflow.views import human_bytes
 
+# Between a number and its unit ("1.14 s", "8 frames"): the unit never wraps onto a line of its own.
+NBSP = "\u00a0"
 # Shown in every card, in this order: (key, label, tooltip).
 SHOWN_PARAMS = (
     ("fps", "fps", "conditioning fps (playback fps in brackets when it differs)"),
@@ -170,7 +172,7 @@ def _card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
         input_thumb=card.input_thumb, input_reason=card.input_note or "input not available",
         params=_param_rows(card), error=entry.error if entry.error and entry.error.message else None,
         notes=notes, uri=entry.input.uri, links=links, finished_at=entry.finished_at,
-        total=f"{total:.1f} s" if total is not None else None,
+        total=f"{total:.1f}{NBSP}s" if total is not None else None,
         reencoded=entry.status == "done" and entry.encoded_from == "master", details=_details(card),
     )
 
@@ -183,7 +185,7 @@ def _details(card: Card) -> list[tuple[str, str]]:
     if entry.status == "done":
         rows.append(("frames", f"{clip.rendered} rendered, {clip.frames} written at {_fmt(clip.fps)} fps"))
     for segment in entry.segments:
-        rows.append((f"segment {segment.index + 1}", f"seed {segment.seed}, {segment.render_s:.1f} s"))
+        rows.append((f"segment {segment.index + 1}", f"seed {segment.seed}, {segment.render_s:.1f}{NBSP}s"))
     if card.master is not None:
         rows.append(("master", f"{card.master.file} ({human_bytes(card.master.bytes)}, lossless "
                                f"{card.master.codec.upper()})"))
@@ -223,7 +225,7 @@ def _param_text(card: Card, key: str) -> str:
         return f"{_fmt(params.fps)} ({_fmt(params.playback_fps)})"
     if key == "clip":
         clip = clip_shape(params)
-        return f"{clip.frames} frames · {clip.duration_s:.2f} s"
+        return f"{clip.frames}{NBSP}frames · {clip.duration_s:.2f}{NBSP}s"
     if key == "loop" and params.loop == "crossfade":
         clip = clip_shape(params)
         return f"crossfade over {clip.rendered - clip.looped} frames"

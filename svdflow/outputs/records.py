@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from svdflow.errors import UsageError
 from svdflow.outputs.entry import READABLE_FORMATS, IndexEntry, Provenance
-from svdflow.outputs.index import RunIndex
+from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.upgrade import upgrade_entry
@@ -69,14 +69,19 @@ def _index_entry(path: str, job_id: str | None) -> IndexEntry:
     if job_id is None:
         raise UsageError(f"{path}: an index holds many jobs; pass --id ID to say which (or pass the job's "
                          "sidecar <id>.json or one of its files)")
-    folder, name = os.path.split(path)
-    # As a run reads it: newer sidecars merged in.
+    return index_entry(path, job_id)
+
+
+def index_entry(index_path: str, job_id: str) -> IndexEntry:
+    """The entry of `job_id` in an index.json (or the output folder holding one), as a run reads it:
+    newer sidecars merged in. UsageError naming the file when it is no index or has no such job."""
+    folder, name = (index_path, INDEX_FILE) if os.path.isdir(index_path) else os.path.split(index_path)
     index = RunIndex.load(OutputStore(folder or "."), document=name)
     if index.unreadable:
-        raise UsageError(f"{path}: not an svdflow index.json ({index.unreadable}); pass the index.json of a run "
-                         "or a job's sidecar <id>.json")
+        raise UsageError(f"{index_path}: not an svdflow index.json ({index.unreadable}); pass the index.json of a "
+                         "run (or its output folder)")
     entry = index.get(job_id)
     if entry is None:
         known = ", ".join(sorted(index.entries)[:10])
-        raise UsageError(f"{path}: no job '{job_id}' in this index; known ids: {known}")
+        raise UsageError(f"{index_path}: no job '{job_id}' in this index; known ids: {known}")
     return entry

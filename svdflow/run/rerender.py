@@ -11,10 +11,9 @@ from svdflow.errors import DeviceError, EnvironmentProblem, InputError, UsageErr
 from svdflow.hardware import ResolvedHardware, fp8_refusal
 from svdflow.inputs import decode_image, fetch_bytes, resize_image
 from svdflow.outputs.entry import Provenance
-from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.outputs.post import post_process
 from svdflow.outputs.provenance import read_provenance
-from svdflow.outputs.store import OutputStore
+from svdflow.outputs.records import index_entry
 from svdflow.outputs.writers import write_outputs
 from svdflow.run.entries import collect_versions
 from svdflow.run.keys import frames_sha256
@@ -59,16 +58,8 @@ def load_source(source: str, job_id: str | None) -> Provenance:
 
 def load_entry(index_path: str, job_id: str):
     """The entry of `job_id` from an index.json (or an output folder holding one), with its sidecar
-    merged in as a run would."""
-    folder, name = (index_path, INDEX_FILE) if os.path.isdir(index_path) else os.path.split(index_path)
-    index = RunIndex.load(OutputStore(folder or "."), document=name)
-    if index.unreadable:
-        raise UsageError(f"{index_path}: not an svdflow index.json; pass the index.json of a run "
-                         "(or its output folder)")
-    entry = index.get(job_id)
-    if entry is None:
-        known = ", ".join(sorted(index.entries)[:10])
-        raise UsageError(f"{index_path}: no job '{job_id}' in this index; known ids: {known}")
+    merged in as a run would; a finished one."""
+    entry = index_entry(index_path, job_id)
     if entry.status != "done":
         raise UsageError(f"{index_path}: job '{job_id}' has status {entry.status!r}, not done; only a "
                          "finished job can be rendered again (run the manifest to retry it)")

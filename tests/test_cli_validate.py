@@ -126,3 +126,9 @@ def test_plan_prints_warnings_on_stderr(capsys, examples):
 def test_version(capsys):
     code, out, _ = run_cli(capsys, "--version")
     assert (code, out) == (0, f"svdflow {__version__}\n")
+    # One place defines it: pyproject.toml reads svdflow.__version__, and the changelog has its section.
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "svdflow.__version__"}
+    assert __version__ == "0.2.0" and f"\n## {__version__}\n" in (REPO / "CHANGELOG.md").read_text()

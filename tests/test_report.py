@@ -796,7 +796,7 @@ def test_cards_show_the_clips_frames_and_duration(formats_report):
     _, _, text = formats_report
     every = card_text(text, "every")
     for shown in ("clip</dt><dd>56\u00a0frames · 4.00\u00a0s", "segments</dt><dd>2", "loop</dt><dd>pingpong",
-                  "interpolate</dt><dd>×2", "<dt>frames</dt><dd>15 rendered, 56 written at 14 fps</dd>",
+                  "interpolate</dt><dd>×2", "<dt>frames</dt><dd>15 rendered, 56 written at 14\u00a0fps</dd>",
                   'data-s-frames="56"', 'data-s-duration_s="4.0"'):
         assert shown in every, shown
     h265 = card_text(text, "h265")

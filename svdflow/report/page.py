@@ -183,7 +183,7 @@ def _details(card: Card) -> list[tuple[str, str]]:
     clip = clip_shape(entry.params)
     rows = []
     if entry.status == "done":
-        rows.append(("frames", f"{clip.rendered} rendered, {clip.frames} written at {_fmt(clip.fps)} fps"))
+        rows.append(("frames", f"{clip.rendered} rendered, {clip.frames} written at {_fmt(clip.fps)}{NBSP}fps"))
     for segment in entry.segments:
         rows.append((f"segment {segment.index + 1}", f"seed {segment.seed}, {segment.render_s:.1f}{NBSP}s"))
     if card.master is not None:

@@ -57,16 +57,26 @@ def decoded_luma(path: str, pix_fmt: str) -> np.ndarray:
     return y / 4 if ten_bit else y
 
 
-@pytest.mark.parametrize(("fmt", "pix_fmt", "described"), [
-    ("mp4", "yuv420p", "h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive)"),
-    ("hevc", "yuv420p", "hevc (Main) (hvc1 / 0x31637668), yuv420p(tv, bt709, progressive)"),
-    ("prores", "yuv422p10le", "prores (HQ) (apch / 0x68637061), yuv422p10le(tv, bt709, progressive)"),
-    ("webm", "yuv420p", "vp9 (Profile 0), yuv420p(tv, bt709, progressive)"),
+# The container's own colour description: mp4's colr box (nclx: primaries, transfer, matrix 1 = BT.709,
+# then 0: not full range), mov's (nclc, no range), Matroska's Colour element (each field 1: BT.709;
+# Range 1: broadcast).
+MP4_COLR = b"colrnclx\x00\x01\x00\x01\x00\x01\x00"
+MOV_COLR = b"colrnclc\x00\x01\x00\x01\x00\x01"
+WEBM_COLOUR = [bytes.fromhex(f"{element}8101") for element in ("55B1", "55B9", "55BA", "55BB")]
+
+
+@pytest.mark.parametrize(("fmt", "pix_fmt", "described", "container"), [
+    ("mp4", "yuv420p", "h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive)", [MP4_COLR]),
+    ("hevc", "yuv420p", "hevc (Main) (hvc1 / 0x31637668), yuv420p(tv, bt709, progressive)", [MP4_COLR]),
+    ("prores", "yuv422p10le", "prores (HQ) (apch / 0x68637061), yuv422p10le(tv, bt709, progressive)", [MOV_COLR]),
+    ("webm", "yuv420p", "vp9 (Profile 0), yuv420p(tv, bt709, progressive)", WEBM_COLOUR),
 ])
-def test_every_video_format_is_bt709_limited_range_and_tagged_so(tmp_path, fmt, pix_fmt, described):
+def test_every_video_format_is_bt709_limited_range_and_tagged_so(tmp_path, fmt, pix_fmt, described, container):
     (out,) = write_outputs(FRAMES, str(tmp_path), "c", [fmt], playback_fps=7)
     # ffmpeg prints one name where matrix, primaries and transfer agree ("bt709/unknown/unknown" otherwise).
     assert described in stream_line(out.path)
+    data = open(out.path, "rb").read()
+    assert all(tag in data for tag in container)
     assert frame_fields(out.path) == [FIELDS] * T
     y = decoded_luma(out.path, pix_fmt)
     # Within a code of BT.709's luma; BT.601's is several codes off on these colours, so the matrix is

@@ -57,6 +57,7 @@ def file_name(kind: str) -> str:
 
 def write_schemas(folder: str) -> list[str]:
     """Write every kind's schema into `folder`; the paths written."""
+    os.makedirs(folder, exist_ok=True)
     paths = []
     for kind in SCHEMAS:
         path = os.path.join(folder, file_name(kind))

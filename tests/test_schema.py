@@ -45,11 +45,13 @@ def test_every_published_schema_is_current_and_every_field_is_described(kind, ca
 
 
 def test_make_schemas_writes_every_kind(tmp_path, capsys):
+    folder = tmp_path / "new"
     with pytest.raises(SystemExit) as exited:
-        main(["schema", "--write", str(tmp_path)])
+        main(["schema", "--write", str(folder)])
     assert exited.value.code == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{kind}.schema.json" for kind in SCHEMAS)
-    assert all((tmp_path / f"{k}.schema.json").read_text() == schema_text(k) for k in SCHEMAS)
+    assert capsys.readouterr().out == "".join(f"{folder / f'{kind}.schema.json'}\n" for kind in SCHEMAS)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{kind}.schema.json" for kind in SCHEMAS)
+    assert all((folder / f"{k}.schema.json").read_text() == schema_text(k) for k in SCHEMAS)
 
 
 def test_each_index_format_keeps_its_schema():

@@ -12,6 +12,7 @@ from test_run import tiny_manifest
 from test_writers import FRAMES
 
 from svdflow.api import run_manifest
+from svdflow.outputs.provenance import embedded_text
 from svdflow.outputs.writers import hash_output, write_outputs
 from svdflow.views import human_bytes
 
@@ -20,16 +21,19 @@ RELEASE = REPO / "tests" / "fixtures" / "release-0.1-smoke"
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
-    """A swept job `a-m60` in every format, its index and sidecar gone: only the files are left."""
+    """A swept job `a-m60` in every format, its index and sidecar gone: only the files are left (they
+    are kept in `records/`, with the sidecar of a job that failed, its image missing)."""
     folder = tmp_path_factory.mktemp("provenance")
     write_image(folder / "a.png")
-    manifest = tiny_manifest(folder, "  - id: a\n    image: a.png\n    sweep: {motion_bucket_id: [60]}\n",
+    manifest = tiny_manifest(folder, "  - id: a\n    image: a.png\n    sweep: {motion_bucket_id: [60]}\n"
+                                     "  - id: gone\n    image: nope.png\n",
                              formats="[mp4, hevc, prores, webm, gif, webp, frames]")
-    assert run_manifest(manifest).statuses == {"a-m60": "done"}
+    assert run_manifest(manifest).statuses == {"a-m60": "done", "gone": "failed"}
     out = folder / "out"
     (folder / "entry.json").write_text((out / "a-m60.json").read_text())
-    for name in ("index.json", "a-m60.json"):
-        (out / name).unlink()
+    (folder / "records").mkdir()
+    for name in ("index.json", "a-m60.json", "gone.json"):
+        (out / name).rename(folder / "records" / name)
     return folder
 
 
@@ -171,3 +175,31 @@ def test_inspect_reads_a_sidecar_and_an_index_entry(rendered, tmp_path, capsys):
     ]:
         code, _, err = run_cli(capsys, "inspect", *args)
         assert (code, err) == (2, f"error: {args[0]}: {message}\n"), args
+
+
+def test_every_json_file_a_real_run_writes_validates_against_its_published_schema(rendered):
+    """By jsonschema, not by svdflow's own models: index.json, each sidecar (a done job's, a failed
+    one's), the provenance in each file; and each schema refuses the other files."""
+    import jsonschema
+
+    from svdflow import __version__
+
+    def errors(kind: str, document) -> list[str]:
+        schema = json.loads((REPO / "schemas" / f"{kind}.schema.json").read_text())
+        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        return [e.message for e in validator.iter_errors(document)]
+
+    records = rendered / "records"
+    index = json.loads((records / "index.json").read_text())
+    assert errors("index", index) == []
+    assert [(e["id"], e["status"], e["versions"]["svdflow"]) for e in index["jobs"]] == [
+        ("a-m60", "done", __version__), ("gone", "failed", __version__)] and __version__ == "0.2.0"
+    for job_id in ("a-m60", "gone"):
+        assert errors("sidecar", json.loads((records / f"{job_id}.json").read_text())) == [], job_id
+    for name in ("a-m60.mp4", "a-m60.hevc.mp4", "a-m60.mov", "a-m60.webm", "a-m60.gif", "a-m60.webp",
+                 "a-m60_frames", ".svdflow/masters/a-m60.mkv"):
+        provenance = json.loads(embedded_text(str(rendered / "out" / name)))
+        assert errors("provenance", provenance) == [], name
+        assert provenance["versions"]["svdflow"] == __version__, name
+    assert errors("sidecar", index) and errors("index", index["jobs"][0])
+    assert errors("provenance", index["jobs"][0])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, write_image
 
 from svdflow.cli import main
 from svdflow.manifest.schema import PARAMETERS, json_schema
@@ -173,6 +173,8 @@ NOT_IN_JSON_SCHEMA = {
     "sweep_too_many_jobs": "the product of the sweep lists' lengths",
     "loop_frames_too_many": "loop_frames against half of segments x num_frames",
     "loop_frames_swept_too_many": "loop_frames against half of segments x num_frames",
+    # Defaults apply only where no item sets its own value.
+    "crossfade_one_frame": "a default against every item's own values",
     # What files, folders, tables and models hold.
     **dict.fromkeys(["glob_bad_id", "glob_duplicate_ids", "glob_hidden_only", "glob_id_clash", "glob_no_match",
                      "glob_on_http", "glob_too_many_files", "model_config_not_cached",
@@ -200,24 +202,52 @@ def test_the_schema_refuses_every_golden_invalid_manifest_it_can_express():
     assert accepted == sorted(NOT_IN_JSON_SCHEMA), "a case the schema accepts must say why it cannot refuse it"
     # What this round taught the schema, among them.
     assert {"repeated_format", "sweep_repeated_value", "id_reserved_index", "width_not_multiple_of_8",
-            "output_dir_unbalanced_brace", "output_dir_unknown_placeholder", "overlap_with_offload",
-            "crossfade_one_frame"} <= set(refused)
+            "output_dir_unbalanced_brace", "output_dir_unknown_placeholder", "overlap_with_offload"} <= set(refused)
 
 
-def test_the_tightened_rules_refuse_no_manifest_svdflow_accepts():
-    """Each rule added to the schema is as narrow as svdflow's: the near misses svdflow takes, the schema takes."""
+def test_the_tightened_rules_refuse_no_manifest_svdflow_accepts(tmp_path):
+    """Each rule added to the schema is as narrow as svdflow's: the near misses svdflow takes, the schema
+    takes; and where the schema refuses, svdflow does too."""
     import jsonschema
 
-    from svdflow.manifest.schema import Manifest
+    from svdflow.errors import ManifestError
+    from svdflow.manifest import load_run_spec
 
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    write_image(tmp_path / "a.png")
+    (tmp_path / "t.csv").write_text("id,image,num_frames\nrow,a.png,4\n")
     item = {"id": "a", "image": "a.png"}
-    for manifest in ({"items": [{"id": "index", "image": "a.png", "sweep": {"seed": [1, 2]}}]},
-                     {"output": {"dir": "r/{name!s:>4}-{{x}}"}, "items": [item]},
-                     {"hardware": {"fp8": True, "profile": "low-vram", "offload": "none"}, "items": [item]},
-                     {"hardware": {"overlap_decode": True, "profile": "balanced"}, "items": [item]},
-                     {"defaults": {"loop": "crossfade", "num_frames": 2}, "items": [item]},
-                     {"items": [{**item, "sweep": {"seed": [1, 2], "noise_aug_strength": [0.1, 0.2]}}]}):
-        manifest = {"svdflow": 1, **manifest}
-        Manifest.model_validate(manifest)
-        assert validator.is_valid(manifest), manifest
+
+    def svdflow_accepts(manifest: dict) -> bool:
+        path = tmp_path / "m.yaml"
+        path.write_text(yaml.safe_dump({"svdflow": 1, "model": {"source": "builtin:tiny"}, **manifest}))
+        try:
+            load_run_spec(path)
+        except ManifestError:
+            return False
+        return True
+
+    near_misses = (
+        {"items": [{"id": "index", "image": "a.png", "sweep": {"seed": [1, 2]}}]},
+        {"output": {"dir": "r/{name!s:>4}-{{x}}"}, "items": [item]},
+        {"hardware": {"fp8": True, "profile": "low-vram", "offload": "none"}, "items": [item]},
+        {"hardware": {"overlap_decode": True, "profile": "balanced"}, "items": [item]},
+        {"defaults": {"loop": "crossfade", "num_frames": 2}, "items": [item]},
+        {"defaults": {"loop": "crossfade", "num_frames": 1}, "items": [{**item, "num_frames": 4}]},
+        {"items": [{**item, "loop": "crossfade", "num_frames": 1, "sweep": {"num_frames": [4, 8]}}]},
+        {"items": [{"table": "t.csv", "loop": "crossfade", "num_frames": 1}]},
+        {"items": [{**item, "sweep": {"seed": [1, 2], "noise_aug_strength": [0.1, 0.2]}}]})
+    for manifest in near_misses:
+        assert svdflow_accepts(manifest), manifest
+        assert validator.is_valid({"svdflow": 1, "model": {"source": "builtin:tiny"}, **manifest}), manifest
+    refused = (
+        {"items": [{"id": "index", "image": "a.png"}]},
+        {"output": {"formats": ["mp4", "gif", "mp4"]}, "items": [item]},
+        {"items": [{**item, "sweep": {"seed": [1, 1]}}]},
+        {"items": [{**item, "loop": "crossfade", "num_frames": 1, "segments": 3}]},
+        {"output": {"dir": "r/{date}"}, "items": [item]},
+        {"hardware": {"overlap_decode": True, "offload": "model"}, "items": [item]},
+        {"defaults": {"height": 580}, "items": [item]})
+    for manifest in refused:
+        assert not svdflow_accepts(manifest), manifest
+        assert not validator.is_valid({"svdflow": 1, "model": {"source": "builtin:tiny"}, **manifest}), manifest

@@ -451,11 +451,15 @@ def _cross_field_rules(defs: dict[str, Any]) -> None:
     # An item's id is its job id unless a sweep suffixes it: a reserved id needs a sweep.
     defs["Item"]["if"] = {"required": ["id"], "properties": {"id": {"enum": sorted(RESERVED_JOB_IDS)}}}
     defs["Item"]["then"] = {"required": ["sweep"], "properties": {"sweep": {"type": "object", "minProperties": 1}}}
-    # A one-frame clip stays one frame whatever the segments: nothing to crossfade (when both are set in
-    # one mapping; across defaults and an item only svdflow sees it).
-    for name in ("Defaults", "Item", "GlobItem", "TableItem"):
+    # A one-frame clip stays one frame whatever the segments: nothing to crossfade. Said where both are set
+    # on the item that makes the jobs and no sweep replaces either; defaults may be replaced by every
+    # item, and a table's by its rows: there only svdflow sees it.
+    swept = {"required": ["sweep"], "properties": {"sweep": {"anyOf": [
+        {"required": [key], "properties": {key: {"type": "array"}}} for key in ("loop", "num_frames")]}}}
+    for name in ("Item", "GlobItem"):
         defs[name]["not"] = {"required": ["loop", "num_frames"],
-                             "properties": {"loop": {"const": "crossfade"}, "num_frames": {"const": 1}}}
+                             "properties": {"loop": {"const": "crossfade"}, "num_frames": {"const": 1}},
+                             "not": swept}
 
 
 def json_schema() -> dict[str, Any]:

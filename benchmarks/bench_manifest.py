@@ -1,9 +1,10 @@
 """How long `validate` and `plan` take on big campaigns.
 
-    python benchmarks/bench_manifest.py [--scenario written|campaign|bomb|both] [--items N]
+    python benchmarks/bench_manifest.py [--scenario written|campaign|bomb|memory|both] [--items N]
                                         [--table-rows N] [--glob-files N] [--repeat N] [--profile]
+                                        [--scale F]
 
-Three scenarios, each written into a temp folder (`both`: the first two):
+Four scenarios, each written into a temp folder (`both`: the first two):
   written   a manifest of 10,000 items written out (a few overrides each, a handful of sweeps,
             images pointing at 3 real local files). Target: each command under 2 s on 2 cores.
   campaign  100,000 items from a CSV table (ids, images among the glob's files, a few parameter
@@ -12,6 +13,11 @@ Three scenarios, each written into a temp folder (`both`: the first two):
             Target: validated and planned in 10 s or less on 2 cores.
   bomb      one item swept over three keys of 256 values: 16,777,216 jobs, past max_jobs. Target:
             `svdflow validate` says so in under 1 s (counted from the lists' lengths, nothing made).
+  memory    the largest files the size limits allow, each refused by `svdflow validate` (exit 2):
+            a 4 MiB manifest of `items: [{},{},...]` (1.4 million items with 2 errors each), a 64 MiB
+            manifest of items written out (past max_jobs), and a 512 MiB table of tiny rows (past
+            max_jobs). Target: peak RSS <= 2 GB each, at most ~100 errors printed. --scale 0.1
+            writes files a tenth of those sizes (a quick check; the figures scale with it).
 Each is timed, best of --repeat:
   in one process:  load_manifest (read + validate), resolve (lists the glob, reads the table),
                    plan_run (the whole `plan` decision: hashing the inputs, loading the empty index);
@@ -27,6 +33,7 @@ import cProfile
 import os
 import pstats
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +50,8 @@ from svdflow.manifest import load_manifest, resolve  # noqa: E402
 from svdflow.run.planning import plan_run  # noqa: E402
 
 TARGET_S = {"written": 2.0, "campaign": 10.0}
+TARGET_RSS_BYTES = 2 * 10**9
+MIB = 2**20
 SWEEPS = 5  # items with a 3 x 2 sweep each
 
 
@@ -151,6 +160,94 @@ def measure_bomb(path: Path, repeat: int) -> None:
           f"{'within' if wall <= 1.0 else 'OVER'}")
 
 
+def write_empty_items(folder: Path, size: int) -> Path:
+    """`items: [{},{},...]`: every item misses its id and image (two errors each)."""
+    head = "svdflow: 1\nmodel: {source: builtin:tiny}\nitems: ["
+    count = (size - len(head) - 2) // 3
+    path = folder / "empty-items.yaml"
+    with path.open("w") as f:
+        f.write(head + ",".join(["{}"] * count) + "]\n")
+    return path
+
+
+def write_big_manifest(folder: Path, size: int) -> Path:
+    """Items written out, a few parameters each, up to `size` bytes: ~1 million items at 64 MiB, ten
+    times the default max_jobs."""
+    images = folder / "images"
+    images.mkdir(exist_ok=True)
+    for i in range(3):
+        Image.new("RGB", (64, 64), (80 * i, 40, 40)).save(images / f"img{i}.png")
+    path = folder / "big-manifest.yaml"
+    with path.open("w") as f:
+        written = f.write("svdflow: 1\nmodel: {source: builtin:tiny}\ndefaults: {num_frames: 4}\nitems:\n")
+        i = 0
+        while True:
+            item = (f"  - id: shot-{i:07d}\n    image: images/img{i % 3}.png\n    motion_bucket_id: {60 + i % 190}\n"
+                    f"    noise_aug_strength: {0.02 + (i % 5) / 100:.2f}\n")
+            if written + len(item) > size:
+                break
+            written += f.write(item)
+            i += 1
+    return path
+
+
+def write_big_table(folder: Path, size: int) -> Path:
+    """A CSV of tiny rows up to `size` bytes (~50 million rows at 512 MiB), named by a 5-line manifest."""
+    table = folder / "rows.csv"
+    with table.open("w") as f:
+        written = f.write("id,image\n")
+        block, i = [], 0
+        while written < size - 64:
+            row = f"r{i},a.png\n"
+            block.append(row)
+            written += len(row)
+            i += 1
+            if len(block) == 100_000:
+                f.write("".join(block))
+                block = []
+        f.write("".join(block))
+    path = folder / "big-table.yaml"
+    path.write_text("svdflow: 1\nmodel: {source: builtin:tiny}\nitems:\n  - table: rows.csv\n")
+    return path
+
+
+# Runs one command and prints its peak RSS (kB, Linux): the wrapper's only child is the command, so
+# RUSAGE_CHILDREN's maximum is that command's alone.
+_PEAK_RSS = ("import resource, subprocess, sys; proc = subprocess.run(sys.argv[1:], capture_output=True); "
+             "sys.stdout.write(f'{proc.returncode} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\\n'); "
+             "sys.stdout.write(proc.stderr.decode('utf-8', 'replace'))")
+
+
+def peak_rss(*args: str) -> tuple[int, int, float, str]:
+    """(exit code, peak RSS in bytes, wall seconds, stderr) of `svdflow ARGS` in a fresh process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, sys.executable, "-m", "svdflow", *args], env=env,
+                          capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - start
+    first, _, stderr = proc.stdout.partition("\n")
+    code, kilobytes = (int(part) for part in first.split())
+    return code, kilobytes * 1024, wall, stderr
+
+
+def measure_memory(folder: Path, scale: float) -> None:
+    cases = [("4 MiB manifest of `items: [{},{},...]`", write_empty_items, 4 * MIB),
+             ("64 MiB manifest of written items", write_big_manifest, 64 * MIB),
+             ("512 MiB table of tiny rows", write_big_table, 512 * MIB)]
+    print(f"\nmemory: `svdflow validate` on the largest files the limits allow (x{scale:g}); "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    for name, write, size in cases:
+        path = write(folder, int(size * scale))
+        code, rss, wall, err = peak_rss("validate", str(path))
+        lines = err.splitlines()
+        written = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        print(f"{name}: {written / MIB:.1f} MiB written; exit {code}, peak RSS {rss / 1e9:.2f} GB "
+              f"({'within' if rss <= TARGET_RSS_BYTES else 'OVER'} 2 GB), {wall:.1f} s, {len(lines)} lines on "
+              f"stderr\n  first: {lines[0][:160] if lines else ''}\n  last:  {lines[-1][:160] if lines else ''}")
+        for entry in folder.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
 def _cpu() -> float:
     me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
@@ -214,12 +311,13 @@ def measure(name: str, path: Path, repeat: int, profile: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=["written", "campaign", "bomb", "both"], default="both")
+    parser.add_argument("--scenario", choices=["written", "campaign", "bomb", "memory", "both"], default="both")
     parser.add_argument("--items", type=int, default=10_000, help="written: items in the manifest")
     parser.add_argument("--table-rows", type=int, default=100_000, help="campaign: rows of the table")
     parser.add_argument("--glob-files", type=int, default=10_000, help="campaign: files the glob matches")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile load + resolve + plan and print the top")
+    parser.add_argument("--scale", type=float, default=1.0, help="memory: file sizes times this")
     args = parser.parse_args()
 
     if args.scenario in ("written", "both"):
@@ -232,6 +330,9 @@ def main() -> None:
     if args.scenario == "bomb":
         with tempfile.TemporaryDirectory() as tmp:
             measure_bomb(write_bomb(Path(tmp)), args.repeat)
+    if args.scenario == "memory":
+        with tempfile.TemporaryDirectory() as tmp:
+            measure_memory(Path(tmp), args.scale)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import io
 import os
 import re
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ import fsspec.asyn
 import fsspec.core
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from svdflow.errors import InputError, InputTooLarge
-from svdflow.locations import Location
+from svdflow.errors import InputError, InputTooLarge, SvdflowError
+from svdflow.locations import Location, text_refusal
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_INPUT_PIXELS = 64_000_000
@@ -124,7 +125,14 @@ def fetch_bytes(
     `retries` is the number of attempts in all (at least one is always made); only transient
     failures (connection errors, timeouts, HTTP 429/500/502/503/504) are tried again, waiting
     `backoff_s`, then twice that, and so on between attempts.
+
+    Whatever goes wrong is an `InputError` (this input's failure, never the run's): the URI may
+    come from someone else's manifest, table or index, and a filesystem of fsspec can fail in its
+    own ways (a TypeError, a library's own ConnectionError). A URL whose protocol svdflow does not
+    open, or that holds a control character, is refused before anything is opened.
     """
+    if (refused := text_refusal(uri)) is not None:
+        raise InputError(refused)
     extra = missing_extra_for(uri)
     if extra is not None:
         raise InputError(_missing_extra_message(uri, extra))
@@ -136,13 +144,57 @@ def fetch_bytes(
             if attempt == attempts:
                 raise InputError(failure.message(uri, attempts)) from failure
             time.sleep(backoff_s * 2 ** (attempt - 1))
+        except SvdflowError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (see the docstring)
+            raise InputError(f"{uri}: could not be read ({_failure(exc)}); check the URL") from exc
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def _failure(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def _fetch_once(uri: str, *, timeout_s: float, max_bytes: int) -> bytes:
-    if Location.parse(uri).protocols in {(p,) for p in _HTTP_PROTOCOLS}:  # chained ones go through fsspec
+    location = Location.parse(uri)
+    if location.is_local:
+        with open_local(uri, location.path, max_bytes) as f:
+            return _read_capped(f.read, uri, max_bytes)
+    if location.protocols in {(p,) for p in _HTTP_PROTOCOLS}:  # chained ones go through fsspec
         return _fetch_http(uri, timeout_s=timeout_s, max_bytes=max_bytes)
     return _fetch_fsspec(uri, max_bytes=max_bytes)
+
+
+_NOT_REGULAR = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+                stat.S_IFSOCK: "a socket"}
+
+
+def open_local(uri: str, path: str, max_bytes: int) -> io.BufferedReader:
+    """The local file at `path` opened for reading, once it is known to be a regular file of at most
+    `max_bytes`. Opened without blocking first: opening a FIFO to read waits for a writer, forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise InputError(_not_found_message(uri)) from exc
+    except PermissionError as exc:
+        raise InputError(f"{uri}: permission denied; check that the file is readable") from exc
+    except OSError as exc:
+        raise InputError(f"{uri}: could not read ({exc.strerror}); check the file and try again") from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{uri}: is a folder, not a file; point to an image file")
+        if not stat.S_ISREG(info.st_mode):
+            kind = _NOT_REGULAR.get(stat.S_IFMT(info.st_mode), "not a regular file")
+            raise InputError(f"{uri}: is {kind}, not a file; point to an image file")
+        if info.st_size > max_bytes:
+            raise _too_large(uri, max_bytes, info.st_size)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _too_large(uri: str, max_bytes: int, size: int | None = None) -> InputTooLarge:
@@ -167,8 +219,8 @@ def _read_capped(read: Callable[[int], bytes], uri: str, max_bytes: int) -> byte
 
 
 def _fetch_fsspec(uri: str, *, max_bytes: int) -> bytes:
-    fs, path = _filesystem_for(uri)
     try:
+        fs, path = _filesystem_for(uri)  # some filesystems connect here (ftp, sftp)
         size = fs.size(path)
         if size is not None and size > max_bytes:
             raise _too_large(uri, max_bytes, size)
@@ -426,10 +478,11 @@ def load_input(uri: str, width: int, height: int, resize: str, **fetch_kwargs) -
     if problem is not None:
         raise InputError(f"{uri}: {problem}")
     data = fetch_bytes(uri, **fetch_kwargs)
-    image = decode_image(data, uri)
-    return LoadedInput(
-        uri=uri,
-        sha256=hashlib.sha256(data).hexdigest(),
-        image=resize_image(image, width, height, resize),
-        source_size=image.size,
-    )
+    try:
+        image = decode_image(data, uri)
+        resized = resize_image(image, width, height, resize)
+    except SvdflowError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a decoder's own failure on hostile bytes: this input's only)
+        raise InputError(f"{uri}: image data could not be decoded ({_failure(exc)}); re-export the file") from exc
+    return LoadedInput(uri=uri, sha256=hashlib.sha256(data).hexdigest(), image=resized, source_size=image.size)

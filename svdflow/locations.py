@@ -6,6 +6,12 @@ the output folder, its lock, the report), chained URLs included.
   fsspec knows (`simplecache::s3://bucket/key` caches a bucket's files on this machine);
 - anything else is a local path: relative ones are resolved against a base folder (the manifest's),
   `~` is expanded. A local file named `notes::draft.png` stays a local file.
+
+Which protocols svdflow opens is decided here too (`refusal`), for every room: a manifest, a table or
+an index written by someone else names them, and fsspec knows protocols that reach far past a file
+(`reference::` renders URL templates from the document it reads, `github::` calls an API, `data::`
+decodes the URL itself). Only the protocols a content pipeline uses are opened, plus those the
+user adds with SVDFLOW_EXTRA_PROTOCOLS.
 """
 
 from __future__ import annotations
@@ -15,8 +21,18 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
+from svdflow.settings import extra_protocols
+
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _LOCAL_SCHEMES = ("file", "local")
+# Where bytes live: local files, web servers, the object stores, the hub, and memory (tests, notebooks).
+ALLOWED_PROTOCOLS = ("file", "http", "https", "s3", "gs", "gcs", "az", "abfs", "hf", "memory")
+# Caches on this machine of one of the above (`simplecache::s3://...`): allowed as outer links only.
+CACHING_PROTOCOLS = ("simplecache", "filecache", "blockcache")
+PROTOCOLS_SETTING = "SVDFLOW_EXTRA_PROTOCOLS"
+# C0 and C1 control characters and DEL: no file name or URL a person means holds them, and they
+# can drive a terminal (ESC) or cut a path short (NUL).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @cache
@@ -86,6 +102,18 @@ class Location:
         separator = "" if self.text.endswith("/") else "/"
         return Location(f"{self.text}{separator}{name}", self.protocols)
 
+    def refusal(self) -> str | None:
+        """Why svdflow does not open this location, or None: a protocol off the allow-list, in any
+        link of a chained URL ("uses the protocol reference, which ...")."""
+        extra = extra_protocols()
+        *wrappers, inner = self.protocols
+        for protocol in wrappers:
+            if protocol not in CACHING_PROTOCOLS and protocol not in extra:
+                return _refused(protocol)
+        if inner not in ALLOWED_PROTOCOLS and inner not in extra:
+            return _refused(inner)
+        return None
+
     def filesystem(self):
         """(fsspec filesystem, path within it)."""
         import fsspec
@@ -96,6 +124,34 @@ class Location:
 
     def __str__(self) -> str:
         return self.text
+
+
+def _refused(protocol: str) -> str:
+    return (f"uses the protocol {protocol}, which svdflow does not open; use a local path or a "
+            f"{', '.join(ALLOWED_PROTOCOLS[:-1])} or {ALLOWED_PROTOCOLS[-1]} URL ({', '.join(CACHING_PROTOCOLS[:-1])} "
+            f"or {CACHING_PROTOCOLS[-1]} may wrap one: simplecache::s3://...), or, if you trust every manifest, table "
+            f"and index you run, add {protocol} to {PROTOCOLS_SETTING}")
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in `text`, written as an escape (\\x00, \\x1b), or None."""
+    match = _CONTROL.search(text)
+    return None if match is None else repr(match.group())[1:-1]
+
+
+def text_refusal(text: str) -> str | None:
+    """Why the path or URL `text` (as written in a manifest, table or index) is not opened, or None:
+    a control character in it, or a protocol off the allow-list. The text starts with the value,
+    quoted: "'ftp://h/x.png' uses the protocol ftp, which ..."."""
+    if (char := control_character(text)) is not None:
+        return f"{_shown(text)} holds the control character {char}; no file name or URL needs one, remove it"
+    refused = Location.parse(text).refusal()
+    return None if refused is None else f"{_shown(text)} {refused}"
+
+
+def _shown(text: str, width: int = 120) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= width else shown[:width - 4] + "...'"
 
 
 def is_url(text: str) -> bool:

@@ -7,8 +7,13 @@ crash tests.
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+import re
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from svdflow.errors import DeviceError
 
@@ -32,16 +37,36 @@ class Settings(BaseSettings):
                           "raise that OSError in) this process the N-th time it reaches a fault point "
                           "(svdflow.faults); for svdflow's own crash and fault-injection tests.")
 
+    extra_protocols: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="SVDFLOW_EXTRA_PROTOCOLS=ftp,sftp: fsspec protocols to open beyond svdflow's own list "
+                        "(svdflow.locations.ALLOWED_PROTOCOLS), comma-separated, for inputs, tables and output "
+                        "folders alike. Every protocol added is one that a manifest, a table or an index written "
+                        "by someone else can make svdflow open: add only ones you trust.")
+
+    @field_validator("extra_protocols", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            value = [part.strip().lower() for part in value.split(",") if part.strip()]
+        for protocol in value:
+            if not _PROTOCOL_NAME.fullmatch(str(protocol)):
+                raise ValueError(f"{protocol!r} is not a protocol name")
+        return tuple(value)
+
     def environment(self) -> dict[str, str]:
         """These settings as SVDFLOW_* variables, defaults included: what another process (a Ray
         worker on another machine) needs to run with exactly them."""
-        return {f"SVDFLOW_{name.upper()}": str(value) for name, value in self.model_dump().items()
-                if value is not None}
+        return {f"SVDFLOW_{name.upper()}": ",".join(value) if isinstance(value, tuple) else str(value)
+                for name, value in self.model_dump().items() if value is not None}
+
+
+_PROTOCOL_NAME = re.compile(r"[a-z][a-z0-9+.-]*")
 
 
 _HOW_TO_FIX = {
     "cpu_threads": "is not a positive integer; set it to e.g. 1 or 4, or unset it",
     "dist_timeout_s": "is not a positive number of seconds; set it to e.g. 3600, or unset it",
+    "extra_protocols": "is not a comma-separated list of protocol names; set it to e.g. ftp,sftp, or unset it",
 }
 
 
@@ -55,3 +80,19 @@ def load_settings() -> Settings:
         name = str(error["loc"][0])
         variable = f"SVDFLOW_{name.upper()}"
         raise DeviceError(f"{variable}={error['input']!r} {_HOW_TO_FIX.get(name, 'is not valid; unset it')}") from None
+
+
+def extra_protocols() -> tuple[str, ...]:
+    """SVDFLOW_EXTRA_PROTOCOLS, parsed once per value: every input a run opens asks (100,000 of them
+    in a campaign), and building the whole Settings costs a millisecond."""
+    return _extra_protocols(os.environ.get("SVDFLOW_EXTRA_PROTOCOLS"))
+
+
+@lru_cache(maxsize=8)
+def _extra_protocols(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    try:
+        return Settings.model_validate({"extra_protocols": raw}).extra_protocols
+    except ValidationError:
+        raise DeviceError(f"SVDFLOW_EXTRA_PROTOCOLS={raw!r} {_HOW_TO_FIX['extra_protocols']}") from None

@@ -408,6 +408,16 @@ def test_memory_missing():
 
 def test_unknown_scheme():
     assert error_of(inputs.fetch_bytes, "foo://bucket/a.png") == (
+        "'foo://bucket/a.png' uses the protocol foo, which svdflow does not open; use a local path or a file, http, "
+        "https, s3, gs, gcs, az, abfs, hf or memory URL (simplecache, filecache or blockcache may wrap one: "
+        "simplecache::s3://...), or, if you trust every manifest, table and index you run, add foo to "
+        "SVDFLOW_EXTRA_PROTOCOLS"
+    )
+
+
+def test_a_scheme_fsspec_does_not_know_once_allowed(monkeypatch):
+    monkeypatch.setenv("SVDFLOW_EXTRA_PROTOCOLS", "foo")
+    assert error_of(inputs.fetch_bytes, "foo://bucket/a.png") == (
         "foo://bucket/a.png: unsupported URL scheme 'foo://'; use a local path or a "
         "file://, http(s)://, s3://, gs://, hf:// or memory:// URL"
     )

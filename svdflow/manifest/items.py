@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svdflow.errors import Problem
-from svdflow.locations import is_url
+from svdflow.locations import is_url, text_refusal
 from svdflow.manifest.limits import JobBudget, sweep_jobs, sweep_lengths
 from svdflow.manifest.loader import LoadedManifest, SourceMap
 from svdflow.manifest.schema import PARAMETERS, GlobItem, TableItem
@@ -188,6 +188,9 @@ def gather_items(loaded: LoadedManifest, images: LocalImages) -> tuple[list[Item
             if not budget.take(per_item):
                 problems.append(_written_over(loaded, index, sweep, budget, before))
                 return items, problems, False
+            if refused := text_refusal(entry.image):
+                problems.append(source.problem(("items", index, "image"), f"items[{index}].image: {refused}"))
+                continue
             items.append(ItemSpec(entry.id, images.locate(entry.image), own, {}, sweep, Origin(source, index),
                                   True))
     return items, problems, True
@@ -221,6 +224,9 @@ def _table_items(written: str, index: int, own: dict[str, Any], sweep: dict[str,
     source = loaded.source
     per_item = sweep_jobs(sweep)
     room = budget.room // per_item
+    if refused := text_refusal(written):
+        problems.append(source.problem(("items", index, "table"), f"items[{index}].table: {refused}"))
+        return []
     try:
         table = read_table(written, loaded.path.parent, shown_path(written, source.file), max_rows=room)
     except TableUnusable as exc:
@@ -238,6 +244,9 @@ def _table_items(written: str, index: int, own: dict[str, Any], sweep: dict[str,
     images = manifest_images.beside(folder.path) if folder.is_local else None
     out = []
     for row in table.rows:
+        if refused := text_refusal(row.image):
+            problems.append(table.problem(row.index, "image", f"image: {refused}"))
+            continue
         if images is not None:
             image = images.locate(row.image)
         elif _is_written_as_url(row.image) or os.path.isabs(os.path.expanduser(row.image)):

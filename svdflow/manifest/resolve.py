@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from svdflow.errors import ManifestError, Problem, in_file_order
-from svdflow.locations import Location
+from svdflow.locations import Location, text_refusal
 from svdflow.manifest.items import ItemSpec, LocalImages, Origin, RowOrigin, gather_items
 from svdflow.manifest.limits import DEFAULT_MAX_JOBS, JobBudget, sweep_jobs, sweep_lengths
 from svdflow.manifest.loader import LoadedManifest, SourceMap, gc_paused
@@ -241,6 +241,9 @@ def _output_dir(manifest: Manifest, name: str, base_dir: Path, source: SourceMap
         problems.append(source.problem(("output", "dir"), f"output.dir: {template!r} is not a valid template "
                                                           f"({exc}); write braces as {{{{ and }}}}"))
         return template
+    if refused := text_refusal(expanded):
+        problems.append(source.problem(("output", "dir"), f"output.dir: {refused}"))
+        return expanded
     location = Location.parse(expanded, base_dir)
     return str(Path(location.path).resolve()) if location.is_local else location.text
 

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from svdflow.locations import Location
+from svdflow.locations import Location, text_refusal
 from svdflow.manifest.schema import ID_PATTERN
 
 _MAGIC = re.compile(r"[*?\[]")
@@ -90,6 +90,8 @@ def _bad_id(match: GlobMatch) -> str:
 
 def _match(pattern: str, index: int, base_dir: str | os.PathLike[str], id_prefix: str, max_matches: int | None
            ) -> tuple[list[GlobMatch], str | None]:
+    if refused := text_refusal(pattern):
+        return [], f"glob {refused}"
     location = Location.parse(pattern, base_dir)
     if location.protocol in UNLISTABLE:
         return [], (f"glob '{pattern}': {location.protocol}:// cannot list files, so a pattern cannot match "

@@ -184,7 +184,7 @@ def test_csv_table_rows_become_items(tmp_path):
     (tmp_path / "tables" / "shots.csv").write_bytes((
         '\ufeffid,image,motion_bucket_id,fps,resize\r\n'
         'one,"in, folder/a.png",100,,\r\n'
-        'two,"odd\r\nname.png",,8,pad\r\n'
+        'two,"odd, name.png",,8,pad\r\n'
         '\r\n'
         f'three,"{tmp_path}/tables/in, folder/a.png",7,6,\r\n').encode())
     spec = spec_of(tmp_path, """
@@ -200,15 +200,15 @@ def test_csv_table_rows_become_items(tmp_path):
     assert (one.id, one.image) == ("one", str(tmp_path / "tables" / "in, folder" / "a.png"))
     assert (one.params.motion_bucket_id, one.params.fps, one.params.resize) == (100, 5, "crop")
     assert (two.image, two.params.fps, two.params.motion_bucket_id, two.params.resize) == (
-        str(tmp_path / "tables" / "odd\r\nname.png"), 8, 127, "pad")
+        str(tmp_path / "tables" / "odd, name.png"), 8, 127, "pad")
     assert (three.image, three.params.motion_bucket_id, three.params.fps) == (one.image, 7, 6)
-    assert [job.defined_at for job in spec.jobs] == [f"{tmp_path}/tables/shots.csv:{n}" for n in (2, 3, 6)]
+    assert [job.defined_at for job in spec.jobs] == [f"{tmp_path}/tables/shots.csv:{n}" for n in (2, 3, 5)]
     assert one.seed == derive_seed(42, "one") and one.seed_origin == "derived"
     assert {k: v for k, v in one.origins.items() if v != "svdflow"} == {
         "num_frames": "defaults", "fps": "item", "motion_bucket_id": "table", "noise_aug_strength": "item",
         "seed": "derived"}
     assert (two.origins["fps"], two.origins["resize"]) == ("table", "table")
-    # The row whose image cell holds a line break names a file that is not there: a warning at its cell.
+    # The row whose image names a file that is not there: a warning at its cell.
     assert [str(w) for w in spec.warnings] == [
         f"{tmp_path}/tables/shots.csv:3:5: item 'two': image {two.image} does not exist; its jobs will fail "
         "until it does"]
@@ -219,6 +219,8 @@ def test_problems_after_a_multiline_cell_point_at_the_right_line(tmp_path):
     with pytest.raises(ManifestError) as raised:
         spec_of(tmp_path, "svdflow: 1\nitems:\n  - table: t.csv\n")
     assert [str(p) for p in raised.value.problems] == [
+        f"{tmp_path}/t.csv:2:3: image: 'x\\r\\ny.png' holds the control character \\r; no file name or URL needs one, "
+        "remove it",
         f"{tmp_path}/t.csv:4:9: fps: 'fast' is not an integer; write a whole number, or leave the cell empty "
         "to use the default"]
 

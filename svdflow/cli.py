@@ -11,10 +11,11 @@ import click
 from svdflow import __version__
 from svdflow.errors import EXIT_INVALID, EXIT_OK, ManifestError, SvdflowError, exit_code_for
 from svdflow.schemas import SCHEMAS, schema_text, write_schemas
+from svdflow.terminal import printable
 
 
 def _stderr(message: str) -> None:
-    click.echo(message, err=True)
+    click.echo(printable(message), err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -180,9 +181,9 @@ def inspect(file: Path, job_id: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(record.model_dump_json(indent=2))
     elif isinstance(record, Provenance):
-        click.echo(provenance_text(str(file), record))
+        click.echo(printable(provenance_text(str(file), record)))
     else:
-        click.echo(entry_text(str(file), record))
+        click.echo(printable(entry_text(str(file), record)))
 
 
 @cli.command()
@@ -191,7 +192,7 @@ def report(output_dir: str) -> None:
     """Write index.html beside a run's index.json: a contact sheet of every job, to review by eye."""
     from svdflow.report import write_report
 
-    click.echo(write_report(output_dir))
+    click.echo(printable(write_report(output_dir)))
 
 
 @cli.command()

@@ -7,10 +7,12 @@ from collections import Counter
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from svdflow.manifest.resolve import RunSpec
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.masters import MASTERS_DIR
+from svdflow.terminal import printable
 
 
 def _console(stderr: bool = False) -> Console:
@@ -35,9 +37,10 @@ def _plan_row(p) -> tuple[str, ...]:
     clip = clip_shape(params)
     status = p.status + (f" ({p.reason})" if p.reason and p.status != "new" else "")
     frames = f"{params.segments}x{params.num_frames}" if params.segments > 1 else str(params.num_frames)
-    return (p.job.id, _short(p.job.image), str(p.job.seed), f"{params.width}x{params.height}",
+    return (p.job.id, _short(printable(p.job.image)), str(p.job.seed), f"{params.width}x{params.height}",
             frames, str(clip.frames), f"{clip.duration_s:.2f}s", str(params.num_inference_steps), str(params.fps),
-            str(params.motion_bucket_id), f"{params.noise_aug_strength:g}", _short(p.job.defined_at, 32), status)
+            str(params.motion_bucket_id), f"{params.noise_aug_strength:g}", _short(printable(p.job.defined_at), 32),
+            printable(status))
 
 
 def origin_legend(spec: RunSpec, planned) -> list[str]:
@@ -63,20 +66,21 @@ def origin_legend(spec: RunSpec, planned) -> list[str]:
             listed += f": {model.source}'s {model.basis}"
         elif origin == "derived":
             listed += ": from (base seed, item id)"
-        lines.append(f"  {words + ':':<{width}} {listed}")
+        lines.append(printable(f"  {words + ':':<{width}} {listed}"))
     return lines if len(lines) > 1 else []
 
 
 def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
     console = console or _console()
-    title = f"{spec.name}: {len(planned)} jobs -> {spec.output_dir}"
+    title = printable(f"{spec.name}: {len(planned)} jobs -> {spec.output_dir}")
     rows = [_plan_row(p) for p in planned]
     if console.is_terminal and len(rows) <= RICH_TABLE_MAX_ROWS:
-        table = Table(title=title, title_justify="left")
+        # Text, not str: rich reads a str cell as markup, and "[/]" in a file name would stop the plan.
+        table = Table(title=Text(title), title_justify="left")
         for column in PLAN_COLUMNS:
             table.add_column(column, no_wrap=column in ("id", "seed", "size"))
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))
         console.print(table)
     else:
         widths = [max(len(row[i]) for row in [PLAN_COLUMNS, *rows]) for i in range(len(PLAN_COLUMNS) - 1)]
@@ -99,18 +103,21 @@ def print_summary(result, console: Console | None = None) -> None:
     console = console or _console(stderr=True)
     summary = result.summary()
     if result.errors and not console.is_terminal:  # whole messages, one per line, for logs and grep
-        console.file.write("".join(f"failed: {job_id}: {message}\n" for job_id, message in result.errors.items()))
+        console.file.write("".join(printable(f"failed: {job_id}: {message}") + "\n"
+                                   for job_id, message in result.errors.items()))
     elif result.errors:
         table = Table(title="failed jobs", title_justify="left")
         table.add_column("id", no_wrap=True)
         table.add_column("error")
         for job_id, message in result.errors.items():
-            table.add_row(job_id, message)
+            table.add_row(Text(printable(job_id)), Text(printable(message)))
         console.print(table)
     if result.orphans:
-        console.print(f"orphaned (no longer in the manifest, files kept): {', '.join(result.orphans)}")
-    console.print(f"{summary['rendered']} rendered, {summary['re_encoded']} re-encoded, {summary['up_to_date']} up to "
-                  f"date, {summary['failed']} failed in {summary['seconds']:.1f}s -> {result.spec.output_dir}")
+        console.print(printable(f"orphaned (no longer in the manifest, files kept): {', '.join(result.orphans)}"),
+                      markup=False)
+    console.print(printable(f"{summary['rendered']} rendered, {summary['re_encoded']} re-encoded, {summary['up_to_date']} "
+                            f"up to date, {summary['failed']} failed in {summary['seconds']:.1f}s -> "
+                            f"{result.spec.output_dir}"), markup=False)
     if result.spec.masters or result.masters_bytes:
         console.print(f"masters: {human_bytes(result.masters_bytes)} in {MASTERS_DIR}/")
 

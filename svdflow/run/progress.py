@@ -18,6 +18,8 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from svdflow.terminal import printable
+
 
 class Reporter:
     """The events of a run. The base class ignores them all."""
@@ -90,7 +92,7 @@ class PlainReporter(Reporter):
 
     def _line(self, text: str) -> None:
         with self._lock:
-            self.stream.write(self._prefix + text + "\n")
+            self.stream.write(self._prefix + printable(text) + "\n")
             self.stream.flush()
 
     def run_started(self, name, total, output_dir):
@@ -136,10 +138,11 @@ class RichReporter(Reporter):
 
     def run_started(self, name, total, output_dir):
         self.progress.update(self._jobs, total=total, description=f"{name}")
-        self.console.print(f"svdflow: {name}: {total} job{'s' * (total != 1)} -> {output_dir}")
+        self.console.print(printable(f"svdflow: {name}: {total} job{'s' * (total != 1)} -> {output_dir}"),
+                           markup=False)
 
     def note(self, text):
-        self.console.print(text)
+        self.console.print(printable(text), markup=False)
 
     def job_started(self, job_id, number, total, worker=None):
         self._segments[worker] = ""
@@ -159,7 +162,8 @@ class RichReporter(Reporter):
     def job_finished(self, job_id, status, info, worker=None):
         self.progress.advance(self._jobs)
         # markup=False: "[worker-0]" (and brackets in an id or an error) are text, not rich styles.
-        self.console.print(f"{job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else ""), markup=False)
+        self.console.print(printable(f"{job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else "")),
+                           markup=False)
 
     def worker_status(self, worker, status, info):
         self.progress.update(self._row(worker), description=self._label(worker, status), completed=0, total=1)

@@ -4,6 +4,11 @@ Cells are validated with `TableRow`, the same Pydantic fields as an item written
 so a bad value gets the same words, located in the table: `shots.csv:12:4: ...`. An empty cell (a
 JSON null) means "not set". Positions of cells are worked out only for the cells a problem names:
 reading 100,000 rows stays a matter of parsing and validating them.
+
+A table is read row by row, and only as far as the manifest's job limit: a table of 50 million
+tiny rows (512 MiB, the size limit) costs the rows up to the limit, not the file. Only the text of
+the rows read is kept (to place problems in it), and past `MAX_PROBLEMS` problems the rest are
+counted, not kept.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import io
 import json
 import os
 import re
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,13 +62,30 @@ class Table:
     shown: str  # the path as problems name it
     location: Location
     kind: str  # "csv" or "jsonl"
-    lines: list[str]
     rows: list[Row] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     header: list[str] = field(default_factory=list)  # csv: the columns in file order
     header_line: int = 1
+    header_text: str = ""
     row_lines: list[int] = field(default_factory=list)  # first line of each data row
+    row_texts: list[str] = field(default_factory=list)  # each data row as written (a CSV record may span lines)
     cut_short: bool = False  # reading stopped past `max_rows` rows: the table has more
+    uncounted: int = 0  # problems past the first MAX_PROBLEMS rows' worth, counted and not kept
+    counting: bool = False  # enough problems are kept: the rest are only counted
+
+    def add(self, problem: Problem) -> None:
+        """Keep a problem, or only count it once enough are kept to fill the list shown."""
+        if self.counting:
+            self.uncounted += 1
+            return
+        self.problems.append(problem)
+        if len(self.problems) > 4 * MAX_PROBLEMS:  # a header of a million bad columns, say
+            self.counting = True
+
+    def start_row(self) -> None:
+        """A row begins: whole rows' problems are kept (they are sorted by column), then counted."""
+        if len(self.problems) > MAX_PROBLEMS:
+            self.counting = True
 
     @property
     def folder(self) -> Location:
@@ -77,7 +100,7 @@ class Table:
     def column_problem(self, column: str, message: str) -> Problem:
         """A problem about a whole column: at its header cell (JSON Lines: where it first appears)."""
         if self.kind == "csv" and column in self.header:
-            line, col = _csv_cell(self.lines, self.header_line, self.header.index(column))
+            line, col = _csv_cell(self.header_text, self.header_line, self.header.index(column))
             return Problem(self.shown, line, col, message)
         for row in range(len(self.row_lines)):
             line, col = self._position(row, column)
@@ -90,8 +113,8 @@ class Table:
         if self.kind == "csv":
             if column not in self.header:
                 return start, 1
-            return _csv_cell(self.lines, start, self.header.index(column))
-        return start, _json_value_column(self.lines[start - 1], column)
+            return _csv_cell(self.row_texts[row], start, self.header.index(column))
+        return start, _json_value_column(self.row_texts[row], column)
 
 
 def shown_path(written: str, manifest_shown: str) -> str:
@@ -106,91 +129,162 @@ def read_table(written: str, base_dir: str | os.PathLike[str], shown: str, max_r
     """Read and validate a table; problems inside it are on the returned Table, TableUnusable otherwise.
 
     `max_rows`: stop after one row more than this (`cut_short`): a table too long for the manifest's
-    job limit is not validated to its end.
+    job limit is not read to its end.
     """
     location = Location.parse(written, base_dir)
-    kind = FORMATS.get(os.path.splitext(location.text.split("?", 1)[0])[1].lower())
+    kind = FORMATS.get(os.path.splitext(_path_part(location))[1].lower())
     if kind is None:
         raise TableUnusable(f"'{written}' is not a table svdflow reads; use a .csv file with a header row "
                             "(spreadsheets: save as CSV UTF-8) or a .jsonl file (one JSON object per line)")
-    if location.is_local and not os.path.isfile(location.path):
-        what = "is a folder, not a table" if os.path.isdir(location.path) else "does not exist"
-        raise TableUnusable(f"'{written}' {what}; check the path (local tables are read from the manifest's "
+    if location.is_local and not os.path.exists(location.path):
+        raise TableUnusable(f"'{written}' does not exist; check the path (local tables are read from the manifest's "
                             "folder)")
-    text = _read_text(location, written)
-    table = Table(shown, location, kind, io.StringIO(text, newline="").readlines())
-    if kind == "csv":
-        _read_csv(table, max_rows)
-    else:
-        _read_jsonl(table, max_rows)
+    if location.is_local and os.path.isdir(location.path):
+        raise TableUnusable(f"'{written}' is a folder, not a table; check the path (local tables are read from the "
+                            "manifest's folder)")
+    table = Table(shown, location, kind)
+    with _open_text(location, written) as stream:
+        lines = _Lines(stream, written)
+        if kind == "csv":
+            _read_csv(table, lines, max_rows)
+        else:
+            _read_jsonl(table, lines, max_rows)
     if not table.row_lines and not table.problems:  # a table that breaks early says why, not "empty"
         what = "has a header row but no rows" if table.header else "is empty"
         raise TableUnusable(f"the table '{written}' {what}; add one row per item"
                             + (" under a header row (id,image,...)" if kind == "csv" else
                                ", one JSON object per line ({\"id\": ..., \"image\": ...})"))
-    table.problems = _capped(table.problems, table.shown)
+    table.problems = _capped(table.problems, table.shown, table.uncounted)
     return table
 
 
-def _read_text(location: Location, written: str) -> str:
+def _path_part(location: Location) -> str:
+    """The part of a table's location that names the file: a web URL's path, without its query or
+    its fragment (`http://host/secret#.csv` is not a .csv file; the server never sees `#.csv`)."""
+    if location.protocol in ("http", "https"):
+        return urllib.parse.urlsplit(location.text.rsplit("::", 1)[-1]).path
+    return location.text.split("?", 1)[0]
+
+
+def _open_text(location: Location, written: str) -> io.TextIOWrapper:
+    """The table as text, read as it is parsed: a local file from the disk as far as it is read, a
+    remote one downloaded (up to the size limit) first."""
     from svdflow.errors import InputError, InputTooLarge
-    from svdflow.inputs import fetch_bytes
+    from svdflow.inputs import fetch_bytes, open_local
 
     try:
-        data = fetch_bytes(location.text, max_bytes=MAX_TABLE_BYTES)
+        if location.is_local:
+            binary: io.BufferedIOBase = io.BufferedReader(_Capped(open_local(written, location.path, MAX_TABLE_BYTES),
+                                                                   written))
+        else:
+            binary = io.BytesIO(fetch_bytes(location.text, max_bytes=MAX_TABLE_BYTES))
     except InputTooLarge as exc:
-        size = f"{exc.size:,} bytes, " if exc.size is not None else ""
-        raise TableUnusable(f"'{written}' is {size}over the {MAX_TABLE_BYTES:,}-byte limit for a table; split it "
-                            "into several tables (one table: entry each)") from None
+        raise _too_large(written, exc.size) from None
     except InputError as exc:
         raise TableUnusable(f"the table cannot be read: {exc}") from None
-    if b"\x00" in data:
-        raise TableUnusable(f"'{written}' is a binary file, not a text table; export it as CSV UTF-8 "
-                            "(or JSON Lines)")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise TableUnusable(f"'{written}' line {line}: byte 0x{data[exc.start]:02x} is not UTF-8; save the "
-                            "table as UTF-8 text (spreadsheets: CSV UTF-8)") from None
+    # newline="": line breaks are kept as written (csv needs them), and \r, \n and \r\n all end a line.
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
 
 
-def _records(table: Table) -> Iterator[tuple[int, list[str]]]:
-    """(first line, cells) of each non-blank CSV record; quoted cells may span lines."""
-    reader = csv.reader(table.lines, strict=True)
+def _too_large(written: str, size: int | None) -> TableUnusable:
+    known = f"{size:,} bytes, " if size is not None else ""
+    return TableUnusable(f"'{written}' is {known}over the {MAX_TABLE_BYTES:,}-byte limit for a table; split it "
+                         "into several tables (one table: entry each)")
+
+
+class _Capped(io.RawIOBase):
+    """A local file read up to the size limit, also when it grows while read or its size says 0."""
+
+    def __init__(self, f: io.BufferedReader, written: str):
+        self.f, self.written, self.read_bytes = f, written, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.f.readinto(buffer)
+        self.read_bytes += count or 0
+        if self.read_bytes > MAX_TABLE_BYTES:
+            raise _too_large(self.written, None)
+        return count
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+class _Lines:
+    """A table's lines, numbered from 1, each checked on the way: a NUL means a binary file, and
+    a byte that is not UTF-8 is named with its line."""
+
+    def __init__(self, stream: io.TextIOWrapper, written: str):
+        self.stream, self.written = stream, written
+        self.number = 0  # of the last line given
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            try:
+                line = self.stream.readline()
+            except UnicodeDecodeError as exc:
+                # Decoded a chunk at a time: the bad byte is in the chunk that ends the current line.
+                line_number = self.number + 1 + exc.object[:exc.start].count(b"\n")
+                raise TableUnusable(f"'{self.written}' line {line_number}: byte 0x{exc.object[exc.start]:02x} is "
+                                    "not UTF-8; save the table as UTF-8 text (spreadsheets: CSV UTF-8)") from None
+            if not line:
+                return
+            if "\x00" in line:
+                raise TableUnusable(f"'{self.written}' is a binary file, not a text table; export it as CSV UTF-8 "
+                                    "(or JSON Lines)")
+            self.number += 1
+            yield line
+
+
+def _records(table: Table, lines: _Lines) -> Iterator[tuple[int, list[str], str]]:
+    """(first line, cells, text) of each non-blank CSV record; quoted cells may span lines."""
+    taken: list[str] = []
+
+    def taking() -> Iterator[str]:
+        for line in lines:
+            taken.append(line)
+            yield line
+
+    reader = csv.reader(taking(), strict=True)
     consumed = 0
     while True:
+        taken.clear()
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            table.problems.append(Problem(table.shown, reader.line_num, None,
-                                          f"not valid CSV ({exc}); quote cells that hold commas, quotes or "
-                                          "line breaks (\"a, b\"), and double the quotes inside them (\"\")"))
+            table.add(Problem(table.shown, reader.line_num, None,
+                              f"not valid CSV ({exc}); quote cells that hold commas, quotes or "
+                              "line breaks (\"a, b\"), and double the quotes inside them (\"\")"))
             return
         start, consumed = consumed + 1, reader.line_num
         if cells:
-            yield start, cells
+            yield start, cells, "".join(taken)
 
 
-def _read_csv(table: Table, max_rows: int | None) -> None:
-    records = _records(table)
+def _read_csv(table: Table, lines: _Lines, max_rows: int | None) -> None:
+    records = _records(table, lines)
     first = next(records, None)
     if first is None:
         return
-    table.header_line, table.header = first
+    table.header_line, table.header, table.header_text = first
     known = _check_header(table)
-    for start, cells in records:
+    for start, cells, text in records:
         index = len(table.row_lines)
         if max_rows is not None and index > max_rows:
             table.cut_short = True
             return
+        table.start_row()
         table.row_lines.append(start)
+        table.row_texts.append(text)
         if not known:  # the header's problems say it all; every row would only repeat them
             continue
         if len(cells) != len(table.header):
-            table.problems.append(_width_problem(table, index, start, cells))
+            table.add(_width_problem(table, index, start, cells))
             continue
         values = {name: cell for name, cell in zip(table.header, cells) if cell != "" and name in known}
         _validate(table, index, values, strict=False)
@@ -200,7 +294,7 @@ def _check_header(table: Table) -> set[str]:
     """Problems with the header row; the columns that can be read."""
     known: set[str] = set()
     for i, name in enumerate(table.header):
-        line, col = _csv_cell(table.lines, table.header_line, i)
+        line, col = _csv_cell(table.header_text, table.header_line, i)
         if not name:
             message = f"column {i + 1} has no name in the header row; name it (id, image or a parameter) or remove it"
         elif name in known:
@@ -210,12 +304,12 @@ def _check_header(table: Table) -> set[str]:
         else:
             known.add(name)
             continue
-        table.problems.append(Problem(table.shown, line, col, message))
+        table.add(Problem(table.shown, line, col, message))
     for name in REQUIRED_COLUMNS:
         if name not in table.header:
             what = "each row's unique item id" if name == "id" else \
                 "each row's image (a path relative to the table's folder, or a URL)"
-            table.problems.append(Problem(table.shown, table.header_line, 1, (
+            table.add(Problem(table.shown, table.header_line, 1, (
                 f"no '{name}' column; the header row names the columns (it has: {', '.join(table.header)}); "
                 f"add an {name} column with {what}")))
     return known if all(name in known for name in REQUIRED_COLUMNS) else set()
@@ -224,7 +318,7 @@ def _check_header(table: Table) -> set[str]:
 def _width_problem(table: Table, index: int, start: int, cells: list[str]) -> Problem:
     count, columns = len(cells), len(table.header)
     if count > columns:
-        line, col = _csv_cell(table.lines, start, columns)
+        line, col = _csv_cell(table.row_texts[index], start, columns)
         return Problem(table.shown, line, col, (
             f"this row has {count} cells but the header row has {columns} columns; quote cells that hold "
             "commas (\"a, b\"), or remove the extra cells"))
@@ -233,29 +327,32 @@ def _width_problem(table: Table, index: int, start: int, cells: list[str]) -> Pr
         "(an empty cell means not set)"))
 
 
-def _read_jsonl(table: Table, max_rows: int | None) -> None:
-    unknown: dict[str, int] = {}  # key -> problem index, to count its other lines
-    for number, line in enumerate(table.lines, start=1):
+def _read_jsonl(table: Table, lines: _Lines, max_rows: int | None) -> None:
+    unknown: set[str] = set()  # keys reported once, at their first line
+    for line in lines:
+        number = lines.number
         if not line.strip():
             continue
         index = len(table.row_lines)
         if max_rows is not None and index > max_rows:
             table.cut_short = True
             return
+        table.start_row()
         table.row_lines.append(number)
+        table.row_texts.append(line)
         try:
             value = json.loads(line, object_pairs_hook=_no_repeated_keys)
         except _RepeatedKey as exc:
-            table.problems.append(Problem(table.shown, number, _json_value_column(line, exc.key), (
+            table.add(Problem(table.shown, number, _json_value_column(line, exc.key), (
                 f"key '{exc.key}' appears twice on this line; keep one of them")))
             continue
         except json.JSONDecodeError as exc:
-            table.problems.append(Problem(table.shown, number, exc.colno, (
+            table.add(Problem(table.shown, number, exc.colno, (
                 f"not valid JSON ({exc.msg}); each line is one JSON object, e.g. "
                 "{\"id\": \"rocket\", \"image\": \"rocket.png\"}")))
             continue
         if not isinstance(value, dict):
-            table.problems.append(Problem(table.shown, number, 1, (
+            table.add(Problem(table.shown, number, 1, (
                 f"this line is {_json_kind(value)}, not a JSON object; write one object per line, e.g. "
                 "{\"id\": \"rocket\", \"image\": \"rocket.png\"}")))
             continue
@@ -263,8 +360,8 @@ def _read_jsonl(table: Table, max_rows: int | None) -> None:
             del value[key]
             if key in unknown:
                 continue
-            unknown[key] = len(table.problems)
-            table.problems.append(Problem(table.shown, number, _json_key_column(line, key),
+            unknown.add(key)
+            table.add(Problem(table.shown, number, _json_key_column(line, key),
                                           f"unknown key '{key}'; {suggest(key, COLUMNS)}"))
         _validate(table, index, {k: v for k, v in value.items() if v is not None}, strict=True)
 
@@ -288,7 +385,7 @@ def _validate(table: Table, index: int, values: dict[str, Any], *, strict: bool)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             column = str(error["loc"][0]) if error["loc"] else "id"
-            table.problems.append(table.problem(index, column, _describe(error, column, table.kind)))
+            table.add(table.problem(index, column, _describe(error, column, table.kind)))
         return
     params = {key: getattr(row, key) for key in values if key not in REQUIRED_COLUMNS}
     table.rows.append(Row(index, row.id, row.image, params))
@@ -312,23 +409,24 @@ def _describe(error: dict[str, Any], column: str, kind: str) -> str:
     return describe_error(error, (column,), TableRow)
 
 
-def _capped(problems: list[Problem], shown: str) -> list[Problem]:
+def _capped(problems: list[Problem], shown: str, uncounted: int) -> list[Problem]:
     ordered = in_file_order(problems)
-    if len(ordered) <= MAX_PROBLEMS:
+    total = len(ordered) + uncounted
+    if total <= MAX_PROBLEMS:
         return ordered
     rest = ordered[MAX_PROBLEMS]
     return ordered[:MAX_PROBLEMS] + [Problem(shown, rest.line, rest.col, (
-        f"{len(ordered) - MAX_PROBLEMS} more problems from here on in this table; fix the ones above and "
+        f"{total - MAX_PROBLEMS} more problems from here on in this table; fix the ones above and "
         "validate again"))]
 
 
-def _csv_cell(lines: list[str], start: int, cell: int) -> tuple[int, int]:
-    """(line, column) where cell number `cell` of the record starting on line `start` begins."""
+def _csv_cell(record: str, start: int, cell: int) -> tuple[int, int]:
+    """(line, column) where cell number `cell` of the record `record`, which starts on line `start`, begins."""
     if cell == 0:
         return start, 1
     seen, quoted = 0, False
-    for number in range(start, len(lines) + 1):
-        for col, char in enumerate(lines[number - 1], start=1):
+    for number, line in enumerate(io.StringIO(record, newline="").readlines(), start=start):
+        for col, char in enumerate(line, start=1):
             if char == '"':
                 quoted = not quoted  # a doubled quote inside a quoted cell flips twice
             elif char == "," and not quoted:

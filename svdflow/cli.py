@@ -37,29 +37,38 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
             spec = load_run_spec(path)
         except ManifestError as exc:
             invalid += 1
-            _report_validation(path, None, exc.problems, as_json)
+            _report_validation(path, None, exc, as_json)
         else:
-            _report_validation(path, spec, [], as_json)
+            _report_validation(path, spec, None, as_json)
     if invalid:
         raise SystemExit(EXIT_INVALID)
 
 
-def _report_validation(path: Path, spec, problems, as_json: bool) -> None:
+def _report_validation(path: Path, spec, error: ManifestError | None, as_json: bool) -> None:
     warnings = list(spec.warnings) if spec else []
+    problems = error.problems if error else []
     if as_json:
         click.echo(json.dumps({
             "file": str(path), "valid": spec is not None, "jobs": len(spec.jobs) if spec else None,
-            "errors": [vars(p) for p in problems], "warnings": [vars(w) for w in warnings],
+            "errors": [vars(p) for p in problems], "more_errors": error.more if error else 0,
+            "warnings": [vars(w) for w in warnings],
         }))
         return
-    for problem in problems:
-        _stderr(f"error: {problem}")
+    if error:
+        _print_problems(error)
     for warning in warnings:
         _stderr(f"warning: {warning}")
     if spec is not None:
         _stderr(f"{path}: valid, {len(spec.jobs)} job{'s' * (len(spec.jobs) != 1)}")
     else:
-        _stderr(f"{path}: invalid, {len(problems)} problem{'s' * (len(problems) != 1)}")
+        _stderr(f"{path}: invalid, {error.count:,} problem{'s' * (error.count != 1)}")
+
+
+def _print_problems(error: ManifestError) -> None:
+    for problem in error.problems:
+        _stderr(f"error: {problem}")
+    for line in error.more_lines():
+        _stderr(line)
 
 
 @cli.command()
@@ -254,8 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else EXIT_INVALID
     except ManifestError as exc:
-        for problem in exc.problems:
-            _stderr(f"error: {problem}")
+        _print_problems(exc)
         code = exc.exit_code
     except SvdflowError as exc:
         _stderr(f"error: {exc}")

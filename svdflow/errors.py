@@ -53,17 +53,33 @@ def in_file_order(problems) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.line or 0, p.col or 0))
 
 
+# Problems shown at once; the rest are counted: a million broken items need one fix, not a million lines.
+MAX_SHOWN_PROBLEMS = 100
+
+
 class ManifestError(SvdflowError):
-    """A manifest that cannot be used: carries every problem found, not just the first."""
+    """A manifest that cannot be used: carries every problem found, not just the first (the first
+    MAX_SHOWN_PROBLEMS of them, in the order given, and how many `more`)."""
 
     exit_code = EXIT_INVALID
 
-    def __init__(self, problems: list[Problem], document: tuple[Any, Any] | None = None):
-        self.problems = list(problems)
-        # (parsed data, source map) when the file parsed but failed the schema: what further
-        # checks of the parts that did pass need.
+    def __init__(self, problems: list[Problem], document: tuple[Any, ...] | None = None, more: int = 0):
+        problems = list(problems)
+        self.problems = problems[:MAX_SHOWN_PROBLEMS]
+        self.more = more + len(problems) - len(self.problems)
+        # What further checks of the parts that passed need, when the file parsed but failed the
+        # schema (manifest.loader: the written items that passed, the source map, the job limit).
         self.document = document
-        super().__init__("\n".join(str(p) for p in self.problems))
+        super().__init__("\n".join([*(str(p) for p in self.problems), *self.more_lines()]))
+
+    def more_lines(self) -> list[str]:
+        """The line that counts the problems not shown, if any."""
+        return [f"... and {self.more:,} more error{'s' * (self.more != 1)}"] if self.more else []
+
+    @property
+    def count(self) -> int:
+        """Every problem found, shown or not."""
+        return len(self.problems) + self.more
 
 
 class UsageError(SvdflowError):

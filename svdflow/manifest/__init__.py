@@ -21,7 +21,7 @@ def load_run_spec(path: str | os.PathLike[str]) -> RunSpec:
         extra = job_id_problems(*exc.document)
         if not extra:
             raise
-        raise ManifestError(in_file_order(exc.problems + extra)) from None
+        raise ManifestError(in_file_order(exc.problems + extra), more=exc.more) from None
     return resolve(loaded)
 
 

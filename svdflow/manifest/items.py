@@ -209,6 +209,9 @@ def _written_over(loaded: LoadedManifest, index: int, sweep: dict[str, list], bu
             break
         budget.take(sweep_jobs({k: v for k, v in entry.sweep.model_dump().items() if v is not None}
                                if entry.sweep else {}))
+    if exact and loaded.cut is not None:  # the written entries the loader only counted
+        budget.take(loaded.cut.jobs)
+        exact = loaded.cut.exact
     if sweep:
         lengths = sweep_lengths(sweep)
         return loaded.source.problem(("items", index, "sweep"), budget.over_message(

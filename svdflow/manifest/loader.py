@@ -1,9 +1,10 @@
 """Read a manifest file into a validated `Manifest`, keeping where every key and value came from.
 
-PyYAML's constructor throws positions away and silently keeps the last of duplicate keys, so the
-document is composed into nodes first (libyaml when available: it is ~10x faster on big
-manifests), then built into data in one walk that records every position by path and reports
-duplicate keys (`_Builder`).
+The YAML is built into plain data and its source map straight from the parser's events
+(`svdflow.manifest.document`). Items are validated one at a time, and only as far as the manifest's
+job limit is kept: a 64 MiB manifest (the size limit) of a million items is refused for its job
+count in bounded memory, and one of a million broken items lists its first problems and counts the
+rest, instead of building millions of messages.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ import gc
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from svdflow.errors import ManifestError, Problem, in_file_order
-from svdflow.manifest.limits import MAX_MANIFEST_BYTES
+from svdflow.errors import MAX_SHOWN_PROBLEMS, ManifestError, Problem, in_file_order
+from svdflow.manifest.document import Builder, Loader, Path_, SourceMap, dotted
+from svdflow.manifest.limits import DEFAULT_MAX_JOBS, MAX_MANIFEST_BYTES, sweep_jobs
 from svdflow.manifest.schema import (
     FORMAT_VERSION,
     INPUT_KEYS,
@@ -30,6 +33,7 @@ from svdflow.manifest.schema import (
     GlobItem,
     Hardware,
     Item,
+    ItemEntry,
     Manifest,
     ModelSource,
     Output,
@@ -38,48 +42,16 @@ from svdflow.manifest.schema import (
 )
 from svdflow.manifest.schema import Defaults as DefaultsModel
 
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_STR_TAG, _INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
-_MAP_TAG, _SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
-# Scalars that Python's int()/float() read exactly as YAML 1.1 does; the rest (0x1f, 1_000, .inf,
-# octal 017, sexagesimal 1:30, booleans, null, timestamps) go through PyYAML's constructor.
-_PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
-_PLAIN_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?\Z")
-Path_ = tuple[Any, ...]
-_TAG_CACHE: dict[str, str] = {}
+__all__ = ["LoadedManifest", "SourceMap", "gc_paused", "load_manifest", "read_document", "validation_problems"]
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """The safe loader, with plain-scalar tag resolution memoised (keys and values repeat a lot)."""
+@dataclass(frozen=True)
+class ItemsCut:
+    """Written entries past the one that took the job count over the limit: not validated into models
+    (they cannot make the manifest valid), only counted, for the limit the problem suggests."""
 
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-        if kind is yaml.ScalarNode and implicit[0]:
-            tag = _TAG_CACHE.get(value)
-            if tag is None:
-                tag = super().resolve(kind, value, implicit)
-                if len(_TAG_CACHE) < 100_000:
-                    _TAG_CACHE[value] = tag
-            return tag
-        return super().resolve(kind, value, implicit)
-
-
-@dataclass
-class SourceMap:
-    """Line and column (1-based) of every key and value in a manifest, by path ('items', 0, 'id')."""
-
-    file: str
-    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-
-    def problem(self, path: Path_, message: str, *, at_key: bool = False) -> Problem:
-        """A problem located at `path`, or at its nearest ancestor that is in the file."""
-        table = self.keys if at_key and path in self.keys else self.values
-        while path and path not in table:
-            path = path[:-1]
-            table = self.values
-        line, col = table.get(path, (None, None))
-        return Problem(self.file, line, col, message)
+    jobs: int  # the jobs of the written items after the cut, up to the first glob or table entry
+    exact: bool  # no glob or table entry after the cut (whose count is unknown until it is read)
 
 
 @dataclass
@@ -90,6 +62,7 @@ class LoadedManifest:
     manifest: Manifest
     source: SourceMap
     raw: dict[str, Any]
+    cut: ItemsCut | None = None  # `manifest.items` ends where the job count went over the limit
 
 
 @contextlib.contextmanager
@@ -109,24 +82,23 @@ def gc_paused() -> Iterator[None]:
 
 
 def read_document(path: str | os.PathLike[str]) -> tuple[Any, SourceMap, list[Problem]]:
-    """Parse one YAML file into plain data, its source map and its duplicate keys.
+    """Parse one YAML file into plain data, its source map and its duplicate keys (the first
+    `document.MAX_DUPLICATES`; `source.more_duplicates` counts the rest).
 
     File and syntax problems raise: nothing after them can be trusted.
     """
     display = str(path)
     source = SourceMap(display)
     text = _read_text(Path(path), display)
-    loader = _Loader(text)
+    loader = Loader(text)
     try:
         with gc_paused():
-            root = loader.get_single_node()
-            if root is None:
+            builder = Builder(loader, source)
+            data, found = builder.document()
+            if not found:
                 what = "is empty" if not text.strip() else "holds only comments"
                 raise ManifestError([Problem(display, None, None, f"the file {what}; a manifest needs at least "
                                                                   "`svdflow: 1` and a list of `items:`")])
-            builder = _Builder(loader, source)
-            data = builder.build(root, ())
-            problems = builder.problems
     except yaml.YAMLError as exc:
         raise ManifestError([_yaml_problem(display, exc)]) from None
     except RecursionError:
@@ -134,25 +106,121 @@ def read_document(path: str | os.PathLike[str]) -> tuple[Any, SourceMap, list[Pr
                                                           "flatten it")]) from None
     finally:
         loader.dispose()
-    return data, source, problems
+    source.more_duplicates = builder.more_problems
+    return data, source, builder.problems
 
 
 def load_manifest(path: str | os.PathLike[str]) -> LoadedManifest:
-    """Read and validate a manifest; every problem in the file is reported at once."""
+    """Read and validate a manifest; every problem in the file is reported at once (the first
+    `MAX_SHOWN_PROBLEMS` of them, and how many more)."""
     with gc_paused():
         data, source, duplicates = read_document(path)
         if not isinstance(data, dict):
             kind = _yaml_kind(data)
             raise ManifestError([source.problem((), f"the top level is {kind}; a manifest is a mapping that "
                                                      "starts with `svdflow: 1` and lists `items:`")])
+        problems = _Found(duplicates, source.more_duplicates)
+        entries = data.get("items")
+        cut = None
+        if isinstance(entries, list) and entries:
+            items, cut, written = _validate_items(entries, source, _job_limit(data), problems)
+            head = {**data, "items": items if problems.empty else [_placeholder()]}
+        else:
+            head, written = data, []
         try:
-            manifest = Manifest.model_validate(data)
+            manifest = Manifest.model_validate(head)
         except ValidationError as exc:
-            raise ManifestError(in_file_order(duplicates + validation_problems(exc, source)),
-                                document=(data, source)) from None
-    if duplicates:
-        raise ManifestError(duplicates)
-    return LoadedManifest(Path(path).resolve(), manifest, source, data)
+            problems.add_all(validation_problems(exc, source))
+            schema_failed = True
+        else:
+            schema_failed = not problems.empty and problems.schema
+    if schema_failed:
+        raise ManifestError(in_file_order(problems.kept), document=(written, source, _job_limit(data)),
+                            more=problems.more)
+    if not problems.empty:
+        raise ManifestError(in_file_order(problems.kept), more=problems.more)
+    return LoadedManifest(Path(path).resolve(), manifest, source, data, cut)
+
+
+class _Found:
+    """The problems found so far: the first MAX_SHOWN_PROBLEMS kept, the rest counted."""
+
+    def __init__(self, duplicates: list[Problem], more: int):
+        self.kept: list[Problem] = list(duplicates)
+        self.more = more
+        self.schema = False  # some of them are the schema's (not only duplicate keys)
+
+    @property
+    def empty(self) -> bool:
+        return not self.kept and not self.more
+
+    @property
+    def full(self) -> bool:
+        return len(self.kept) >= MAX_SHOWN_PROBLEMS
+
+    def add_all(self, problems: list[Problem]) -> None:
+        self.schema = self.schema or bool(problems)
+        self.kept += problems
+
+
+@cache
+def _item_adapter() -> TypeAdapter:
+    return TypeAdapter(ItemEntry)
+
+
+@cache
+def _placeholder() -> BaseModel:
+    """An item that passes, standing in for the items while the rest of a manifest is checked."""
+    return Item(id="placeholder", image="placeholder.png")
+
+
+def _job_limit(data: dict[str, Any]) -> int:
+    limit = data.get("max_jobs")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else DEFAULT_MAX_JOBS
+
+
+def _validate_items(entries: list, source: SourceMap, limit: int, problems: _Found
+                    ) -> tuple[list[BaseModel], ItemsCut | None, list[tuple[int, BaseModel]]]:
+    """Each entry of `items:` validated on its own: (the models, up to the entry that takes the least
+    job count past `limit`; the cut after it; the written items that passed, by index, for the id
+    checks of a file that failed elsewhere). Past MAX_SHOWN_PROBLEMS problems, an entry's problems
+    are counted without being worded."""
+    adapter = _item_adapter()
+    models: list[BaseModel] = []
+    written: list[tuple[int, BaseModel]] = []
+    jobs = 0  # the least the entries so far can make
+    cut_at = None
+    after_jobs, after_exact = 0, True
+    for index, entry in enumerate(entries):
+        try:
+            model = adapter.validate_python(entry)
+        except ValidationError as exc:
+            if problems.full:
+                problems.more += exc.error_count()
+                problems.schema = True
+            else:
+                problems.add_all(validation_problems(exc, source, ("items", index)))
+            continue
+        is_written = isinstance(model, Item)
+        if cut_at is not None:
+            if after_exact and is_written:
+                after_jobs += _entry_jobs(model)
+            after_exact = after_exact and is_written
+            continue
+        models.append(model)
+        if is_written:
+            written.append((index, model))
+        jobs += _entry_jobs(model) if is_written else 1  # a glob or table makes a job or a problem
+        if jobs > limit:
+            cut_at = index
+    if cut_at is None or cut_at == len(entries) - 1:
+        return models, None, written
+    return models, ItemsCut(after_jobs, after_exact), written
+
+
+def _entry_jobs(item: BaseModel) -> int:
+    sweep = item.sweep
+    return sweep_jobs({k: v for k, v in sweep.model_dump().items() if v is not None}) if sweep else 1
 
 
 def _read_text(path: Path, display: str) -> str:
@@ -186,110 +254,6 @@ def _read_text(path: Path, display: str) -> str:
         col = len(data[data.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8", "replace")) + 1
         raise ManifestError([Problem(display, line, col, f"byte 0x{data[exc.start]:02x} is not UTF-8; "
                                                          "save the file as UTF-8 text")]) from None
-
-
-class _Builder:
-    """Builds the data and its source map in one walk over the composed nodes.
-
-    Plain maps, lists and scalars (all a manifest needs) are built here, ~3x faster than indexing
-    the nodes and then running PyYAML's constructor over them again; anything else (merge keys,
-    explicit tags like !!set) is handed to PyYAML's constructor. Duplicate keys are reported and
-    the first one is kept, so values and positions always agree.
-    """
-
-    def __init__(self, loader: Any, source: SourceMap):
-        self.loader = loader
-        self.source = source
-        self.problems: list[Problem] = []
-        # An alias is the same node again: build it once (no exponential "billion laughs").
-        self.built: dict[int, Any] = {}
-        self.building: set[int] = set()
-
-    def build(self, node: yaml.Node, path: Path_) -> Any:
-        mark = node.start_mark
-        self.source.values[path] = (mark.line + 1, mark.column + 1)
-        cls = node.__class__
-        if cls is yaml.ScalarNode:
-            return self._scalar(node)
-        key = id(node)
-        if key in self.built:
-            return self.built[key]
-        if key in self.building:
-            raise ManifestError([Problem(self.source.file, mark.line + 1, mark.column + 1,
-                                         "the value anchored here (&name) contains an alias to itself "
-                                         "(*name); remove that alias, aliases must not be recursive")])
-        self.building.add(key)
-        if cls is yaml.SequenceNode and node.tag == _SEQ_TAG:
-            value = [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-        elif cls is yaml.MappingNode and node.tag == _MAP_TAG and all(
-                k.__class__ is yaml.ScalarNode and k.tag != _MERGE_TAG for k, _ in node.value):
-            value = self._mapping(node, path)
-        else:
-            _index(node, path, self.loader, self.source, self.problems, set())
-            value = self.loader.construct_object(node, deep=True)
-        self.building.discard(key)
-        self.built[key] = value
-        return value
-
-    def _scalar(self, node: yaml.ScalarNode) -> Any:
-        tag, value = node.tag, node.value
-        if tag == _STR_TAG:
-            return value
-        if tag == _INT_TAG and _PLAIN_INT.match(value):
-            return int(value)
-        if tag == _FLOAT_TAG and _PLAIN_FLOAT.match(value):
-            return float(value)
-        return self.loader.construct_object(node)
-
-    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
-        out: dict[Any, Any] = {}
-        first_line: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            key = self._scalar(key_node)
-            line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-            if key in first_line:
-                self.problems.append(self._duplicate(path, key, line, col, first_line[key]))
-                continue
-            first_line[key] = line
-            self.source.keys[(*path, key)] = (line, col)
-            out[key] = self.build(value_node, (*path, key))
-        return out
-
-    def _duplicate(self, path: Path_, key: Any, line: int, col: int, first: int) -> Problem:
-        where = f"{_dotted(path)}." if path else ""
-        return Problem(self.source.file, line, col,
-                       f"duplicate key '{where}{key}' (first set on line {first}); keep one of them")
-
-
-def _index(node: yaml.Node, path: Path_, loader: Any, source: SourceMap, problems: list[Problem],
-           seen_nodes: set[int]) -> None:
-    """Record positions under `path` and report duplicate keys, for nodes PyYAML's constructor builds."""
-    source.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if id(node) in seen_nodes:  # an alias: indexed where its anchor is
-        return
-    seen_nodes.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                continue
-            key = loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
-            if key is None or not isinstance(key, (str, int, float, bool)):
-                continue
-            child = (*path, key)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                where = f"{_dotted(path)}." if path else ""
-                problems.append(Problem(source.file, line, key_node.start_mark.column + 1,
-                                        f"duplicate key '{where}{key}' (first set on line {seen[key]}); "
-                                        "keep one of them"))
-                continue
-            seen[key] = line
-            source.keys[child] = (line, key_node.start_mark.column + 1)
-            _index(value_node, child, loader, source, problems, seen_nodes)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, value_node in enumerate(node.value):
-            _index(value_node, (*path, i), loader, source, problems, seen_nodes)
 
 
 def _yaml_problem(display: str, exc: yaml.YAMLError) -> Problem:
@@ -333,11 +297,12 @@ _TYPE_WORDS = {
 
 
 
-def validation_problems(exc: ValidationError, source: SourceMap) -> list[Problem]:
-    """Turn Pydantic's errors into located, actionable problems, in file order."""
+def validation_problems(exc: ValidationError, source: SourceMap, prefix: Path_ = ()) -> list[Problem]:
+    """Turn Pydantic's errors into located, actionable problems, in file order; `prefix`: where the
+    validated value is in the manifest (("items", 3) for an item validated on its own)."""
     problems = []
     for error in exc.errors(include_url=False):
-        loc, form = _untag(tuple(error["loc"]))
+        loc, form = _untag((*prefix, *error["loc"]))
         if error["type"] == "extra_forbidden":
             problems.append(source.problem(loc, _unknown_key(loc, form), at_key=True))
         else:
@@ -379,21 +344,21 @@ _FORM_WORDS = {Item: "an item written out (id and image)", GlobItem: "a glob ent
 def _unknown_key(loc: Path_, form: type[BaseModel] | None = None) -> str:
     key, parent = loc[-1], loc[:-1]
     model = _model_at(parent, form)
-    where = f" in {_dotted(parent)}" if parent else " at the top level"
+    where = f" in {dotted(parent)}" if parent else " at the top level"
     if model in _FORM_WORDS:
         if key in INPUT_KEYS:
             given = next(k for k in INPUT_KEYS if k in model.model_fields)
-            return (f"'{key}' and '{given}' cannot both be on {_dotted(parent)}: an item has one of image (one "
+            return (f"'{key}' and '{given}' cannot both be on {dotted(parent)}: an item has one of image (one "
                     f"file), glob (the files a pattern matches) or table (one item per row); split it into two "
                     f"items")
         if key == "id" and model is GlobItem:
-            return (f"'id' cannot be on a glob entry ({_dotted(parent)}): each matched file's path gives its "
+            return (f"'id' cannot be on a glob entry ({dotted(parent)}): each matched file's path gives its "
                     f"item's id; remove it (id_prefix puts a text before every id)")
         if key == "id" and model is TableItem:
-            return (f"'id' cannot be on a table entry ({_dotted(parent)}): the table's id column gives each "
+            return (f"'id' cannot be on a table entry ({dotted(parent)}): the table's id column gives each "
                     f"row's id; remove it")
         if key == "id_prefix":
-            return (f"'id_prefix' is for glob entries, not {_FORM_WORDS[model]} ({_dotted(parent)}); remove it")
+            return (f"'id_prefix' is for glob entries, not {_FORM_WORDS[model]} ({dotted(parent)}); remove it")
     return f"unknown key '{key}'{where}; {suggest(str(key), allowed_keys(model) if model else [])}"
 
 
@@ -404,7 +369,7 @@ def describe_error(error: dict[str, Any], loc: Path_, model: type[BaseModel]) ->
 
 def _describe(error: dict[str, Any], loc: Path_, form: type[BaseModel] | None = None) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
-    name = _dotted(loc)
+    name = dotted(loc)
     if loc == ("svdflow",):
         if kind == "missing":
             return f"missing required key 'svdflow'; add `svdflow: {FORMAT_VERSION}` at the top"
@@ -413,7 +378,7 @@ def _describe(error: dict[str, Any], loc: Path_, form: type[BaseModel] | None = 
     if kind == "missing":
         if loc == ("items",):
             return "missing required key 'items'; add `items:` with at least one `- id: ...` and its `image: ...`"
-        parent = _dotted(loc[:-1]) or "the top level"
+        parent = dotted(loc[:-1]) or "the top level"
         if loc[-1] == "image" and loc[:1] == ("items",):
             return (f"{parent}: missing required key 'image'; add `image: <local path or URL>` (or, for many "
                     "items, `glob: <pattern>` or `table: <file>` instead of id and image)")
@@ -492,13 +457,6 @@ def _type_fix(kind: str, value: Any, loc: Path_, form: type[BaseModel] | None = 
         if isinstance(unquoted, wanted) and (wanted is bool or not isinstance(unquoted, bool)):
             return "remove the quotes"
     return f"write {_TYPE_WORDS[kind]}"
-
-
-def _dotted(loc: Path_) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _show(value: Any) -> str:

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from svdflow.errors import ManifestError, Problem, in_file_order
 from svdflow.locations import Location, text_refusal
 from svdflow.manifest.items import ItemSpec, LocalImages, Origin, RowOrigin, gather_items
-from svdflow.manifest.limits import DEFAULT_MAX_JOBS, JobBudget, sweep_jobs, sweep_lengths
+from svdflow.manifest.limits import JobBudget, sweep_jobs, sweep_lengths
 from svdflow.manifest.loader import LoadedManifest, SourceMap, gc_paused
 from svdflow.manifest.model_defaults import (
     ModelConfigUnreadable,
@@ -306,22 +304,14 @@ class _JobIds:
                   "items, or change the sweep so the generated ids differ")
 
 
-def job_id_problems(raw: Any, source: SourceMap) -> list[Problem]:
-    """The id problems among the written items that are valid on their own, for a file whose schema
-    check failed elsewhere: reported with the schema's problems, one round of fixes shows them all.
-    (Glob and table entries are expanded once the file is valid.)"""
-    items = raw.get("items") if isinstance(raw, dict) else None
-    if not isinstance(items, list):
-        return []
-    limit = raw.get("max_jobs")
-    budget = JobBudget(limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
-                       else DEFAULT_MAX_JOBS)
+def job_id_problems(written: list[tuple[int, Item]], source: SourceMap, limit: int) -> list[Problem]:
+    """The id problems among the written items that are valid on their own (`written`: by their index
+    in `items:`), for a file whose schema check failed elsewhere: reported with the schema's
+    problems, one round of fixes shows them all. (Glob and table entries are expanded once the file
+    is valid.)"""
+    budget = JobBudget(limit)
     ids, problems = _JobIds(), []
-    for index, raw_item in enumerate(items):
-        try:
-            item = Item.model_validate(raw_item)
-        except ValidationError:
-            continue  # the schema's problems already name it
+    for index, item in written:
         swept = {k: v for k, v in item.sweep.model_dump().items() if v is not None} if item.sweep else {}
         before = budget.count
         if not budget.take(sweep_jobs(swept)):  # ids are not generated past the limit

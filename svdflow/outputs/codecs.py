@@ -115,15 +115,22 @@ def ffmpeg_exe() -> str:
 
 
 def encode_command(fmt: str, path: str, width: int, height: int, *, fps, crf: int, prores_profile: str,
-                   comment: str) -> list[str]:
-    """ffmpeg reading raw RGB frames on stdin and writing `path` in `fmt`, `comment` in its metadata."""
+                   metadata: str | None) -> list[str]:
+    """ffmpeg reading raw RGB frames on stdin and writing `path` in `fmt`, with the global metadata
+    of the ffmetadata file `metadata` (None: none).
+
+    The metadata (the job's provenance, which holds its input's URI) is read from a file, not given
+    on the command line: a long URI would pass the kernel's limit on one argument (128 KiB), and
+    ffmpeg would not start. Same bytes as `-metadata comment=...`.
+    """
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", frame_rate(fps), "-i", "pipe:0",
-           "-an", "-map_metadata", "-1",
-           *codec_args(fmt, crf=crf, prores_profile=prores_profile),
-           "-fflags", "+bitexact", "-flags:v", "+bitexact"]
-    if comment:
-        cmd += ["-metadata", f"comment={comment}"]
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", frame_rate(fps), "-i", "pipe:0"]
+    if metadata:
+        cmd += ["-f", "ffmetadata", "-i", metadata, "-map", "0:v", "-map_metadata", "1"]
+    else:
+        cmd += ["-map_metadata", "-1"]
+    cmd += ["-an", *codec_args(fmt, crf=crf, prores_profile=prores_profile),
+            "-fflags", "+bitexact", "-flags:v", "+bitexact"]
     if CONTAINERS[fmt] in ("mp4", "mov"):
         cmd += ["-movflags", "+faststart"]  # the index first: players start before the whole file is in
     return [*cmd, "-f", CONTAINERS[fmt], path]

@@ -46,6 +46,12 @@ def _from_xmp(packet: bytes | str | None) -> str | None:
     return html.unescape(match.group(1)) if match else None
 
 
+def ffmetadata(comment: str) -> str:
+    """An ffmetadata file setting the global `comment` tag (what `parse_ffmetadata` reads back)."""
+    escaped = "".join("\\" + ch if ch in "=;#\\\n" else ch for ch in comment)
+    return f";FFMETADATA1\ncomment={escaped}\n"
+
+
 def parse_ffmetadata(text: str) -> dict[str, str]:
     """ffmpeg's ffmetadata output as {lowercased key: value} (Matroska writes its tags in capitals).
 

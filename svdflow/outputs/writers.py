@@ -44,7 +44,7 @@ from svdflow.outputs.codecs import (
     pix_fmt,
 )
 from svdflow.outputs.failures import errno_named_in, scratch_failure, store_failure, storing
-from svdflow.outputs.provenance import PNG_KEYWORD, xmp_packet
+from svdflow.outputs.provenance import PNG_KEYWORD, ffmetadata, xmp_packet
 
 __all__ = [
     "FORMATS",
@@ -205,19 +205,20 @@ def _encode_video(frames: np.ndarray, path: str, *, fmt: str, settings: EncodeSe
             f"with {pix_fmt(fmt, settings.prores_profile)})",
             "use an even width and height, or another format",
         )
-    try:
-        cmd = encode_command(fmt, path, width, height, fps=fps or settings.playback_fps, crf=settings.crf,
-                             prores_profile=settings.prores_profile, comment=settings.provenance)
-    except RuntimeError as exc:  # imageio-ffmpeg found no ffmpeg binary
-        raise _EncodeFailed(
-            f"could not encode {fmt} ({exc})", "reinstall it: pip install --force-reinstall imageio-ffmpeg"
-        ) from exc
-    data = np.ascontiguousarray(frames).data.cast("B")
-    # ffmpeg is run directly rather than through imageio_ffmpeg.write_frames: write_frames leaves
-    # ffmpeg's stderr on our terminal and ignores its exit status, so a failure while writing the
-    # trailer (disk full during the +faststart rewrite) would publish a broken file silently.
-    # Feeding the raw frames ourselves also means no macro_block_size rescale can ever happen.
-    proc = subprocess.run(cmd, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    with _metadata_file(settings.provenance) as metadata:
+        try:
+            cmd = encode_command(fmt, path, width, height, fps=fps or settings.playback_fps, crf=settings.crf,
+                                 prores_profile=settings.prores_profile, metadata=metadata)
+        except RuntimeError as exc:  # imageio-ffmpeg found no ffmpeg binary
+            raise _EncodeFailed(
+                f"could not encode {fmt} ({exc})", "reinstall it: pip install --force-reinstall imageio-ffmpeg"
+            ) from exc
+        data = np.ascontiguousarray(frames).data.cast("B")
+        # ffmpeg is run directly rather than through imageio_ffmpeg.write_frames: write_frames leaves
+        # ffmpeg's stderr on our terminal and ignores its exit status, so a failure while writing the
+        # trailer (disk full during the +faststart rewrite) would publish a broken file silently.
+        # Feeding the raw frames ourselves also means no macro_block_size rescale can ever happen.
+        proc = subprocess.run(cmd, input=data, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:
         text = proc.stderr.decode("utf-8", "replace")
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -226,6 +227,27 @@ def _encode_video(frames: np.ndarray, path: str, *, fmt: str, settings: EncodeSe
         # ends on something vaguer ("Nothing was written into output file").
         raise _EncodeFailed(f"could not encode {fmt} (ffmpeg exited with status {proc.returncode}: {detail})",
                             "check the ffmpeg message above and the output folder", errno_named_in(text))
+
+
+@contextmanager
+def _metadata_file(provenance: str) -> Iterator[str | None]:
+    """The provenance as an ffmetadata file in the local temporary folder, for ffmpeg to read (None
+    when there is none); removed afterwards."""
+    if not provenance:
+        yield None
+        return
+    with _reporting("the provenance for ffmpeg", tempfile.gettempdir(), scratch=True):
+        fd, path = tempfile.mkstemp(prefix="svdflow-", suffix=".ffmetadata")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(ffmetadata(provenance))
+        except BaseException:
+            os.unlink(path)
+            raise
+    try:
+        yield path
+    finally:
+        os.unlink(path)
 
 
 def encode_video(frames: np.ndarray, path: str, fmt: str, settings: EncodeSettings) -> None:

@@ -26,7 +26,7 @@ import fsspec.core
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from svdflow.errors import InputError, InputTooLarge, SvdflowError
-from svdflow.locations import Location, text_refusal
+from svdflow.locations import Location, protocol_refusal
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_INPUT_PIXELS = 64_000_000
@@ -129,9 +129,9 @@ def fetch_bytes(
     Whatever goes wrong is an `InputError` (this input's failure, never the run's): the URI may
     come from someone else's manifest, table or index, and a filesystem of fsspec can fail in its
     own ways (a TypeError, a library's own ConnectionError). A URL whose protocol svdflow does not
-    open, or that holds a control character, is refused before anything is opened.
+    open is refused before anything is opened.
     """
-    if (refused := text_refusal(uri)) is not None:
+    if (refused := protocol_refusal(uri)) is not None:
         raise InputError(refused)
     extra = missing_extra_for(uri)
     if extra is not None:

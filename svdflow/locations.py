@@ -145,6 +145,12 @@ def text_refusal(text: str) -> str | None:
     quoted: "'ftp://h/x.png' uses the protocol ftp, which ..."."""
     if (char := control_character(text)) is not None:
         return f"{_shown(text)} holds the control character {char}; no file name or URL needs one, remove it"
+    return protocol_refusal(text)
+
+
+def protocol_refusal(text: str) -> str | None:
+    """Why svdflow does not open the path or URL `text`, whatever wrote it, or None: its protocol
+    (any link's) is off the allow-list. A file a glob found may have any name it has on the disk."""
     refused = Location.parse(text).refusal()
     return None if refused is None else f"{_shown(text)} {refused}"
 

@@ -170,9 +170,10 @@ _NOT_REGULAR = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFCHR: "a device", s
                 stat.S_IFSOCK: "a socket"}
 
 
-def open_local(uri: str, path: str, max_bytes: int) -> io.BufferedReader:
+def open_local(uri: str, path: str, max_bytes: int, what: str = "an image file") -> io.BufferedReader:
     """The local file at `path` opened for reading, once it is known to be a regular file of at most
-    `max_bytes`. Opened without blocking first: opening a FIFO to read waits for a writer, forever."""
+    `max_bytes` (`what`: what it should be, for the message). Opened without blocking first: opening
+    a FIFO to read waits for a writer, forever."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError) as exc:
@@ -184,10 +185,10 @@ def open_local(uri: str, path: str, max_bytes: int) -> io.BufferedReader:
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise InputError(f"{uri}: is a folder, not a file; point to an image file")
+            raise InputError(f"{uri}: is a folder, not a file; point to {what}")
         if not stat.S_ISREG(info.st_mode):
             kind = _NOT_REGULAR.get(stat.S_IFMT(info.st_mode), "not a regular file")
-            raise InputError(f"{uri}: is {kind}, not a file; point to an image file")
+            raise InputError(f"{uri}: is {kind}, not a file; point to {what}")
         if info.st_size > max_bytes:
             raise _too_large(uri, max_bytes, info.st_size)
         os.set_blocking(fd, True)

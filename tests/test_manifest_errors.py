@@ -152,9 +152,10 @@ def test_validate_json(capsys, at_repo):
     assert code == EXIT_INVALID
     assert err == ""
     valid, invalid = (json.loads(line) for line in out.splitlines())
-    assert valid == {"file": "manifests/sweep.yaml", "valid": True, "jobs": 6, "errors": [], "warnings": []}
+    assert valid == {"file": "manifests/sweep.yaml", "valid": True, "jobs": 6, "errors": [], "more_errors": 0,
+                     "warnings": []}
     assert invalid == {
-        "file": "tests/invalid/crf_60.yaml", "valid": False, "jobs": None, "warnings": [],
+        "file": "tests/invalid/crf_60.yaml", "valid": False, "jobs": None, "warnings": [], "more_errors": 0,
         "errors": [{"file": "tests/invalid/crf_60.yaml", "line": 3, "col": 8,
                     "message": "output.crf: 60 is out of range; use a value at most 51"}],
     }

@@ -143,8 +143,8 @@ def read_table(written: str, base_dir: str | os.PathLike[str], shown: str, max_r
         raise TableUnusable(f"'{written}' is a folder, not a table; check the path (local tables are read from the "
                             "manifest's folder)")
     table = Table(shown, location, kind)
-    with _open_text(location, written) as stream:
-        lines = _Lines(stream, written)
+    with _open(location, written) as binary:
+        lines = _Lines(binary, written)
         if kind == "csv":
             _read_csv(table, lines, max_rows)
         else:
@@ -166,24 +166,23 @@ def _path_part(location: Location) -> str:
     return location.text.split("?", 1)[0]
 
 
-def _open_text(location: Location, written: str) -> io.TextIOWrapper:
-    """The table as text, read as it is parsed: a local file from the disk as far as it is read, a
+def _open(location: Location, written: str) -> io.BufferedIOBase:
+    """The table's bytes, read as they are parsed: a local file from the disk as far as it is read, a
     remote one downloaded (up to the size limit) first."""
     from svdflow.errors import InputError, InputTooLarge
     from svdflow.inputs import fetch_bytes, open_local
 
     try:
         if location.is_local:
-            binary: io.BufferedIOBase = io.BufferedReader(_Capped(open_local(written, location.path, MAX_TABLE_BYTES),
-                                                                   written))
+            binary: io.BufferedIOBase = io.BufferedReader(_Capped(open_local(
+                written, location.path, MAX_TABLE_BYTES, "a .csv or .jsonl file"), written))
         else:
             binary = io.BytesIO(fetch_bytes(location.text, max_bytes=MAX_TABLE_BYTES))
     except InputTooLarge as exc:
         raise _too_large(written, exc.size) from None
     except InputError as exc:
         raise TableUnusable(f"the table cannot be read: {exc}") from None
-    # newline="": line breaks are kept as written (csv needs them), and \r, \n and \r\n all end a line.
-    return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
+    return binary
 
 
 def _too_large(written: str, size: int | None) -> TableUnusable:
@@ -214,29 +213,31 @@ class _Capped(io.RawIOBase):
 
 
 class _Lines:
-    """A table's lines, numbered from 1, each checked on the way: a NUL means a binary file, and
-    a byte that is not UTF-8 is named with its line."""
+    """A table's lines, numbered from 1, each decoded and checked on its own as it is read: a NUL
+    means a binary file, a byte that is not UTF-8 is named with its line, and nothing past the last
+    line asked for is decoded. \r, \n and \r\n all end a line, and are kept (csv needs them)."""
 
-    def __init__(self, stream: io.TextIOWrapper, written: str):
-        self.stream, self.written = stream, written
+    def __init__(self, binary: io.BufferedIOBase, written: str):
+        self.binary, self.written = binary, written
         self.number = 0  # of the last line given
 
     def __iter__(self) -> Iterator[str]:
-        while True:
-            try:
-                line = self.stream.readline()
-            except UnicodeDecodeError as exc:
-                # Decoded a chunk at a time: the bad byte is in the chunk that ends the current line.
-                line_number = self.number + 1 + exc.object[:exc.start].count(b"\n")
-                raise TableUnusable(f"'{self.written}' line {line_number}: byte 0x{exc.object[exc.start]:02x} is "
-                                    "not UTF-8; save the table as UTF-8 text (spreadsheets: CSV UTF-8)") from None
-            if not line:
-                return
-            if "\x00" in line:
+        first = True
+        while line := self.binary.readline():
+            if first:
+                line, first = line.removeprefix(b"\xef\xbb\xbf"), False
+            if b"\x00" in line:
                 raise TableUnusable(f"'{self.written}' is a binary file, not a text table; export it as CSV UTF-8 "
                                     "(or JSON Lines)")
-            self.number += 1
-            yield line
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TableUnusable(f"'{self.written}' line {self.number + 1}: byte 0x{line[exc.start]:02x} is not "
+                                    "UTF-8; save the table as UTF-8 text (spreadsheets: CSV UTF-8)") from None
+            # A lone \r ends a line too (old spreadsheets' exports); \r\n stays one line break.
+            for part in io.StringIO(text, newline="").readlines() if "\r" in text[:-2] else (text,):
+                self.number += 1
+                yield part
 
 
 def _records(table: Table, lines: _Lines) -> Iterator[tuple[int, list[str], str]]:

@@ -16,6 +16,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import markupsafe
 import pytest
 from conftest import SVDFLOW, free_port, run_cli, write_image, write_manifest
 
@@ -49,21 +50,31 @@ class Recorder:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
+                self.answer(body_too=True)
+
+            def do_HEAD(self):  # noqa: N802
+                self.answer(body_too=False)
+
+            def answer(self, body_too: bool) -> None:
                 recorder.paths.append(self.path)
                 status, headers, body = recorder.routes.get(self.path, (404, {}, b"not found"))
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                if self.path in recorder.chunked:
+                if self.path in recorder.chunked:  # no size said, in HEAD's answer either
+                    if not body_too:
+                        self.send_header("Connection", "close")
+                        self.end_headers()
+                        self.close_connection = True
+                        return
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()
                     self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
                     return
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
-
-            do_HEAD = do_GET  # noqa: N815
+                if body_too:
+                    self.wfile.write(body)
 
             def log_message(self, *args):
                 pass
@@ -180,7 +191,7 @@ def test_report_and_rerender_never_open_a_url_an_edited_index_names(tmp_path, re
         thumbnail.unlink() if thumbnail.is_file() else None
     code, _, _ = run_cli(capsys, "report", str(out))
     assert code == 0
-    assert f"{url}: could not be read (InputError: {refused(url, 'reference')})" in (out / "index.html").read_text()
+    assert f'title="{markupsafe.escape(refused(url, "reference"))}">input unavailable' in (out / "index.html").read_text()
     code, _, err = run_cli(capsys, "rerender", str(out), "--id", "a", "--out", str(tmp_path / "again"))
     assert (code, err) == (1, f"error: {refused(url, 'reference')}\n")
     assert recorder.paths == []
@@ -269,7 +280,7 @@ def test_every_failure_of_an_input_fails_only_its_job(tmp_path, recorder, monkey
     }
     items = "  - id: ok\n    image: a.png\n" + "".join(f"  - id: {name}\n    image: \"{url}\"\n"
                                                         for name, url in bad.items())
-    path = write_manifest(tmp_path, TINY + items)
+    path = write_manifest(tmp_path, TINY + "items:\n" + items)
     expected = {
         "ftp": f"{bad['ftp']}: could not read after 3 attempts ([Errno 111] Connection refused); check the network "
                "and try again",
@@ -279,9 +290,10 @@ def test_every_failure_of_an_input_fails_only_its_job(tmp_path, recorder, monkey
         "jupyter": f"{bad['jupyter']}: could not be read (TypeError: JupyterFileSystem.__init__() missing 1 required "
                    "positional argument: 'url'); check the URL",
     }
-    code, out, _ = run_cli(capsys, "plan", "--json", str(path))
+    code, out, err = run_cli(capsys, "plan", "--json", str(path))
+    assert code == 0, err
     statuses = {job["id"]: (job["status"], job["reason"]) for job in json.loads(out)}
-    assert code == 0 and statuses["ok"] == ("new", None)
+    assert statuses["ok"] == ("new", "not rendered yet")
     assert {name: statuses[name] for name in expected} == {name: ("input error", m) for name, m in expected.items()}
     assert statuses["github"][1].startswith(f"{bad['github']}: could not read (")  # the words depend on the DNS
     code, _, err = run_cli(capsys, "run", str(path))
@@ -423,8 +435,12 @@ def test_a_local_model_folder_with_code_of_its_own_is_refused_and_its_code_never
     index = json.loads((folder / "model_index.json").read_text())
     index["unet"] = ["evil", "Evil"]
     (folder / "model_index.json").write_text(json.dumps(index))
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(ModelLoadError) as raised:
         load_pipeline(ModelSpec(str(folder), None, None), torch_dtype=None, manifest_dir=str(tmp_path))
+    assert str(raised.value) == (
+        f"model.source: {folder}: the pipeline could not be loaded: ValueError: The directory {folder}/unet contains "
+        f"custom code in evil.py which must be executed to correctly load the model. You can inspect the file content "
+        f"at {folder}/unet/evil.py.\nPass `trust_remote_code=True` to allow loading remote code modules.")
     assert not marker.exists()
 
 

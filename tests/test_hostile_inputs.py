@@ -162,6 +162,7 @@ def test_the_allowed_protocols_and_their_caching_wrappers_pass(tmp_path):
     assert [job.image for job in load_run_spec(write_manifest(tmp_path, TINY + "items:\n" + items)).jobs] == allowed
 
 
+@pytest.mark.slow
 def test_a_protocol_added_in_the_setting_is_opened(tmp_path, monkeypatch):
     monkeypatch.setenv("SVDFLOW_EXTRA_PROTOCOLS", "data, ftp")
     path = write_manifest(tmp_path, TINY + "items:\n  - id: a\n    image: \"data://image/png;base64,AA\"\n")

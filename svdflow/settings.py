@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         """These settings as SVDFLOW_* variables, defaults included: what another process (a Ray
         worker on another machine) needs to run with exactly them."""
         return {f"SVDFLOW_{name.upper()}": ",".join(value) if isinstance(value, tuple) else str(value)
-                for name, value in self.model_dump().items() if value is not None}
+                for name, value in self.model_dump().items() if value is not None and value != ()}
 
 
 _PROTOCOL_NAME = re.compile(r"[a-z][a-z0-9+.-]*")

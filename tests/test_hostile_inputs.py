@@ -162,6 +162,13 @@ def test_the_allowed_protocols_and_their_caching_wrappers_pass(tmp_path):
     assert [job.image for job in load_run_spec(write_manifest(tmp_path, TINY + "items:\n" + items)).jobs] == allowed
 
 
+def test_the_added_protocols_travel_to_other_processes(monkeypatch):
+    from svdflow.settings import load_settings
+
+    monkeypatch.setenv("SVDFLOW_EXTRA_PROTOCOLS", "SFTP, ftp")
+    assert load_settings().environment()["SVDFLOW_EXTRA_PROTOCOLS"] == "sftp,ftp"  # what a Ray worker is given
+
+
 @pytest.mark.slow
 def test_a_protocol_added_in_the_setting_is_opened(tmp_path, monkeypatch):
     monkeypatch.setenv("SVDFLOW_EXTRA_PROTOCOLS", "data, ftp")

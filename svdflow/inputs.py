@@ -176,12 +176,8 @@ def open_local(uri: str, path: str, max_bytes: int, what: str = "an image file")
     a FIFO to read waits for a writer, forever."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise InputError(_not_found_message(uri)) from exc
-    except PermissionError as exc:
-        raise InputError(f"{uri}: permission denied; check that the file is readable") from exc
     except OSError as exc:
-        raise InputError(f"{uri}: could not read ({exc.strerror}); check the file and try again") from exc
+        raise _unreadable(uri, exc, what) from exc
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -227,18 +223,23 @@ def _fetch_fsspec(uri: str, *, max_bytes: int) -> bytes:
             raise _too_large(uri, max_bytes, size)
         with fs.open(path, "rb") as f:
             return _read_capped(f.read, uri, max_bytes)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise InputError(_not_found_message(uri)) from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{uri}: is a folder, not a file; point to an image file") from exc
-    except PermissionError as exc:
-        raise InputError(f"{uri}: permission denied; check that the file is readable") from exc
     except (ConnectionError, TimeoutError, asyncio.TimeoutError) as exc:
         raise _Transient(
             "could not read", str(exc) or type(exc).__name__, "check the network and try again"
         ) from exc
     except OSError as exc:
-        raise InputError(f"{uri}: could not read ({exc}); check the file and try again") from exc
+        raise _unreadable(uri, exc, "an image file", str(exc)) from exc
+
+
+def _unreadable(uri: str, exc: OSError, what: str, detail: str | None = None) -> InputError:
+    """The InputError of a file that could not be opened or read (`detail`: the cause in the message)."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return InputError(_not_found_message(uri))
+    if isinstance(exc, IsADirectoryError):
+        return InputError(f"{uri}: is a folder, not a file; point to {what}")
+    if isinstance(exc, PermissionError):
+        return InputError(f"{uri}: permission denied; check that the file is readable")
+    return InputError(f"{uri}: could not read ({detail or exc.strerror}); check the file and try again")
 
 
 def _filesystem_for(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -237,15 +237,6 @@ def test_items_past_the_job_limit_are_counted_not_built(tmp_path):
         "(max_jobs: <the number of jobs you mean to render>)"]
 
 
-def test_the_suggested_limit_counts_the_items_the_loader_only_counted(tmp_path):
-    items = "".join(f"  - id: i{n}\n    image: a.png\n" for n in range(5))
-    path = write_manifest(tmp_path, TINY + "max_jobs: 2\nitems:\n" + items)
-    assert problems_of(path) == [
-        f"{path}:10:5: items[2]: this item is job 3, past the limit of 2 jobs per manifest (2 of them taken by the "
-        "items before it); split the items across manifests, or raise the limit at the top level of the manifest "
-        "(max_jobs: 5)"]
-
-
 def test_a_table_is_read_only_as_far_as_the_limit(tmp_path):
     # Past row 10 the file is not even text: it is never read.
     (tmp_path / "rows.csv").write_bytes(b"id,image\n" + b"".join(b"r%d,a.png\n" % i for i in range(50))

@@ -21,8 +21,6 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from svdflow.settings import extra_protocols
-
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _LOCAL_SCHEMES = ("file", "local")
 # Where bytes live: local files, web servers, the object stores, the hub, and memory (tests, notebooks).
@@ -105,6 +103,12 @@ class Location:
     def refusal(self) -> str | None:
         """Why svdflow does not open this location, or None: a protocol off the allow-list, in any
         link of a chained URL ("uses the protocol reference, which ...")."""
+        if self.is_local:
+            return None
+        # Here, not at the top: pydantic-settings takes a quarter of a second to import, which every
+        # command would pay, and only a URL needs the setting.
+        from svdflow.settings import extra_protocols
+
         extra = extra_protocols()
         *wrappers, inner = self.protocols
         for protocol in wrappers:
@@ -151,6 +155,8 @@ def text_refusal(text: str) -> str | None:
 def protocol_refusal(text: str) -> str | None:
     """Why svdflow does not open the path or URL `text`, whatever wrote it, or None: its protocol
     (any link's) is off the allow-list. A file a glob found may have any name it has on the disk."""
+    if "://" not in text:  # a local path (100,000 items are checked: the common case is kept cheap)
+        return None
     refused = Location.parse(text).refusal()
     return None if refused is None else f"{_shown(text)} {refused}"
 

@@ -131,11 +131,9 @@ class _Positions:
         self.source, self.at_key = source, at_key
 
     def get(self, path: Path_, default: Any = None) -> tuple[int, int] | Any:
-        found = self.source.walk(path)
-        if len(found) != len(path) + 1:
-            return default
-        mark = found[-1][1] if self.at_key else found[-1][0]
-        return default if mark is None else _unpack(mark)
+        found, value, key = self.source.walk(path)
+        mark = key if self.at_key else value
+        return default if found != len(path) or mark is None else _unpack(mark)
 
     def __getitem__(self, path: Path_) -> tuple[int, int]:
         position = self.get(path)
@@ -161,23 +159,28 @@ class SourceMap:
     def __post_init__(self) -> None:
         self.values, self.keys = _Positions(self, False), _Positions(self, True)
 
-    def walk(self, path: Path_) -> list[tuple[int | None, int | None]]:
-        """(value mark, key mark) of the root and of each part of `path` found in the file, in order."""
-        found: list[tuple[int | None, int | None]] = [(self.root_mark, None)]
+    def walk(self, path: Path_) -> tuple[int, int | None, int | None]:
+        """(how many parts of `path` are in the file, the value mark and the key mark of the last of
+        them; the root's value mark when none is)."""
+        value, key = self.root_mark, None
         spots = self.root
+        found = 0
         for part in path:
             entry = spots.find(part) if spots is not None else None
             if entry is None:
                 break
-            found.append((spots.value_mark(entry), spots.key_mark(entry)))
-            spots = spots.child(entry)
-        return found
+            found += 1
+            if spots.keys is not None:
+                key, value = spots.marks[2 * entry], spots.marks[2 * entry + 1]
+            else:
+                key, value = None, spots.marks[entry]
+            spots = spots.children[entry] if spots.children is not None else None
+        return found, value, key
 
     def problem(self, path: Path_, message: str, *, at_key: bool = False) -> Problem:
         """A problem located at `path` (its key, with `at_key`), or at its nearest ancestor in the file."""
-        found = self.walk(path)
-        value, key = found[-1]
-        mark = key if at_key and key is not None and len(found) == len(path) + 1 else value
+        found, value, key = self.walk(path)
+        mark = key if at_key and key is not None and found == len(path) else value
         line, col = _unpack(mark) if mark is not None else (None, None)
         return Problem(self.file, line, col, message)
 
@@ -309,9 +312,11 @@ class Builder:
 
     def _mapping(self, start: yaml.MappingStartEvent, path: Path_) -> tuple[dict, _Spots]:
         loader = self.loader
-        # key -> (value, key mark, value mark, spots), in the order they are set
-        entries: dict[Any, tuple[Any, int, int, _Spots | None]] = {}
-        merged: list[tuple[Any, int, int, _Spots | None]] = []
+        out: dict[Any, Any] = {}
+        keys: list[Any] = []
+        marks = array("q")  # key, value, key, value...
+        children: list | None = None
+        merged: list[tuple[Any, Any, int, int, _Spots | None]] = []
         while not loader.check_event(yaml.MappingEndEvent):
             event = loader.peek_event()
             if event.__class__ is yaml.ScalarEvent:
@@ -330,30 +335,39 @@ class Builder:
                     raise ConstructorError("while constructing a mapping", start.start_mark, "found unhashable key",
                                            _mark(key_mark)) from None
             value, value_mark, spots = self.node((*path, key))
-            first = entries.get(key)
-            if first is not None:
-                self._duplicate(path, key, key_mark, first[1])
+            if key in out:
+                self._duplicate(path, key, key_mark, marks[2 * keys.index(key)])
                 continue
-            entries[key] = (value, key_mark, value_mark, spots)
-        loader.get_event()
-        if merged:
-            # As PyYAML merges: the merged keys first, later ones winning, then the mapping's own.
-            combined: dict[Any, tuple[Any, int, int, _Spots | None]] = {}
-            for key, *rest in merged:
-                combined[key] = (*rest,)
-            combined.update(entries)
-            entries = combined
-        keys = list(entries)
-        marks = array("q")
-        children: list | None = None
-        for i, (_, key_mark, value_mark, spots) in enumerate(entries.values()):
+            out[key] = value
+            keys.append(key)
             marks.append(key_mark)
             marks.append(value_mark)
             if spots is not None:
                 if children is None:
-                    children = [None] * len(keys)
-                children[i] = spots
-        return {key: entry[0] for key, entry in entries.items()}, _spots(keys, marks, children)
+                    children = [None] * (len(keys) - 1)
+                children.append(spots)
+            elif children is not None:
+                children.append(None)
+        loader.get_event()
+        if merged:
+            return self._merged(merged, out, keys, marks, children)
+        return out, _spots(keys, marks, children)
+
+    @staticmethod
+    def _merged(merged: list, out: dict, keys: list, marks: array, children: list | None) -> tuple[dict, _Spots]:
+        """As PyYAML merges: the merged keys first (later ones winning), then the mapping's own."""
+        entries: dict[Any, tuple[Any, int, int, _Spots | None]] = {}
+        for key, *rest in merged:
+            entries[key] = (*rest,)
+        for i, key in enumerate(keys):
+            entries[key] = (out[key], marks[2 * i], marks[2 * i + 1], children[i] if children is not None else None)
+        marks = array("q")
+        for _, key_mark, value_mark, _ in entries.values():
+            marks.append(key_mark)
+            marks.append(value_mark)
+        found = [entry[3] for entry in entries.values()]
+        return ({key: entry[0] for key, entry in entries.items()},
+                _spots(list(entries), marks, found if any(c is not None for c in found) else None))
 
     def _merge(self, start: Any, built: tuple[Any, int, _Spots | None]) -> list[tuple[Any, Any, int, int, Any]]:
         """The (key, value, key mark, value mark, spots) a merge key (`<<: *base`) brings in."""

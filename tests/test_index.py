@@ -16,7 +16,10 @@ from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.store import OutputStore
 from svdflow.pipeline.session import PipelineSession
 
-RELEASE = REPO / "tests" / "fixtures" / "release-0.1-smoke"  # `make demo`'s folder, written by svdflow 0.1.0
+# `make demo`'s folder as svdflow 0.1.0 (commit 58f0b70) writes it under the kernel pins of conftest.py:
+# git worktree add /tmp/svdflow-release-0.1 58f0b70 && cd /tmp/svdflow-release-0.1 && ATEN_CPU_CAPABILITY=avx2
+# ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE PYTHONPATH=. <venv>/bin/python -m svdflow run manifests/smoke.yaml
+RELEASE = REPO / "tests" / "fixtures" / "release-0.1-smoke"
 VOLATILE = ("timings", "finished_at", "finished_unix")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -63,6 +64,15 @@ def test_make_demo_writes_the_frames_the_release_wrote(tmp_path):
         assert ({k: v for k, v in entry.items() if k not in volatile}
                 == {k: v for k, v in upgraded[job_id].model_dump(mode="json").items() if k not in volatile})
         assert entry["output"] == {"formats": ["mp4", "gif"], "crf": 18, "prores_profile": "hq", "masters": True}
+
+
+def test_the_tests_render_with_the_kernels_conftest_pins():
+    """The fixture's frames were rendered with ATen's AVX2 kernels: on an AVX-512 machine torch would
+    pick its AVX-512 ones unless conftest's pin was read before torch ran its first kernel."""
+    import torch
+
+    assert (torch.backends.cpu.get_cpu_capability(), os.environ["ONEDNN_MAX_CPU_ISA"], os.environ["MKL_CBWR"]) == (
+        "AVX2", "AVX2", "COMPATIBLE")
 
 
 def test_the_release_index_loads_is_up_to_date_and_is_upgraded_on_the_next_write(tmp_path, monkeypatch):

@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from svdflow import __version__
-from svdflow.errors import EXIT_INVALID, EXIT_OK, ManifestError, SvdflowError, exit_code_for
+from svdflow.errors import EXIT_INVALID, EXIT_OK, ManifestError, SvdflowError, describe_bug, exit_code_for
 from svdflow.schemas import SCHEMAS, schema_text, write_schemas
+from svdflow.streams import pipe_safe_streams
 from svdflow.terminal import printable
 
 
@@ -252,6 +253,12 @@ def schema(which: str, folder: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and map every error to its exit code in this one place."""
+    with pipe_safe_streams():
+        code = _run_cli(argv)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _run_cli(argv: list[str] | None) -> int | None:
     try:
         code = cli.main(args=argv, prog_name="svdflow", standalone_mode=False)
     except click.exceptions.Abort:
@@ -271,4 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as exc:
         _stderr("interrupted")
         code = exit_code_for(exc)
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line that can be reported, not a traceback
+        _stderr(f"error: svdflow failed unexpectedly: {describe_bug(exc)} (a bug in svdflow; please report it "
+                "with the command that ran)")
+        code = exit_code_for(exc)
+    return code

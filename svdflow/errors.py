@@ -88,6 +88,13 @@ class UsageError(SvdflowError):
     exit_code = EXIT_INVALID
 
 
+class ForeignFolderError(SvdflowError):
+    """The output folder holds files svdflow did not write and is not marked as svdflow's: refused
+    before anything is written (svdflow.outputs.ownership)."""
+
+    exit_code = EXIT_INVALID
+
+
 class EnvironmentProblem(SvdflowError):
     """The machine cannot do the work: model missing or gated, device absent, output dir locked."""
 
@@ -175,6 +182,19 @@ class Interrupted(SvdflowError):
     """The run was stopped by Ctrl-C or SIGTERM after recording what was finished."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class InternalError(SvdflowError):
+    """svdflow failed on something it did not expect (a bug): the run stopped after recording what
+    finished; the message names the exception so that it can be reported."""
+
+    exit_code = EXIT_JOBS_FAILED
+
+
+def describe_bug(exc: BaseException) -> str:
+    """One line for an unexpected exception: its type and message (no traceback)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def exit_code_for(exc: BaseException) -> int:

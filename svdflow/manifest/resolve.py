@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from svdflow.manifest.model_defaults import (
     model_defaults,
 )
 from svdflow.manifest.schema import (
+    ID_PATTERN,
     MAX_SEED,
     PARAMETERS,
     RESERVED_JOB_IDS,
@@ -234,6 +236,13 @@ def _output_dir(manifest: Manifest, name: str, base_dir: Path, source: SourceMap
             problems.append(source.problem(("output", "dir"), f"output.dir: unknown placeholder {{{unknown[0]}}} in "
                                                               f"{template!r}; the only placeholder is {{name}}"))
             return template
+        if "name" in fields and not re.fullmatch(ID_PATTERN, name):
+            # Same rule as an explicit `name:`: a manifest file named `...yaml` must not write into `..`.
+            problems.append(source.problem(("output", "dir"), (
+                f"output.dir: {{name}} would be {name!r}, the manifest file's stem, which is not a usable name "
+                "(letters, digits, '.', '_', '-', starting with a letter or digit); add `name: NAME` to the "
+                "manifest or rename the file")))
+            return template
         expanded = template.format(name=name)
     except (ValueError, IndexError) as exc:
         problems.append(source.problem(("output", "dir"), f"output.dir: {template!r} is not a valid template "
@@ -243,7 +252,27 @@ def _output_dir(manifest: Manifest, name: str, base_dir: Path, source: SourceMap
         problems.append(source.problem(("output", "dir"), f"output.dir: {refused}"))
         return expanded
     location = Location.parse(expanded, base_dir)
-    return str(Path(location.path).resolve()) if location.is_local else location.text
+    if not location.is_local:
+        return location.text
+    resolved = str(Path(location.path).resolve())
+    if system_folder(resolved):
+        problems.append(source.problem(("output", "dir"), (
+            f"output.dir: {expanded!r} is {resolved}, a system folder; svdflow writes only into a folder of its "
+            "own: choose a new one, such as renders/{name}")))
+    return resolved
+
+
+# Folders svdflow never writes into: the root and the system's own top folders, and anything under
+# those that are not plain storage at all (devices, kernel views, configuration).
+_SYSTEM_ROOTS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+                           "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
+                           "/Applications", "/Library", "/System", "/Users", "/Volumes", "/private"})
+_SYSTEM_TREES = ("/boot/", "/dev/", "/etc/", "/proc/", "/sys/")
+
+
+def system_folder(path: str) -> bool:
+    """Whether a resolved local path is the root, a system top folder, or inside a device/kernel/config tree."""
+    return path in _SYSTEM_ROOTS or path.startswith(_SYSTEM_TREES)
 
 
 def _expand(item: ItemSpec, fallback: _Fallback):

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -24,18 +25,57 @@ from svdflow.faults import crash_point
 from svdflow.locations import Location
 
 __all__ = [
+    "LinkInFolder",
     "atomic_local_dir",
     "atomic_local_path",
     "atomic_write_bytes",
     "atomic_write_json",
     "publish_local_dir",
     "publish_local_file",
+    "real_folder",
+    "refuse_link",
     "remove_stale_temps",
 ]
 
 # Matches every temporary this module creates locally: the leading dot keeps it out of globs
 # such as `*.mp4`, and the pid lets a later run tell a dead writer's leftovers from live ones.
 _STALE_TEMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)-[0-9a-f]+")
+
+
+class LinkInFolder(OSError):
+    """A name inside an output folder that svdflow would write into, truncate or delete through is a
+    symbolic link. The output folder itself may be a link (the user chose it); nothing inside it may,
+    or a write meant for the folder lands wherever the link points (ELOOP, as O_NOFOLLOW reports it)."""
+
+    def __init__(self, path: str, shown: str):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        super().__init__(errno.ELOOP, f"{shown} is a symbolic link (to {target})", path)
+
+
+def refuse_link(path: str, shown: str) -> None:
+    """LinkInFolder when `path` is a symbolic link; nothing when it is anything else or missing."""
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise LinkInFolder(path, shown)
+    except FileNotFoundError:
+        pass
+
+
+def real_folder(root: str, sub: str, *, create: bool = True) -> str:
+    """`root/sub` as a real folder: each of its parts below `root` made if missing (with `create`) and
+    never a symbolic link (LinkInFolder), so writes and deletes meant for it stay inside `root`.
+    The one check every folder inside an output folder goes through before svdflow writes there."""
+    path, shown = root, ""
+    for part in sub.strip("/").split("/"):
+        path, shown = os.path.join(path, part), f"{shown}/{part}" if shown else part
+        if create:
+            with suppress(FileExistsError):
+                os.mkdir(path, 0o777)
+        refuse_link(path, shown)
+    return path
 
 
 def _temp_name(final_name: str, suffix: str = "") -> str:

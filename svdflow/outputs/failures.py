@@ -45,6 +45,9 @@ _CAUSES: dict[int, tuple[str, str]] = {
     errno.ECONNRESET: ("it stopped answering", _ANSWER),
     errno.ECONNREFUSED: ("it stopped answering", _ANSWER),
 }
+# A link inside the output folder: whatever svdflow wrote there would land where the link points.
+_LINK = ("a symbolic link is in the way", "remove the link (svdflow writes nothing through a link inside its "
+                                          "output folder) or choose another output.dir")
 # Only for the store's own files and folders (with `every`): for one job's file they are its own problem.
 _IN_THE_WAY: dict[int, tuple[str, str]] = {
     errno.ENOTDIR: ("a file is in the way (a parent of it is a file, not a folder)",
@@ -72,6 +75,8 @@ def store_failure(exc: BaseException, folder: str, doing: str, *, every: bool = 
     code = exc.errno if isinstance(exc, OSError) else None
     if code in _CAUSES:
         cause, fix = _CAUSES[code]
+    elif code == errno.ELOOP and not remote:
+        cause, fix = _LINK
     elif code == errno.ENOENT and not remote and not os.path.isdir(Location.parse(folder).path):
         return OutputStoreError(folder, f"{_GONE[0]} ({_detail(exc)}, {doing})", _GONE[1], gone=True)
     elif remote:

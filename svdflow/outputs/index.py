@@ -151,10 +151,20 @@ class RunIndex:
 
     def record(self, entry: IndexEntry) -> None:
         """Keep a finished job's entry: its sidecar now (the job is recorded once that is written), the
-        index soon (`flush_if_due`)."""
-        self.store.write_bytes(f"{entry.id}.json", entry.to_json_bytes())
+        index soon (`flush_if_due`). A file of the sidecar's name that is not svdflow's (a user's
+        `package.json` beside an item `package`, whose job then fails) is left alone: the index holds it."""
+        if self._sidecar_free(entry.id):
+            self.store.write_bytes(f"{entry.id}.json", entry.to_json_bytes())
         self.entries[entry.id] = entry
         self._dirty = True
+
+    def _sidecar_free(self, job_id: str) -> bool:
+        """No file of the sidecar's name, or one of svdflow's for this job (a killed run's)."""
+        name = f"{job_id}.json"
+        if not self.store.exists(name):
+            return True
+        raw = self.store.read_json(name)
+        return isinstance(raw, dict) and raw.get("id") == job_id
 
     def flush_if_due(self) -> None:
         """Write the whole index when the last write is `flush_every_s` old."""

@@ -9,6 +9,7 @@ fails the run's next write, not the remount.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -22,9 +23,10 @@ from pathlib import Path
 from svdflow.errors import LockHeldError
 from svdflow.faults import crash_point
 from svdflow.locations import Location
-from svdflow.outputs.atomic import remove_stale_temps
+from svdflow.outputs.atomic import LinkInFolder, real_folder, remove_stale_temps
 from svdflow.outputs.failures import folder_gone, storing
 from svdflow.outputs.masters import MASTERS_DIR
+from svdflow.outputs.ownership import check_folder_is_ours, mark_folder
 from svdflow.outputs.store import OutputStore
 
 LOCK_FILE = ".svdflow.lock"
@@ -41,6 +43,7 @@ class OutputLock:
         self.output_dir = output_dir.text
         self.local = output_dir.is_local
         self._fd: int | None = None
+        self.taken_over: str | None = None  # a killed holder's "pid N on HOST, started T" (see acquire)
 
     def acquire(self) -> OutputLock:
         # A remote folder's lock is a local file: a failure there names the lock's own folder.
@@ -48,7 +51,7 @@ class OutputLock:
         with storing(folder, "locking it"):
             crash_point("lock")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+            fd = _open_nofollow(self.path, os.O_RDONLY | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -56,6 +59,10 @@ class OutputLock:
                 os.close(fd)
                 raise LockHeldError(f"{self.output_dir} is being rendered by another svdflow run ({holder}); "
                                     "wait for it to finish, or stop it and run again") from None
+            # A holder that ended normally emptied the file; one that left its name was killed (kill -9,
+            # OOM, power cut) and the kernel dropped its flock: this run takes over, and says so.
+            if os.pread(fd, 1, 0):
+                self.taken_over = _read_holder(fd)
             try:
                 # Written at once: a folder that cannot take these few bytes cannot take a video either.
                 _write_holder(self.path, json.dumps(holder_info()).encode() + b"\n")
@@ -64,6 +71,13 @@ class OutputLock:
                 raise
         self._fd = fd
         return self
+
+    def takeover_warning(self) -> str | None:
+        """What to tell the user when this run took the folder over from a killed run, else None."""
+        if self.taken_over is None:
+            return None
+        return (f"warning: {self.output_dir} was last being rendered by a run that was killed ({self.taken_over}); "
+                "taking it over: the jobs that run had in flight were not recorded and are rendered again")
 
     def check(self) -> None:
         """OutputStoreError when the locked folder is no longer at its path: removed, or another folder
@@ -94,24 +108,38 @@ class OutputLock:
 
 
 def claim_output_dir(store: OutputStore) -> OutputLock:
-    """Create and lock the output folder, then clear a killed run's temporaries: under the lock no
+    """Check that the output folder is new, empty or svdflow's (FolderNotOurs: exit 2, before anything
+    is written), create, lock and mark it, then clear a killed run's temporaries: under the lock no
     other writer is live (and under a launcher no rank writes before rank 0 broadcasts the plan).
-    OutputStoreError when the folder cannot be created, locked or written."""
+    OutputStoreError when the folder cannot be created, locked or written, or a symbolic link is where
+    svdflow's own files go."""
+    check_folder_is_ours(store)
     store.makedirs()
     lock = OutputLock(store.location).acquire()
     try:
+        mark_folder(store)
         if store.is_local:
             with storing(store.url, "removing a killed run's temporary files"):
                 remove_stale_temps(store.root)
-                remove_stale_temps(os.path.join(store.root, MASTERS_DIR))
+                remove_stale_temps(real_folder(store.root, MASTERS_DIR, create=False))
     except BaseException:
         lock.release()
         raise
     return lock
 
 
+def _open_nofollow(path: Path, flags: int) -> int:
+    """Open the lock file itself, never what a link in its place points to (it would be truncated)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LinkInFolder(str(path), LOCK_FILE) from None
+        raise
+
+
 def _write_holder(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY)
+    fd = _open_nofollow(path, os.O_WRONLY)
     try:
         os.ftruncate(fd, 0)
         if data:

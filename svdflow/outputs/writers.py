@@ -33,6 +33,7 @@ from svdflow.outputs.atomic import (
     atomic_local_path,
     publish_local_dir,
     publish_local_file,
+    real_folder,
 )
 from svdflow.outputs.codecs import (
     CODEC_NAMES,
@@ -426,9 +427,14 @@ def _make_out_dir(out_dir: str, root: str, make_root: bool) -> None:
     not made again empty (the run's record of the jobs before would be gone with it)."""
     with storing(root, f"creating {_within(out_dir, root)}" if out_dir != root else "creating it"):
         if Location.parse(out_dir).is_local:
-            if not make_root and not os.path.isdir(Location.parse(root).path):
+            local_root, local_dir = Location.parse(root).path, Location.parse(out_dir).path
+            if not make_root and not os.path.isdir(local_root):
                 raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), root)
-            os.makedirs(Location.parse(out_dir).path, exist_ok=True)
+            if os.path.normpath(local_dir) == os.path.normpath(local_root):
+                os.makedirs(local_dir, exist_ok=True)  # the output folder itself may be a link: the user chose it
+            else:  # one inside it (the masters'): made part by part, never through a link
+                os.makedirs(local_root, exist_ok=True)
+                real_folder(local_root, os.path.relpath(local_dir, local_root))
         else:
             fs, rpath = fsspec.core.url_to_fs(out_dir)
             fs.makedirs(rpath, exist_ok=True)

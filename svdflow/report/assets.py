@@ -14,7 +14,7 @@ import re
 from PIL import Image
 
 from svdflow.errors import InputError
-from svdflow.outputs.atomic import atomic_write_bytes
+from svdflow.outputs.atomic import atomic_write_bytes, real_folder
 from svdflow.outputs.entry import OutputFile
 
 ASSETS_DIR = "report"
@@ -34,8 +34,9 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def make_asset_dirs(root: str) -> None:
+    """The report's folders, never through a link (LinkInFolder): their old images are deleted here."""
     for sub in (POSTERS_DIR, INPUTS_DIR):
-        os.makedirs(os.path.join(root, sub), exist_ok=True)
+        real_folder(root, sub)
 
 
 def input_thumbnail(root: str, uri: str, recorded_sha: str | None) -> tuple[str | None, str | None]:
@@ -96,7 +97,7 @@ def poster(root: str, outputs: list[OutputFile], stem: str) -> tuple[str | None,
 def remove_unused_assets(root: str, used: set[str | None]) -> None:
     """Drop thumbnails and posters not in `used` (their jobs left the index)."""
     for sub in (POSTERS_DIR, INPUTS_DIR):
-        for name in os.listdir(os.path.join(root, sub)):
+        for name in os.listdir(real_folder(root, sub, create=False)):
             if name.endswith(".jpg") and not name.startswith(".") and f"{sub}/{name}" not in used:
                 try:
                     os.remove(os.path.join(root, sub, name))

@@ -33,9 +33,10 @@ from svdflow.outputs.entry import (
     Timings,
 )
 from svdflow.outputs.masters import read_master, remove_master, write_master
+from svdflow.outputs.ownership import names_in_the_way
 from svdflow.outputs.post import post_process
 from svdflow.outputs.store import OutputStore
-from svdflow.outputs.writers import WrittenOutput, write_outputs
+from svdflow.outputs.writers import WrittenOutput, output_path, write_outputs
 from svdflow.run.keys import frames_sha256
 from svdflow.run.messages import Failed, Reencode, Rendered
 from svdflow.run.planning import PlannedJob
@@ -107,6 +108,7 @@ def finish_rendered(message: Rendered, context: EntryContext) -> IndexEntry:
     provenance = Provenance.of(draft).to_text()
     store = OutputStore(spec.output_dir)
     try:
+        refuse_foreign_files(store, spec, job, ticket.planned.owned)
         master = None
         if spec.masters:
             master = write_master(message.frames, store, job.id, fps=job.params.fps, provenance=provenance)
@@ -135,6 +137,7 @@ def finish_reencoded(message: Reencode, context: EntryContext) -> IndexEntry:
             "segments": recorded.segments}
     store = OutputStore(spec.output_dir)
     try:
+        refuse_foreign_files(store, spec, job, ticket.planned.owned)
         frames = read_master(store, recorded.master, job.params.width, job.params.height)
         if frames_sha256(frames) != recorded.frames_sha256:
             raise MasterError(f"master {recorded.master.file} does not hold the recorded frames (sha256 "
@@ -154,6 +157,18 @@ def finish_reencoded(message: Reencode, context: EntryContext) -> IndexEntry:
     return context.entry(job, ticket.planned, ticket.input, status="done", timings=_rounded(timings),
                          outputs=_files(written), master=recorded.master, frames_sha256=recorded.frames_sha256,
                          encoded_from="master", **made)
+
+
+def refuse_foreign_files(store: OutputStore, spec: RunSpec, job: Job, owned: tuple[str, ...]) -> None:
+    """OutputWriteError when a file svdflow did not write has one of the job's names: it is left alone."""
+    names = [os.path.basename(output_path(spec.output_dir, job.id, fmt)) for fmt in spec.formats] + [f"{job.id}.json"]
+    in_the_way = names_in_the_way(store, job.id, names, owned)
+    if in_the_way:
+        these = "it" if len(in_the_way) == 1 else "them"
+        raise OutputWriteError(
+            f"job '{job.id}': {', '.join(in_the_way)} in {spec.output_dir} {'is' if len(in_the_way) == 1 else 'are'} "
+            f"not svdflow's (no record of this job lists {these}), so svdflow leaves {these} alone; move or rename "
+            f"{these}, or give the item another id")
 
 
 def _write(frames, spec: RunSpec, job: Job, provenance: str) -> tuple[list[WrittenOutput], float | None]:

@@ -20,7 +20,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from svdflow.errors import EXIT_ENVIRONMENT, Interrupted, JobError, OutputStoreError, SvdflowError
+from svdflow.errors import (
+    EXIT_ENVIRONMENT,
+    InternalError,
+    Interrupted,
+    JobError,
+    OutputStoreError,
+    SvdflowError,
+    describe_bug,
+)
 from svdflow.faults import crash_point
 from svdflow.hardware import shape_groups
 from svdflow.manifest.resolve import Job, RunSpec
@@ -56,6 +64,7 @@ class RunResult:
     interrupted: bool = False
     masters_bytes: int = 0  # the recorded masters' total size, after the run
     stopped: OutputStoreError | None = None  # the output store failed: the run stopped there
+    crashed: str | None = None  # a thread of the run failed unexpectedly (a bug): the run stopped there
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.statuses.values() if s == status)
@@ -64,6 +73,8 @@ class RunResult:
     def exit_code(self) -> int:
         if self.stopped is not None:
             return EXIT_ENVIRONMENT
+        if self.crashed is not None:
+            return InternalError.exit_code
         return 1 if self.count("failed") else 0
 
     def store_failure(self) -> OutputStoreError:
@@ -77,13 +88,20 @@ class RunResult:
         return Interrupted(f"interrupted; {done} job{'s' * (done != 1)} finished and recorded in "
                            f"{store.path(INDEX_FILE)}; run again to render the rest")
 
+    def crash(self, store: OutputStore) -> InternalError:
+        """What a run whose writer thread failed (a bug) raises once it has recorded what finished."""
+        done = self.count("done") + self.count("re-encoded")
+        return InternalError(f"the writer thread failed: {self.crashed}; {done} job{'s' * (done != 1)} "
+                             f"finished and recorded in {store.path(INDEX_FILE)}; run again to render the rest")
+
     def summary(self) -> dict[str, Any]:
         return {"name": self.spec.name, "output_dir": self.spec.output_dir, "rendered": self.count("done"),
                 "re_encoded": self.count("re-encoded"), "up_to_date": self.count("up to date"),
                 "failed": self.count("failed"), "orphaned": self.orphans, "errors": self.errors,
                 "masters_bytes": self.masters_bytes, "seconds": round(self.seconds, 3),
                 "interrupted": self.interrupted, "exit_code": 130 if self.interrupted else self.exit_code,
-                **({"stopped": str(self.stopped)} if self.stopped is not None else {})}
+                **({"stopped": str(self.stopped)} if self.stopped is not None else {}),
+                **({"crashed": self.crashed} if self.crashed is not None else {})}
 
 
 class _TicketSink:
@@ -135,7 +153,7 @@ class Executor:
             with sigterm_as_interrupt():
                 try:
                     for number, job in enumerate(self.jobs):
-                        if self.writer.stopped is not None:
+                        if self.writer.halted:
                             break
                         self._prefetch(number)
                         if not self._process(job, number):
@@ -155,6 +173,8 @@ class Executor:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self.session.close()
             result.stopped = self.writer.stopped or stopped
+            if self.writer.crashed is not None:
+                result.crashed = describe_bug(self.writer.crashed)
             result.statuses, result.errors = recorder.statuses, recorder.errors
             try:
                 result.orphans = recorder.close([job.id for job in self.spec.jobs], result.stopped)
@@ -163,6 +183,8 @@ class Executor:
             result.masters_bytes = self.index.masters_bytes()
             result.seconds = time.perf_counter() - started
             self.reporter.run_finished(result.summary())
+        if self.writer.crashed is not None:
+            raise result.crash(self.store) from self.writer.crashed
         if result.interrupted:
             raise result.interruption(self.store)
         return result
@@ -196,7 +218,7 @@ class Executor:
         if planned.would_reencode:  # from the master, on the writer thread: no pipeline, no torch
             self.reporter.job_stage(job.id, "re-encode")
             self.writer.put(Reencode(ticket, self.recorded.get(job.id)))
-            return not (self.options.fail_fast and self.writer.encode_failed) and self.writer.stopped is None
+            return not (self.options.fail_fast and self.writer.encode_failed) and not self.writer.halted
         self.reporter.job_stage(job.id, "load model" if not self.session.loaded else "denoise")
         self._current = job.id
         sink = _TicketSink(self, ticket)
@@ -215,7 +237,7 @@ class Executor:
             return not self.options.fail_fast
         # A failure may have come meanwhile: a deferred decode's, the writer's encode, or the store's.
         return (not (self.options.fail_fast and (self._failure_sent or self.writer.encode_failed))
-                and self.writer.stopped is None)
+                and not self.writer.halted)
 
     def _on_step(self, job: Job, done: int, total: int) -> None:
         crash_point("denoise-step")

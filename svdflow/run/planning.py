@@ -17,6 +17,7 @@ from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import IndexEntry, KeyMaterial
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.masters import master_problem
+from svdflow.outputs.ownership import owned_names
 from svdflow.outputs.store import OutputStore
 from svdflow.run.keys import key_material
 
@@ -37,6 +38,7 @@ class PlannedJob:
     material: KeyMaterial | None = None
     reason: str = ""
     input_sha256: str | None = None
+    owned: tuple[str, ...] = ()  # names in the output folder its record lists: the files it may replace
 
     @property
     def would_render(self) -> bool:
@@ -90,6 +92,8 @@ def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: b
     material = key_material(job, input_sha256, spec)
     planned = PlannedJob(job, "new", material.key, material, input_sha256=input_sha256)
     entry = index.get(job.id)
+    if entry is not None:
+        planned.owned = owned_names(entry)
     if force:
         planned.status, planned.reason = "forced", "--force"
     elif entry is None:

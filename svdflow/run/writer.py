@@ -94,6 +94,7 @@ class WriterThread:
         self._thread = threading.Thread(target=self._loop, name="svdflow-writer", daemon=True)
         self._encode_failed = threading.Event()
         self._stopped: OutputStoreError | None = None
+        self._crashed: BaseException | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -111,6 +112,17 @@ class WriterThread:
         """The output store failed: nothing more is written, and the render loop stops."""
         return self._stopped
 
+    @property
+    def crashed(self) -> BaseException | None:
+        """The thread failed on something other than the store (a bug): nothing more is written, the
+        render loop stops, and the run ends with this error once what finished is recorded."""
+        return self._crashed
+
+    @property
+    def halted(self) -> bool:
+        """Nothing more will be written: the render loop stops before its next job."""
+        return self._stopped is not None or self._crashed is not None
+
     def close(self) -> Recorder:
         """Record what is queued, stop the thread; the recorder is the run's record from then on."""
         self._messages.put(None)
@@ -119,12 +131,14 @@ class WriterThread:
 
     def _loop(self) -> None:
         while (message := self._messages.get()) is not None:
-            if self._stopped is not None:
+            if self.halted:
                 continue  # drained, so that the render loop never waits on a full queue
             try:
                 self._handle(message)
             except OutputStoreError as exc:
                 self._stopped = exc
+            except BaseException as exc:  # noqa: BLE001 - a dead writer would leave the render loop blocked on put()
+                self._crashed = exc
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, UpToDate):

@@ -14,6 +14,8 @@ def run_local(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOp
     """The run's result; OutputStoreError (exit 3) once what finished is recorded, when the output
     store failed."""
     lock = claim_output_dir(store)
+    if warning := lock.takeover_warning():
+        reporter.note(warning)
     try:
         result = Executor(spec, jobs, store, options, reporter, guard=lock.check).execute()
     finally:

@@ -95,6 +95,8 @@ def run_ray(spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOpti
     elif os.environ.get("RAY_ADDRESS"):
         check_reachable(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
     lock = claim_output_dir(store)
+    if warning := lock.takeover_warning():
+        reporter.note(warning)
     try:
         result = Driver(ray, spec, jobs, store, options, reporter, ray_options, settings, lock.check).execute()
     finally:

@@ -141,6 +141,8 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
         if world.is_main:
             try:
                 lock = claim_output_dir(store)
+                if warning := lock.takeover_warning():
+                    reporter.note(warning)
                 decision = _share_pending(spec, options, world.size)
             except SvdflowError as exc:
                 decision = {"error": str(exc), "exit_code": exc.exit_code}

@@ -52,7 +52,7 @@ class LinkInFolder(OSError):
             target = os.readlink(path)
         except OSError:
             target = "?"
-        super().__init__(errno.ELOOP, f"{shown} is a symbolic link (to {target})", path)
+        super().__init__(errno.ELOOP, f"{shown} is a symbolic link to {target}", path)
 
 
 def refuse_link(path: str, shown: str) -> None:

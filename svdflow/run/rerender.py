@@ -11,10 +11,12 @@ from svdflow.errors import DeviceError, EnvironmentProblem, InputError, UsageErr
 from svdflow.hardware import ResolvedHardware, fp8_refusal
 from svdflow.inputs import decode_image, fetch_bytes, resize_image
 from svdflow.outputs.entry import Provenance
+from svdflow.outputs.ownership import names_in_the_way
 from svdflow.outputs.post import post_process
 from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.records import index_entry
-from svdflow.outputs.writers import write_outputs
+from svdflow.outputs.store import OutputStore
+from svdflow.outputs.writers import output_path, write_outputs
 from svdflow.run.entries import collect_versions
 from svdflow.run.keys import frames_sha256
 
@@ -82,6 +84,10 @@ def rerender(source: str, job_id: str | None = None, *, out_dir: str | None = No
     from svdflow.pipeline.segments import render_segments
 
     entry = load_source(source, job_id)
+    folder = out_dir or os.path.join(os.path.dirname(os.path.abspath(source))
+                                     if not os.path.isdir(source) else source, RERENDER_DIR)
+    if write:  # before rendering: files of the job's names that svdflow did not write stay untouched
+        _refuse_foreign(folder, entry)
     tampered = _tampered_fields(entry)
     image = _input_image(entry)
     hardware = _hardware(entry, device)
@@ -104,8 +110,6 @@ def rerender(source: str, job_id: str | None = None, *, out_dir: str | None = No
         changes.restore()
     result = RerenderResult(entry.id, frames_sha256(frames), entry.frames_sha256, tampered=tampered)
     if write:
-        folder = out_dir or os.path.join(os.path.dirname(os.path.abspath(source))
-                                         if not os.path.isdir(source) else source, RERENDER_DIR)
         written = write_outputs(post_process(frames, entry.params), folder, entry.id, entry.output.formats,
                                 playback_fps=entry.params.playback_fps,
                                 crf=entry.output.crf, prores_profile=entry.output.prores_profile,
@@ -114,6 +118,15 @@ def rerender(source: str, job_id: str | None = None, *, out_dir: str | None = No
     if not result.matches:
         result.differences = tampered + _environment_differences(entry, hardware)
     return result
+
+
+def _refuse_foreign(folder: str, entry) -> None:
+    names = [os.path.basename(output_path(folder, entry.id, fmt)) for fmt in entry.output.formats]
+    in_the_way = names_in_the_way(OutputStore(folder), entry.id, names, owned=())
+    if in_the_way:
+        raise UsageError(f"{folder}: {', '.join(in_the_way)} would be replaced, but svdflow did not write "
+                         f"{'it' if len(in_the_way) == 1 else 'them'} for job '{entry.id}'; move "
+                         f"{'it' if len(in_the_way) == 1 else 'them'} away or pass another --out")
 
 
 def verify_or_raise(result: RerenderResult) -> None:

@@ -10,6 +10,7 @@ import click
 
 from svdflow import __version__
 from svdflow.errors import EXIT_INVALID, EXIT_OK, ManifestError, SvdflowError, describe_bug, exit_code_for
+from svdflow.run.interrupts import sigterm_as_interrupt
 from svdflow.schemas import SCHEMAS, schema_text, write_schemas
 from svdflow.streams import pipe_safe_streams
 from svdflow.terminal import printable
@@ -253,7 +254,8 @@ def schema(which: str, folder: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command and map every error to its exit code in this one place."""
-    with pipe_safe_streams():
+    # Ctrl-C and SIGTERM stop every command the same way, from its first line (exit 130).
+    with pipe_safe_streams(), sigterm_as_interrupt():
         code = _run_cli(argv)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 from conftest import SVDFLOW, run_cli, write_image, write_manifest
+from disks import wait_stopped
 from test_run import tiny_manifest
 
 from svdflow.api import run_manifest
@@ -286,3 +289,34 @@ def test_a_killed_holder_is_taken_over_with_a_warning(tmp_path):
                            timeout=TIMEOUT)
     assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
 
+
+
+# -- case 7: a Ctrl-C is never lost ------------------------------------------------------------------
+
+IGNORING_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "os.execv(sys.executable, [sys.executable, '-m', 'svdflow', *sys.argv[1:]])")
+
+
+@pytest.mark.slow
+def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path):
+    """A shell starts a script's background jobs (`make test > log &`) with SIGINT ignored, and so
+    Python with no handler of its own: a `kill -INT` sent to the run rendered on to the end, exit 0
+    (issue 23, case 7: both of its flaky tests were this). Stopped by the fault knob at b's first step,
+    so that the signal comes mid-render however loaded the machine."""
+    write_image(tmp_path / "a.png")
+    tiny_manifest(tmp_path, "  - id: a\n    image: a.png\n  - id: b\n    image: a.png\n    seed: 7\n")
+    proc = subprocess.Popen([sys.executable, "-c", IGNORING_SIGINT, "run", "m.yaml"], cwd=tmp_path,
+                            env=_env("denoise-step@3=stop"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert wait_stopped(proc)
+        proc.send_signal(signal.SIGINT)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=TIMEOUT)
+
+    assert proc.returncode == 130, err
+    assert (f"error: interrupted; 1 job finished and recorded in {tmp_path}/out/index.json; run again to render "
+            "the rest") in err.splitlines()
+    recorded = {job["id"] for job in json.loads((tmp_path / "out" / "index.json").read_text())["jobs"]}
+    assert recorded == {"a"}

@@ -208,19 +208,21 @@ def test_fail_fast_kills_every_worker(cluster, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_kills_every_worker_and_keeps_what_finished(cluster, tmp_path):
-    # Long enough that its 10th step's news reaches the driver while it still renders, however loaded
-    # the machine (the progress comes through Ray's queue; news of a finished job is dropped).
+    # Pressed as the driver hands the long job to a worker (300 steps: it is still rendering when the
+    # run stops). Not at a step's news: that comes through Ray's queue and, on a loaded machine, may
+    # come after the job's answer and be dropped as late, and then nothing was pressed at all.
     manifest = campaign(tmp_path, LONG.replace("num_inference_steps: 30", "num_inference_steps: 300") + SHORT)
 
-    pressed = []
+    class CtrlC(Watch):
+        pressed = False
 
-    def ctrl_c(watch, job_id, step, worker):  # at the first news of step 10 or later (steps' news is thinned)
-        if job_id == "long" and step >= 10 and not pressed:
-            pressed.append(step)
-            signal.raise_signal(signal.SIGINT)
+        def job_started(self, job_id, number, total, worker=None):
+            if job_id == "long" and not self.pressed:
+                self.pressed = True
+                signal.raise_signal(signal.SIGINT)
 
     with pytest.raises(Interrupted) as interrupted:
-        run_manifest(manifest, reporter=Watch(ctrl_c), engine="ray")
+        run_manifest(manifest, reporter=CtrlC(), engine="ray")
 
     recorded = index_of(tmp_path / "out")
     done = len(recorded)

@@ -57,6 +57,12 @@ def _tree(folder) -> dict[str, bytes | None]:
 
 # -- case 2: no write, truncate or delete through a link inside the folder -------------------------
 
+def _link_refused(out, link: str, target, doing: str) -> str:
+    return (f"error: output folder {out}: a symbolic link is in the way ({link} is a symbolic link to {target}, "
+            f"{doing}); remove the link (svdflow writes nothing through a link inside its output folder) or "
+            "choose another output.dir, then run again")
+
+
 def test_a_linked_lock_file_is_refused_and_its_target_untouched(tmp_path, capsys):
     write_image(tmp_path / "a.png")
     tiny_manifest(tmp_path, ONE)
@@ -68,10 +74,7 @@ def test_a_linked_lock_file_is_refused_and_its_target_untouched(tmp_path, capsys
     code, _, err = run_cli(capsys, "run", str(tmp_path / "m.yaml"))
 
     assert code == 3
-    assert err.splitlines() == [
-        f"error: output folder {tmp_path}/out: a symbolic link is in the way (.svdflow.lock is a symbolic link to "
-        f"{victim}, locking it); remove the link (svdflow writes nothing through a link inside its output "
-        "folder) or choose another output.dir, then run again"]
+    assert err.splitlines() == [_link_refused(tmp_path / "out", ".svdflow.lock", victim, "locking it")]
     assert victim.read_text() == "precious"
     assert sorted(os.listdir(tmp_path / "out")) == [".svdflow.lock"]
 
@@ -90,10 +93,8 @@ def test_a_linked_masters_folder_is_refused_and_nothing_is_written_or_removed_th
     code, _, err = run_cli(capsys, "run", str(tmp_path / "m.yaml"))
 
     assert code == 3
-    assert err.splitlines() == [
-        f"error: output folder {tmp_path}/out: a symbolic link is in the way (.svdflow/masters is a symbolic link "
-        f"to {victim}, removing a killed run's temporary files); remove the link (svdflow writes nothing through "
-        "a link inside its output folder) or choose another output.dir, then run again"]
+    assert err.splitlines() == [_link_refused(tmp_path / "out", ".svdflow/masters", victim,
+                                              "removing a killed run's temporary files")]
     assert _tree(victim) == before
 
 
@@ -110,10 +111,8 @@ def test_a_linked_report_folder_is_refused_and_its_images_kept(tmp_path, capsys)
     code, out, err = run_cli(capsys, "report", str(tmp_path / "out"))
 
     assert code == 3
-    assert err.splitlines() == [
-        f"error: output folder {tmp_path}/out: a symbolic link is in the way (report/posters is a symbolic link "
-        f"to {victim}, writing the report's images in report/); remove the link (svdflow writes nothing through "
-        "a link inside its output folder) or choose another output.dir, then run again"]
+    assert err.splitlines() == [_link_refused(tmp_path / "out", "report/posters", victim,
+                                              "writing the report's images in report/")]
     assert _tree(victim) == {"holiday.jpg": b"jpeg"}
 
     # The folder itself may be a link: the user chose it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -66,6 +67,14 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
         main(list(args))
     out, err = capsys.readouterr()
     return exited.value.code, out, err
+
+
+def video_stream(path) -> bytes:
+    """The video stream of an mp4, without its container (and so without its metadata)."""
+    import imageio_ffmpeg
+
+    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v", "-c", "copy",
+                           "-f", "h264", "-"], capture_output=True, check=True).stdout
 
 
 def write_manifest(folder: Path, body: str, name: str = "m.yaml") -> Path:

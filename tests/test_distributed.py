@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_image, write_manifest
-from test_index import video_stream
+from conftest import video_stream, write_image, write_manifest
 
 from svdflow.api import RunOptions, read_provenance, run_manifest
 from svdflow.run.engines.torchrun import World, assign, lonely_launch_hint

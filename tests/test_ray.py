@@ -20,8 +20,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
-from conftest import SVDFLOW, free_port, run_cli, write_image, write_manifest
-from test_index import video_stream
+from conftest import SVDFLOW, free_port, run_cli, video_stream, write_image, write_manifest
 
 from svdflow.api import RunOptions, run_manifest
 from svdflow.errors import Interrupted

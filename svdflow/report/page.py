@@ -9,11 +9,11 @@ CSS and JS are inlined, so the page is one file that works from file:// and load
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from urllib.parse import quote
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context, select_autoescape
 from markupsafe import Markup
 
 from svdflow.outputs.clip import clip_shape
@@ -67,6 +67,14 @@ VIDEO_SOURCES = (
 )
 LINK_TEXT = {"hevc": "hevc", "prores": "prores (.mov)", "frames": "frames (PNG folder)"}
 NO_JOBS = "index.json records no job yet; run the manifest, then write the report again"
+FIRST_PAGE = "index.html"
+PAGES_DIR = "report/pages"
+# Cards per page: the first page is what a browser loads at once (a poster per card; videos are
+# preload=none), whatever the campaign's size. An item's sweep is never split, so a page holding a
+# big sweep is bigger.
+PAGE_CARDS = 100
+PAGER_SPAN = 2  # pages linked on each side of the current one
+STATUS_SETS = ("all", "done", "failed")
 
 
 @dataclass(frozen=True)
@@ -125,8 +133,20 @@ class SweepView:
     cards: list[CardView]
 
 
-def render_page(cards: list[Card], index: RunIndex, generated_at: str) -> str:
-    """The whole page as one string."""
+@dataclass(frozen=True)
+class PageLink:
+    """A link of the pager or of the status filters, relative to the page it is on."""
+
+    text: str
+    href: str | None  # None: this page (or no such page)
+    current: bool = False
+
+
+def render_pages(cards: list[Card], index: RunIndex, generated_at: str) -> dict[str, str]:
+    """Every page of the sheet, by path relative to the output folder: index.html (the first page of
+    all jobs), then `report/pages/<status>-<n>.html` for the rest of all jobs and for the done and
+    the failed ones (the status filters). A page holds about PAGE_CARDS cards (an item's sweep
+    stays whole on one page), so the first page weighs the same for 100 jobs as for 100,000."""
     counts = {s: sum(1 for c in cards if c.entry.status == s) for s in ("done", "failed")}
     facts = [f"{len(cards)} jobs", f"{counts['done']} done", f"{counts['failed']} failed"]
     if index.manifest:
@@ -135,10 +155,86 @@ def render_page(cards: list[Card], index: RunIndex, generated_at: str) -> str:
         facts.append(f"index updated {index.updated_at}")
     facts.append(f"page written {generated_at}")
     units = [_sweep_view(u) if isinstance(u, SweepUnit) else _card_view(u) for u in page_units(cards)]
-    return _environment().get_template("index.html.j2").render(
-        name=index.name or "svdflow run", facts=facts, skipped=index.skipped,
-        filters=[("all", len(cards)), ("done", counts["done"]), ("failed", counts["failed"])],
-        sort_keys=SORT_KEYS, units=units, no_jobs=NO_JOBS)
+    sets = {status: _paged(_with_status(units, status)) for status in STATUS_SETS}
+    template = _environment().get_template("index.html.j2")
+    pages = {}
+    for status, paged in sets.items():
+        for number, page_units_ in enumerate(paged, start=1):
+            path = page_path(status, number)
+            pages[path] = template.render(
+                name=index.name or "svdflow run", facts=facts, skipped=index.skipped, root=_root_of(path),
+                filters=[(PageLink(s, _relative(path, page_path(s, 1)), s == status), count)
+                         for s, count in (("all", len(cards)), ("done", counts["done"]), ("failed", counts["failed"]))],
+                pager=_pager(status, number, len(paged), path), sort_keys=SORT_KEYS, units=page_units_,
+                no_jobs=f"no job is {status}" if cards else NO_JOBS)
+    return pages
+
+
+def render_page(cards: list[Card], index: RunIndex, generated_at: str) -> str:
+    """The first page (index.html) as one string."""
+    return render_pages(cards, index, generated_at)[FIRST_PAGE]
+
+
+def page_path(status: str, number: int) -> str:
+    """Where page `number` (1-based) of the `status` set lives, relative to the output folder."""
+    return FIRST_PAGE if (status, number) == ("all", 1) else f"{PAGES_DIR}/{status}-{number}.html"
+
+
+def _root_of(path: str) -> str:
+    """The way from a page back to the output folder, which every path of a card is relative to."""
+    return "../" * path.count("/")
+
+
+def _relative(here: str, there: str) -> str:
+    return _href(_root_of(here) + there)
+
+
+def _with_status(units: list, status: str) -> list:
+    """The units a status filter shows: matching cards only; a sweep keeps its grid (its matching
+    cards in their own cells) when any of its cards match."""
+    if status == "all":
+        return units
+    shown = []
+    for unit in units:
+        if isinstance(unit, SweepView):
+            kept = [view for view in unit.cards if view.status == status]
+            if kept:
+                shown.append(replace(unit, cards=kept))
+        elif unit.status == status:
+            shown.append(unit)
+    return shown
+
+
+def _paged(units: list) -> list[list]:
+    """Units split into pages of about PAGE_CARDS cards; a sweep is never split. At least one page
+    (an empty set says so)."""
+    pages: list[list] = [[]]
+    size = 0
+    for unit in units:
+        count = len(unit.cards) if isinstance(unit, SweepView) else 1
+        if pages[-1] and size + count > PAGE_CARDS:
+            pages.append([])
+            size = 0
+        pages[-1].append(unit)
+        size += count
+    return pages
+
+
+def _pager(status: str, number: int, count: int, here: str) -> list[PageLink]:
+    """The pager of page `number` of `count`: previous, the first, a few around this one, the last,
+    next; a fixed number of links however many pages there are."""
+    if count <= 1:
+        return []
+    link = lambda n, text=None: PageLink(text or str(n), None if n == number else _relative(here, page_path(status, n)),  # noqa: E731
+                                         n == number)
+    numbers = sorted({1, count, *range(max(1, number - PAGER_SPAN), min(count, number + PAGER_SPAN) + 1)})
+    links = [link(number - 1, "‹ previous") if number > 1 else PageLink("‹ previous", None)]
+    for before, n in zip([0, *numbers], numbers):
+        if n - before > 1:
+            links.append(PageLink("…", None))
+        links.append(link(n))
+    links.append(link(number + 1, "next ›") if number < count else PageLink("next ›", None))
+    return links
 
 
 def _card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
@@ -264,6 +360,11 @@ def _environment() -> Environment:
         """A CSS or JS file of `templates/` as it is: inlined into the page, not parsed as a template."""
         return Markup(loader.get_source(environment, name)[0])
 
-    environment.filters["href"] = _href
+    @pass_context
+    def href(context, relative: str) -> str:
+        """A card's path (relative to the output folder) as a link from the page being rendered."""
+        return context.get("root", "") + _href(relative)
+
+    environment.filters["href"] = href
     environment.globals["inline"] = inline
     return environment

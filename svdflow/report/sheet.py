@@ -19,13 +19,14 @@ from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.report.assets import ASSETS_DIR
 from svdflow.report.cards import build_cards
-from svdflow.report.page import render_page
+from svdflow.report.page import FIRST_PAGE, PAGES_DIR, render_pages
 
-REPORT_FILE = "index.html"
+REPORT_FILE = FIRST_PAGE
 
 
 def write_report(output_dir: str) -> str:
-    """Write `<output_dir>/index.html` (and its thumbnails under `report/`); return the page's path.
+    """Write `<output_dir>/index.html`, the first page of the sheet (its other pages, thumbnails and
+    posters under `report/`); return the first page's path.
 
     The folder must be local (a path or file:// URL) and hold the index.json of a run. A job whose
     input or output cannot be read gets a placeholder that says why; only a missing or unreadable
@@ -36,11 +37,28 @@ def write_report(output_dir: str) -> str:
     # The report's own files (thumbnails, posters, the page) failing is the folder failing: exit 3.
     with storing(root, f"writing the report's images in {ASSETS_DIR}/"):
         cards = build_cards(root, index.entries.values())
-    page = render_page(cards, index, generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    pages = render_pages(cards, index, generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    with storing(root, f"writing the report's pages in {PAGES_DIR}/"):
+        os.makedirs(os.path.join(root, PAGES_DIR), exist_ok=True)
+        for name, page in pages.items():
+            if name != REPORT_FILE:
+                atomic_write_bytes(os.path.join(root, name), page.encode("utf-8"))
+        _remove_stale_pages(root, set(pages))
     path = os.path.join(root, REPORT_FILE)
-    with storing(root, f"writing {REPORT_FILE}"):
-        atomic_write_bytes(path, page.encode("utf-8"))
+    with storing(root, f"writing {REPORT_FILE}"):  # last: its links lead to pages already written
+        atomic_write_bytes(path, pages[REPORT_FILE].encode("utf-8"))
     return path
+
+
+def _remove_stale_pages(root: str, written: set[str]) -> None:
+    """Pages of an earlier, bigger report (more pages than now) go."""
+    folder = os.path.join(root, PAGES_DIR)
+    for name in os.listdir(folder):
+        if name.endswith(".html") and not name.startswith(".") and f"{PAGES_DIR}/{name}" not in written:
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def _local_root(output_dir: str) -> str:

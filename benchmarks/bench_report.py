@@ -6,8 +6,10 @@ campaign of N jobs is made from them: N entries (ids, seeds and output names cha
 job failed) and, for each done job, its own mp4 and gif (hard links to the real ones, so each job
 has files of its own and its own poster to make). Each N is reported twice: the first report (it
 makes every poster and thumbnail) and a second one (they are all there: what rewriting the sheet
-costs). Chromium loads index.html from file:// in a fresh headless process (--dump-dom: the
-page's load event, then its DOM), three times; the fastest and slowest are printed.
+costs). Headless Chromium loads index.html from file:// three times, each in a fresh browser (a
+cold cache); the page's own Navigation Timing says when its load event ended and when it first
+painted, counted from the navigation's start (the browser's own start is not in them): the
+fastest and slowest are printed.
 
     .venv/bin/python benchmarks/bench_report.py [--jobs 1000,10000] [--no-browser]
 """
@@ -15,6 +17,7 @@ page's load event, then its DOM), three times; the fastest and slowest are print
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -92,28 +95,89 @@ def weight(out: Path) -> tuple[int, int]:
     return len(page.encode()), sum((out / unquote(name)).stat().st_size for name in loaded)
 
 
-def browser_load(page: Path, tries: int = 3) -> list[float]:
-    """Seconds for headless Chromium to load `page` and print its DOM, per try (a fresh browser each)."""
-    chromium = shutil.which("chromium")
-    times = []
+class Browser:
+    """One headless Chromium, driven over the DevTools protocol (websocket-client)."""
+
+    def __init__(self, profile: str):
+        import websocket
+
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1280,900"]
+        self.process = subprocess.Popen([shutil.which("chromium"), *flags, f"--user-data-dir={profile}",
+                                         "--remote-debugging-port=0", "about:blank"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = Path(profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and len(port_file.read_text().split()) == 2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("chromium did not start")
+            time.sleep(0.05)
+        port, path = port_file.read_text().split()
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=120)
+        self.last = 0
+
+    def call(self, method: str, session: str | None = None, **params):
+        self.last += 1
+        self.ws.send(json.dumps({"id": self.last, "method": method, "params": params,
+                                 **({"sessionId": session} if session else {})}))
+        while True:
+            reply = json.loads(self.ws.recv())
+            if reply.get("id") == self.last:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def evaluate(self, session: str, expression: str):
+        return self.call("Runtime.evaluate", session, expression=expression, returnByValue=True,
+                         awaitPromise=True)["result"].get("value")
+
+    def load(self, url: str) -> dict:
+        """Open `url` in a new tab; the page's own timings (ms from navigation start) once it has loaded."""
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Page.enable", session)
+        self.call("Page.navigate", session, url=url)
+        deadline = time.monotonic() + 120
+        while self.evaluate(session, "location.href === 'about:blank' || document.readyState") != "complete" \
+                or not self.evaluate(session, "performance.getEntriesByType('navigation')[0].loadEventEnd > 0"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not load")
+            time.sleep(0.05)
+        timings = self.evaluate(session, """(() => {
+          const n = performance.getEntriesByType('navigation')[0];
+          const paint = performance.getEntriesByName('first-contentful-paint')[0];
+          return {dom: n.domContentLoadedEventEnd, load: n.loadEventEnd, paint: paint ? paint.startTime : null,
+                  cards: document.querySelectorAll('.card').length, images: document.images.length,
+                  broken: [...document.images].filter(i => !i.naturalWidth).length};
+        })()""")
+        self.call("Target.closeTarget", targetId=target)
+        return timings
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        except Exception:
+            pass
+        self.ws.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def browser_load(page: Path, tries: int = 3) -> list[dict]:
+    """The page's load in headless Chromium, `tries` times, each in a fresh browser (a cold cache)."""
+    loads = []
     for _ in range(tries):
         with tempfile.TemporaryDirectory() as profile:
-            command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                       f"--user-data-dir={profile}", "--allow-file-access-from-files", "--dump-dom", page.as_uri()]
-            started = time.perf_counter()
-            proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
-            times.append(time.perf_counter() - started)
-            if "<article" not in proc.stdout:
-                raise SystemExit(f"chromium did not show the page:\n{proc.stderr[-2000:]}")
-    return times
-
-
-def blank_load(tries: int = 3) -> list[float]:
-    """A fresh headless Chromium printing an empty page: the browser's own start, to subtract."""
-    with tempfile.TemporaryDirectory() as tmp:
-        blank = Path(tmp) / "blank.html"
-        blank.write_text("<!doctype html><title>blank</title><article></article>")
-        return browser_load(blank, tries)
+            browser = Browser(profile)
+            try:
+                loads.append(browser.load(page.as_uri()))
+            finally:
+                browser.close()
+        if loads[-1]["broken"]:
+            raise SystemExit(f"{loads[-1]['broken']} images of {page} did not load")
+    return loads
 
 
 def main() -> None:
@@ -124,9 +188,6 @@ def main() -> None:
     browser = not args.no_browser and shutil.which("chromium")
     with tempfile.TemporaryDirectory() as tmp:
         entries, source = template(Path(tmp) / "template")
-        if browser:
-            blank = blank_load()
-            print(f"chromium start + blank page: {min(blank):.2f}-{max(blank):.2f} s")
         for jobs in (int(n) for n in args.jobs.split(",")):
             out = Path(tmp) / f"c{jobs}" / "out"
             campaign(entries, source, out, jobs)
@@ -142,7 +203,12 @@ def main() -> None:
                     f"{pages} more pages")
             if browser:
                 loads = browser_load(out / "index.html")
-                line += f"; chromium load {min(loads):.2f}-{max(loads):.2f} s"
+                load = sorted(t["load"] / 1000 for t in loads)
+                paint = sorted(t["paint"] / 1000 for t in loads if t["paint"] is not None)
+                line += (f"; in chromium ({loads[0]['cards']} cards, {loads[0]['images']} images): load event "
+                         f"{load[0]:.2f}-{load[-1]:.2f} s"
+                         + (f", first paint {paint[0]:.2f}-{paint[-1]:.2f} s" if paint else "")
+                         + f" ({len(loads)} cold loads)")
             print(line, flush=True)
             shutil.rmtree(out.parent)
 

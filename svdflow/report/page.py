@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from urllib.parse import quote
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from svdflow.outputs.clip import clip_shape
@@ -138,7 +138,7 @@ class PageLink:
     """A link of the pager or of the status filters, relative to the page it is on."""
 
     text: str
-    href: str | None  # None: this page (or no such page)
+    href: str | None  # relative to the output folder; None: this page (or no such page)
     current: bool = False
 
 
@@ -146,7 +146,10 @@ def render_pages(cards: list[Card], index: RunIndex, generated_at: str) -> dict[
     """Every page of the sheet, by path relative to the output folder: index.html (the first page of
     all jobs), then `report/pages/<status>-<n>.html` for the rest of all jobs and for the done and
     the failed ones (the status filters). A page holds about PAGE_CARDS cards (an item's sweep
-    stays whole on one page), so the first page weighs the same for 100 jobs as for 100,000."""
+    stays whole on one page), so the first page weighs the same for 100 jobs as for 100,000.
+
+    Every page resolves its links against the output folder (the pages under report/pages/ say so
+    with <base>), so each card is rendered once, whichever pages show it."""
     counts = {s: sum(1 for c in cards if c.entry.status == s) for s in ("done", "failed")}
     facts = [f"{len(cards)} jobs", f"{counts['done']} done", f"{counts['failed']} failed"]
     if index.manifest:
@@ -154,19 +157,29 @@ def render_pages(cards: list[Card], index: RunIndex, generated_at: str) -> dict[
     if index.updated_at:
         facts.append(f"index updated {index.updated_at}")
     facts.append(f"page written {generated_at}")
+    environment = _environment()
+    macros = environment.get_template("card.html.j2").module
     units = [_sweep_view(u) if isinstance(u, SweepUnit) else _card_view(u) for u in page_units(cards)]
-    sets = {status: _paged(_with_status(units, status)) for status in STATUS_SETS}
-    template = _environment().get_template("index.html.j2")
+    html = {view.dom_id: macros.card(view) for unit in units
+            for view in (unit.cards if isinstance(unit, SweepView) else [unit])}
+
+    def shown(unit) -> Markup:
+        if isinstance(unit, SweepView):
+            return macros.sweep(unit, [html[view.dom_id] for view in unit.cards])
+        return html[unit.dom_id]
+
+    template = environment.get_template("index.html.j2")
+    totals = {"all": len(cards), **counts}
     pages = {}
-    for status, paged in sets.items():
-        for number, page_units_ in enumerate(paged, start=1):
+    for status in STATUS_SETS:
+        paged = _paged(_with_status(units, status))
+        for number, on_page in enumerate(paged, start=1):
             path = page_path(status, number)
             pages[path] = template.render(
-                name=index.name or "svdflow run", facts=facts, skipped=index.skipped, root=_root_of(path),
-                filters=[(PageLink(s, _relative(path, page_path(s, 1)), s == status), count)
-                         for s, count in (("all", len(cards)), ("done", counts["done"]), ("failed", counts["failed"]))],
-                pager=_pager(status, number, len(paged), path), sort_keys=SORT_KEYS, units=page_units_,
-                no_jobs=f"no job is {status}" if cards else NO_JOBS)
+                name=index.name or "svdflow run", facts=facts, skipped=index.skipped,
+                base=_root_of(path), sort_keys=SORT_KEYS, units=[shown(unit) for unit in on_page],
+                filters=[(PageLink(s, _href(page_path(s, 1)), s == status), totals[s]) for s in STATUS_SETS],
+                pager=_pager(status, number, len(paged)), no_jobs=f"no job is {status}" if cards else NO_JOBS)
     return pages
 
 
@@ -181,12 +194,8 @@ def page_path(status: str, number: int) -> str:
 
 
 def _root_of(path: str) -> str:
-    """The way from a page back to the output folder, which every path of a card is relative to."""
+    """The way from a page back to the output folder ("" for index.html)."""
     return "../" * path.count("/")
-
-
-def _relative(here: str, there: str) -> str:
-    return _href(_root_of(here) + there)
 
 
 def _with_status(units: list, status: str) -> list:
@@ -220,13 +229,15 @@ def _paged(units: list) -> list[list]:
     return pages
 
 
-def _pager(status: str, number: int, count: int, here: str) -> list[PageLink]:
+def _pager(status: str, number: int, count: int) -> list[PageLink]:
     """The pager of page `number` of `count`: previous, the first, a few around this one, the last,
     next; a fixed number of links however many pages there are."""
     if count <= 1:
         return []
-    link = lambda n, text=None: PageLink(text or str(n), None if n == number else _relative(here, page_path(status, n)),  # noqa: E731
-                                         n == number)
+
+    def link(n: int, text: str | None = None) -> PageLink:
+        return PageLink(text or str(n), None if n == number else _href(page_path(status, n)), n == number)
+
     numbers = sorted({1, count, *range(max(1, number - PAGER_SPAN), min(count, number + PAGER_SPAN) + 1)})
     links = [link(number - 1, "‹ previous") if number > 1 else PageLink("‹ previous", None)]
     for before, n in zip([0, *numbers], numbers):
@@ -360,11 +371,6 @@ def _environment() -> Environment:
         """A CSS or JS file of `templates/` as it is: inlined into the page, not parsed as a template."""
         return Markup(loader.get_source(environment, name)[0])
 
-    @pass_context
-    def href(context, relative: str) -> str:
-        """A card's path (relative to the output folder) as a link from the page being rendered."""
-        return context.get("root", "") + _href(relative)
-
-    environment.filters["href"] = href
+    environment.filters["href"] = _href
     environment.globals["inline"] = inline
     return environment

@@ -14,7 +14,7 @@ from functools import cache
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import ErrorRecord
@@ -104,7 +104,7 @@ class CardView:
     id: str
     dom_id: str
     status: str
-    sort: list[tuple[str, str]]  # data-s-<key> values the page's script sorts by
+    sort_attributes: Markup  # ' data-s-<key>="<value>"' for each value the page's script sorts by
     cell: tuple[int, int] | None  # (row, column) inside a sweep's grid
     aspect: str  # "width/height" of the video (the index allows no size below 64)
     sources: list[VideoSource]  # hevc, webm, mp4: what the <video> offers, in order
@@ -271,7 +271,7 @@ def _card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
     total = entry.timings.total_s
     return CardView(
         id=card.id, dom_id=f"job-{card.asset_name}", status=entry.status,
-        sort=[(key, _sort_value(value)) for key, value in sort.items()], cell=cell,
+        sort_attributes=_data_attributes(sort), cell=cell,
         aspect=f"{width}/{height}",
         sources=sources, animated=animated.file if animated else None, poster=card.poster,
         placeholder="no video: the job failed" if entry.status == "failed" else "no playable output in this folder",
@@ -345,6 +345,12 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return "" if value is None else str(value)
+
+
+def _data_attributes(sort: dict[str, object]) -> Markup:
+    """The card's sort values as data-s-* attributes, escaped here in one go: a campaign's report
+    renders 100,000 cards, and the template escaping each of the 16 values costs a third of its time."""
+    return Markup("".join(f' data-s-{key}="{escape(_sort_value(value))}"' for key, value in sort.items()))
 
 
 def _sort_value(value: object) -> str:

@@ -118,8 +118,9 @@ class PlainReporter(Reporter):
             self._done += 1
             done = self._done
         pace = _pace_of(info)
-        self._line(f"[{done}/{self._total}] {job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else "")
-                   + (f" ({pace_text(pace)})" if pace is not None and status != "up to date" else ""))
+        self._line(f"[{done}/{self._total}] {job_id}: {describe(status, info)}"
+                   + (f" ({pace_text(pace)})" if pace is not None and status != "up to date" else "")
+                   + (f" [{worker}]" if worker else ""))
 
 
 # How many finished jobs the live display lists above its bars: a campaign of 100,000 jobs must not

@@ -87,10 +87,12 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     planned = plan_run(spec, only=only)
     if as_json:
         from svdflow.manifest.loader import gc_paused
+        from svdflow.outputs.storage import spec_job_bytes
 
         # One job per line: indent= would force json's pure-Python encoder, 5x slower on big plans.
         with gc_paused():
-            click.echo("[\n" + ",\n".join("  " + json.dumps(p.to_json()) for p in planned) + "\n]")
+            click.echo("[\n" + ",\n".join("  " + json.dumps(p.to_json(spec_job_bytes(spec, p.job)))
+                                           for p in planned) + "\n]")
     else:
         from svdflow.views import print_plan  # rich takes 0.1 s to import; --json does not need it
 

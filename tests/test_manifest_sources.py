@@ -402,7 +402,7 @@ def test_plan_json_says_where_each_value_came_from(tmp_path, capsys, monkeypatch
         "num_frames": "model", "fps": "table", "motion_bucket_id": "item", "width": "defaults", "seed": "derived"}
     assert planned["written"]["origins"]["seed"] == "item"
     code, out, _ = run_cli(capsys, "plan", "m.yaml")
-    assert out.splitlines()[-7:] == [
+    assert out.splitlines()[-8:-1] == [  # the last line: what the run will write (test_storage)
         "where values came from (the rest: svdflow's defaults):",
         "  items:      seed (1 of 3), motion_bucket_id (1 of 3)",
         "  table rows: fps (1 of 3)",

@@ -116,7 +116,8 @@ class Executor:
         self.recorded = index.snapshot()  # what earlier runs recorded: what decisions read
         self.session = PipelineSession(spec, self.jobs, reporter.note, local_rank=local_rank)
         self.guard = guard
-        self.writer = WriterThread(Recorder(index, reporter), EntryContext.of(spec), guard)
+        self.writer = WriterThread(Recorder(index, reporter, {job.id: job.cost() for job in self.jobs}),
+                                   EntryContext.of(spec), guard)
         self._renderer: Renderer | None = None
         self._inputs: dict[tuple, Future] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, options.prefetch), thread_name_prefix="svdflow-fetch")

@@ -17,6 +17,7 @@ from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import IndexEntry, KeyMaterial
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.masters import master_problem
+from svdflow.outputs.storage import JobBytes
 from svdflow.outputs.store import OutputStore
 from svdflow.run.keys import key_material
 
@@ -51,7 +52,8 @@ class PlannedJob:
         """Something to do for it: render, re-encode (or fail)."""
         return self.status != UP_TO_DATE
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, storage: JobBytes | None = None) -> dict[str, Any]:
+        """`storage`: the job's estimated files (svdflow.outputs.storage), as `plan --json` shows them."""
         job, material = self.job, self.material
         clip = clip_shape(job.params)
         return {"id": job.id, "item_id": job.item_id, "image": job.image, "seed": job.seed,
@@ -62,7 +64,9 @@ class PlannedJob:
                 "status": self.status, "would_render": self.would_render, "would_reencode": self.would_reencode,
                 "reason": self.reason, "key": self.key,
                 "render_key": material.render_key if material else None,
-                "output_key": material.output_key if material else None, "input_sha256": self.input_sha256}
+                "output_key": material.output_key if material else None, "input_sha256": self.input_sha256,
+                **({"storage": storage.to_json(self.would_render and self.status != "input error", self.would_reencode)}
+                   if storage is not None else {})}
 
 
 def select_jobs(spec: RunSpec, only: tuple[str, ...] | list[str] = ()) -> list[Job]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Literal
 
@@ -20,6 +20,7 @@ from svdflow.outputs.entry import IndexEntry
 from svdflow.outputs.index import INDEX_FILE, RunIndex
 from svdflow.run.entries import EntryContext, finish_reencoded, finish_rendered
 from svdflow.run.messages import Message, Reencode, Rendered, UpToDate
+from svdflow.run.pace import PaceMeter
 from svdflow.run.progress import Reporter
 
 Status = Literal["done", "re-encoded", "failed", "up to date"]
@@ -27,16 +28,19 @@ Status = Literal["done", "re-encoded", "failed", "up to date"]
 
 class Recorder:
     """Every job's outcome, recorded once: its entry into the index (sidecar now, index.json soon),
-    its status, its error, and the `job_finished` event."""
+    its status, its error, and the `job_finished` event, which carries the run's pace (throughput and
+    time left, `svdflow.run.pace`)."""
 
-    def __init__(self, index: RunIndex, reporter: Reporter):
+    def __init__(self, index: RunIndex, reporter: Reporter, costs: Mapping[str, float] | None = None):
+        """`costs`: every job of the run, id -> `Job.cost()`, which the time left is estimated from."""
         self.index, self.reporter = index, reporter
         self.statuses: dict[str, Status] = {}
         self.errors: dict[str, str] = {}
+        self.pace = PaceMeter(costs or {})
 
     def up_to_date(self, job_id: str) -> None:
         self.statuses[job_id] = "up to date"
-        self.reporter.job_finished(job_id, "up to date", {})
+        self.reporter.job_finished(job_id, "up to date", self.pace.finished(job_id, "up to date").to_json())
 
     def record(self, entry: IndexEntry, worker: str | None = None) -> None:
         """Keep a job's entry; `worker`: the cluster worker that rendered it (named in the event).
@@ -48,12 +52,14 @@ class Recorder:
         if entry.status == "failed":
             self.statuses[entry.id] = "failed"
             self.errors[entry.id] = entry.error.message
-            self.reporter.job_finished(entry.id, "failed", {"error": entry.error.message}, **named)
+            self.reporter.job_finished(entry.id, "failed", {"error": entry.error.message,
+                                                            **self.pace.finished(entry.id, "failed").to_json()}, **named)
         else:
             status: Status = "re-encoded" if entry.encoded_from == "master" else "done"
             self.statuses[entry.id] = status
             self.reporter.job_finished(entry.id, status, {"seconds": entry.timings.total_s,
-                                                          "files": [o.file for o in entry.outputs]}, **named)
+                                                          "files": [o.file for o in entry.outputs],
+                                                          **self.pace.finished(entry.id, status).to_json()}, **named)
         self.index.flush_if_due()
 
     @property

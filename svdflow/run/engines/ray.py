@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
 from svdflow.errors import EnvironmentProblem, InputError, JobError, OutputStoreError, RenderError, UsageError
@@ -141,7 +141,7 @@ class Driver:
         self.options, self.reporter, self.ray_options, self.settings = options, reporter, ray_options, settings
         index = RunIndex.load(store)
         index.name, index.manifest = spec.name, str(spec.manifest_path)
-        self.recorder = Recorder(index, reporter)
+        self.recorder = Recorder(index, reporter, {job.id: job.cost() for job in jobs})
         self.context = EntryContext.of(spec)
         self._started = 0  # jobs handed to workers so far (job_started's number)
         self._stop = False  # --fail-fast saw a failure
@@ -153,9 +153,7 @@ class Driver:
         try:
             with sigterm_as_interrupt():
                 try:
-                    pending = self._plan()
-                    if pending and not self._stop:
-                        self._render(pending)
+                    self._run()
                 except KeyboardInterrupt:
                     result.interrupted = True
                 except OutputStoreError as exc:  # a worker's or this process's write: every worker is stopped
@@ -207,24 +205,45 @@ class Driver:
         if entry.status == "failed" and self.options.fail_fast:
             self._stop = True
 
-    def _render(self, pending: list[PlannedJob]) -> None:
+    def _run(self) -> None:
+        """Plan, then render what is pending. When some job will render whatever the plan says (the
+        record has no finished entry for it), the workers are started first: each loads its pipeline
+        while this process hashes the inputs and plans, so the first jobs do not wait for a model
+        load. A rerun of a finished campaign plans first and starts no worker unless one is needed."""
         changes = ProcessChanges()
         # Ray prints its workers' deaths and its own warnings on the driver's stdout; stdout is for
         # --json's events (whose reporter holds the real stream): Ray's lines go to stderr.
         changes.set_attr(sys, "stdout", sys.stderr)
         try:
-            with self._connected():
-                pool = WorkerPool.start(self.ray, self._worker_spec(), pending, self._worker_shape(len(pending)),
-                                        worker_environment(self.settings), self.reporter)
-                try:
-                    self._drive(Scheduler(pending), pool)
-                finally:
-                    try:
-                        self._settle(pool)
-                    finally:
-                        pool.close()
+            with ExitStack() as stack:
+                pool = self._start_workers(stack, len(self.jobs)) if self._surely_renders() else None
+                pending = self._plan()
+                if pending and not self._stop:
+                    self._drive(Scheduler(pending), pool or self._start_workers(stack, len(pending)))
         finally:
             changes.restore()
+
+    def _surely_renders(self) -> bool:
+        """Some selected job has no finished entry in the record: it renders (or fails), whatever else
+        the plan finds."""
+        index = self.recorder.index
+        return any((entry := index.get(job.id)) is None or entry.status != "done" for job in self.jobs)
+
+    def _start_workers(self, stack: ExitStack, most: int) -> WorkerPool:
+        """Connect, start at most `most` workers (each sets its pipeline up at once), and have `stack`
+        stop them when the run ends: once the files they are writing are written, then Ray."""
+        stack.enter_context(self._connected())
+        pool = WorkerPool.start(self.ray, self._worker_spec(), self.jobs, self._worker_shape(most),
+                                worker_environment(self.settings), self.reporter)
+
+        def stop() -> None:
+            try:
+                self._settle(pool)
+            finally:
+                pool.close()
+
+        stack.callback(stop)
+        return pool
 
     def _settle(self, pool: WorkerPool) -> None:
         """Before the workers are stopped (the run is done, interrupted, failed fast or its store
@@ -272,7 +291,7 @@ class Driver:
         finally:
             ray.shutdown()
 
-    def _worker_shape(self, pending: int) -> WorkerShape:
+    def _worker_shape(self, most: int) -> WorkerShape:
         resources = self.ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
         hardware = self.spec.hardware
@@ -282,13 +301,13 @@ class Driver:
             self.reporter.note(f"ray: the output folder {self.spec.output_dir} is a local path: every node must see "
                                "it at that path (a shared filesystem), or use an fsspec URL")
         if gpus and not on_cpu:
-            shape = WorkerShape(min(gpus, pending), {"num_gpus": 1, "num_cpus": 1}, "1 GPU per worker")
+            shape = WorkerShape(min(gpus, most), {"num_gpus": 1, "num_cpus": 1}, "1 GPU per worker")
         else:
             per = self.ray_options.cpus_per_worker or self.settings.cpu_threads
             if cpus < per:
                 raise EnvironmentProblem(f"the Ray cluster has {cpus} CPU{'s' * (cpus != 1)} and no GPU for this "
                                          f"manifest; a worker needs {per} (--cpus-per-worker); add nodes or lower it")
-            shape = WorkerShape(min(cpus // per, pending), {"num_cpus": per}, f"{per} CPU{'s' * (per != 1)} per worker")
+            shape = WorkerShape(min(cpus // per, most), {"num_cpus": per}, f"{per} CPU{'s' * (per != 1)} per worker")
         self.reporter.note(f"ray: {shape.count} worker{'s' * (shape.count != 1)} ({shape.describe}) on "
                            f"{nodes} node{'s' * (nodes != 1)}")
         return shape

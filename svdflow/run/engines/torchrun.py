@@ -123,6 +123,12 @@ class Group:
         dist.gather_object(value, out, dst=0)
         return out
 
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        import torch.distributed as dist
+
+        dist.barrier()
+
     def close(self) -> None:
         if self._owned:
             import torch.distributed as dist
@@ -136,6 +142,7 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
     """This rank's share of the run; on rank 0, the whole run's result once every rank is done."""
     group = Group(world)
     lock = None
+    gathered = False
     try:
         decision: dict[str, Any] | None = None
         if world.is_main:
@@ -155,6 +162,7 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
         # A rank whose output store failed stopped rendering; it still reports here, so that no rank
         # waits for it, and rank 0 says it once every share is recorded.
         everyone = group.gather({"statuses": result.statuses, "errors": result.errors, "stopped": result.stopped})
+        gathered = True
         if not world.is_main:
             return result
         merged = RunResult(spec, seconds=result.seconds, orphans=result.orphans)
@@ -181,6 +189,12 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
     finally:
         if lock is not None:
             lock.release()
+        if gathered:
+            # Every rank leaves the group together, once rank 0 has merged the shards: no rank tears
+            # its connections down and exits while another still holds the group open (about one
+            # launch in 15 aborted in gloo's teardown that way after every job was recorded, and the
+            # launcher exited 1).
+            group.barrier()
         group.close()
 
 

@@ -243,8 +243,8 @@ def bench(variant, cases, videos, steps, frames, height, width, device, json_pat
 @click.option("--write", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write every kind's schema into this folder as <kind>.schema.json (what `make schemas` does).")
 def schema(which: str, folder: Path | None) -> None:
-    """Print a JSON Schema: manifest (default), index (index.json), sidecar (a job's <id>.json), or
-    provenance (embedded in every file)."""
+    """Print a JSON Schema: manifest (default), index (a line of index.jsonl), run (a line of runs.jsonl),
+    sidecar (a job's <id>.json), or provenance (embedded in every file)."""
     if folder is not None:
         for path in write_schemas(str(folder)):
             click.echo(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -199,3 +200,18 @@ def small_disk(tmp_path: Path, mount_permitted: bool):
     disk = SmallDisk(tmp_path / "disk", mount_permitted)
     yield disk
     disk.close()
+
+
+def recorded(out: Path) -> dict[str, dict]:
+    """Every job the output folder records (index.jsonl, its parts and newer sidecars, each line with
+    what its run's line holds), as the JSON of whole entries, by id."""
+    from svdflow.outputs.index import RunIndex
+    from svdflow.outputs.store import OutputStore
+
+    return {entry.id: entry.model_dump(mode="json") for entry in RunIndex.load(OutputStore(str(out)))}
+
+
+def index_lines(out: Path) -> dict[str, dict]:
+    """The lines of index.jsonl alone (what the last compaction wrote), by id."""
+    lines = (out / "index.jsonl").read_text().splitlines() if (out / "index.jsonl").exists() else []
+    return {entry["id"]: entry for entry in map(json.loads, lines)}

@@ -12,7 +12,7 @@ import sys
 
 import fsspec
 import pytest
-from conftest import REPO, run_cli, write_image, write_manifest
+from conftest import REPO, recorded, run_cli, write_image, write_manifest
 
 from svdflow.errors import ManifestError
 from svdflow.manifest import derive_seed, load_run_spec
@@ -137,9 +137,9 @@ def test_generated_items_run_like_written_ones(tmp_path):
     assert again.orphans == ["g-b"]
     assert again.statuses == {"g-good": "up to date", "g-notes": "failed", "row": "up to date"}
 
-    index = tmp_path / "out" / "index.json"
+    index = tmp_path / "out" / "index.jsonl"
     assert rerender(str(index), "row", out_dir=str(tmp_path / "again")).matches
-    entries = {e["id"]: e for e in json.loads(index.read_text())["jobs"]}
+    entries = recorded(tmp_path / "out")
     assert (entries["row"]["item_id"], entries["row"]["params"]["fps"]) == ("row", 6)
     page = write_report(str(tmp_path / "out"))
     assert all(job_id in open(page).read() for job_id in ("g-good", "row", "g-notes"))

@@ -426,7 +426,7 @@ def test_rerun_reuses_thumbnails_and_drops_those_of_removed_jobs(tmp_path, serve
 def test_no_index_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError) as caught:
         write_report(str(tmp_path))
-    assert str(caught.value) == (f"{tmp_path}: no index.json here; run `svdflow run MANIFEST` first, "
+    assert str(caught.value) == (f"{tmp_path}: no index.jsonl here; run `svdflow run MANIFEST` first, "
                                  "or pass the output folder of a run")
 
 
@@ -461,7 +461,7 @@ def test_remote_folders_and_broken_indexes_are_usage_errors(tmp_path):
 def test_an_empty_index_gives_a_page_that_says_so(tmp_path):
     write_index(tmp_path, [])
     text = Path(write_report(str(tmp_path))).read_text()
-    assert cards_of(text) == [] and "index.json records no job yet" in text
+    assert cards_of(text) == [] and "index.jsonl records no job yet" in text
 
 
 def test_entries_that_do_not_fit_the_index_format_are_listed_not_dropped_silently(tmp_path):
@@ -483,7 +483,7 @@ def test_cli_report(report, tmp_path):
     assert done.stdout.strip() == str(page)
     missing = subprocess.run([*SVDFLOW, "report", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2
-    assert missing.stderr.strip() == (f"error: {tmp_path}: no index.json here; run `svdflow run MANIFEST` "
+    assert missing.stderr.strip() == (f"error: {tmp_path}: no index.jsonl here; run `svdflow run MANIFEST` "
                                       "first, or pass the output folder of a run")
 
 

@@ -24,6 +24,7 @@ from svdflow.faults import crash_point
 from svdflow.locations import Location
 from svdflow.outputs.atomic import remove_stale_temps
 from svdflow.outputs.failures import folder_gone, storing
+from svdflow.outputs.index import RECORD_DIR
 from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.outputs.store import OutputStore
 
@@ -102,8 +103,8 @@ def claim_output_dir(store: OutputStore) -> OutputLock:
     try:
         if store.is_local:
             with storing(store.url, "removing a killed run's temporary files"):
-                remove_stale_temps(store.root)
-                remove_stale_temps(os.path.join(store.root, MASTERS_DIR))
+                for folder in ("", MASTERS_DIR, RECORD_DIR, os.path.dirname(RECORD_DIR)):
+                    remove_stale_temps(os.path.join(store.root, folder))
     except BaseException:
         lock.release()
         raise

@@ -66,7 +66,7 @@ VIDEO_SOURCES = (
     ("mp4", 'video/mp4; codecs="avc1.64001F"'),
 )
 LINK_TEXT = {"hevc": "hevc", "prores": "prores (.mov)", "frames": "frames (PNG folder)"}
-NO_JOBS = "index.json records no job yet; run the manifest, then write the report again"
+NO_JOBS = "index.jsonl records no job yet; run the manifest, then write the report again"
 FIRST_PAGE = "index.html"
 PAGES_DIR = "report/pages"
 # Cards per page: the first page is what a browser loads at once (a poster per card; videos are

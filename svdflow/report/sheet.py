@@ -1,6 +1,6 @@
 """`svdflow report`: a static contact sheet of an output folder, for reviewing a campaign by eye.
 
-The page (`index.html`, beside `index.json`) must keep working when the folder is zipped, synced to
+The page (`index.html`, beside `index.jsonl`) must keep working when the folder is zipped, synced to
 a laptop and opened from file://, and must never reach the network: so every asset it shows lives
 in the folder (the outputs themselves, plus the thumbnails and posters of `assets`), every link is
 relative, and CSS and JS are inline (`page`). This module reads the index and writes the page.
@@ -17,7 +17,7 @@ from svdflow.errors import UsageError
 from svdflow.locations import Location
 from svdflow.outputs.atomic import atomic_write_bytes
 from svdflow.outputs.failures import storing
-from svdflow.outputs.index import INDEX_FILE, RunIndex
+from svdflow.outputs.index import INDEX_FILE, LEGACY_INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.report.assets import ASSETS_DIR
 from svdflow.report.cards import build_cards
@@ -30,7 +30,7 @@ def write_report(output_dir: str) -> str:
     """Write `<output_dir>/index.html`, the first page of the sheet (its other pages, thumbnails and
     posters under `report/`); return the first page's path.
 
-    The folder must be local (a path or file:// URL) and hold the index.json of a run. A job whose
+    The folder must be local (a path or file:// URL) and hold the record of a run. A job whose
     input or output cannot be read gets a placeholder that says why; only a missing or unreadable
     index fails the report.
     """
@@ -93,9 +93,9 @@ def _local_root(output_dir: str) -> str:
 def _load_index(output_dir: str, root: str) -> RunIndex:
     """The folder's index (with newer sidecars merged, as every reader sees it), or a UsageError."""
     index = RunIndex.load(OutputStore(root))
-    path = os.path.join(root, INDEX_FILE)
+    path = os.path.join(root, LEGACY_INDEX_FILE if index.unreadable not in (None, "missing") else INDEX_FILE)
     if index.unreadable == "missing":
-        raise UsageError(f"{output_dir}: no index.json here; run `svdflow run MANIFEST` first, "
+        raise UsageError(f"{output_dir}: no {INDEX_FILE} here; run `svdflow run MANIFEST` first, "
                          "or pass the output folder of a run")
     if index.unreadable and index.unreadable.startswith("cannot be read"):
         raise UsageError(f"{path}: {index.unreadable}; run `svdflow run MANIFEST` again to rewrite it")

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 
-import imageio_ffmpeg
 import pytest
 from conftest import REPO, index_lines, recorded, write_manifest
 from PIL import Image
@@ -36,12 +35,6 @@ def smoke_campaign(tmp_path, output_dir: str = "renders/{name}"):
 def jobs(folder) -> dict[str, dict]:
     """The entries of a format 1 or 2 index.json."""
     return {e["id"]: e for e in json.loads((folder / "index.json").read_text())["jobs"]}
-
-
-def video_stream(path) -> bytes:
-    """The H.264 stream of an mp4, without its container (and so without its metadata)."""
-    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v", "-c", "copy",
-                           "-f", "h264", "-"], capture_output=True, check=True).stdout
 
 
 def gif_frames(path) -> list[bytes]:

@@ -16,8 +16,8 @@ from conftest import REPO, recorded, run_cli, write_image, write_manifest
 
 from svdflow.errors import ManifestError
 from svdflow.manifest import derive_seed, load_run_spec
-from svdflow.manifest.model_defaults import SVD, SVD_XT, SVD_XT_1_1, ModelConfigUnreadable, model_defaults
 from svdflow.manifest.sources.glob import item_id
+from svdflow.models.defaults import SVD, SVD_XT, SVD_XT_1_1, ModelConfigUnreadable, model_defaults
 
 
 def spec_of(folder, body: str, name: str = "m.yaml"):

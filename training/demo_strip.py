@@ -11,7 +11,7 @@ from PIL import Image, ImageSequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDERS = ROOT / "manifests" / "renders" / "demo"
-CLIPS = ("sunset", "rocket", "city-m20", "city-m250")
+CLIPS = ("sunset", "rocket", "city")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Per-job defaults that follow the model: its own `num_frames`, and SVD-XT 1.1's fixed conditioning.
+"""Per-job defaults that follow the model: its own `num_frames`, SVD-XT 1.1's fixed conditioning, and
+builtin:toy's guidance.
 
 Read from plain JSON (a local folder's or the hub cache's `unet/config.json`) or from known values,
 never by loading weights or importing torch, and never by downloading: validation stays fast and
@@ -21,7 +22,7 @@ from svdflow.models.source import (
     resolve_local,
 )
 from svdflow.models.tiny_config import TINY_UNET_CONFIG
-from svdflow.models.toy_config import TOY_UNET_CONFIG
+from svdflow.models.toy_config import TOY_DEFAULTS, TOY_UNET_CONFIG
 
 SVD = "stabilityai/stable-video-diffusion-img2vid"
 SVD_XT = "stabilityai/stable-video-diffusion-img2vid-xt"
@@ -51,9 +52,14 @@ class ModelDefaults:
 
 
 def fixed_model_defaults(source: str) -> ModelDefaults:
-    """The defaults known from the source's name alone (no file read): SVD-XT 1.1's conditioning."""
+    """The defaults known from the source's name alone (no file read): SVD-XT 1.1's conditioning,
+    builtin:toy's guidance."""
     fixed = _FIXED_CONDITIONING.get(source, {})
-    return ModelDefaults(source, dict(fixed), dict(fixed), "model card" if fixed else "")
+    if fixed:
+        return ModelDefaults(source, dict(fixed), dict(fixed), "model card")
+    if source == BUILTIN_TOY:
+        return ModelDefaults(source, dict(TOY_DEFAULTS), {}, "config")
+    return ModelDefaults(source, {}, {}, "")
 
 
 def model_defaults(source: str, revision: str | None, manifest_dir: str | os.PathLike) -> ModelDefaults:
@@ -66,7 +72,8 @@ def model_defaults(source: str, revision: str | None, manifest_dir: str | os.Pat
     if kind == "builtin":
         if source not in BUILTINS:
             raise ModelConfigUnreadable(f"no such builtin model; the builtins are {' and '.join(BUILTINS)}")
-        return ModelDefaults(source, {"num_frames": _BUILTIN_NUM_FRAMES[source]}, {}, "unet config")
+        return ModelDefaults(source, {**known.values, "num_frames": _BUILTIN_NUM_FRAMES[source]}, {},
+                             known.basis or "unet config")
     if kind == "local":
         folder = resolve_local(source, manifest_dir)
         config = folder / "unet" / "config.json"

@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from svdflow.models.toy_config import TOY_HEIGHT, TOY_NUM_FRAMES, TOY_WIDTH
+from svdflow.models.toy_config import TOY_DEFAULTS, TOY_HEIGHT, TOY_NUM_FRAMES, TOY_WIDTH
 
 # The call the figures are measured with: the demo's size and frame count, SVD's default fps and
-# noise augmentation, and few enough steps for a CPU test.
+# noise augmentation, few enough steps for a CPU test, and no classifier-free guidance (the toy is
+# trained without an unconditional branch; see toy_config.TOY_DEFAULTS).
 CHECK_CALL = {"height": TOY_HEIGHT, "width": TOY_WIDTH, "num_frames": TOY_NUM_FRAMES,
-              "num_inference_steps": 10, "fps": 7, "noise_aug_strength": 0.02}
+              "num_inference_steps": 10, "fps": 7, "noise_aug_strength": 0.02, **TOY_DEFAULTS}
 MOTION_BUCKETS = (20, 127, 250)
 
 

@@ -95,6 +95,22 @@ def tiny_pipe():
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's renders (use with pytestmark = usefixtures("one_thread")).
+
+    At these toy sizes OpenMP threads only wait on each other, and on a busy 2-core machine their
+    spinning made renders 4-5x slower. Frames depend on the thread count (reduction order), so
+    every render in the module uses the same one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
 def noise_image() -> Image.Image:
     """A 64x64 RGB image of seeded noise."""
     return Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))

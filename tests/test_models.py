@@ -54,15 +54,7 @@ def load_error(spec: ModelSpec, **kwargs) -> str:
     return str(info.value)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # At these toy sizes OpenMP threads only wait on each other, and on a busy 2-core machine their
-    # spinning made renders 4-5x slower. Frames depend on the thread count (reduction order), so
-    # every render in this module uses the same one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

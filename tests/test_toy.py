@@ -24,13 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 HELDOUT = [REPO / "tests" / "fixtures" / "toy-heldout" / "procedural-90001.png", REPO / "manifests" / "images" / "city.png"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Frames depend on the thread count (reduction order); one thread is also the fastest at these sizes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

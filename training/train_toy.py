@@ -11,7 +11,7 @@ right, so the content moves left by `STEP_PX * motion_bucket_id / fps` pixels pe
 256x144 scale (3 px at motion_bucket_id 127 and fps 7). The conditioning frame gets SVD's noise
 augmentation (Gaussian noise in pixel space, its strength passed in added_time_ids).
 
-Steps, under training/out/:
+Steps (checkpoints under training/out/):
   1. the VAE (AutoencoderKLTemporalDecoder) is constructed, not trained (training/toy_init.py says
      why and how): an 8x8-average encoder and a bilinear decoder;
   2. the UNet (UNetSpatioTemporalConditionModel) starts as a pass-through of the conditioning
@@ -20,8 +20,9 @@ Steps, under training/out/:
      128x72 crops (the model is convolutional; the motion is learned in latent pixels of the 256x144
      scale), checkpointed every 25 steps;
   3. export: the pipeline saved with safetensors into svdflow/models/toy/ (the package data);
-  4. report: the loss curve (loss.png), and the semantics on held-out images at 256x144
-     (semantics.json, semantics.png), plus the held-out images as test fixtures.
+  4. report: the loss curve (training/results/loss.png), the semantics on held-out images at
+     256x144 (training/results/semantics.json; their frames in training/out/semantics.png), and the
+     held-out procedural image as a test fixture.
 
 The CLIP image encoder keeps fixed random weights: its embedding still carries the image.
 Torch runs on one thread: on a shared 2-core machine two threads contended and ran slower.
@@ -78,6 +79,7 @@ TRIAL = os.environ.get("TOY_TRIAL") == "1"
 OUT = ROOT / "training" / ("trial" if TRIAL else "out")
 EXPORT = OUT / "toy" if TRIAL else ROOT / "svdflow" / "models" / "toy"
 FIXTURES = OUT / "heldout" if TRIAL else ROOT / "tests" / "fixtures" / "toy-heldout"
+RESULTS = OUT if TRIAL else ROOT / "training" / "results"  # the loss curve and the figures, checked in
 TRAIN_IMAGES = [ROOT / "manifests" / "images" / "sunset.png", ROOT / "manifests" / "images" / "rocket.png"]
 HELDOUT_IMAGE = ROOT / "manifests" / "images" / "city.png"
 
@@ -378,7 +380,8 @@ def heldout_images() -> dict[str, Image.Image]:
 
 
 def report(curves: dict[str, list[float]]) -> dict:
-    loss_png(OUT / "loss.png", curves)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    loss_png(RESULTS / "loss.png", curves)
     FIXTURES.mkdir(parents=True, exist_ok=True)
     pipe = StableVideoDiffusionPipeline.from_pretrained(EXPORT, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
@@ -412,7 +415,7 @@ def report(curves: dict[str, list[float]]) -> dict:
         "mean_flow_px": {mb: float(np.mean([v["mean_flow_px"][mb] for v in per])) for mb in MOTION_BUCKETS},
         "same_seed_same_frames": figures["same_seed_same_frames"],
     }
-    (OUT / "semantics.json").write_text(json.dumps(figures, indent=2))
+    (RESULTS / "semantics.json").write_text(json.dumps(figures, indent=2))
     return figures
 
 
@@ -429,7 +432,7 @@ def main() -> None:
     unet_losses = train_unet(unet, image_encoder, samples, scale)
     size = export(vae, unet, image_encoder, scale)
     _log(f"exported {size / 1e6:.1f} MB of safetensors to {EXPORT}")
-    figures = report({"unet (v-prediction MSE)": unet_losses})
+    figures = report({"unet (x0 MSE)": unet_losses})
     _log(json.dumps(figures["summary"]))
     _log(f"done in {(time.time() - started) / 60:.1f} min (this run; a resumed run counts from its restart)")
 

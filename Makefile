@@ -21,9 +21,10 @@ install:
 	rm -rf $(VENV)
 	$(MAKE) $(STAMP)
 
+# builtin:toy (trained weights shipped with svdflow): the contact sheet shows the sample images moving.
 demo: $(STAMP)
-	$(PY) -m svdflow run manifests/smoke.yaml --report
-	@echo "open the contact sheet: file://$(CURDIR)/manifests/renders/smoke/index.html"
+	$(PY) -m svdflow run manifests/demo.yaml --report
+	@echo "open the contact sheet: file://$(CURDIR)/manifests/renders/demo/index.html"
 
 # Two workers, one test module each at a time (a module's Ray cluster or tmpfs stays in its worker):
 # most slow tests wait on subprocesses starting, so two run in about the time of one.

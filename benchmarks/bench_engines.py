@@ -8,8 +8,9 @@ would be up before a run (its start is printed apart): `svdflow run --engine ray
 
 Printed per engine:
 - wall: the command's time, start to exit;
-- makespan: the render phase, from the first job's start to the last job's end (from the index:
-  finished_unix - total_s), model loads included as each worker's first job pays them;
+- makespan: from the run's start (its run_started event, before planning and before any model is
+  loaded) to its last job's end (the last job_finished event): planning and every worker's model
+  load included, however the engine overlaps them (Ray workers load theirs while the driver plans);
 - jobs/s over the makespan;
 - makespan / ideal, where ideal = total work / workers and total work is the sum of the jobs'
   times in the 1-process run (one model load);
@@ -29,22 +30,27 @@ and keeps each engine's fastest run (the total work and load from the fastest lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_campaign import campaign, timed  # noqa: E402
+from engine_campaign import campaign  # noqa: E402
 
 SETTLE_S = 5.0  # a new Ray cluster's own processes are busy starting for a few seconds
 
 
-def render_phase(index_file: Path, jobs: int) -> tuple[float, float, float]:
-    """From the index: (makespan, total work, model load): first start to last end, the sum of the
-    jobs' times, and the first job's time less the median of the other jobs of its steps."""
+def render_phase(index_file: Path, events: list[dict], jobs: int) -> tuple[float, float, float]:
+    """(makespan, total work, model load). The makespan runs from the run's start (its run_started
+    event: before planning, before any model is loaded) to its last job's end (the last job_finished
+    event), so it includes every worker's model load however the engine overlaps it with planning.
+    The total work is the sum of the jobs' times (index), the load the first job's time less the
+    median of the other jobs of its steps (meaningful for the 1-process run, whose first job loads)."""
     entries = json.loads(index_file.read_text())["jobs"]
     assert sum(e["status"] == "done" for e in entries) == jobs, "not every job was rendered"
     start = {e["id"]: e["finished_unix"] - e["timings"]["total_s"] for e in entries}
@@ -52,8 +58,23 @@ def render_phase(index_file: Path, jobs: int) -> tuple[float, float, float]:
     peers = sorted(e["timings"]["total_s"] for e in entries if e is not first and
                    e["params"]["num_inference_steps"] == first["params"]["num_inference_steps"])
     load = first["timings"]["total_s"] - peers[len(peers) // 2]
-    makespan = max(e["finished_unix"] for e in entries) - min(start.values())
-    return makespan, sum(e["timings"]["total_s"] for e in entries), load
+    began = min(e["time"] for e in events if e["event"] == "run_started")
+    ended = max(e["time"] for e in events if e["event"] == "job_finished")
+    return ended - began, sum(e["timings"]["total_s"] for e in entries), load
+
+
+def run_json(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, list[dict]]:
+    """`command --json`: (wall seconds, its events); exits with its stderr if it failed."""
+    started = time.perf_counter()
+    proc = subprocess.run([*command, "--json"], cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
+    events = []
+    for line in proc.stdout.splitlines():
+        with contextlib.suppress(ValueError):  # two ranks writing at once may garble a line
+            events.append(json.loads(line))
+    return wall, events
 
 
 def main() -> None:
@@ -88,8 +109,8 @@ def main() -> None:
         for name, (command, workers) in cases.items():
             with tempfile.TemporaryDirectory() as tmp:
                 manifest = campaign(Path(tmp) / "campaign", args.short, args.steps, long=args.long)
-                wall = timed(command, manifest.parent, env)
-                measured = (workers, wall, *render_phase(manifest.parent / "out" / "index.json", jobs))
+                wall, events = run_json(command, manifest.parent, env)
+                measured = (workers, wall, *render_phase(manifest.parent / "out" / "index.json", events, jobs))
             if name not in results or measured[2] < results[name][2]:
                 results[name] = measured
     ray.shutdown()

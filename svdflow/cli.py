@@ -89,10 +89,12 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     planned = plan_run(spec, only=only)
     if as_json:
         from svdflow.manifest.loader import gc_paused
+        from svdflow.outputs.storage import spec_job_bytes
 
         # One job per line: indent= would force json's pure-Python encoder, 5x slower on big plans.
         with gc_paused():
-            click.echo("[\n" + ",\n".join("  " + json.dumps(p.to_json()) for p in planned) + "\n]")
+            click.echo("[\n" + ",\n".join("  " + json.dumps(p.to_json(spec_job_bytes(spec, p.job)))
+                                           for p in planned) + "\n]")
     else:
         from svdflow.views import print_plan  # rich takes 0.1 s to import; --json does not need it
 
@@ -243,8 +245,8 @@ def bench(variant, cases, videos, steps, frames, height, width, device, json_pat
 @click.option("--write", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write every kind's schema into this folder as <kind>.schema.json (what `make schemas` does).")
 def schema(which: str, folder: Path | None) -> None:
-    """Print a JSON Schema: manifest (default), index (index.json), sidecar (a job's <id>.json), or
-    provenance (embedded in every file)."""
+    """Print a JSON Schema: manifest (default), index (a line of index.jsonl), run (a line of runs.jsonl),
+    sidecar (a job's <id>.json), or provenance (embedded in every file)."""
     if folder is not None:
         for path in write_schemas(str(folder)):
             click.echo(path)

@@ -2,7 +2,8 @@
 the staleness test go through. Each kind is generated from the Pydantic models of its file and checked in
 as `schemas/<kind>.schema.json`. A new file format adds its kind here and nowhere else.
 
-(`schemas/index-1.schema.json`, the index format of svdflow 0.1, is not generated: it is kept as published.)
+(`schemas/index-1.schema.json` and `index-2.schema.json`, the index.json formats of svdflow 0.1 and of
+0.2 before the record became JSON Lines, are not generated: they are kept as published.)
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def _index() -> dict[str, Any]:
     return index_json_schema()
 
 
+def _run() -> dict[str, Any]:
+    from svdflow.outputs.entry import run_json_schema
+
+    return run_json_schema()
+
+
 def _sidecar() -> dict[str, Any]:
     from svdflow.outputs.entry import sidecar_json_schema
 
@@ -40,7 +47,8 @@ def _provenance() -> dict[str, Any]:
 # kind -> (what it describes, its generator). Imports are deferred: printing one schema loads one model.
 SCHEMAS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "manifest": ("a manifest (YAML read as JSON)", _manifest),
-    "index": ("index.json: every job of an output folder", _index),
+    "index": ("a line of index.jsonl (and of the record's parts): one job, less what its run shares", _index),
+    "run": ("a line of runs.jsonl: what all jobs of one run share", _run),
     "sidecar": ("<id>.json: one job's index entry, written beside its files", _sidecar),
     "provenance": ("the JSON embedded in every file svdflow writes", _provenance),
 }

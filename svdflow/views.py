@@ -12,6 +12,7 @@ from rich.text import Text
 from svdflow.manifest.resolve import RunSpec
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.masters import MASTERS_DIR
+from svdflow.outputs.storage import MEASURED_CONTENT, content_of, job_bytes, spec_job_bytes
 from svdflow.terminal import printable
 
 
@@ -92,6 +93,36 @@ def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
     counts = Counter("render" if p.would_render else "re-encode" if p.would_reencode else "up to date"
                      for p in planned)
     console.print(f"{counts['render']} to render, {counts['re-encode']} to re-encode, {counts['up to date']} up to date")
+    for line in storage_lines(spec, planned):
+        console.file.write(line + "\n")
+
+
+def storage_lines(spec: RunSpec, planned) -> list[str]:
+    """What the plan will write, in bytes, estimated from each format's measured bytes per frame
+    (svdflow.outputs.storage): this run's videos and masters, and the finished campaign's."""
+    content = content_of(spec.model.source)
+    videos: Counter = Counter()
+    masters = this_run = campaign = 0
+    for p in planned:
+        files = spec_job_bytes(spec, p.job)
+        campaign += files.total
+        renders = p.would_render and p.status != "input error"
+        this_run += files.written(renders, p.would_reencode)
+        if renders or p.would_reencode:
+            videos.update(files.videos)
+        if renders:
+            masters += files.master
+    parts = ", ".join(f"{fmt} ~{human_bytes(videos[fmt])}" for fmt in spec.formats)
+    lines = [f"storage (estimated from {MEASURED_CONTENT[content]}): this run writes ~{human_bytes(this_run)}: "
+             f"videos ~{human_bytes(sum(videos.values()))} ({parts})"
+             + (f", masters ~{human_bytes(masters)} in {MASTERS_DIR}/" if spec.masters else "")
+             + f"; the finished campaign holds ~{human_bytes(campaign)}"]
+    if content == "smooth" and campaign:
+        noisy = sum(job_bytes(p.job.params, spec.formats, crf=spec.crf, prores_profile=spec.prores_profile,
+                              masters=spec.masters, content="noise").total for p in planned)
+        lines.append(f"  busy, detailed footage makes more; frames of pure noise, the most any can take, "
+                     f"~{human_bytes(noisy)}")
+    return lines
 
 
 def _short(uri: str, width: int = 48) -> str:

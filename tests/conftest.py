@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -68,6 +70,14 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return exited.value.code, out, err
 
 
+def video_stream(path) -> bytes:
+    """The video stream of an mp4, without its container (and so without its metadata)."""
+    import imageio_ffmpeg
+
+    return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:v", "-c", "copy",
+                           "-f", "h264", "-"], capture_output=True, check=True).stdout
+
+
 def write_manifest(folder: Path, body: str, name: str = "m.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(body).lstrip())
@@ -82,6 +92,22 @@ def tiny_pipe():
     pipe = build_tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's renders (use with pytestmark = usefixtures("one_thread")).
+
+    At these toy sizes OpenMP threads only wait on each other, and on a busy 2-core machine their
+    spinning made renders 4-5x slower. Frames depend on the thread count (reduction order), so
+    every render in the module uses the same one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +216,18 @@ def small_disk(tmp_path: Path, mount_permitted: bool):
     disk = SmallDisk(tmp_path / "disk", mount_permitted)
     yield disk
     disk.close()
+
+
+def recorded(out: Path) -> dict[str, dict]:
+    """Every job the output folder records (index.jsonl, its parts and newer sidecars, each line with
+    what its run's line holds), as the JSON of whole entries, by id."""
+    from svdflow.outputs.index import RunIndex
+    from svdflow.outputs.store import OutputStore
+
+    return {entry.id: entry.model_dump(mode="json") for entry in RunIndex.load(OutputStore(str(out)))}
+
+
+def index_lines(out: Path) -> dict[str, dict]:
+    """The lines of index.jsonl alone (what the last compaction wrote), by id."""
+    lines = (out / "index.jsonl").read_text().splitlines() if (out / "index.jsonl").exists() else []
+    return {entry["id"]: entry for entry in map(json.loads, lines)}

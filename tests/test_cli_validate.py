@@ -95,12 +95,14 @@ def test_plan_table(capsys, examples):
     assert lines[2].split()[0] == "city-m60-aug0.02" and lines[2].split()[3:] == [
         "112x64", "8", "8", "1.14s", "4", "7", "60", "0.02", "manifests/sweep.yaml:19", "new"]
     # Under the table, where the values came from: what varies per job is in `plan --json`.
-    assert lines[-5:] == [
+    assert lines[-6:] == [
         "where values came from (the rest: svdflow's defaults):",
         "  sweeps:     motion_bucket_id (all), noise_aug_strength (all)",
         "  defaults:   num_frames (all), num_inference_steps (all), width (all), height (all)",
         "  derived:    seed (all): from (base seed, item id)",
         "6 to render, 0 to re-encode, 0 up to date",
+        # what the run will write: builtin:tiny renders noise, so the noise figures (outputs/storage.py)
+        'storage (estimated from noise frames (builtin:tiny renders noise)): this run writes ~1.3 MiB: videos ~257.7 KiB (mp4 ~257.7 KiB), masters ~1.1 MiB in .svdflow/masters/; the finished campaign holds ~1.3 MiB',
     ]
 
 

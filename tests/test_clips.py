@@ -19,7 +19,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from conftest import SVDFLOW, write_image, write_manifest
+from conftest import SVDFLOW, recorded, write_image, write_manifest
 from PIL import Image
 
 from svdflow.api import RunOptions, load_run_spec, plan_run, rerender, run_manifest
@@ -248,7 +248,7 @@ def campaign(rendered) -> Path:
 
 
 def entries(folder: Path) -> dict[str, dict]:
-    return {e["id"]: e for e in json.loads((folder / "out" / "index.json").read_text())["jobs"]}
+    return recorded(folder / "out")
 
 
 def decoded(path: Path) -> tuple[np.ndarray, dict]:
@@ -384,7 +384,7 @@ def never_built(self):
 
 def test_a_chained_looped_job_renders_again_from_its_entry(campaign, tmp_path):
     work = campaign
-    result = rerender(str(work / "out" / "index.json"), "fade", out_dir=str(tmp_path))
+    result = rerender(str(work / "out" / "index.jsonl"), "fade", out_dir=str(tmp_path))
     assert result.matches
     for output in entries(work)["fade"]["outputs"]:
         if output["format"] != "frames":

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
-from conftest import SVDFLOW, write_image
+from conftest import SVDFLOW, index_lines, write_image
+from conftest import recorded as recorded_entries
 from disks import wait_stopped
 from test_run import tiny_manifest
 
@@ -121,18 +122,16 @@ def check_folder(out: Path, records_match: bool = True) -> dict[str, dict]:
     Every final-named file is whole: each mp4 decodes to all 4 frames and each .json parses. With
     `records_match`, each done entry's outputs are on disk with the recorded sha256.
     """
-    recorded: dict[str, dict] = {}
-    if (out / "index.json").exists():
-        recorded = {e["id"]: e for e in json.loads((out / "index.json").read_text())["jobs"]}
     for path in sorted(out.iterdir()):
         if path.name.startswith("."):  # temporaries and the lock
             continue
         if path.suffix == ".mp4":
             assert mp4_frames(path) == 4, path
-        elif path.suffix == ".json" and path.name != "index.json":
-            entry = json.loads(path.read_text())
-            if entry["finished_unix"] > recorded.get(entry["id"], {}).get("finished_unix", 0):
-                recorded[entry["id"]] = entry
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".jsonl":
+            [json.loads(line) for line in path.read_text().splitlines()]
+    recorded = recorded_entries(out)
     done = {job_id: e for job_id, e in recorded.items() if e["status"] == "done"}
     for entry in done.values() if records_match else ():
         for output in entry["outputs"]:
@@ -145,7 +144,9 @@ def temporaries(out: Path) -> list[str]:
 
 
 def index_entries(out: Path) -> dict[str, dict]:
-    return {e["id"]: e for e in json.loads((out / "index.json").read_text())["jobs"]}
+    """The jobs index.jsonl holds (whole entries, each line with its run's shared parts)."""
+    compacted = index_lines(out)
+    return {job_id: entry for job_id, entry in recorded_entries(out).items() if job_id in compacted}
 
 
 def assert_unchanged(before: dict[str, dict], after: dict[str, dict]) -> None:
@@ -180,11 +181,12 @@ def test_kill_9_at_each_critical_point_then_rerun_finishes_only_the_rest(tmp_pat
     assert mp4_frames(out / partial) == 4
     done = after
 
-    # Mid index write, after b's sidecar: index.json lags behind (valid, without b), the sidecar has b.
-    crash("before-rename:index.json")
+    # Mid compaction, after b's and c's sidecars: no index.jsonl yet (nothing compacted it before);
+    # the sidecars and the run's record hold the run.
+    crash("before-rename:index.jsonl")
     after = check_folder(out)
     assert_unchanged(done, after)
-    assert set(after) == {"a", "b"} and "b" not in index_entries(out)
+    assert set(after) == {"a", "b", "c"} and index_entries(out) == {}
     assert partial not in temporaries(out)  # this run cleaned the previous crash's leftovers
     recorded_b = after["b"]
 
@@ -203,7 +205,7 @@ def test_kill_9_at_each_critical_point_then_rerun_finishes_only_the_rest(tmp_pat
     proc = svdflow(tmp_path, "run", "m.yaml", "--json")
     assert proc.returncode == 0, proc.stderr
     finished = json.loads(proc.stdout.splitlines()[-1])
-    assert (finished["rendered"], finished["up_to_date"], finished["failed"]) == (2, 1, 0)
+    assert (finished["rendered"], finished["up_to_date"], finished["failed"]) == (1, 2, 0)
     after = check_folder(out)
     assert_unchanged(done, after)
     assert set(after) == {"a", "b", "c"} and index_entries(out).keys() == {"a", "b", "c"}
@@ -309,7 +311,7 @@ def test_lock_interrupts_orphans_and_plan_over_one_campaign(tmp_path):
     write_image(tmp_path / "n.png", seed=2)
     tiny_manifest(tmp_path, THREE_JOBS)
     out = tmp_path / "out"
-    resume = f"error: interrupted; 1 job finished and recorded in {out}/index.json; run again to render the rest"
+    resume = f"error: interrupted; 1 job finished and recorded in {out}/index.jsonl; run again to render the rest"
 
     # The run stops itself at b's first step (2 steps a job), mid-render, holding the lock: a second run
     # on the folder is refused, naming the holder. (Stopped by the fault knob, not by a signal sent on

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_image, write_manifest
-from test_index import video_stream
+from conftest import recorded, video_stream, write_image, write_manifest
 
 from svdflow.api import RunOptions, read_provenance, run_manifest
 from svdflow.run.engines.torchrun import World, assign, lonely_launch_hint
@@ -45,9 +44,9 @@ def launch(launcher: list[str], manifest: Path) -> subprocess.CompletedProcess:
 
 
 def index_of(folder: Path) -> dict[str, dict]:
-    jobs = json.loads((folder / "out" / "index.json").read_text())["jobs"]
-    assert len(jobs) == len({e["id"] for e in jobs}), "a job is listed twice"
-    return {e["id"]: e for e in jobs}
+    lines = (folder / "out" / "index.jsonl").read_text().splitlines()
+    assert len(lines) == len({json.loads(line)["id"] for line in lines}), "a job is listed twice"
+    return recorded(folder / "out")
 
 
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -65,7 +64,7 @@ def test_two_processes_render_the_same_frames_as_one(tmp_path):
 
     assert proc.returncode != 0  # job d fails: the launcher passes rank 0's exit code 1 on
     assert "[rank 0/2]" in proc.stderr and "[rank 1/2]" in proc.stderr
-    assert "merged 2 index shards" in proc.stderr
+    assert "merged 2 ranks' records into" in proc.stderr
     assert "3 rendered, 0 re-encoded, 0 up to date, 1 failed" in proc.stderr
     one, two = index_of(tmp_path / "single"), index_of(tmp_path / "multi")
     assert list(two) == ["a", "b", "c", "d"]  # manifest order, whatever rank finished first
@@ -154,13 +153,35 @@ def test_single_process_accelerate_cpu_launch_is_explained():
     assert lonely_launch_hint({}) is None
 
 
-def test_a_killed_multi_process_runs_shards_are_merged_by_the_next_single_run(tmp_path):
+def test_a_killed_multi_process_runs_parts_are_merged_by_the_next_single_run(tmp_path):
     manifest = make_campaign(tmp_path)
     run_manifest(manifest, RunOptions(only=("a",)))
     out = tmp_path / "out"
-    # What a killed 2-process run leaves: rank 1's shard, no index.json, no sidecar for its job.
-    (out / "index.json").rename(out / "index.rank1.json")
+    # What a killed 2-process run leaves: rank 1's part and run record, no index.jsonl, no sidecar
+    # for its job.
+    [run] = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    record = out / ".svdflow" / "record"
+    (out / "index.jsonl").rename(record / f"{run['id']}.000000.jsonl")
+    (out / "runs.jsonl").rename(record / f"{run['id']}.run.json")
     (out / "a.json").unlink()
+
+    result = run_manifest(manifest, RunOptions(only=("a", "c")))
+
+    assert result.statuses == {"a": "up to date", "c": "done"}
+    assert sorted(p.name for p in record.iterdir()) == []
+    assert [job_id for job_id in index_of(tmp_path)] == ["a", "c"]
+
+
+def test_a_format_2_killed_multi_process_runs_shards_are_merged_and_upgraded(tmp_path):
+    manifest = make_campaign(tmp_path)
+    run_manifest(manifest, RunOptions(only=("a",)))
+    out = tmp_path / "out"
+    # What a killed 2-process run of svdflow 0.1.x left: rank 1's shard, no index.json, no sidecar.
+    entry = recorded(out)["a"]
+    del entry["run"]["id"]
+    (out / "index.rank1.json").write_text(json.dumps({"svdflow_index": 2, "jobs": [entry]}))
+    for name in ("index.jsonl", "runs.jsonl", "a.json"):
+        (out / name).unlink()
 
     result = run_manifest(manifest, RunOptions(only=("a", "c")))
 

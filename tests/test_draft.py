@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, write_image, write_manifest
+from conftest import REPO, recorded, write_image, write_manifest
 
 from svdflow.api import load_run_spec, plan_run, run_manifest
 from svdflow.manifest.schema import PARAMETERS, RELEASE_0_1_PARAMETERS, JobParams
@@ -25,7 +24,7 @@ RELEASE = REPO / "tests" / "fixtures" / "release-0.1-smoke"
 def test_release_0_1_keys_do_not_move_and_new_parameters_enter_only_when_used():
     """The release's jobs keep their render keys (no draft parameter in their material), and a draft
     value enters the render key only, not the output key."""
-    index = RunIndex.load(OutputStore(str(RELEASE)), sidecars=False)  # format 1, upgraded as it is read
+    index = RunIndex.load(OutputStore(str(RELEASE)))  # format 1, upgraded as it is read
     assert index.format_read == 1
     for entry in index.entries.values():
         render = entry.key_material.render
@@ -59,7 +58,7 @@ def test_a_draft_and_a_final_of_one_item_have_their_own_keys_and_both_stay(tmp_p
     manifest = write_manifest(tmp_path, body)
     ids = ["a-cfg1.0-ci1", "a-cfg1.0-ci3", "a-cfg0.5-ci1", "a-cfg0.5-ci3"]
     assert run_manifest(manifest).statuses == dict.fromkeys(ids, "done")
-    entries = {e["id"]: e for e in json.loads((tmp_path / "out" / "index.json").read_text())["jobs"]}
+    entries = recorded(tmp_path / "out")
     assert len({entries[i]["key"] for i in ids}) == 4 and len({entries[i]["frames_sha256"] for i in ids}) == 4
     assert entries["a-cfg0.5-ci3"]["params"]["cfg_until"] == 0.5
     assert entries["a-cfg0.5-ci3"]["params"]["cache_interval"] == 3
@@ -75,7 +74,7 @@ def test_a_draft_and_a_final_of_one_item_have_their_own_keys_and_both_stay(tmp_p
     # A draft renders again from its entry alone, the same frames (the draft settings are in params).
     from svdflow.api import rerender
 
-    assert rerender(str(tmp_path / "out" / "index.json"), "a-cfg0.5-ci3", write=False).matches
+    assert rerender(str(tmp_path / "out" / "index.jsonl"), "a-cfg0.5-ci3", write=False).matches
 
     # Editing a draft setting is a change, named as any other.
     edited = write_manifest(tmp_path, body.replace("[1.0, 0.5]", "[1.0, 0.25]"), "m.yaml")

@@ -1,6 +1,6 @@
 """Fault injection through real `svdflow` processes: the output folder on a small disk that fills up, is
 remounted read-only or is removed at the moment each stage writes (lock, master, mp4, gif, webp,
-frames, hevc, prores, webm, sidecar, index, report, re-encode), and a remote store that stops
+frames, hevc, prores, webm, sidecar, the record's compaction, report, re-encode), and a remote store that stops
 answering mid-run.
 
 Every case: exit 3, one `error:` line naming the folder, the cause and the fix, no traceback, no
@@ -99,7 +99,6 @@ STAGES = {
     "webp": ("[webp]", "before-write:b.webp", "writing b.webp"),
     "frames": ("[frames]", "before-write:b_frames", "writing b_frames"),
     "sidecar": ("[mp4]", "before-write:b.json", "writing b.json"),
-    "index": ("[mp4]", "before-write:index.json", "writing index.json"),  # the first flush: after a's sidecar
 }
 
 
@@ -124,12 +123,12 @@ def test_a_full_disk_at_the_last_index_write(tmp_path, small_disk):
     campaign(tmp_path)
     out = small_disk.path / "out"
 
-    # The first index write follows a's sidecar; the second is the run's last (or b's, on a slow machine).
-    failed = small_disk.run_failing_at(tmp_path, ["run", "m.yaml"], "before-write:index.json@2", "full")
+    # The record's compaction at the run's end (index.jsonl): both jobs are recorded by their sidecars.
+    failed = small_disk.run_failing_at(tmp_path, ["run", "m.yaml"], "before-write:index.jsonl", "full")
 
     assert failed.returncode == 3, failed.stderr
     assert error_lines(failed) == [
-        f"error: output folder {out}: {FULL.format(doing='writing index.json')} (2 jobs finished in this run are "
+        f"error: output folder {out}: {FULL.format(doing='writing index.jsonl')} (2 jobs finished in this run are "
         "recorded; the next run renders only what is missing)"]
     check_folder(out)
     small_disk.grow()
@@ -137,7 +136,7 @@ def test_a_full_disk_at_the_last_index_write(tmp_path, small_disk):
     check_folder(out)
 
 
-@pytest.mark.parametrize("stage", ["mp4", "sidecar", "index"])
+@pytest.mark.parametrize("stage", ["mp4", "sidecar"])
 def test_a_disk_remounted_read_only_mid_run_stops_it_and_the_next_run_renders_the_rest(stage, tmp_path,
                                                                                        small_disk):
     formats, point, doing = STAGES[stage]
@@ -237,7 +236,7 @@ def test_the_output_folder_replaced_by_another_mid_run(tmp_path, small_disk):
     assert error_lines(failed) == [
         f"error: output folder {out}: {GONE.format(detail='.svdflow.lock, which this run locked, is no longer in it')}"
         " (1 job finished in this run is recorded in the folder that went away)"]
-    assert not (out / "b.json").exists() and not (out / "index.json").exists()
+    assert not (out / "b.json").exists() and not (out / "index.jsonl").exists()
     assert summary(run(tmp_path, ["run", "m.yaml"])) == "2 rendered, 0 re-encoded, 0 up to date, 0 failed"
 
 
@@ -282,4 +281,4 @@ def test_a_remote_store_that_stops_answering_mid_run(tmp_path):
     assert "1 rendered, 0 re-encoded, 1 up to date, 0 failed" in up
     check_folder(tmp_path / "dump" / "bucket" / "out")
     assert sorted(p.name for p in (tmp_path / "dump" / "bucket" / "out").iterdir()) == [
-        ".svdflow", "a.json", "a.mp4", "b.json", "b.mp4", "index.json"]
+        ".svdflow", "a.json", "a.mp4", "b.json", "b.mp4", "index.jsonl", "runs.jsonl"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import write_image, write_manifest
+from conftest import recorded, write_image, write_manifest
 
 from svdflow import hardware
 from svdflow.errors import DeviceError, RenderError
@@ -343,12 +343,10 @@ def test_a_compiled_run_and_its_rerender_put_every_process_wide_setting_back(tmp
     assert run_manifest(plain).statuses == {"a": "done"}
     assert run_manifest(compiled).statuses == {"a": "done"}
     assert process_settings() == before
-    assert rerender(str(tmp_path / "compiled" / "index.json"), "a", write=False).matches
+    assert rerender(str(tmp_path / "compiled"), "a", write=False).matches
     assert process_settings() == before
 
-    import json
-
-    [entry] = json.loads((tmp_path / "compiled" / "index.json").read_text())["jobs"]
-    [plain_entry] = json.loads((tmp_path / "plain" / "index.json").read_text())["jobs"]
+    [entry] = recorded(tmp_path / "compiled").values()
+    [plain_entry] = recorded(tmp_path / "plain").values()
     assert entry["hardware"]["compile"] is True
     assert entry["frames_sha256"] == plain_entry["frames_sha256"]  # dynamo traced the same operations

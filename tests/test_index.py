@@ -1,4 +1,4 @@
-"""The index as a public format: typed entries, the release's files still load, and are upgraded."""
+"""The record as a public format: typed entries, one per line, the release's files still load, and are upgraded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from conftest import REPO, write_manifest
+from conftest import REPO, index_lines, recorded, write_manifest
 from PIL import Image
 
 from svdflow.api import RunIndex, load_run_spec, plan_run, run_manifest
@@ -32,6 +32,7 @@ def smoke_campaign(tmp_path, output_dir: str = "renders/{name}"):
 
 
 def jobs(folder) -> dict[str, dict]:
+    """The entries of a format 1 or 2 index.json."""
     return {e["id"]: e for e in json.loads((folder / "index.json").read_text())["jobs"]}
 
 
@@ -50,10 +51,10 @@ def test_make_demo_writes_the_frames_the_release_wrote(tmp_path):
     assert run_manifest(manifest).statuses == {"sunset": "done", "rocket": "done", "city": "done"}
     out, release = tmp_path / "renders" / "smoke", jobs(RELEASE)
     upgraded = RunIndex.load(OutputStore(str(RELEASE))).entries
-    now = jobs(out)
-    for job_id, recorded in release.items():
+    now = recorded(out)
+    for job_id, released in release.items():
         entry = now[job_id]
-        assert entry["frames_sha256"] == recorded["frames_sha256"], job_id
+        assert entry["frames_sha256"] == released["frames_sha256"], job_id
         assert (entry["key"], entry["render_key"], entry["output_key"]) == (
             upgraded[job_id].key, upgraded[job_id].render_key, upgraded[job_id].output_key), job_id
         assert [(o["format"], o["file"]) for o in entry["outputs"]] == [("mp4", f"{job_id}.mp4"), ("gif", f"{job_id}.gif")]
@@ -95,15 +96,21 @@ def test_the_release_index_loads_is_up_to_date_and_is_upgraded_on_the_next_write
     monkeypatch.setattr(PipelineSession, "load", never_built)
     result = run_manifest(manifest)
     assert result.statuses == {"sunset": "up to date", "rocket": "up to date", "city": "up to date"}
-    written = json.loads((tmp_path / "renders" / "smoke" / "index.json").read_text())
-    assert written["svdflow_index"] == INDEX_FORMAT == 2
+    out = tmp_path / "renders" / "smoke"
+    assert not (out / "index.json").exists()  # upgraded: index.jsonl and runs.jsonl hold it now
+    [run] = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert (run["svdflow_index"], run["id"][:7], run["started_at"]) == (INDEX_FORMAT, "legacy-", None) == (3, "legacy-",
+                                                                                                          None)
+    assert [line["run_id"] for line in index_lines(out).values()] == [run["id"]] * 3
     release = json.loads((RELEASE / "index.json").read_text())["jobs"]
     new_fields = ("key", "render_key", "output_key", "key_material", "output", "master", "encoded_from")
-    for before, after in zip(release, written["jobs"], strict=True):  # nothing lost on the way
+    written = recorded(out)
+    assert list(written) == ["sunset", "rocket", "city"]
+    for before, after in zip(release, written.values(), strict=True):  # nothing lost on the way
         # (params included: parameters added since 0.1, segments and loop among them, are left out at their
         # defaults, and so is an entry's segments while it is a single clip)
         assert {k: v for k, v in after.items() if k not in new_fields} == {
-            k: v for k, v in before.items() if k not in new_fields}
+            **{k: v for k, v in before.items() if k not in new_fields}, "run": {**before["run"], "id": run["id"]}}
         assert after["key_material"]["render"]["params"] == {
             k: v for k, v in before["params"].items() if k != "playback_fps"}
         assert after["key_material"]["output"] == {"formats": ["gif", "mp4"], "params": {"playback_fps": 7.0},
@@ -127,8 +134,14 @@ def test_an_index_from_a_newer_svdflow_is_refused_not_overwritten(tmp_path):
     with pytest.raises(EnvironmentProblem) as raised:
         RunIndex.load(OutputStore(str(out)))
     assert str(raised.value) == (f"{out}/index.json: index format 99 was written by a newer svdflow (this one reads "
-                                 "format 2); upgrade svdflow (pip install -U svdflow) to use this folder")
+                                 "format 3); upgrade svdflow (pip install -U svdflow) to use this folder")
     assert json.loads((out / "index.json").read_text())["svdflow_index"] == 99
+    (out / "index.json").unlink()
+    (out / "runs.jsonl").write_text(json.dumps({"svdflow_index": 4, "id": "x"}) + "\n")
+    with pytest.raises(EnvironmentProblem) as raised:
+        RunIndex.load(OutputStore(str(out)))
+    assert str(raised.value) == (f"{out}/runs.jsonl: index format 4 was written by a newer svdflow (this one reads "
+                                 "format 3); upgrade svdflow (pip install -U svdflow) to use this folder")
 
 
 def test_an_entry_that_does_not_fit_the_format_is_left_out_and_said(tmp_path):

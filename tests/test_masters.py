@@ -13,7 +13,7 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-from conftest import run_cli, write_image
+from conftest import recorded, run_cli, write_image
 from test_run import tiny_manifest
 from test_writers import make_frames
 
@@ -35,7 +35,7 @@ def never_built(self):
 
 
 def entries(folder: Path) -> dict[str, dict]:
-    return {e["id"]: e for e in json.loads((folder / "out" / "index.json").read_text())["jobs"]}
+    return recorded(folder / "out")
 
 
 def sha256(path: Path) -> str:
@@ -169,11 +169,9 @@ def test_a_master_that_does_not_give_back_the_frames_fails_the_job_and_the_next_
     """The plan trusts a master whose bytes are the recorded ones; the re-encode still checks the
     frames it decodes (here a's record names c's master, bytes and all)."""
     out = copy / "out"
-    index = json.loads((out / "index.json").read_text())
-    by_id = {e["id"]: e for e in index["jobs"]}
+    by_id = recorded(out)
     by_id["a"]["master"] = by_id["c"]["master"]
-    (out / "index.json").write_text(json.dumps(index))
-    (out / "a.json").unlink()
+    (out / "a.json").write_text(json.dumps(by_id["a"]))  # newer than index.jsonl: what the record says now
     manifest = copy / "m.yaml"
     set_output(manifest, "crf: 23")
 

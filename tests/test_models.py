@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from svdflow.errors import EXIT_ENVIRONMENT, ModelLoadError, exit_code_for
+from svdflow.models.tiny_config import TINY_REVISION
 from svdflow.pipeline.models import (
     BUILTIN_TINY,
     ModelSpec,
@@ -26,7 +27,6 @@ from svdflow.pipeline.models import (
 )
 from svdflow.pipeline.tiny import (
     SVD_SCHEDULER_CONFIG,
-    TINY_REVISION,
     build_full_size_pipeline,
     build_tiny_pipeline,
 )
@@ -54,15 +54,7 @@ def load_error(spec: ModelSpec, **kwargs) -> str:
     return str(info.value)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # At these toy sizes OpenMP threads only wait on each other, and on a busy 2-core machine their
-    # spinning made renders 4-5x slower. Frames depend on the thread count (reduction order), so
-    # every render in this module uses the same one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +216,7 @@ def test_revision_on_a_local_folder_is_an_error(saved):
 
 def test_builtin_errors():
     assert load_error(ModelSpec("builtin:huge")) == (
-        "model.source: builtin:huge: no such builtin model; the only one is builtin:tiny. "
+        "model.source: builtin:huge: no such builtin model; the builtins are builtin:tiny and builtin:toy. "
         "Use a hub id (org/name) or a local folder for anything else."
     )
     assert load_error(ModelSpec(BUILTIN_TINY, variant="fp16")) == (

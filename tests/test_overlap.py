@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, write_image, write_manifest
+from conftest import REPO, recorded, write_image, write_manifest
 from PIL import Image
 from pydantic import ValidationError
 
@@ -56,7 +56,7 @@ def manifest(folder, overlap: bool, out: str = "out"):
 
 
 def index(folder, out: str = "out") -> dict[str, dict]:
-    return {e["id"]: e for e in json.loads((folder / out / "index.json").read_text())["jobs"]}
+    return recorded(folder / out)
 
 
 class Recorder:

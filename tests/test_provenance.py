@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ def rendered(tmp_path_factory) -> Path:
     out = folder / "out"
     (folder / "entry.json").write_text((out / "a-m60.json").read_text())
     (folder / "records").mkdir()
-    for name in ("index.json", "a-m60.json", "gone.json"):
+    for name in ("index.jsonl", "runs.jsonl", "a-m60.json", "gone.json"):
         (out / name).rename(folder / "records" / name)
     return folder
 
@@ -76,7 +75,8 @@ def test_inspect_json_is_the_entry_less_what_writing_the_files_added(rendered, c
     assert code == 0
     unknowable = ("status", "outputs", "master", "encoded_from", "timings", "error", "finished_at", "finished_unix")
     assert json.loads(out) == {"svdflow_provenance": 1,
-                               **{k: v for k, v in entry.items() if k not in unknowable}}
+                               **{k: v for k, v in entry.items() if k not in unknowable},
+                               "run": {k: v for k, v in entry["run"].items() if k != "id"}}  # recorded after writing
 
 
 def test_inspect_says_why_a_file_has_no_provenance(tmp_path, capsys):
@@ -101,10 +101,13 @@ def test_inspect_says_why_a_file_has_no_provenance(tmp_path, capsys):
 
 
 def test_rerender_needs_an_id_with_an_index_and_the_right_one_with_a_file(rendered, tmp_path, capsys):
-    shutil.copy(rendered / "entry.json", tmp_path / "index.json")
-    code, _, err = run_cli(capsys, "rerender", str(tmp_path / "index.json"))
-    assert (code, err.splitlines()[-1]) == (2, f"error: {tmp_path / 'index.json'}: an index holds many jobs; pass "
-                                               "--id ID to say which (or pass one of the job's files instead)")
+    index = rendered / "records" / "index.jsonl"
+    code, _, err = run_cli(capsys, "rerender", str(index))
+    assert (code, err.splitlines()[-1]) == (2, f"error: {index}: an index holds many jobs; pass --id ID to say which "
+                                               "(or pass the job's sidecar <id>.json or one of its files)")
+    code, _, err = run_cli(capsys, "rerender", str(rendered / "records"))
+    assert (code, err.splitlines()[-1]) == (2, f"error: {rendered / 'records'}: an index holds many jobs; pass --id "
+                                               "ID to say which (or pass one of the job's files instead)")
     mp4 = str(rendered / "out" / "a-m60.mp4")
     code, _, err = run_cli(capsys, "rerender", mp4, "--id", "b")
     assert (code, err.splitlines()[-1]) == (2, f"error: {mp4}: made by job 'a-m60', not 'b'; drop --id or pass that "
@@ -178,8 +181,8 @@ def test_inspect_reads_a_sidecar_and_an_index_entry(rendered, tmp_path, capsys):
 
 
 def test_every_json_file_a_real_run_writes_validates_against_its_published_schema(rendered):
-    """By jsonschema, not by svdflow's own models: index.json, each sidecar (a done job's, a failed
-    one's), the provenance in each file; and each schema refuses the other files."""
+    """By jsonschema, not by svdflow's own models: each line of index.jsonl and runs.jsonl, each sidecar
+    (a done job's, a failed one's), the provenance in each file; and each schema refuses the other files."""
     import jsonschema
 
     from svdflow import __version__
@@ -190,10 +193,12 @@ def test_every_json_file_a_real_run_writes_validates_against_its_published_schem
         return [e.message for e in validator.iter_errors(document)]
 
     records = rendered / "records"
-    index = json.loads((records / "index.json").read_text())
-    assert errors("index", index) == []
-    assert [(e["id"], e["status"], e["versions"]["svdflow"]) for e in index["jobs"]] == [
-        ("a-m60", "done", __version__), ("gone", "failed", __version__)] and __version__ == "0.2.0"
+    lines = [json.loads(line) for line in (records / "index.jsonl").read_text().splitlines()]
+    runs = [json.loads(line) for line in (records / "runs.jsonl").read_text().splitlines()]
+    assert [errors("index", line) for line in lines] == [[], []] and [errors("run", run) for run in runs] == [[]]
+    assert [(e["id"], e["status"], e["run_id"]) for e in lines] == [("a-m60", "done", runs[0]["id"]),
+                                                                    ("gone", "failed", runs[0]["id"])]
+    assert runs[0]["versions"]["svdflow"] == __version__ == "0.2.0"
     for job_id in ("a-m60", "gone"):
         assert errors("sidecar", json.loads((records / f"{job_id}.json").read_text())) == [], job_id
     for name in ("a-m60.mp4", "a-m60.hevc.mp4", "a-m60.mov", "a-m60.webm", "a-m60.gif", "a-m60.webp",
@@ -201,5 +206,6 @@ def test_every_json_file_a_real_run_writes_validates_against_its_published_schem
         provenance = json.loads(embedded_text(str(rendered / "out" / name)))
         assert errors("provenance", provenance) == [], name
         assert provenance["versions"]["svdflow"] == __version__, name
-    assert errors("sidecar", index) and errors("index", index["jobs"][0])
-    assert errors("provenance", index["jobs"][0])
+    sidecar = json.loads((records / "a-m60.json").read_text())
+    assert errors("sidecar", lines[0]) and errors("index", sidecar) and errors("run", lines[0])
+    assert errors("provenance", lines[0])

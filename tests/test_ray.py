@@ -20,8 +20,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
-from conftest import SVDFLOW, free_port, run_cli, write_image, write_manifest
-from test_index import video_stream
+from conftest import SVDFLOW, free_port, recorded, run_cli, video_stream, write_image, write_manifest
 
 from svdflow.api import RunOptions, run_manifest
 from svdflow.errors import Interrupted
@@ -96,9 +95,9 @@ def live_actors(timeout: float = 0.0) -> list[str]:
 
 
 def index_of(out: Path) -> dict[str, dict]:
-    jobs = json.loads((out / "index.json").read_text())["jobs"]
-    assert len(jobs) == len({e["id"] for e in jobs}), "a job is recorded twice"
-    return {e["id"]: e for e in jobs}
+    lines = (out / "index.jsonl").read_text().splitlines() if (out / "index.jsonl").exists() else []
+    assert len(lines) == len({json.loads(line)["id"] for line in lines}), "a job is recorded twice"
+    return recorded(out)
 
 
 def mp4_frames(path: Path) -> int:
@@ -236,7 +235,7 @@ def test_ctrl_c_kills_every_worker_and_keeps_what_finished(cluster, tmp_path):
     recorded = index_of(tmp_path / "out")
     done = len(recorded)
     assert str(interrupted.value) == (f"interrupted; {done} job{'s' * (done != 1)} finished and recorded in "
-                                      f"{tmp_path / 'out' / 'index.json'}; run again to render the rest")
+                                      f"{tmp_path / 'out' / 'index.jsonl'}; run again to render the rest")
     assert "long" not in recorded
     assert live_actors(timeout=10) == []
 

@@ -252,6 +252,55 @@ def test_page_is_written_beside_the_index_with_one_card_per_job(report):
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporaries left behind"
 
 
+def test_a_big_campaign_is_paged_and_each_status_filter_pages_the_whole_campaign(tmp_path, server, monkeypatch):
+    """Pages of about PAGE_CARDS cards (2 here; a sweep stays whole), a pager of a fixed size, status
+    filters as page sets of their own, every link inside the folder, stale pages of a bigger report gone."""
+    out = build_output_dir(tmp_path, server)
+    (out / "report" / "pages").mkdir(parents=True)
+    (out / "report" / "pages" / "all-9.html").write_text("an earlier, longer report's page")
+    monkeypatch.setattr("svdflow.report.page.PAGE_CARDS", 2)
+    write_report(str(out))
+
+    pages = {str(p.relative_to(out)): p.read_text(encoding="utf-8")
+             for p in [out / "index.html", *sorted((out / "report" / "pages").iterdir())]}
+    cards = {name: [c["id"][len("job-"):] for c in cards_of(text)] for name, text in pages.items()}
+    assert cards == {
+        "index.html": ["rocket"],
+        "report/pages/all-2.html": ["city-m60", "city-m127", "city-m200"],  # a sweep is never split
+        "report/pages/all-3.html": ["broken", "lost"],
+        "report/pages/all-4.html": ["cat"],
+        "report/pages/done-1.html": ["rocket"],
+        "report/pages/done-2.html": ["city-m60", "city-m127", "city-m200"],
+        "report/pages/done-3.html": ["cat"],
+        "report/pages/failed-1.html": ["broken", "lost"],
+    }
+    nav = pages["report/pages/all-3.html"].split('<nav class="pager" aria-label="pages">')[1].split("</nav>")[0]
+    assert re.findall(r'<(?:a href="([^"]*)"|span[^>]*)>([^<]*)<', nav) == [
+        ("report/pages/all-2.html", "‹ previous"), ("index.html", "1"), ("report/pages/all-2.html", "2"),
+        ("", "3"), ("report/pages/all-4.html", "4"), ("report/pages/all-4.html", "next ›")]
+    assert '<span aria-current="page">3</span>' in nav
+    assert pages["index.html"].count('<nav class="pager"') == 2  # above and below the cards
+    assert '<nav class="pager"' not in pages["report/pages/failed-1.html"]  # one page: no pager
+    filters = [(a["data-filter"], a["href"], a.get("aria-current")) for tag, a in elements(pages["report/pages/all-3.html"])
+               if tag == "a" and "data-filter" in a]
+    assert filters == [("all", "index.html", "page"), ("done", "report/pages/done-1.html", None),
+                       ("failed", "report/pages/failed-1.html", None)]
+    for name, text in pages.items():
+        # a page under report/pages/ resolves its links against the output folder, as index.html does
+        base = [a["href"] for tag, a in elements(text) if tag == "base"]
+        assert base == ([] if name == "index.html" else ["../../"]), name
+        here = (out / name).parent / (base[0] if base else "")
+        for tag, attrs in elements(text):
+            if tag == "base":
+                continue
+            for attr in ("src", "href", "poster", "data-fallback"):
+                if attrs.get(attr):
+                    target = (here / urllib.parse.unquote(attrs[attr])).resolve()
+                    assert target.exists() and target.is_relative_to(out.resolve()), (name, tag, attrs[attr])
+    assert "<article" not in pages.get("report/pages/all-9.html", "")  # the stale page is gone
+    assert "report/pages/all-9.html" not in pages
+
+
 def test_markup_in_errors_ids_and_uris_is_escaped(report):
     _, _, text = report
     assert "<script>window.__pwned" not in text
@@ -296,7 +345,8 @@ def test_video_elements_use_the_mp4_with_a_first_frame_poster(report):
     assert sources == [{"src": "rocket.mp4", "type": 'video/mp4; codecs="avc1.64001F"'}]
     for flag in ("muted", "loop", "playsinline"):
         assert flag in rocket
-    assert rocket["preload"] == "metadata" and rocket["poster"] == "report/posters/rocket.jpg"
+    # preload=none: a page loads its posters, and a video only once it is played
+    assert rocket["preload"] == "none" and rocket["poster"] == "report/posters/rocket.jpg"
     assert rocket["data-fallback"] == "rocket.webp"
     # no mp4: the animated gif is shown as an image
     assert ("img", {"class": "anim", "src": "cat.gif", "alt": "cat"}) in elements(text)
@@ -376,7 +426,7 @@ def test_rerun_reuses_thumbnails_and_drops_those_of_removed_jobs(tmp_path, serve
 def test_no_index_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError) as caught:
         write_report(str(tmp_path))
-    assert str(caught.value) == (f"{tmp_path}: no index.json here; run `svdflow run MANIFEST` first, "
+    assert str(caught.value) == (f"{tmp_path}: no index.jsonl here; run `svdflow run MANIFEST` first, "
                                  "or pass the output folder of a run")
 
 
@@ -411,7 +461,7 @@ def test_remote_folders_and_broken_indexes_are_usage_errors(tmp_path):
 def test_an_empty_index_gives_a_page_that_says_so(tmp_path):
     write_index(tmp_path, [])
     text = Path(write_report(str(tmp_path))).read_text()
-    assert cards_of(text) == [] and "index.json records no job yet" in text
+    assert cards_of(text) == [] and "index.jsonl records no job yet" in text
 
 
 def test_entries_that_do_not_fit_the_index_format_are_listed_not_dropped_silently(tmp_path):
@@ -433,7 +483,7 @@ def test_cli_report(report, tmp_path):
     assert done.stdout.strip() == str(page)
     missing = subprocess.run([*SVDFLOW, "report", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2
-    assert missing.stderr.strip() == (f"error: {tmp_path}: no index.json here; run `svdflow run MANIFEST` "
+    assert missing.stderr.strip() == (f"error: {tmp_path}: no index.jsonl here; run `svdflow run MANIFEST` "
                                       "first, or pass the output folder of a run")
 
 
@@ -475,15 +525,14 @@ class DevTools:
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
-# Waits until every video has its metadata (or failed) and every image is decoded, then plays each
-# video until a frame was really decoded and presented: proof that this browser plays the codec.
+# Waits until every image is decoded (videos are preload=none: they load when played), then plays
+# each video until a frame was really decoded and presented: proof that this browser plays the codec.
 PROBE_MEDIA = """(async () => {
   const sleep = ms => new Promise(r => setTimeout(r, ms));
   const played_from = v => decodeURIComponent(v.currentSrc.split('/').pop());
   const videos = () => [...document.querySelectorAll('video')];
   const until = async (ok, ms) => { const end = Date.now() + ms; while (!ok() && Date.now() < end) await sleep(25); };
-  await until(() => videos().every(v => v.readyState >= 1 || v.error)
-                    && [...document.images].every(i => i.complete), 10000);
+  await until(() => [...document.images].every(i => i.complete), 10000);
   const played = {};
   for (const v of videos()) {
     v.scrollIntoView();
@@ -596,15 +645,18 @@ def test_page_plays_in_headless_chromium(report, chromium, tmp_path):
                          clip={"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1})
     (tmp_path / "report-full.png").write_bytes(base64.b64decode(full["data"]))
 
-    # The controls, clicked for real.
+    # The controls, clicked for real: the status filters are pages of their own.
     all_cards = devtools.evaluate(session, VISIBLE_CARDS)
     assert len(all_cards) == 7
-    devtools.evaluate(session, "document.querySelector('[data-filter=failed]').click()")
+    follow(devtools, session, "document.querySelector('[data-filter=failed]').click()")
     assert devtools.evaluate(session, VISIBLE_CARDS) == ["job-broken", "job-lost"]
-    devtools.evaluate(session, "document.querySelector('[data-filter=done]').click()")
+    assert devtools.evaluate(session, "document.querySelector('#job-broken .media').childElementCount") == 1
+    follow(devtools, session, "document.querySelector('[data-filter=done]').click()")
     assert sorted(devtools.evaluate(session, VISIBLE_CARDS)) == sorted(
         ["job-rocket", "job-city-m60", "job-city-m127", "job-city-m200", "job-cat"])
-    devtools.evaluate(session, "document.querySelector('[data-filter=all]').click()")
+    assert devtools.evaluate(session, "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    follow(devtools, session, "document.querySelector('[data-filter=all]').click()")
+    assert devtools.evaluate(session, "location.href") == page.as_uri()
     devtools.evaluate(session, "const s = document.getElementById('sort'); s.value = 'seed';"
                                "s.dispatchEvent(new Event('change'))")
     # seeds: broken 3, lost 5, the city sweep 7 (as one unit), cat 11, rocket 42
@@ -625,6 +677,17 @@ def test_page_plays_in_headless_chromium(report, chromium, tmp_path):
     })()""")
 
 
+def follow(devtools: DevTools, session: str, click: str) -> None:
+    """Run `click`, which follows a link, and wait until the new page has loaded."""
+    before = devtools.evaluate(session, "location.href")
+    devtools.evaluate(session, click)
+    deadline = time.monotonic() + 15
+    while devtools.evaluate(session, "location.href") == before or \
+            devtools.evaluate(session, "document.readyState") != "complete":
+        assert time.monotonic() < deadline, f"{click} led nowhere"
+        time.sleep(0.05)
+
+
 def test_an_mp4_the_browser_cannot_play_falls_back_to_the_webp(tmp_path, chromium):
     out = tmp_path / "renders"
     out.mkdir()
@@ -639,7 +702,9 @@ def test_an_mp4_the_browser_cannot_play_falls_back_to_the_webp(tmp_path, chromiu
                                  outputs=[output_record(out, "mp4", "garbled.mp4")])])
     devtools, open_page = chromium
     session = open_page(Path(write_report(str(out))).as_uri())
+    # preload=none: a video is first read when it is played, so hovering each card finds them broken
     shown = devtools.evaluate(session, """(async () => {
+      document.querySelectorAll('.card').forEach(c => c.dispatchEvent(new MouseEvent('mouseenter')));
       const end = Date.now() + 10000;
       while (document.querySelector('video') && Date.now() < end) await new Promise(r => setTimeout(r, 25));
       const img = document.querySelector('#job-glitch .media img');

@@ -12,7 +12,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import pytest
 import torch
-from conftest import SVDFLOW, write_image
+from conftest import SVDFLOW, recorded, write_image
 from test_run import tiny_manifest
 
 from svdflow.api import run_manifest
@@ -31,7 +31,7 @@ def rendered(tmp_path_factory) -> Path:
 
 
 def entry(out: Path, job_id: str) -> dict:
-    return {e["id"]: e for e in json.loads((out / "index.json").read_text())["jobs"]}[job_id]
+    return recorded(out)[job_id]
 
 
 def sha256(path: Path) -> str:
@@ -51,7 +51,7 @@ def test_verify_in_a_new_process_matches_the_record_bit_for_bit(rendered, tmp_pa
     # The new process starts with torch's default thread count (the machine's cores), while CPU
     # frames depend on the count they were rendered with: rerender must use the recorded one.
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    proc = subprocess.run([*SVDFLOW, "rerender", str(rendered / "index.json"), "--id", "a", "--verify", "--json"],
+    proc = subprocess.run([*SVDFLOW, "rerender", str(rendered / "index.jsonl"), "--id", "a", "--verify", "--json"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     again = rendered / "rerendered" / "a.mp4"
@@ -69,14 +69,13 @@ def test_verify_in_a_new_process_matches_the_record_bit_for_bit(rendered, tmp_pa
 def test_verify_fails_naming_what_differs_from_a_tampered_entry(rendered, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(rendered, out)
-    index = json.loads((out / "index.json").read_text())
-    [tampered] = [e for e in index["jobs"] if e["id"] == "a"]
+    tampered = json.loads((out / "a.json").read_text())  # the job's sidecar: a whole entry, on its own
     rendered_with = tampered["params"]["motion_bucket_id"]
     tampered["params"]["motion_bucket_id"] = rendered_with + 50
     tampered["versions"]["torch"] = "0.0.1"
-    (out / "index.json").write_text(json.dumps(index))
+    (out / "a.json").write_text(json.dumps(tampered))
 
-    code, stdout, stderr = rerender_in_process(capsys, str(out / "index.json"), "--id", "a", "--verify", "--json")
+    code, stdout, stderr = rerender_in_process(capsys, str(out / "a.json"), "--verify", "--json")
 
     assert code == 1
     result = json.loads(stdout)
@@ -89,12 +88,12 @@ def test_verify_fails_naming_what_differs_from_a_tampered_entry(rendered, tmp_pa
 def test_verify_fails_on_an_edit_that_leaves_the_frames_alone(rendered, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(rendered, out)
-    index = json.loads((out / "index.json").read_text())
-    [entry] = [e for e in index["jobs"] if e["id"] == "a"]
-    entry["params"]["playback_fps"] = 12.0
-    (out / "index.json").write_text(json.dumps(index))
+    edited = json.loads((out / "a.json").read_text())
+    edited["params"]["playback_fps"] = 12.0
+    (out / "a.json").write_text(json.dumps(edited))
 
-    code, _, stderr = rerender_in_process(capsys, str(out / "index.json"), "--id", "a", "--verify")
+    # From the folder: the sidecar, newer than index.jsonl, is what its record says now.
+    code, _, stderr = rerender_in_process(capsys, str(out), "--id", "a", "--verify")
 
     assert code == 1
     assert stderr[-1] == ("error: job 'a': frames match, but the entry was edited after rendering: "
@@ -103,7 +102,7 @@ def test_verify_fails_on_an_edit_that_leaves_the_frames_alone(rendered, tmp_path
 
 
 def test_unknown_ids_and_unfinished_jobs_are_usage_errors(rendered, capsys):
-    index = str(rendered / "index.json")
+    index = str(rendered / "index.jsonl")
 
     code, _, stderr = rerender_in_process(capsys, index, "--id", "nope", "--verify")
     assert code == 2

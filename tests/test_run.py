@@ -8,7 +8,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
-from conftest import SVDFLOW, free_port, run_cli, write_image, write_manifest
+from conftest import SVDFLOW, free_port, recorded, run_cli, write_image, write_manifest
 from PIL import Image
 
 from svdflow.api import RunOptions, run_manifest
@@ -31,12 +31,8 @@ def tiny_manifest(folder: Path, items: str, formats: str = "[mp4]", name: str = 
     return write_manifest(folder, TINY_HEADER.replace("FORMATS", formats) + items, name)
 
 
-def read_index(folder: Path) -> dict:
-    return json.loads((folder / "out" / "index.json").read_text())
-
-
 def entries(folder: Path) -> dict[str, dict]:
-    return {e["id"]: e for e in read_index(folder)["jobs"]}
+    return recorded(folder / "out")
 
 
 def test_local_and_http_inputs_render_all_formats(tmp_path, http_server):
@@ -204,7 +200,7 @@ def test_missing_model_is_an_environment_error_and_records_nothing(tmp_path, cap
     assert (f"error: model.source: ./models/svd ({tmp_path}/models/svd): no such folder; relative paths are read "
             "from the manifest's folder. Fix the path, or give a hub id (org/name) to download the model.\n") in err
     assert "Traceback" not in err
-    assert read_index(tmp_path)["jobs"] == []
+    assert entries(tmp_path) == {}
 
 
 def test_run_summary_prints_each_failure_whole_on_one_line(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -10,7 +11,6 @@ from conftest import REPO, write_image
 
 from svdflow.cli import main
 from svdflow.manifest.schema import PARAMETERS, json_schema
-from svdflow.outputs.entry import IndexDocument
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.schemas import SCHEMAS, schema_text
@@ -54,23 +54,31 @@ def test_make_schemas_writes_every_kind(tmp_path, capsys):
     assert all((folder / f"{k}.schema.json").read_text() == schema_text(k) for k in SCHEMAS)
 
 
-def test_each_index_format_keeps_its_schema():
-    from svdflow.outputs.entry import index_json_schema
-
-    schema = index_json_schema()
-    # Each format's schema stays published: format 1's accepts what the first release wrote, index and
-    # sidecar alike; the current one what this svdflow writes.
+def test_every_format_keeps_its_schema_and_what_svdflow_writes_fits_the_current_ones(tmp_path):
+    """Format 1's schema accepts what the first release wrote, index and sidecar alike; the current ones
+    what this svdflow writes of the same jobs (the release's folder, upgraded by a compaction)."""
     import jsonschema
 
     release = REPO / "tests" / "fixtures" / "release-0.1-smoke"
     first = json.loads((REPO / "schemas" / "index-1.schema.json").read_text())
     assert first["x-svdflow-index-format"] == 1
+    assert json.loads((REPO / "schemas" / "index-2.schema.json").read_text())["x-svdflow-index-format"] == 2
     jsonschema.validate(json.loads((release / "index.json").read_text()), first)
     jsonschema.validate(json.loads((release / "city.json").read_text()), {"$defs": first["$defs"],
                                                                          "$ref": "#/$defs/IndexEntry"})
-    upgraded = RunIndex.load(OutputStore(str(release)))
-    document = IndexDocument(svdflow_index=2, jobs=list(upgraded.entries.values()))
-    jsonschema.validate(json.loads(document.to_json_bytes()), schema)
+    out = tmp_path / "out"
+    shutil.copytree(release, out)
+    RunIndex.load(OutputStore(str(out))).finish()
+    schemas = {kind: json.loads((REPO / "schemas" / f"{kind}.schema.json").read_text())
+               for kind in ("index", "run", "sidecar")}
+    lines = (out / "index.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        jsonschema.validate(json.loads(line), schemas["index"])
+    for line in (out / "runs.jsonl").read_text().splitlines():
+        jsonschema.validate(json.loads(line), schemas["run"])
+    for entry in RunIndex.load(OutputStore(str(out))):
+        jsonschema.validate(entry.model_dump(mode="json"), schemas["sidecar"])
 
 
 def test_schema_command_prints_the_file(capsys):

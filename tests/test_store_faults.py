@@ -6,6 +6,7 @@ processes on a real small or read-only disk are tests/test_fault_injection.py.""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import shutil
@@ -160,7 +161,9 @@ def test_the_render_loop_stops_before_the_next_job_once_the_writer_fails(tmp_pat
     out = tmp_path / "out"
     assert str(raised.value) == (f"output folder {out}: its disk is full (No space left on device, writing b.mp4); "
                                  "free some space on it or choose another output.dir, then run again" + RECORDED_ONE)
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.json", "a.mp4", "index.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.json", "a.mp4"]
+    [part] = [p for p in (out / ".svdflow" / "record").iterdir() if p.suffix == ".jsonl"]  # sealed, not compacted
+    assert [json.loads(line)["id"] for line in part.read_text().splitlines()] == ["a"]
     # b's master was written before its mp4 failed; b is not recorded, so the next run renders it again.
     assert sorted(p.name for p in (out / ".svdflow" / "masters").iterdir()) == ["a.mkv", "b.mkv"]
 
@@ -174,9 +177,11 @@ def test_the_render_loop_stops_before_the_next_job_once_the_writer_fails(tmp_pat
     ("before-write:b.mkv", "EDQUOT", "your disk quota on it is used up (Disk quota exceeded, writing "
                                      ".svdflow/masters/b.mkv); free some space, ask for a larger quota, or choose "
                                      "another output.dir, then run again" + RECORDED_ONE),
-    ("before-write:index.json", "EIO", "its disk failed to read or write (Input/output error, writing index.json); "
-                                       "check the disk or its mount (dmesg) or choose another output.dir, then run "
-                                       "again" + RECORDED_ONE),
+    # The compaction at the run's end: both jobs are recorded (their sidecars), the next run has nothing to do.
+    ("before-write:index.jsonl", "EIO", "its disk failed to read or write (Input/output error, writing index.jsonl); "
+                                        "check the disk or its mount (dmesg) or choose another output.dir, then run "
+                                        "again" + RECORDED_ONE.replace("1 job finished in this run is", "2 jobs "
+                                                                       "finished in this run are")),
 ])
 def test_each_stage_that_writes_stops_the_run_with_exit_3_and_the_next_run_finishes(tmp_path, inject, capsys,
                                                                                       monkeypatch, point, code,
@@ -191,7 +196,7 @@ def test_each_stage_that_writes_stops_the_run_with_exit_3_and_the_next_run_finis
 
     inject("")
     exit_code, _, err = run_cli(capsys, "run", "m.yaml")
-    rendered = 2 if point == "lock" else 1
+    rendered = 2 if point == "lock" else 0 if point == "before-write:index.jsonl" else 1
     assert exit_code == 0, err
     assert f"{rendered} rendered, 0 re-encoded, {2 - rendered} up to date, 0 failed" in err
 

@@ -22,12 +22,6 @@ from svdflow.locations import Location, text_refusal
 from svdflow.manifest.items import ItemSpec, LocalImages, Origin, RowOrigin, gather_items
 from svdflow.manifest.limits import JobBudget, sweep_jobs, sweep_lengths
 from svdflow.manifest.loader import LoadedManifest, SourceMap, gc_paused
-from svdflow.manifest.model_defaults import (
-    ModelConfigUnreadable,
-    ModelDefaults,
-    fixed_model_defaults,
-    model_defaults,
-)
 from svdflow.manifest.schema import (
     ID_PATTERN,
     MAX_SEED,
@@ -41,6 +35,13 @@ from svdflow.manifest.schema import (
     Manifest,
     ModelSource,
 )
+from svdflow.models.defaults import (
+    ModelConfigUnreadable,
+    ModelDefaults,
+    fixed_model_defaults,
+    model_defaults,
+)
+from svdflow.models.source import BUILTINS
 from svdflow.outputs.clip import clip_shape, default_loop_frames, max_loop_frames, rendered_frames
 
 # Field order of a job's parameters everywhere they are shown or hashed.
@@ -135,7 +136,8 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
     fallback = _Fallback(manifest, model)
     jobs: list[Job] = []
     ids = _JobIds()
-    trained = manifest.model.source != "builtin:tiny"
+    # SVD's trained sizes and motion range say nothing about the builtins (random, or trained here).
+    trained = manifest.model.source not in BUILTINS
     for item in items:
         if problem := ids.item_problem(item):
             problems.append(problem)

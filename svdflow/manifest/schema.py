@@ -63,7 +63,7 @@ class Parameter:
     default: Any
     description: str
     sweep_label: str  # prefix of the value in generated sweep ids: city-m60
-    # Where the default follows the model (manifest/model_defaults.py): what defaults' hover text
+    # Where the default follows the model (models/defaults.py): what defaults' hover text
     # says about it. The schema then shows no fixed default.
     follows_model: str = ""
 
@@ -328,7 +328,8 @@ class ModelSource(StrictModel):
     source: str = Field(
         "stabilityai/stable-video-diffusion-img2vid-xt", min_length=1,
         description="A Hugging Face hub id (org/name), a local folder saved with save_pretrained, "
-                    "or builtin:tiny (small random weights for tests and dry runs).")
+                    "builtin:tiny (small random weights for tests and dry runs) or builtin:toy (a small "
+                    "model trained on synthetic camera pans, for demos: it moves).")
     revision: str | None = Field(None, description="Hub branch, tag or commit; null: the default branch.")
     variant: str | None = Field(
         None, description="Weight files variant, e.g. fp16 (loads *.fp16.safetensors); null: the plain files.")

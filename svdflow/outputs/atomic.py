@@ -201,10 +201,25 @@ def atomic_local_dir(final_path: str) -> Iterator[str]:
         raise
 
 
+# Stores where one upload is atomic: an object appears whole when its PUT (or multipart upload)
+# completes, or not at all. There a temporary and a move (a copy and a delete: 6 requests for a
+# sidecar) would buy nothing; on file-like back ends (sftp, smb, webdav) an upload is visible while
+# it runs, so they keep the temporary.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "memory"})
+
+
+def _puts_atomically(path: str) -> bool:
+    protocols = Location.parse(path).protocols
+    return len(protocols) == 1 and protocols[0] in OBJECT_STORES
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `data` to a local path or fsspec URL so that readers never see a partial file."""
     if not Location.parse(path).is_local:
         fs, rpath = fsspec.core.url_to_fs(path)
+        if _puts_atomically(path):
+            fs.pipe_file(rpath, bytes(data))
+            return
         tmp = _remote_temp(rpath)
         try:
             fs.pipe_file(tmp, bytes(data))
@@ -231,6 +246,10 @@ def publish_local_file(local_tmp: str, final: str) -> None:
     """
     if not Location.parse(final).is_local:
         fs, rpath = fsspec.core.url_to_fs(final)
+        if _puts_atomically(final):
+            fs.put_file(local_tmp, rpath)
+            os.remove(local_tmp)
+            return
         tmp = _remote_temp(rpath)
         # Upload beside the final name and move it there afterwards: on object stores (s3, gcs)
         # `mv` is a server-side copy, which makes the final key appear whole or not at all; on

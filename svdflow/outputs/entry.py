@@ -1,10 +1,10 @@
-"""The index's public format: one `IndexEntry` per job (also written alone as the job's sidecar
-`<id>.json`) and the `IndexDocument` that lists them (`index.json`).
+"""The record's public format: one `IndexEntry` per job, written whole as the job's sidecar
+`<id>.json`, and as one line of `index.jsonl` (`IndexLine`: the entry less what all jobs of its run
+share, which is said once, in that run's line of `runs.jsonl`: a `RunInfo`).
 
-People's own tools read these files, so their shape is this module's Pydantic models, published as
-`schemas/index.schema.json` and, for a sidecar alone, `schemas/sidecar.schema.json` (`svdflow schema
-index|sidecar`), and versioned: `svdflow_index` says which
-format a document is, and every older format still loads (`svdflow.outputs.upgrade`) and is written
+People's own tools read these files, so their shape is this module's Pydantic models, published in
+`schemas/` (`svdflow schema index|run|sidecar`), and versioned: a run's `svdflow_index` says which
+format its lines are, and every older format still loads (`svdflow.outputs.upgrade`) and is written
 back in the current one. Nothing else in svdflow parses or builds these files' JSON: it goes through
 `svdflow.outputs.index`. `Provenance`, the part of an entry every written file carries inside it, is
 published as `schemas/provenance.schema.json`.
@@ -26,15 +26,19 @@ import json
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_serializer
 
 from svdflow.compat import OmitsNewDefaults
 from svdflow.hardware import HardwareRecord
 from svdflow.manifest.schema import ID_PATTERN, RELEASE_0_1_PARAMETERS, JobParams
 
 # 1: svdflow 0.1 (the first release). 2: render and output keys, masters, provenance in the files.
-INDEX_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# 3: JSON Lines (index.jsonl), what a run's jobs share said once per run (runs.jsonl).
+INDEX_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
+# An entry's parts that all jobs of a run mostly share: its line in index.jsonl leaves each out while
+# it is its run's (runs.jsonl), and says it where it differs (a re-encode keeps its render's).
+SHARED_FIELDS = ("model", "hardware", "output", "versions")
 PROVENANCE_FORMAT = 1
 
 # Release 0.1's per-job parameters (RELEASE_0_1_PARAMETERS) are always part of a key's material; later
@@ -260,11 +264,13 @@ class ErrorRecord(Record):
     stage: Literal["fetch", "render", "encode"] = Field(description="Where it failed.")
 
 
-class RunRecord(Record):
+class RunRecord(_DropsNone):
     """The run that rendered the job."""
 
     name: str = Field(description="The campaign's name.")
     manifest: str = Field(description="Absolute path of the manifest.")
+    id: str | None = Field(None, description="The run that recorded it (its line in runs.jsonl); left out in the "
+                                             "provenance a file carries and in entries of svdflow before 0.2.")
 
 
 # Of an entry's fields only `segments` has a default: OmitsNewDefaults leaves it out for a single clip.
@@ -339,26 +345,54 @@ class Provenance(Record):
     @classmethod
     def of(cls, entry: IndexEntry) -> Provenance:
         """A done entry's provenance (the same for each of its files)."""
-        shared = (name for name in cls.model_fields if name != "svdflow_provenance")
-        return cls(svdflow_provenance=PROVENANCE_FORMAT, **{name: getattr(entry, name) for name in shared})
+        shared = {name: getattr(entry, name) for name in cls.model_fields if name != "svdflow_provenance"}
+        # The files are written before their job is recorded by a run: they name no run id, and a
+        # file made again from the record (rerender) must come out the same.
+        shared["run"] = entry.run.model_copy(update={"id": None})
+        return cls(svdflow_provenance=PROVENANCE_FORMAT, **shared)
 
     def to_text(self) -> str:
         """The JSON embedded in the files: compact, and the same for the same entry."""
         return self.model_dump_json()
 
 
-class IndexDocument(Record):
-    """index.json: every job of an output folder."""
+class RunInfo(Record):
+    """One run: a line of runs.jsonl. What its jobs' lines in index.jsonl leave out is here."""
 
-    svdflow_index: int = Field(description="The index format; this svdflow writes "
+    svdflow_index: int = Field(description=f"The record format of the run's lines; this svdflow writes "
                                            f"{INDEX_FORMAT} and reads {', '.join(map(str, READABLE_FORMATS))}.")
-    name: str | None = Field(None, description="The campaign's name.")
-    manifest: str | None = Field(None, description="Absolute path of the manifest of the last run.")
-    updated_at: str | None = Field(None, description="When the index was last written (UTC, ISO 8601).")
-    jobs: list[IndexEntry] = Field(description="One entry per job, in manifest order (then jobs no longer in it).")
+    id: str = Field(description="The run's id, as its jobs' lines name it (run_id): its start time and a random part "
+                                "(legacy-<hash> for jobs recorded before runs had records).")
+    name: str = Field(description="The campaign's name.")
+    manifest: str = Field(description="Absolute path of the manifest.")
+    started_at: str | None = Field(description="When the run started (UTC, ISO 8601); null for a legacy run.")
+    model: ModelRecord = Field(description="The weights its jobs were rendered with.")
+    hardware: HardwareRecord | None = Field(description="The hardware settings its jobs were rendered with.")
+    output: OutputSettings = Field(description="The output settings of the run.")
+    versions: dict[str, str] = Field(description="Versions of svdflow and of the libraries that decide pixels.")
 
-    def to_json_bytes(self) -> bytes:
-        return _pretty(self.model_dump(mode="json", by_alias=True))
+    def to_line(self) -> bytes:
+        return self.model_dump_json().encode() + b"\n"
+
+
+def _line_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, info in IndexEntry.model_fields.items():
+        if name == "run":
+            fields["run_id"] = (str, Field(description="The run that recorded it: the id of its line in runs.jsonl, "
+                                                       "which holds the parts left out here."))
+        elif name in SHARED_FIELDS:
+            fields[name] = (info.annotation, Field(None, description=f"{info.description} Left out while it is its "
+                                                                     "run's (runs.jsonl)."))
+        else:
+            fields[name] = (info.annotation, info)
+    return fields
+
+
+# Its fields follow IndexEntry's (one place to add a field: IndexEntry), so it is made, not written out.
+IndexLine = create_model("IndexLine", __base__=Record, __doc__=(
+    "One line of index.jsonl (and of the parts in .svdflow/record/): a job's entry, less the parts it shares "
+    "with its run (runs.jsonl, by run_id)."), **_line_fields())
 
 
 def _pretty(value: Any) -> bytes:
@@ -366,24 +400,27 @@ def _pretty(value: Any) -> bytes:
 
 
 def index_json_schema() -> dict[str, Any]:
-    """The index's JSON Schema, as checked into schemas/index.schema.json (format 1's stays beside it,
-    schemas/index-1.schema.json)."""
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://svdflow.dev/schemas/index.schema.json",
-        "x-svdflow-index-format": INDEX_FORMAT,
-        **IndexDocument.model_json_schema(by_alias=True),
-    }
+    """The JSON Schema of a line of index.jsonl (and of the record's parts), as checked into
+    schemas/index.schema.json (formats 1 and 2, one index.json document each, stay beside it:
+    schemas/index-1.schema.json and index-2.schema.json)."""
+    return _published("index", IndexLine, {"x-svdflow-index-format": INDEX_FORMAT})
+
+
+def run_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a line of runs.jsonl, as checked into schemas/run.schema.json."""
+    return _published("run", RunInfo, {"x-svdflow-index-format": INDEX_FORMAT})
 
 
 def sidecar_json_schema() -> dict[str, Any]:
-    """A sidecar's (`<id>.json`, one entry) JSON Schema, as checked into schemas/sidecar.schema.json."""
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://svdflow.dev/schemas/sidecar.schema.json",
-        "x-svdflow-index-format": INDEX_FORMAT,
-        **IndexEntry.model_json_schema(by_alias=True),
-    }
+    """The JSON Schema of a job's sidecar `<id>.json` (a whole entry), as checked into
+    schemas/sidecar.schema.json."""
+    return _published("sidecar", IndexEntry, {"x-svdflow-index-format": INDEX_FORMAT})
+
+
+def _published(name: str, model: type[BaseModel], extra: dict[str, Any]) -> dict[str, Any]:
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://svdflow.dev/schemas/{name}.schema.json", **extra,
+            **model.model_json_schema(by_alias=True)}
 
 
 def provenance_json_schema() -> dict[str, Any]:

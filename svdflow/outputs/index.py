@@ -1,202 +1,591 @@
-"""index.json and the per-job sidecars: the only code that reads or writes them.
+"""The record of an output folder: the only code that reads or writes it.
 
-Each finished job writes its sidecar `<id>.json` atomically first; index.json is rewritten
-atomically from all entries at most every few seconds and at the end of a run. After a crash the
-index may lag behind, never lie: loading merges newer sidecars (and a killed multi-process run's
-rank shards) back in. Their shape is `svdflow.outputs.entry`.
+Layout (format 3), and why:
+
+    index.jsonl                    one line per job (`IndexLine`), in manifest order: the record at rest
+    runs.jsonl                     one line per run (`RunInfo`): what its jobs' lines leave out
+    <id>.json                      the job's sidecar: its whole entry, written first (the job's truth)
+    .svdflow/record/<run>.run.json a run's record, until it is compacted into runs.jsonl
+    .svdflow/record/<run>.<n>.jsonl sealed parts: lines recorded since the last compaction
+
+Recording a job writes its sidecar (one write: the job is recorded once it is there) and keeps its
+line; every `SEAL_ENTRIES` lines (or `SEAL_AGE_S` seconds) the kept lines become a new part, written
+once and never changed, so the record grows by appending even on object stores, where nothing can be
+appended to. A run's end (and parts outgrowing index.jsonl, `_outgrown`) compacts: runs.jsonl and
+index.jsonl are written whole, then the parts they hold are removed. So each job costs the same to
+record at the 100,000th as at the first, and the bytes written over a campaign stay O(N).
+
+After a crash the record may lag behind, never lie: loading merges the parts, then the sidecars that
+are newer than the file their job's line came from (the listing's times say which, without reading
+the rest), and a compaction that died half-way leaves parts that merge again to the same result.
+Format 1 and 2 folders (index.json, rank shards index.rankN.json) load, and the next compaction
+writes them as format 3 and removes them.
+
+Loading does not build 100,000 validated entries: it keeps each job's line and a small summary
+(`EntrySummary`, what a plan decides on) and validates an entry when it is asked for (`get`,
+iterating). The shape is `svdflow.outputs.entry`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from svdflow.errors import EnvironmentProblem
-from svdflow.outputs.entry import INDEX_FORMAT, READABLE_FORMATS, IndexDocument, IndexEntry
-from svdflow.outputs.store import OutputStore
+from svdflow.manifest.schema import ID_PATTERN
+from svdflow.outputs.entry import INDEX_FORMAT, READABLE_FORMATS, SHARED_FIELDS, IndexEntry, RunInfo
+from svdflow.outputs.masters import MASTERS_DIR
+from svdflow.outputs.store import FileInfo, OutputStore
 from svdflow.outputs.upgrade import upgrade_entry
 
-INDEX_FILE = "index.json"
-# Under a multi-process launcher each rank writes its own shard; rank 0 merges them into index.json.
-SHARD_FILE = re.compile(r"^index\.rank(\d+)\.json$")
+INDEX_FILE = "index.jsonl"
+RUNS_FILE = "runs.jsonl"
+RECORD_DIR = ".svdflow/record"
+LEGACY_INDEX_FILE = "index.json"  # formats 1 and 2
+LEGACY_SHARD = re.compile(r"^index\.rank(\d+)\.json$")  # a killed format-2 multi-process run's
+_PART = re.compile(r"^(?P<run>[A-Za-z0-9_-]+)\.(?P<seq>\d{6})\.jsonl$")
+_RUN_FILE = re.compile(r"^(?P<run>[A-Za-z0-9_-]+)\.run\.json$")
+_JOB_ID = re.compile(ID_PATTERN)
+# A part is sealed at this many lines, or when its first line is this old: at most that much is read
+# back from sidecars after a crash, and a campaign of 100,000 jobs writes ~200 parts.
+SEAL_ENTRIES = 500
+SEAL_AGE_S = 300.0
+# Mid-run, the parts are compacted into index.jsonl once they hold more bytes than it (and this many):
+# each compaction at least doubles index.jsonl, so all of them together write O(N) bytes.
+COMPACT_MIN_BYTES = 8 * 1024 * 1024
 
 
-def shard_name(rank: int) -> str:
-    return f"index.rank{rank}.json"
+def new_run_id() -> str:
+    """A run's id: its start (UTC, sorts by time) and a random part (runs started in the same second)."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True, slots=True)
+class EntrySummary:
+    """What a plan decides a recorded job by, without validating its whole entry."""
+
+    status: str
+    render_key: str | None
+    output_key: str | None
+    outputs: tuple[tuple[str, str, int], ...]  # (format, file, bytes)
+    master: tuple[str, int] | None  # (file, bytes)
+    error: str | None
+    finished_unix: float
+
+
+class _Slot:
+    """A recorded job: its line (format 3, compact JSON), its summary, and the time of the file the
+    line was read from (None: recorded by this process)."""
+
+    __slots__ = ("line", "mtime", "summary")
+
+    def __init__(self, line: bytes, summary: EntrySummary, mtime: float | None):
+        self.line, self.summary, self.mtime = line, summary, mtime
 
 
 class RunIndex:
-    """All entries of one output folder, by job id, in the order they were first recorded."""
+    """All entries of one output folder, by job id, in the order they were first recorded.
 
-    def __init__(self, store: OutputStore, entries: dict[str, IndexEntry] | None = None, *,
-                 name: str | None = None, manifest: str | None = None, updated_at: str | None = None,
-                 flush_every_s: float = 2.0, file_name: str = INDEX_FILE):
+    Read it with `get(job_id)`, `summary(job_id)`, iteration (validated entries, in order) and `len`;
+    `record` adds a finished job, `finish` seals and compacts at the end of a run.
+    """
+
+    def __init__(self, store: OutputStore, *, run_id: str | None = None, compacts: bool = True,
+                 only: set[str] | None = None):
+        """`run_id`: the run that records into it (None: a reader); `compacts`: False for one rank of a
+        multi-process run (the others' parts are not its to merge); `only`: load only these jobs."""
         self.store = store
-        self.file_name = file_name  # index.json, or this rank's shard
-        self.entries: dict[str, IndexEntry] = dict(entries or {})
-        self.name, self.manifest, self.updated_at = name, manifest, updated_at  # the document's own fields
-        self.flush_every_s = flush_every_s
-        self.format_read: int | None = None  # the format index.json was in (None: there was none)
-        self.unreadable: str | None = None  # why index.json could not be used: missing, not JSON, ...
+        self.run_id = run_id or new_run_id()
+        self.compacts = compacts and only is None
+        self.only = only
+        self.name: str | None = None
+        self.manifest: str | None = None
+        self.updated_at: str | None = None  # when index.jsonl (or the newest part) was written
+        self.format_read: int | None = None  # the oldest format read (None: nothing was recorded)
+        self.unreadable: str | None = None  # "missing" when the folder holds no record at all
         self.skipped: list[str] = []  # entries that did not fit the format, and why (left out)
-        self.shards: list[str] = []  # the shard files load() merged (a killed multi-process run's)
-        self._last_flush = 0.0
-        self._dirty = False
+        self.listing: dict[str, FileInfo] = {}  # the folder as loading saw it: the plan reads sizes here
+        self._masters: dict[str, FileInfo] | None = None
+        self.runs: dict[str, RunInfo] = {}
+        self._runs_unsaved: set[str] = set()  # runs known only from parts, sidecars or index.json
+        self._slots: dict[str, _Slot] = {}
+        self._merged_files: list[str] = []  # what the next compaction replaces
+        self._pending: list[bytes] = []
+        self._pending_since = 0.0
+        self._parts_bytes = 0
+        self._index_bytes = 0
+        self._seq = 0
+        self._run_written = False
+
+    # -- loading ------------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, store: OutputStore, *, document: str = INDEX_FILE, sidecars: bool = True,
-             **kwargs) -> RunIndex:
-        """The folder's record: `document` (index.json), then newer rank shards and sidecars.
-
-        An unreadable document or entry is left out (its job renders again, nothing is lost); a
-        document from a newer svdflow is refused, so this one never writes over what it cannot read.
-        """
+    def load(cls, store: OutputStore, **kwargs) -> RunIndex:
+        """The folder's record: index.jsonl (or a format 1/2 index.json and shards), the parts, then
+        the sidecars newer than what holds their job. An unreadable entry is left out (its job renders
+        again, nothing is lost); a record from a newer svdflow is refused, so this one never writes
+        over what it cannot read."""
         index = cls(store, **kwargs)
-        parsed, index.unreadable = index._read(document)
-        if parsed is not None:
-            index.format_read = parsed.get("svdflow_index")
-            index.name, index.manifest, index.updated_at = (
-                _text(parsed.get("name")), _text(parsed.get("manifest")), _text(parsed.get("updated_at")))
-            for raw in parsed.get("jobs", []):
-                if (entry := index._entry(raw, document)) is not None:
-                    index.entries[entry.id] = entry
-        if not sidecars:
-            return index
-        index_mtime = store.mtime(document)
-        names = store.json_files()
-        index.shards = [name for name in names if SHARD_FILE.match(name)]
-        for name in index.shards:
-            shard, _ = index._read(name)
-            for raw in (shard or {}).get("jobs", []):
-                index._merge(index._entry(raw, name))
-        for name in names:
-            job_id = name[: -len(".json")]
-            if name == document or name in index.shards:
-                continue
-            if job_id in index.entries and index_mtime is not None and (store.mtime(name) or 0) < index_mtime:
-                continue  # older than the index: already in it
-            raw = store.read_json(name)
-            if isinstance(raw, dict) and raw.get("id") == job_id:
-                index._merge(index._entry(raw, name))
+        index.listing = store.listing()
+        record = store.listing(RECORD_DIR)
+        index._load_runs(record)
+        times = []
+        if INDEX_FILE in index.listing:
+            info = index.listing[INDEX_FILE]
+            index._load_lines(INDEX_FILE, info.mtime)
+            index._index_bytes = info.size or 0
+            times.append(info.mtime)
+        elif LEGACY_INDEX_FILE in index.listing:
+            index._load_legacy(LEGACY_INDEX_FILE, index.listing[LEGACY_INDEX_FILE].mtime, document=True)
+            times.append(index.listing[LEGACY_INDEX_FILE].mtime)
+        for name in sorted(n for n in index.listing if LEGACY_SHARD.match(n)):
+            index._load_legacy(name, index.listing[name].mtime, document=False)
+        for name in sorted(n for n in record if _PART.match(n)):
+            index._load_lines(f"{RECORD_DIR}/{name}", record[name].mtime)
+            index._parts_bytes += record[name].size or 0
+            times.append(record[name].mtime)
+        index._load_sidecars()
+        if index.format_read is None and not index._slots and index.unreadable is None:
+            index.unreadable = "missing"
+        if times:
+            index.updated_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(times)))
         return index
 
-    def _read(self, name: str) -> tuple[dict | None, str | None]:
-        """The parsed document, or None and why it cannot be used."""
-        data = self.store.read_bytes(name)
-        if data is None:
-            return None, "missing"
-        try:
-            parsed = json.loads(data)
-        except ValueError as exc:
-            return None, f"cannot be read as JSON ({exc})"
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("jobs"), list):
-            return None, "not an svdflow index (no \"jobs\" list)"
-        version = parsed.get("svdflow_index")
+    def _load_runs(self, record: dict[str, FileInfo]) -> None:
+        sources = [RUNS_FILE] if RUNS_FILE in self.listing else []
+        for name in sorted(n for n in record if _RUN_FILE.match(n)):
+            sources.append(f"{RECORD_DIR}/{name}")
+            self._merged_files.append(sources[-1])
+            self._runs_unsaved.add(_RUN_FILE.match(name)["run"])
+        for source in sources:
+            for where, _, raw in self._json_lines(source):
+                self._refuse_newer(source, raw.get("svdflow_index"))
+                try:
+                    run = RunInfo.model_validate(raw)
+                except ValidationError as exc:
+                    self.skipped.append(f"{where}: run {raw.get('id')!r}: {_first_error(exc)}")
+                    continue
+                self.runs[run.id] = run
+                self.name, self.manifest = run.name, run.manifest
+
+    def _json_lines(self, name: str) -> Iterator[tuple[str, bytes, dict]]:
+        """Each object of a JSON Lines file, with where it is (file:line) and its line; a line that is
+        not a JSON object is left out and said in `skipped`."""
+        for number, line in enumerate((self.store.read_bytes(name) or b"").splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{name}:{number}"
+            try:
+                raw = json.loads(line)
+            except ValueError as exc:
+                self.skipped.append(f"{where}: not JSON ({exc})")
+                continue
+            if not isinstance(raw, dict):
+                self.skipped.append(f"{where}: not a JSON object")
+                continue
+            yield where, line, raw
+
+    def _refuse_newer(self, where: str, version) -> None:
         if isinstance(version, int) and version > max(READABLE_FORMATS):
             raise EnvironmentProblem(
-                f"{self.store.path(name)}: index format {version} was written by a newer svdflow (this one reads "
+                f"{self.store.path(where)}: index format {version} was written by a newer svdflow (this one reads "
                 f"format {max(READABLE_FORMATS)}); upgrade svdflow (pip install -U svdflow) to use this folder")
-        return parsed, None
+
+    def _load_lines(self, name: str, mtime: float) -> None:
+        self._note_format(INDEX_FORMAT)
+        if name != INDEX_FILE:
+            self._merged_files.append(name)
+        only = self.only
+        for where, line, raw in self._json_lines(name):
+            if only is not None and raw.get("id") not in only:
+                continue
+            summary = self._summarize(raw, where)
+            if summary is not None:
+                self._merge(raw["id"], line + b"\n", summary, mtime)
+
+    def _summarize(self, raw: dict, where: str) -> EntrySummary | None:
+        """The summary of a line, checked as strictly as the entry's model would check those fields; a
+        line that does not pass is validated whole, to say why it is left out."""
+        summary = _summary(raw)
+        if summary is None or raw.get("run_id") not in self.runs:
+            self._explain(raw, where)
+            return None
+        return summary
+
+    def _explain(self, raw: dict, where: str) -> None:
+        job = raw.get("id")
+        if raw.get("run_id") not in self.runs:
+            self.skipped.append(f"{where}: job {job!r}: run_id: no run {raw.get('run_id')!r} in {RUNS_FILE}")
+            return
+        try:
+            self._resolve(raw)
+        except ValidationError as exc:
+            self.skipped.append(f"{where}: job {job!r}: {_first_error(exc)}")
+            return
+        self.skipped.append(f"{where}: job {job!r}: not an entry")
+
+    def _load_legacy(self, name: str, mtime: float, *, document: bool) -> None:
+        """A format 1 or 2 index.json (or rank shard): each entry validated whole (once: the next
+        compaction writes them as format 3)."""
+        data = self.store.read_bytes(name)
+        try:
+            parsed = json.loads(data) if data is not None else None
+        except ValueError as exc:
+            if document:
+                self.unreadable = f"cannot be read as JSON ({exc})"
+            return
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("jobs"), list):
+            if document:
+                self.unreadable = "not an svdflow index (no \"jobs\" list)"
+            return
+        self._refuse_newer(name, parsed.get("svdflow_index"))
+        self._merged_files.append(name)
+        version = parsed.get("svdflow_index")
+        self._note_format(version if isinstance(version, int) else 1)
+        if document:
+            self.name = self.name or _text(parsed.get("name"))
+            self.manifest = self.manifest or _text(parsed.get("manifest"))
+        for raw in parsed["jobs"]:
+            if self.only is not None and (not isinstance(raw, dict) or raw.get("id") not in self.only):
+                continue
+            entry = self._entry(raw, name)
+            if entry is not None:
+                self._merge_entry(entry, mtime)
+
+    def _load_sidecars(self) -> None:
+        """Sidecars of jobs whose line is missing or older: what a run killed between a job's sidecar
+        and its part (or compaction) recorded. A sidecar older than the file its job's line came from
+        is in that file: not read."""
+        for name, info in self.listing.items():
+            if not name.endswith(".json") or name.startswith(".") or name == LEGACY_INDEX_FILE \
+                    or LEGACY_SHARD.match(name):
+                continue
+            job_id = name[: -len(".json")]
+            if not _JOB_ID.fullmatch(job_id) or (self.only is not None and job_id not in self.only):
+                continue
+            slot = self._slots.get(job_id)
+            if slot is not None and slot.mtime is not None and slot.mtime > info.mtime:
+                continue
+            raw = self.store.read_json(name)
+            if isinstance(raw, dict) and raw.get("id") == job_id:
+                entry = self._entry(raw, name)
+                if entry is not None:
+                    self._merge_entry(entry, info.mtime)
+
+    def _note_format(self, version: int) -> None:
+        self.format_read = version if self.format_read is None else min(self.format_read, version)
 
     def _entry(self, raw, where: str) -> IndexEntry | None:
         try:
             return IndexEntry.model_validate(upgrade_entry(raw))
         except ValidationError as exc:
             job = raw.get("id") if isinstance(raw, dict) else None
-            error = exc.errors(include_url=False)[0]
-            field = ".".join(str(p) for p in error["loc"])
-            self.skipped.append(f"{where}: job {job!r}: {field}: {error['msg']}")
+            self.skipped.append(f"{where}: job {job!r}: {_first_error(exc)}")
             return None
 
-    def _merge(self, entry: IndexEntry | None) -> None:
-        if entry is None:
-            return
-        current = self.entries.get(entry.id)
-        if current is None or entry.finished_unix > current.finished_unix:
-            self.entries[entry.id] = entry
+    def _merge(self, job_id: str, line: bytes, summary: EntrySummary, mtime: float | None) -> None:
+        current = self._slots.get(job_id)
+        if current is None or summary.finished_unix >= current.summary.finished_unix:
+            self._slots[job_id] = _Slot(line, summary, mtime)
 
-    def snapshot(self) -> RunIndex:
-        """A copy of the entries as they are now, for reading while this index goes on recording."""
-        copy = RunIndex(self.store, self.entries, name=self.name, manifest=self.manifest,
-                        updated_at=self.updated_at, file_name=self.file_name)
-        copy.format_read = self.format_read
-        return copy
+    def _merge_entry(self, entry: IndexEntry, mtime: float | None) -> None:
+        """An entry read whole (a sidecar, a format 1/2 index): kept as its line, under its run (one
+        made up from it when its run has no record: format 1 and 2, or a run killed before its first)."""
+        data = entry.model_dump(mode="json")
+        run_id = entry.run.id if entry.run.id in self.runs else self._legacy_run(entry, data)
+        self._merge(entry.id, _line(data, self.runs[run_id]), _summary(data), mtime)
+
+    def _legacy_run(self, entry: IndexEntry, data: dict) -> str:
+        shared = {name: data[name] for name in SHARED_FIELDS}
+        digest = hashlib.sha256(json.dumps([entry.run.name, entry.run.manifest, shared], sort_keys=True).encode())
+        run_id = entry.run.id or f"legacy-{digest.hexdigest()[:12]}"
+        if run_id not in self.runs:
+            self.runs[run_id] = RunInfo(svdflow_index=INDEX_FORMAT, id=run_id, name=entry.run.name,
+                                        manifest=entry.run.manifest, started_at=None,
+                                        **{name: getattr(entry, name) for name in SHARED_FIELDS})
+            self._runs_unsaved.add(run_id)
+        return run_id
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._slots
+
+    def __iter__(self) -> Iterator[IndexEntry]:
+        """Every entry, validated one at a time, in the record's order (those that no longer validate,
+        e.g. edited by hand since loading, are left out and said in `skipped`)."""
+        for job_id in list(self._slots):
+            entry = self.get(job_id)
+            if entry is not None:
+                yield entry
+
+    def ids(self) -> list[str]:
+        return list(self._slots)
+
+    @property
+    def entries(self) -> dict[str, IndexEntry]:
+        """Every entry by id, validated (for a folder of a few thousand jobs; iterate for bounded memory)."""
+        return {entry.id: entry for entry in self}
+
+    def summary(self, job_id: str) -> EntrySummary | None:
+        slot = self._slots.get(job_id)
+        return slot.summary if slot is not None else None
 
     def get(self, job_id: str) -> IndexEntry | None:
-        return self.entries.get(job_id)
+        slot = self._slots.get(job_id)
+        if slot is None:
+            return None
+        try:
+            return self._resolve(json.loads(slot.line))
+        except ValidationError as exc:
+            self.skipped.append(f"job {job_id!r}: {_first_error(exc)}")
+            return None
+
+    def _resolve(self, raw: dict) -> IndexEntry:
+        """A line's whole entry: what it leaves out, from its run."""
+        run = self.runs[raw.pop("run_id")]
+        for name in SHARED_FIELDS:
+            if name not in raw:
+                raw[name] = getattr(run, name)
+        raw["run"] = {"name": run.name, "manifest": run.manifest, "id": run.id}
+        return IndexEntry.model_validate(raw)
+
+    def snapshot(self) -> RunIndex:
+        """A copy of the record as it is now, for reading while this index goes on recording."""
+        copy = RunIndex(self.store, run_id=self.run_id, compacts=False, only=self.only)
+        copy.name, copy.manifest, copy.updated_at, copy.format_read = self.name, self.manifest, self.updated_at, \
+            self.format_read
+        copy.listing, copy.runs, copy._slots = self.listing, dict(self.runs), dict(self._slots)
+        copy._masters = self._masters
+        return copy
+
+    def file_size(self, name: str) -> int | None:
+        """A file's size (None: missing, or a folder): from the listing loading made of the folder, and
+        of `.svdflow/masters/` (listed once, when first asked), so that a plan makes no request per file."""
+        folder, _, base = name.rpartition("/")
+        if folder == "":
+            info = self.listing.get(name)
+        elif folder == MASTERS_DIR:
+            if self._masters is None:
+                self._masters = self.store.listing(MASTERS_DIR)
+            info = self._masters.get(base)
+        else:
+            return self.store.size(name)
+        return info.size if info is not None else None
 
     def outputs_intact(self, job_id: str) -> bool:
-        """Every output the job's entry records is still there, of the recorded size.
+        """Every output the job's entry records was there when the folder was listed, of the recorded size.
 
         A file of another size is not this entry's output: a run killed after replacing a job's files
         but before recording it leaves the old record beside the new files.
         """
-        entry = self.entries.get(job_id)
-        if entry is None:
+        summary = self.summary(job_id)
+        if summary is None:
             return False
-        for out in entry.outputs:
-            if out.format == "frames":  # a folder's size is its PNGs' total
-                if not self.store.exists(out.file):
-                    return False
-            elif self.store.size(out.file) != out.bytes:
+        for fmt, file, size in summary.outputs:
+            info = self.listing.get(file)
+            if info is None:
+                return False
+            if fmt != "frames" and info.size != size:  # a folder's size is its PNGs' total
                 return False
         return True
 
     def masters_bytes(self) -> int:
         """The recorded masters' total size."""
-        return sum(entry.master.bytes for entry in self.entries.values() if entry.master is not None)
+        return sum(slot.summary.master[1] for slot in self._slots.values() if slot.summary.master is not None)
+
+    def orphans(self, job_ids: set[str]) -> list[str]:
+        """Recorded jobs that are no longer in the manifest (their files are kept)."""
+        return [job_id for job_id in self._slots if job_id not in job_ids]
+
+    # -- recording ----------------------------------------------------------------------------------
 
     def record(self, entry: IndexEntry) -> None:
-        """Keep a finished job's entry: its sidecar now (the job is recorded once that is written), the
-        index soon (`flush_if_due`). A file of the sidecar's name that is not svdflow's (a user's
-        `package.json` beside an item `package`, whose job then fails) is left alone: the index holds it."""
+        """Keep a finished job's entry: its sidecar now (the job is recorded once that is written), its
+        line in the next part (`flush_if_due`). A file of the sidecar's name that is not svdflow's (a
+        user's `package.json` beside an item `package`, whose job then fails) is left alone: the index
+        holds the entry."""
+        if not self._run_written:
+            self._write_run(entry)
+        entry = entry.model_copy(update={"run": entry.run.model_copy(update={"id": self.run_id})})
+        data = entry.model_dump(mode="json")
         if self._sidecar_free(entry.id):
-            self.store.write_bytes(f"{entry.id}.json", entry.to_json_bytes())
-        self.entries[entry.id] = entry
-        self._dirty = True
+            self.store.write_bytes(f"{entry.id}.json", _pretty(data))
+        line = _line(data, self.runs[self.run_id])
+        self._slots.pop(entry.id, None)  # listed in the order jobs finish, until `order_by`
+        self._slots[entry.id] = _Slot(line, _summary(data), None)
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(line)
+
+    def _write_run(self, entry: IndexEntry) -> None:
+        """This run's record, from its first entry (the model's commit and the hardware are known
+        once a job rendered), written before any line names it."""
+        run = RunInfo(svdflow_index=INDEX_FORMAT, id=self.run_id, name=entry.run.name, manifest=entry.run.manifest,
+                      started_at=_run_started(self.run_id), **{name: getattr(entry, name) for name in SHARED_FIELDS})
+        name = f"{RECORD_DIR}/{self.run_id}.run.json"
+        self.store.write_bytes(name, run.to_line())
+        self.runs[run.id] = run
+        self._runs_unsaved.add(run.id)
+        self._merged_files.append(name)
+        self._run_written = True
 
     def _sidecar_free(self, job_id: str) -> bool:
-        """No file of the sidecar's name, or one of svdflow's for this job (a killed run's)."""
+        """No file of the sidecar's name, or one of svdflow's for this job (a killed run's). A recorded
+        job's sidecar is svdflow's; on an object store the listing loading made answers for the others,
+        so recording costs no request beyond the sidecar's PUT."""
         name = f"{job_id}.json"
-        if not self.store.exists(name):
+        if job_id in self._slots or not (self.store.exists(name) if self.store.is_local else name in self.listing):
             return True
         raw = self.store.read_json(name)
         return isinstance(raw, dict) and raw.get("id") == job_id
 
     def flush_if_due(self) -> None:
-        """Write the whole index when the last write is `flush_every_s` old."""
-        if time.monotonic() - self._last_flush >= self.flush_every_s:
-            self.flush()
+        """Seal the kept lines into a part when there are enough of them or they are old enough; compact
+        when the parts have outgrown index.jsonl."""
+        if len(self._pending) >= SEAL_ENTRIES or (
+                self._pending and time.monotonic() - self._pending_since >= SEAL_AGE_S):
+            self.seal()
+            if self.compacts and self._parts_bytes >= max(self._index_bytes, COMPACT_MIN_BYTES):
+                self.compact()
 
-    def flush(self, force: bool = False) -> None:
-        """Write the whole index, in the current format (an older one read is upgraded here)."""
-        if not (self._dirty or force):
+    def seal(self) -> None:
+        """Write the kept lines as a new part (once; it is never changed, only removed by a compaction)."""
+        if not self._pending:
             return
-        self.updated_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        document = IndexDocument(svdflow_index=INDEX_FORMAT, name=self.name, manifest=self.manifest,
-                                 updated_at=self.updated_at, jobs=list(self.entries.values()))
-        self.store.write_bytes(self.file_name, document.to_json_bytes())
-        self._last_flush = time.monotonic()
-        self._dirty = False
+        name = f"{RECORD_DIR}/{self.run_id}.{self._seq:06d}.jsonl"
+        data = b"".join(self._pending)
+        self.store.write_bytes(name, data)
+        self._seq += 1
+        self._merged_files.append(name)
+        self._parts_bytes += len(data)
+        self._pending = []
+
+    def compact(self) -> None:
+        """Write the whole record as runs.jsonl and index.jsonl, then remove what they now hold (parts,
+        run records, a format 1/2 index.json and its shards). Killed half-way, the next load merges
+        the same entries again."""
+        if self._runs_unsaved:
+            runs = b"".join(run.to_line() for run in self.runs.values())
+            self.store.write_bytes(RUNS_FILE, runs)
+        data = b"".join(slot.line for slot in self._slots.values())
+        self.store.write_bytes(INDEX_FILE, data)
+        for name in self._merged_files:
+            self.store.remove(name)
+        self._merged_files, self._runs_unsaved, self._pending = [], set(), []
+        self._parts_bytes, self._index_bytes = 0, len(data)
+        self.format_read = INDEX_FORMAT
+
+    @property
+    def needs_compaction(self) -> bool:
+        """Something is recorded outside index.jsonl: lines kept or in parts, or an older format."""
+        return bool(self._pending or self._merged_files or self._runs_unsaved) or (
+            self.format_read is not None and self.format_read < INDEX_FORMAT)
+
+    def finish(self, job_ids: list[str] | None = None) -> None:
+        """The end of a run: compact (in manifest order, `job_ids`, then jobs no longer in it) when this
+        index may, else seal what is kept."""
+        if not self.compacts:
+            self.seal()
+            return
+        if not self.needs_compaction:
+            return
+        if job_ids is not None:
+            self.order_by(job_ids)
+        self.compact()
 
     def order_by(self, job_ids: list[str]) -> None:
         """List entries in manifest order (then jobs no longer in it), whatever order they finished in."""
         position = {job_id: i for i, job_id in enumerate(job_ids)}
-        ordered = sorted(self.entries, key=lambda job_id: position.get(job_id, len(position)))
-        self.entries = {job_id: self.entries[job_id] for job_id in ordered}
+        ordered = sorted(self._slots, key=lambda job_id: position.get(job_id, len(position)))
+        self._slots = {job_id: self._slots[job_id] for job_id in ordered}
 
-    def remove_shards(self) -> None:
-        """After a merge into index.json, the shards it loaded say nothing new."""
-        for name in self.shards:
-            self.store.remove(name)
-        self.shards = []
 
-    def orphans(self, job_ids: set[str]) -> list[str]:
-        """Recorded jobs that are no longer in the manifest (their files are kept)."""
-        return [job_id for job_id in self.entries if job_id not in job_ids]
+def read_entry_file(store: OutputStore, name: str) -> tuple[IndexEntry | None, str | None]:
+    """A single entry's file (a job's sidecar: whole, of any format), or None and why it is not one."""
+    raw = store.read_json(name)
+    if not isinstance(raw, dict) or "id" not in raw:
+        return None, "not an svdflow entry (a job's <id>.json)" if raw is not None else "missing or not JSON"
+    try:
+        return IndexEntry.model_validate(upgrade_entry(raw)), None
+    except ValidationError as exc:
+        return None, f"job {raw.get('id')!r}: {_first_error(exc)}"
+
+
+def is_record_file(name: str) -> bool:
+    """index.jsonl, or a format 1/2 index.json: a folder's record, as opposed to one job's sidecar."""
+    return name in (INDEX_FILE, LEGACY_INDEX_FILE) or LEGACY_SHARD.match(name) is not None
+
+
+def _summary(raw: dict) -> EntrySummary | None:
+    """A line's summary, or None when a field it holds is not of its type (then validated whole)."""
+    try:
+        status, outputs, master, error = raw["status"], raw["outputs"], raw["master"], raw["error"]
+        summary = EntrySummary(
+            status=status, render_key=raw["render_key"], output_key=raw["output_key"],
+            outputs=tuple((o["format"], o["file"], o["bytes"]) for o in outputs),
+            master=None if master is None else (master["file"], master["bytes"]),
+            error=None if error is None else error["message"], finished_unix=raw["finished_unix"])
+    except (KeyError, TypeError):
+        return None
+    ok = (status in ("done", "failed") and _JOB_ID.fullmatch(raw.get("id") or "") is not None
+          and all(isinstance(v, str) or v is None for v in (summary.render_key, summary.output_key, summary.error))
+          and all(isinstance(f, str) and isinstance(n, str) and type(b) is int for f, n, b in summary.outputs)
+          and (master is None or (isinstance(summary.master[0], str) and type(summary.master[1]) is int))
+          and isinstance(summary.finished_unix, (int, float)) and not isinstance(summary.finished_unix, bool))
+    return summary if ok else None
+
+
+def _line(data: dict, run: RunInfo) -> bytes:
+    """An entry's line: compact JSON, run_id in place of its run, the shared parts its run holds left out."""
+    shared = _shared_json(run)
+    line = {}
+    for name, value in data.items():
+        if name == "run":
+            line["run_id"] = run.id
+        elif name not in SHARED_FIELDS or value != shared[name]:
+            line[name] = value
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+_SHARED_JSON: dict[int, tuple[RunInfo, dict]] = {}
+
+
+def _shared_json(run: RunInfo) -> dict:
+    """The run's shared parts as JSON, dumped once per run (not once per job)."""
+    cached = _SHARED_JSON.get(id(run))
+    if cached is None or cached[0] is not run:
+        if len(_SHARED_JSON) > 256:
+            _SHARED_JSON.clear()
+        cached = _SHARED_JSON[id(run)] = (run, run.model_dump(mode="json", include=set(SHARED_FIELDS)))
+    return cached[1]
+
+
+def _pretty(value: dict) -> bytes:
+    return (json.dumps(value, indent=2) + "\n").encode("utf-8")
+
+
+def _run_started(run_id: str) -> str | None:
+    stamp = run_id.partition("-")[0]
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
 
 
 def _text(value) -> str | None:

@@ -25,6 +25,7 @@ from svdflow.faults import crash_point
 from svdflow.locations import Location
 from svdflow.outputs.atomic import LinkInFolder, real_folder, remove_stale_temps
 from svdflow.outputs.failures import folder_gone, storing
+from svdflow.outputs.index import RECORD_DIR
 from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.outputs.ownership import check_folder_is_ours, mark_folder
 from svdflow.outputs.store import OutputStore
@@ -120,8 +121,8 @@ def claim_output_dir(store: OutputStore) -> OutputLock:
         mark_folder(store)
         if store.is_local:
             with storing(store.url, "removing a killed run's temporary files"):
-                remove_stale_temps(store.root)
-                remove_stale_temps(real_folder(store.root, MASTERS_DIR, create=False))
+                for folder in ("", MASTERS_DIR, RECORD_DIR, os.path.dirname(RECORD_DIR)):
+                    remove_stale_temps(real_folder(store.root, folder, create=False) if folder else store.root)
     except BaseException:
         lock.release()
         raise

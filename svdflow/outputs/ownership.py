@@ -32,7 +32,7 @@ _INDEX_HEAD = 4096  # index.json's first key is svdflow_index: its first bytes s
 _SHOWN = 3
 MAX_SIDECAR = 1 << 20  # a sidecar is a few KiB; a bigger file of its name is not one  # names quoted in the refusal
 _NOTE = (b"This folder is an svdflow output folder: svdflow runs write, replace and remove here only the\n"
-         b"files its record (index.json, the .json sidecars) lists. Keep your own files elsewhere.\n")
+         b"files its record (index.jsonl, the .json sidecars) lists. Keep your own files elsewhere.\n")
 
 
 def _names(store: OutputStore, limit: int) -> list[str]:
@@ -96,12 +96,13 @@ def mark_folder(store: OutputStore) -> None:
             store.write_bytes(MARK_NOTE, _NOTE)
 
 
-def owned_names(entry) -> tuple[str, ...]:
-    """The names an index entry lists in the output folder: its files and its master. (Its sidecar is
-    told by its content: a file of that name is svdflow's when it is this job's record.)"""
-    names = [output.file for output in entry.outputs]
-    if entry.master is not None:
-        names.append(entry.master.file)
+def owned_names(outputs: Iterable[tuple[str, str, int]], master: tuple[str, int] | None) -> tuple[str, ...]:
+    """The names a job's record lists in the output folder: its files ((format, file, bytes), as the
+    record's summary holds them) and its master. (Its sidecar is told by its content: a file of that
+    name is svdflow's when it is this job's record.)"""
+    names = [file for _, file, _ in outputs]
+    if master is not None:
+        names.append(master[0])
     return tuple(names)
 
 

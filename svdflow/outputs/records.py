@@ -1,5 +1,6 @@
-"""What `svdflow inspect` reads: the provenance a file carries, or a job's entry in the JSON svdflow
-wrote beside its files (a sidecar `<id>.json`, or an index.json and the job's id)."""
+"""What `svdflow inspect` and `svdflow rerender` read: the provenance a file carries, or a job's entry
+in the JSON svdflow wrote beside its files (a sidecar `<id>.json`, or the folder's record: its
+index.jsonl, or a format 1/2 index.json, and the job's id)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from svdflow.errors import UsageError
 from svdflow.outputs.entry import READABLE_FORMATS, IndexEntry, Provenance
-from svdflow.outputs.index import INDEX_FILE, RunIndex
+from svdflow.outputs.index import RunIndex
 from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.upgrade import upgrade_entry
@@ -22,6 +23,8 @@ MAX_SIDECAR_BYTES = 16 << 20
 def read_record(path: str, job_id: str | None = None) -> Provenance | IndexEntry:
     """The provenance of a file svdflow wrote, or the entry of a sidecar or (with `job_id`) an index.json.
     UsageError, naming the file and what to pass instead, for anything else."""
+    if path.endswith(".jsonl"):
+        return _index_entry(path, job_id)
     if not path.endswith(".json"):
         provenance = read_provenance(path)
         if job_id is not None and job_id != provenance.id:
@@ -73,15 +76,16 @@ def _index_entry(path: str, job_id: str | None) -> IndexEntry:
 
 
 def index_entry(index_path: str, job_id: str) -> IndexEntry:
-    """The entry of `job_id` in an index.json (or the output folder holding one), as a run reads it:
-    newer sidecars merged in. UsageError naming the file when it is no index or has no such job."""
-    folder, name = (index_path, INDEX_FILE) if os.path.isdir(index_path) else os.path.split(index_path)
-    index = RunIndex.load(OutputStore(folder or "."), document=name)
+    """The entry of `job_id` in an output folder's record (the folder, its index.jsonl or a format 1/2
+    index.json), as a run reads it: parts and newer sidecars merged in, its line completed by its run.
+    UsageError naming the file when it is no record or has no such job."""
+    folder = index_path if os.path.isdir(index_path) else os.path.dirname(index_path)
+    index = RunIndex.load(OutputStore(folder or "."))
     if index.unreadable:
-        raise UsageError(f"{index_path}: not an svdflow index.json ({index.unreadable}); pass the index.json of a "
-                         "run (or its output folder)")
+        raise UsageError(f"{index_path}: not an svdflow record ({index.unreadable}); pass the output folder of a "
+                         "run (or its index.jsonl)")
     entry = index.get(job_id)
     if entry is None:
-        known = ", ".join(sorted(index.entries)[:10])
+        known = ", ".join(sorted(index.ids())[:10])
         raise UsageError(f"{index_path}: no job '{job_id}' in this index; known ids: {known}")
     return entry

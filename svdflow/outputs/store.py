@@ -1,7 +1,11 @@
 """The output folder, local or any fsspec URL, seen as a flat set of named files.
 
-These are the run's own files (index.json, sidecars, shards): whatever goes wrong reading or
+These are the run's own files (the record, sidecars, masters): whatever goes wrong reading or
 writing them, other than a file that is not there, is the store failing (`OutputStoreError`).
+
+A plan of 100,000 recorded jobs must not look at each file on its own (on an object store that is a
+request per file): `listing` gives a folder's names, sizes and times in one listing (a request per
+thousand names on S3), and the record and the plan read sizes from it.
 """
 
 from __future__ import annotations
@@ -9,11 +13,21 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from svdflow.locations import Location
 from svdflow.outputs.atomic import atomic_write_bytes
 from svdflow.outputs.failures import store_failure
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A name in a folder listing: a file's size and modification time (seconds since the epoch; on
+    object stores the upload's, to the second), or a folder (`size` None)."""
+
+    size: int | None
+    mtime: float
 
 
 class OutputStore:
@@ -72,7 +86,10 @@ class OutputStore:
             return None
 
     def write_bytes(self, name: str, data: bytes) -> None:
+        """Write a file atomically (its folder in the output folder made first where needed)."""
         try:
+            if self.is_local and "/" in name:
+                os.makedirs(os.path.join(self.root, posixpath.dirname(name)), exist_ok=True)
             atomic_write_bytes(self.path(name), data)
         except Exception as exc:
             self._failed(exc, f"writing {name}")
@@ -99,27 +116,44 @@ class OutputStore:
         except Exception as exc:
             self._failed(exc, f"looking at {name}")
 
-    def mtime(self, name: str) -> float | None:
+    def listing(self, folder: str = "") -> dict[str, FileInfo]:
+        """Every name directly in `folder` (relative to the output folder; "" for itself), with its
+        size and time; {} when the folder is missing. Symlinks are left out: svdflow follows none in
+        its folder. One listing, never a request per file."""
         try:
             if self.is_local:
-                return os.stat(os.path.join(self.root, name)).st_mtime
-            info = self.fs.info(posixpath.join(self.root, name))
-        except FileNotFoundError:
-            return None
+                return _local_listing(os.path.join(self.root, folder) if folder else self.root)
+            path = posixpath.join(self.root, folder) if folder else self.root
+            self.fs.invalidate_cache(path)  # s3fs and others cache listings: what is there now
+            infos = self.fs.ls(path, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
         except Exception as exc:
-            self._failed(exc, f"looking at {name}")
-        value = info.get("mtime") or info.get("LastModified") or info.get("created")
-        return value.timestamp() if hasattr(value, "timestamp") else value
+            self._failed(exc, f"listing {folder or 'it'}")
+        out = {}
+        for info in infos:
+            name = posixpath.basename(info["name"].rstrip("/"))
+            if info.get("islink"):
+                continue
+            is_dir = info.get("type") == "directory"
+            out[name] = FileInfo(None if is_dir else info.get("size"), _info_time(info) or 0.0)
+        return out
 
-    def json_files(self) -> list[str]:
-        """Names of the .json files directly in the folder (temp files start with '.' and are skipped)."""
-        try:
-            if self.is_local:
-                names = os.listdir(self.root)
-            else:
-                names = [posixpath.basename(p) for p in self.fs.ls(self.root, detail=False)]
-        except FileNotFoundError:
-            return []
-        except Exception as exc:
-            self._failed(exc, "listing it")
-        return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))
+
+def _info_time(info: dict) -> float | None:
+    value = info.get("mtime") or info.get("LastModified") or info.get("created")
+    return value.timestamp() if hasattr(value, "timestamp") else value
+
+
+def _local_listing(folder: str) -> dict[str, FileInfo]:
+    out = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                if entry.is_symlink():
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed while listed
+                continue
+            out[entry.name] = FileInfo(None if entry.is_dir(follow_symlinks=False) else st.st_size, st.st_mtime)
+    return out

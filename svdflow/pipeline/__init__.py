@@ -1,8 +1,10 @@
-"""Getting a StableVideoDiffusionPipeline: from the hub, a local folder, or built from code.
+"""Getting a StableVideoDiffusionPipeline: from the hub, a local folder (builtin:toy is one), or built
+from code.
 
 `models` resolves a manifest's `model:` section to a loaded pipeline and turns every loading failure
 into a ModelLoadError that says what to do; `tiny` builds the `builtin:tiny` pipeline and the
-full-size SVD / SVD-XT architectures with random weights for benchmarks.
+full-size SVD / SVD-XT architectures with random weights for benchmarks. What a source names and the
+builtins' configs live in svdflow/models/, which needs no torch.
 """
 
 import logging

@@ -1,8 +1,10 @@
-"""Loading the pipeline a manifest's `model:` section names: builtin:tiny, a local folder, or a hub id.
+"""Loading the pipeline a manifest's `model:` section names: builtin:tiny or builtin:toy, a local
+folder, or a hub id.
 
-Local folders and hub ids go through the very same `StableVideoDiffusionPipeline.from_pretrained`
-call (safetensors only, never remote code), so a folder made with `save_pretrained` or
-`hf download --local-dir` behaves exactly like the hub model it came from. Every failure becomes a
+Local folders, hub ids and builtin:toy (a trained pipeline folder shipped as package data) go through
+the very same `StableVideoDiffusionPipeline.from_pretrained` call (safetensors only, never remote
+code), so a folder made with `save_pretrained` or `hf download --local-dir` behaves exactly like the
+hub model it came from. builtin:tiny is built from code. Every failure becomes a
 ModelLoadError that names the manifest field and the value and says what to do.
 """
 
@@ -27,14 +29,21 @@ from huggingface_hub.errors import (
 )
 
 from svdflow.errors import ModelLoadError
-from svdflow.pipeline.model_source import (
+from svdflow.models.source import (
     BUILTIN_TINY,
+    BUILTIN_TOY,
+    BUILTINS,
+    TOY_FOLDER,
     describe_source,
     hub_cache_dir,
     offline_variable,
     resolve_local,
 )
-from svdflow.pipeline.tiny import TINY_REVISION, build_tiny_pipeline
+from svdflow.models.tiny_config import TINY_REVISION
+from svdflow.models.toy_config import TOY_REVISION
+from svdflow.pipeline.tiny import build_tiny_pipeline
+
+_BUILTIN_REVISIONS = {BUILTIN_TINY: TINY_REVISION, BUILTIN_TOY: TOY_REVISION}
 
 PIPELINE_CLASS = "StableVideoDiffusionPipeline"
 
@@ -98,13 +107,14 @@ def load_pipeline(
 
 
 def resolved_revision(pipe: StableVideoDiffusionPipeline, spec: ModelSpec) -> str | None:
-    """The commit actually loaded: a hub model's snapshot hash, `builtin-tiny-v1`, None for a folder.
+    """The commit actually loaded: a hub model's snapshot hash, a builtin's revision (`builtin-tiny-v1`),
+    None for a folder.
 
     None too for a hub model whose commit cannot be told (not loaded through the hub cache).
     """
     kind = describe_source(spec.source)
     if kind == "builtin":
-        return TINY_REVISION
+        return _BUILTIN_REVISIONS.get(spec.source)
     if kind == "local":
         return None
     # diffusers loads each component from the cache's snapshots/<commit>/ folder and records that
@@ -123,22 +133,34 @@ def resolved_revision(pipe: StableVideoDiffusionPipeline, spec: ModelSpec) -> st
 
 
 def _load_builtin(spec: ModelSpec, torch_dtype: torch.dtype | None) -> StableVideoDiffusionPipeline:
-    if spec.source != BUILTIN_TINY:
+    if spec.source not in BUILTINS:
         raise ModelLoadError(
-            f"model.source: {spec.source}: no such builtin model; the only one is {BUILTIN_TINY}. "
+            f"model.source: {spec.source}: no such builtin model; the builtins are {' and '.join(BUILTINS)}. "
             "Use a hub id (org/name) or a local folder for anything else."
         )
-    if spec.revision not in (None, TINY_REVISION):
+    how = "built from code" if spec.source == BUILTIN_TINY else "shipped with svdflow"
+    revision = _BUILTIN_REVISIONS[spec.source]
+    if spec.revision not in (None, revision):
         raise ModelLoadError(
-            f"model.revision: {spec.revision}: {BUILTIN_TINY} is built from code and has one revision, "
-            f"{TINY_REVISION}; set revision: null."
+            f"model.revision: {spec.revision}: {spec.source} is {how} and has one revision, "
+            f"{revision}; set revision: null."
         )
     if spec.variant is not None:
         raise ModelLoadError(
-            f"model.variant: {spec.variant}: {BUILTIN_TINY} is built from code and has no weight-file "
+            f"model.variant: {spec.variant}: {spec.source} is {how} and has no weight-file "
             "variants; set variant: null."
         )
-    return build_tiny_pipeline(torch_dtype or torch.float32)
+    if spec.source == BUILTIN_TINY:
+        return build_tiny_pipeline(torch_dtype or torch.float32)
+    if not (TOY_FOLDER / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"model.source: {BUILTIN_TOY}: its weights are missing from this installation ({TOY_FOLDER}); "
+            "reinstall svdflow, or train them with `python training/train_toy.py` in a source checkout."
+        )
+    # The same call as any local folder: the toy is a pipeline folder saved with save_pretrained.
+    pipe = _from_pretrained(str(TOY_FOLDER), ModelSpec(str(TOY_FOLDER)), torch_dtype, where=BUILTIN_TOY, local=True)
+    _align_cpu_tensors_(pipe)
+    return pipe
 
 
 def _load_local(

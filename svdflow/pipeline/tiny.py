@@ -6,7 +6,8 @@ works with them works with the downloaded models; only the sizes and the weights
 Weights are not left to the libraries' default initialisers: every parameter is drawn from its own
 generator seeded by the parameter's name. The tiny pipeline's frames therefore depend neither on the
 caller's global RNG state nor on how a diffusers / transformers release happens to initialise
-layers, which is what lets `builtin-tiny-v1` name one fixed set of weights in an index.
+layers, which is what lets `builtin-tiny-v1` (models/tiny_config.TINY_REVISION) name one fixed set of
+weights in an index.
 """
 
 from __future__ import annotations
@@ -24,11 +25,7 @@ from diffusers import (
 )
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from svdflow.pipeline.tiny_config import TINY_UNET_CONFIG
-
-# Recorded as the "revision" of builtin:tiny. Bump it whenever anything below changes the tiny
-# pipeline's weights or configs, so that old index entries are not silently re-rendered differently.
-TINY_REVISION = "builtin-tiny-v1"
+from svdflow.models.tiny_config import TINY_UNET_CONFIG
 
 # stabilityai/stable-video-diffusion-img2vid{,-xt} scheduler/scheduler_config.json (identical in both);
 # the keys EulerDiscreteScheduler does not take (clip_sample, set_alpha_to_one, skip_prk_steps) are left out.

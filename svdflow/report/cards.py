@@ -57,7 +57,10 @@ class Card:
         return self.entry.item_id or self.entry.id
 
     def output(self, fmt: str) -> OutputFile | None:
-        return next((o for o in self.outputs if o.format == fmt), None)
+        for output in self.outputs:
+            if output.format == fmt:
+                return output
+        return None
 
 
 def build_cards(root: str, entries: Iterable[IndexEntry]) -> list[Card]:
@@ -94,7 +97,9 @@ def build_cards(root: str, entries: Iterable[IndexEntry]) -> list[Card]:
 
 def safe_relative(name: str) -> str | None:
     """`name` if it is a plain relative path inside the output folder, else None."""
-    if not name or "\\" in name or "\0" in name or is_url(name):
+    # Every URL names its protocol before a colon: a name without one is a path (is_url is not free,
+    # and a report of 100,000 jobs asks it for every file).
+    if not name or "\\" in name or "\0" in name or (":" in name and is_url(name)):
         return None
     if name.startswith("/") or os.path.isabs(name):
         return None

@@ -1,6 +1,6 @@
 """`svdflow report`: a static contact sheet of an output folder, for reviewing a campaign by eye.
 
-The page (`index.html`, beside `index.json`) must keep working when the folder is zipped, synced to
+The page (`index.html`, beside `index.jsonl`) must keep working when the folder is zipped, synced to
 a laptop and opened from file://, and must never reach the network: so every asset it shows lives
 in the folder (the outputs themselves, plus the thumbnails and posters of `assets`), every link is
 relative, and CSS and JS are inline (`page`). This module reads the index and writes the page.
@@ -8,26 +8,29 @@ relative, and CSS and JS are inline (`page`). This module reads the index and wr
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
 
 from svdflow.errors import UsageError
 from svdflow.locations import Location
 from svdflow.outputs.atomic import atomic_write_bytes
 from svdflow.outputs.failures import storing
-from svdflow.outputs.index import INDEX_FILE, RunIndex
+from svdflow.outputs.index import INDEX_FILE, LEGACY_INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.report.assets import ASSETS_DIR
 from svdflow.report.cards import build_cards
-from svdflow.report.page import render_page
+from svdflow.report.page import FIRST_PAGE, PAGES_DIR, render_pages
 
-REPORT_FILE = "index.html"
+REPORT_FILE = FIRST_PAGE
 
 
 def write_report(output_dir: str) -> str:
-    """Write `<output_dir>/index.html` (and its thumbnails under `report/`); return the page's path.
+    """Write `<output_dir>/index.html`, the first page of the sheet (its other pages, thumbnails and
+    posters under `report/`); return the first page's path.
 
-    The folder must be local (a path or file:// URL) and hold the index.json of a run. A job whose
+    The folder must be local (a path or file:// URL) and hold the record of a run. A job whose
     input or output cannot be read gets a placeholder that says why; only a missing or unreadable
     index fails the report.
     """
@@ -36,11 +39,46 @@ def write_report(output_dir: str) -> str:
     # The report's own files (thumbnails, posters, the page) failing is the folder failing: exit 3.
     with storing(root, f"writing the report's images in {ASSETS_DIR}/"):
         cards = build_cards(root, index.entries.values())
-    page = render_page(cards, index, generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    pages = render_pages(cards, index, generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    with storing(root, f"writing the report's pages in {PAGES_DIR}/"):
+        os.makedirs(os.path.join(root, PAGES_DIR), exist_ok=True)
+        for name, page in pages.items():
+            if name != REPORT_FILE:
+                _replace(os.path.join(root, name), page.encode("utf-8"))
+        _remove_stale_pages(root, set(pages))
     path = os.path.join(root, REPORT_FILE)
-    with storing(root, f"writing {REPORT_FILE}"):
-        atomic_write_bytes(path, page.encode("utf-8"))
+    with storing(root, f"writing {REPORT_FILE}"):  # last: its links lead to pages already written
+        atomic_write_bytes(path, pages[REPORT_FILE].encode("utf-8"))
     return path
+
+
+def _replace(path: str, data: bytes) -> None:
+    """Write a page whole or not at all (a temporary beside it, renamed over it), without the fsyncs
+    of atomic_write_bytes: a page is made again by the next `svdflow report`, and a campaign of
+    100,000 jobs has 2,000 of them (index.html, written last, is written durably)."""
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _remove_stale_pages(root: str, written: set[str]) -> None:
+    """Pages of an earlier, bigger report (more pages than now) go, and temporaries of one that was
+    interrupted."""
+    folder = os.path.join(root, PAGES_DIR)
+    for name in os.listdir(folder):
+        stale = f"{PAGES_DIR}/{name}" not in written if not name.startswith(".") else name.endswith(".tmp")
+        if stale and (name.endswith(".html") or name.endswith(".tmp")):
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
 
 
 def _local_root(output_dir: str) -> str:
@@ -55,9 +93,9 @@ def _local_root(output_dir: str) -> str:
 def _load_index(output_dir: str, root: str) -> RunIndex:
     """The folder's index (with newer sidecars merged, as every reader sees it), or a UsageError."""
     index = RunIndex.load(OutputStore(root))
-    path = os.path.join(root, INDEX_FILE)
+    path = os.path.join(root, LEGACY_INDEX_FILE if index.unreadable not in (None, "missing") else INDEX_FILE)
     if index.unreadable == "missing":
-        raise UsageError(f"{output_dir}: no index.json here; run `svdflow run MANIFEST` first, "
+        raise UsageError(f"{output_dir}: no {INDEX_FILE} here; run `svdflow run MANIFEST` first, "
                          "or pass the output folder of a run")
     if index.unreadable and index.unreadable.startswith("cannot be read"):
         raise UsageError(f"{path}: {index.unreadable}; run `svdflow run MANIFEST` again to rewrite it")

@@ -2,7 +2,9 @@
 
 Threads, and why:
 - the main thread renders (one pipeline, loaded once, only if some job needs rendering);
-- a small pool fetches and decodes the next jobs' inputs so the accelerator never waits on I/O;
+- a small pool fetches and decodes the next jobs' inputs so the accelerator never waits on I/O (only
+  the jobs that have work: an input whose remembered hash says its job is up to date is never read,
+  and at most the prefetch window of decoded inputs is held);
 - one writer thread (svdflow.run.writer) encodes finished frames and records index entries while
   the next job denoises. It owns the index and every job's status; the render loop only sends it
   typed messages (svdflow.run.messages).
@@ -38,9 +40,10 @@ from svdflow.outputs.store import OutputStore
 from svdflow.pipeline.renderers import Renderer, make_renderer
 from svdflow.pipeline.session import PipelineSession, RenderedFrames
 from svdflow.run.entries import EntryContext
+from svdflow.run.input_hashes import InputHashes, input_stamps
 from svdflow.run.interrupts import sigterm_as_interrupt
 from svdflow.run.messages import Failed, Reencode, Rendered, Ticket, UpToDate
-from svdflow.run.planning import decide
+from svdflow.run.planning import PlannedJob, decide
 from svdflow.run.progress import Reporter
 from svdflow.run.tickets import fetch_failed, fetch_input, make_ticket, render_failed
 from svdflow.run.writer import Recorder, Status, WriterThread
@@ -118,25 +121,36 @@ class _TicketSink:
 
 
 class Executor:
-    """Renders `jobs` of `spec` in this process and records them in `index_file` of the output
-    folder (index.json, or a torchrun rank's shard). The caller holds the output folder's lock."""
+    """Renders `jobs` of `spec` in this process and records them in the output folder's record. The
+    caller holds the output folder's lock."""
 
     def __init__(self, spec: RunSpec, jobs: list[Job], store: OutputStore, options: RunOptions, reporter: Reporter,
-                 *, index_file: str = INDEX_FILE, local_rank: int = 0, guard: Callable[[], None] | None = None):
-        """`guard`: raises OutputStoreError when the output folder is no longer the one this run locked
-        (checked before each job is rendered and before its files are written)."""
+                 *, run_id: str | None = None, rank_of: int | None = None, local_rank: int = 0,
+                 guard: Callable[[], None] | None = None):
+        """`rank_of`: this process's rank in a multi-process run: it loads and records only its own
+        jobs, and leaves the compaction to rank 0. `guard`: raises OutputStoreError when the output
+        folder is no longer the one this run locked (checked before each job is rendered and before
+        its files are written)."""
         # Jobs of one shape back to back: a compiled UNet (dynamic=False) then compiles each shape once.
         self.jobs = [job for _, group in shape_groups(jobs) for job in group]
         self.spec, self.store, self.options, self.reporter = spec, store, options, reporter
-        index = RunIndex.load(store, file_name=index_file)
+        if rank_of is None:
+            index = RunIndex.load(store, run_id=run_id)
+        else:
+            index = RunIndex.load(store, run_id=f"{run_id}-r{rank_of}", only={job.id for job in self.jobs})
         index.name, index.manifest = spec.name, str(spec.manifest_path)
         self.index = index
+        self.hashes = InputHashes.load(store)
         self.recorded = index.snapshot()  # what earlier runs recorded: what decisions read
         self.session = PipelineSession(spec, self.jobs, reporter.note, local_rank=local_rank)
         self.guard = guard
-        self.writer = WriterThread(Recorder(index, reporter), EntryContext.of(spec), guard)
+        self.writer = WriterThread(Recorder(index, reporter, {job.id: job.cost() for job in self.jobs}),
+                                   EntryContext.of(spec), guard)
         self._renderer: Renderer | None = None
-        self._inputs: dict[tuple, Future] = {}
+        self._inputs: dict[tuple, Future] = {}  # the prefetch window's inputs, by (image, size, resize)
+        self._stamps: dict[str, tuple[int, str] | None] = {}
+        self._fetched: list[Job] = []  # the jobs whose input is read, in order
+        self._fetch_at = 0  # how many of them the render loop has taken
         self._pool = ThreadPoolExecutor(max_workers=max(1, options.prefetch), thread_name_prefix="svdflow-fetch")
         self._current: str | None = None  # the job the render loop is on
         self._failure_sent = False  # the render loop handed the writer a failed job
@@ -152,11 +166,16 @@ class Executor:
         try:
             with sigterm_as_interrupt():
                 try:
+                    early = self._decide_early()
                     for number, job in enumerate(self.jobs):
                         if self.writer.halted:
                             break
-                        self._prefetch(number)
-                        if not self._process(job, number):
+                        if early[number] is not None and not early[number].has_work:  # not read: up to date
+                            self.reporter.job_started(job.id, number + 1, len(self.jobs))
+                            self.writer.put(UpToDate(job))
+                            continue
+                        self._prefetch()
+                        if not self._process(job, number, early[number]):
                             break
                 except KeyboardInterrupt:
                     result.interrupted = True
@@ -176,6 +195,11 @@ class Executor:
             if self.writer.crashed is not None:
                 result.crashed = describe_bug(self.writer.crashed)
             result.statuses, result.errors = recorder.statuses, recorder.errors
+            if result.stopped is None:
+                try:
+                    self.hashes.save()
+                except OutputStoreError as exc:
+                    result.stopped = exc
             try:
                 result.orphans = recorder.close([job.id for job in self.spec.jobs], result.stopped)
             except OutputStoreError as exc:  # the final index write: the sidecars hold the record
@@ -189,19 +213,45 @@ class Executor:
             raise result.interruption(self.store)
         return result
 
-    def _prefetch(self, number: int) -> None:
-        for job in self.jobs[number: number + self.options.prefetch + 1]:
+    def _decide_early(self) -> list[PlannedJob | None]:
+        """Each job's decision by its input's remembered hash (None where there is none): one up to date
+        is never read; the others are fetched, and decided again only if the bytes read differ."""
+        images = sorted({job.image for job in self.jobs})
+        self._stamps = input_stamps(images)
+        known = self.hashes.cached(self._stamps) if not self.options.force else {}
+        early: list[PlannedJob | None] = []
+        for job in self.jobs:
+            planned = None
+            if job.image in known:
+                planned = decide(job, known[job.image], self.spec, self.recorded)
+            early.append(planned)
+        self._fetched = [job for job, planned in zip(self.jobs, early) if planned is None or planned.has_work]
+        return early
+
+    def _prefetch(self) -> None:
+        """Fetch the next jobs' inputs (the prefetch window) ahead of the render loop."""
+        for job in self._fetched[self._fetch_at: self._fetch_at + self.options.prefetch + 1]:
             key = _input_key(job)
             if key not in self._inputs:
                 self._inputs[key] = self._pool.submit(fetch_input, job)
 
-    def _process(self, job: Job, number: int) -> bool:
+    def _take_input(self, job: Job) -> Future:
+        """The job's input; dropped from the window unless a job in it shares it (a sweep's jobs do)."""
+        key = _input_key(job)
+        fetch = self._inputs[key]
+        self._fetch_at += 1
+        ahead = self._fetched[self._fetch_at: self._fetch_at + self.options.prefetch + 1]
+        if all(_input_key(other) != key for other in ahead):
+            del self._inputs[key]
+        return fetch
+
+    def _process(self, job: Job, number: int, early: PlannedJob | None = None) -> bool:
         """Render one job; False when the run must stop (--fail-fast, or the output store failed)."""
         if self.guard is not None:
             self.guard()
         self.reporter.job_started(job.id, number + 1, len(self.jobs))
         waited = time.perf_counter()
-        fetch = self._inputs[_input_key(job)]
+        fetch = self._take_input(job)
         if not fetch.done() and self._renderer is not None:
             self._renderer.finish()  # a deferred decode would wait for the next job's steps: not while idle
         try:
@@ -210,7 +260,9 @@ class Executor:
             self._send_failure(fetch_failed(job, exc, self.session))
             return not self.options.fail_fast
         timings = Timings(fetch_s=fetch_s, input_wait_s=time.perf_counter() - waited)
-        planned = decide(job, loaded.sha256, self.spec, self.recorded, self.options.force)
+        self.hashes.remember(job.image, self._stamps.get(job.image), loaded.sha256)
+        planned = early if early is not None and early.input_sha256 == loaded.sha256 else decide(
+            job, loaded.sha256, self.spec, self.recorded, self.options.force)
         if not planned.has_work:
             self.writer.put(UpToDate(job))
             return True

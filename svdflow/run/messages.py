@@ -67,4 +67,12 @@ class UpToDate:
     job: Job
 
 
-Message = Rendered | Reencode | Failed | UpToDate
+@dataclass(frozen=True)
+class Finished:
+    """A job whose entry is made already (by a cluster worker, which wrote its files): only to record."""
+
+    entry: IndexEntry
+    worker: str | None = None  # the cluster worker that rendered it
+
+
+Message = Rendered | Reencode | Failed | UpToDate | Finished

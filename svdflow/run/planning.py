@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from svdflow.errors import InputError, UsageError
-from svdflow.inputs import fetch_bytes
-from svdflow.locations import Location
 from svdflow.manifest.loader import gc_paused
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.clip import clip_shape
@@ -18,7 +14,9 @@ from svdflow.outputs.entry import IndexEntry, KeyMaterial
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.masters import master_problem
 from svdflow.outputs.ownership import owned_names
+from svdflow.outputs.storage import JobBytes
 from svdflow.outputs.store import OutputStore
+from svdflow.run.input_hashes import InputHashes
 from svdflow.run.keys import key_material
 
 UP_TO_DATE = "up to date"
@@ -53,7 +51,8 @@ class PlannedJob:
         """Something to do for it: render, re-encode (or fail)."""
         return self.status != UP_TO_DATE
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, storage: JobBytes | None = None) -> dict[str, Any]:
+        """`storage`: the job's estimated files (svdflow.outputs.storage), as `plan --json` shows them."""
         job, material = self.job, self.material
         clip = clip_shape(job.params)
         return {"id": job.id, "item_id": job.item_id, "image": job.image, "seed": job.seed,
@@ -64,7 +63,9 @@ class PlannedJob:
                 "status": self.status, "would_render": self.would_render, "would_reencode": self.would_reencode,
                 "reason": self.reason, "key": self.key,
                 "render_key": material.render_key if material else None,
-                "output_key": material.output_key if material else None, "input_sha256": self.input_sha256}
+                "output_key": material.output_key if material else None, "input_sha256": self.input_sha256,
+                **({"storage": storage.to_json(self.would_render and self.status != "input error", self.would_reencode)}
+                   if storage is not None else {})}
 
 
 def select_jobs(spec: RunSpec, only: tuple[str, ...] | list[str] = ()) -> list[Job]:
@@ -88,42 +89,53 @@ def _display_path(path) -> str:
 
 
 def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: bool = False) -> PlannedJob:
-    """Compare the job's keys with what the index recorded, and its files and master with the folder."""
+    """Compare the job's keys with what the index recorded, and its files and master with the folder
+    as the index listed it. An up-to-date job is decided on its entry's summary alone."""
     material = key_material(job, input_sha256, spec)
     planned = PlannedJob(job, "new", material.key, material, input_sha256=input_sha256)
-    entry = index.get(job.id)
-    if entry is not None:
-        planned.owned = owned_names(entry)
+    summary = index.summary(job.id)
+    if summary is not None:
+        planned.owned = owned_names(summary.outputs, summary.master)
     if force:
         planned.status, planned.reason = "forced", "--force"
-    elif entry is None:
+    elif summary is None:
         planned.reason = "not rendered yet"
-    elif entry.status != "done":
-        planned.status, planned.reason = "failed before", entry.error.message if entry.error else ""
-    elif entry.render_key != material.render_key:
-        planned.status, planned.reason = "changed", explain_change(entry.key_material, material)
-    elif entry.output_key != material.output_key or not index.outputs_intact(job.id):
-        _files_change(planned, entry, spec, index)
-    elif spec.masters and entry.master is not None and (problem := master_problem(index.store, entry.master,
-                                                                                  verify=False)):
+    elif summary.status != "done":
+        planned.status, planned.reason = "failed before", summary.error or ""
+    elif summary.render_key != material.render_key:
+        entry = index.get(job.id)
+        planned.status, planned.reason = "changed", explain_change(entry.key_material if entry else None, material)
+    elif summary.output_key != material.output_key or not index.outputs_intact(job.id):
+        _files_change(planned, index.get(job.id), spec, index)
+    elif spec.masters and summary.master is not None and (problem := _master_listed(index, *summary.master)):
         # The record promises a master that is not there: render it again, as the record says.
         planned.status = "master missing" if "missing" in problem else "master damaged"
         planned.reason = problem
     else:
         planned.status = UP_TO_DATE
-        if spec.masters and entry.master is None:
+        if spec.masters and summary.master is None:
             planned.reason = "no master; a change of its files will render it again"
     return planned
 
 
-def _files_change(planned: PlannedJob, entry: IndexEntry, spec: RunSpec, index: RunIndex) -> None:
+def _master_listed(index: RunIndex, file: str, size: int) -> str | None:
+    """What is wrong with a recorded master by the folder's listing: missing, or another size."""
+    found = index.file_size(file)
+    if found is None:
+        return f"master {file} is missing"
+    if found != size:
+        return f"master {file} has {found} bytes, recorded {size}"
+    return None
+
+
+def _files_change(planned: PlannedJob, entry: IndexEntry | None, spec: RunSpec, index: RunIndex) -> None:
     """Same pixels, other or damaged files: re-encode from the master when it is sound, else render."""
-    output_changed = entry.output_key != planned.material.output_key
-    why = explain_change(entry.key_material, planned.material) if output_changed \
+    output_changed = entry is None or entry.output_key != planned.material.output_key
+    why = explain_change(entry.key_material if entry else None, planned.material) if output_changed \
         else "an output file was removed or replaced"
     if not spec.masters:
         problem = "masters are off"
-    elif entry.master is None:
+    elif entry is None or entry.master is None:
         problem = "no master to re-encode from"
     else:
         problem = master_problem(index.store, entry.master, verify=True)
@@ -161,42 +173,30 @@ def _shown(value: Any) -> str:
     return ", ".join(value) if isinstance(value, list) else str(value)
 
 
-def input_sha256(uri: str) -> str:
-    return hashlib.sha256(fetch_bytes(uri)).hexdigest()
-
-
-def plan_run(spec: RunSpec, only: tuple[str, ...] = (), force: bool = False, workers: int = 8) -> list[PlannedJob]:
-    """Decide every selected job; inputs are hashed concurrently (remote ones are downloaded)."""
+def plan_run(spec: RunSpec, only: tuple[str, ...] = (), force: bool = False, workers: int = 8,
+             hashes: InputHashes | None = None) -> list[PlannedJob]:
+    """Decide every selected job. Inputs are hashed where `hashes` (default: the output folder's
+    remembered ones) has no hash for them as they are now; a caller that records the run saves it."""
     # 100,000 jobs make a million small objects that live on: the cyclic collector would walk
     # them again and again (a third of the time on a big campaign), and there are no cycles to find.
     with gc_paused():
-        return _plan_run(spec, only, force, workers)
+        return _plan_run(spec, only, force, workers, hashes)
 
 
-def _plan_run(spec: RunSpec, only: tuple[str, ...], force: bool, workers: int) -> list[PlannedJob]:
+def _plan_run(spec: RunSpec, only: tuple[str, ...], force: bool, workers: int,
+              hashes: InputHashes | None) -> list[PlannedJob]:
     jobs = select_jobs(spec, only)
-    index = RunIndex.load(OutputStore(spec.output_dir))
-    # Jobs of one item share an image: hash each image once. Remote ones concurrently (each waits on
-    # the network); local ones here, where threads would only queue for the GIL (10,000 files of a
-    # glob hash in ~1 s this way, ~2.5 s through the pool).
-    images = sorted({job.image for job in jobs})
-    remote = [image for image in images if not Location.parse(image).is_local]
-    hashes = {image: _safe_hash(image) for image in images if Location.parse(image).is_local}
-    if remote:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(remote)))) as pool:
-            hashes.update(zip(remote, pool.map(_safe_hash, remote)))
+    store = OutputStore(spec.output_dir)
+    index = RunIndex.load(store)
+    if hashes is None:
+        hashes = InputHashes.load(store)
+    # Jobs of one item share an image: each image once.
+    digests = hashes.hash_all(sorted({job.image for job in jobs}), workers)
     planned = []
     for job in jobs:
-        digest = hashes[job.image]
+        digest = digests[job.image]
         if isinstance(digest, InputError):
             planned.append(PlannedJob(job, "input error", reason=str(digest)))
         else:
             planned.append(decide(job, digest, spec, index, force))
     return planned
-
-
-def _safe_hash(uri: str) -> str | InputError:
-    try:
-        return input_sha256(uri)
-    except InputError as exc:
-        return exc

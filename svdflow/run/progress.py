@@ -13,11 +13,22 @@ import json
 import sys
 import threading
 import time
+from collections import deque
+from dataclasses import replace
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
+from svdflow.run.pace import Pace, pace_text
 from svdflow.terminal import printable
 
 
@@ -106,23 +117,61 @@ class PlainReporter(Reporter):
         with self._lock:
             self._done += 1
             done = self._done
-        self._line(f"[{done}/{self._total}] {job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else ""))
+        pace = _pace_of(info)
+        self._line(f"[{done}/{self._total}] {job_id}: {describe(status, info)}"
+                   + (f" ({pace_text(pace)})" if pace is not None and status != "up to date" else "")
+                   + (f" [{worker}]" if worker else ""))
+
+
+# How many finished jobs the live display lists above its bars: a campaign of 100,000 jobs must not
+# scroll 100,000 lines through the terminal (the summary names every failure; a log, where output is
+# not a terminal, gets every line from PlainReporter).
+RECENT_LINES = 8
+
+
+class _LiveProgress(Progress):
+    """rich's Progress with the last finished jobs above the bars, in the live region (redrawn in
+    place), instead of printed into the scrollback one line per job."""
+
+    def __init__(self, *columns, recent: deque, **kwargs):
+        self._recent = recent
+        super().__init__(*columns, **kwargs)
+
+    def get_renderables(self):
+        if self._recent:
+            yield Text("\n".join(self._recent), no_wrap=True, overflow="ellipsis")
+        yield self.make_tasks_table(self.tasks)
+
+
+class PaceColumn(ProgressColumn):
+    """The run's throughput and time left (`svdflow.run.pace`), counting down between jobs."""
+
+    def render(self, task) -> Text:
+        pace: Pace | None = task.fields.get("pace")
+        if pace is None:
+            return Text("")
+        stamped = task.fields.get("stamped", time.monotonic())
+        eta = None if pace.eta_s is None else max(0.0, pace.eta_s - (time.monotonic() - stamped))
+        return Text(pace_text(replace(pace, eta_s=eta)))
 
 
 class RichReporter(Reporter):
-    """Live display on a terminal: the jobs bar, the current job's steps and its stage; on a cluster,
-    one row per worker (its job, stage and steps, or its state)."""
+    """Live display on a terminal: the jobs bar with the run's throughput and time left, the last
+    finished jobs, the current job's steps and its stage; on a cluster, one row per worker (its job,
+    stage and steps, or its state). Its height stays the same however many jobs the run has."""
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, recent_lines: int = RECENT_LINES):
         self.console = console or Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.console, transient=False,
+        self._recent: deque[str] = deque(maxlen=recent_lines)
+        self.progress = _LiveProgress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), PaceColumn(),
+            console=self.console, transient=False, recent=self._recent,
         )
         self._jobs = self.progress.add_task("jobs", total=0)
         self._steps = self.progress.add_task("", total=1, visible=False)
         self._workers: dict[str, Any] = {}  # worker name -> its row's task id
         self._segments: dict[str | None, str] = {}  # per row: the current job's segment, when it has several
+        self._lock = threading.Lock()  # the recent lines: the render loop and the writer thread both finish jobs
         self.progress.start()
 
     def _row(self, worker: str | None):
@@ -160,10 +209,13 @@ class RichReporter(Reporter):
             worker, f"{job_id}: denoise{self._segments.get(worker, '')}"), completed=done, total=total)
 
     def job_finished(self, job_id, status, info, worker=None):
+        pace = _pace_of(info)
+        with self._lock:
+            # Text, not markup: "[worker-0]" (and brackets in an id or an error) are not rich styles.
+            self._recent.append(printable(f"{job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else "")))
+        fields = {} if pace is None else {"pace": pace, "stamped": time.monotonic()}
         self.progress.advance(self._jobs)
-        # markup=False: "[worker-0]" (and brackets in an id or an error) are text, not rich styles.
-        self.console.print(printable(f"{job_id}: {describe(status, info)}" + (f" [{worker}]" if worker else "")),
-                           markup=False)
+        self.progress.update(self._jobs, **fields)
 
     def worker_status(self, worker, status, info):
         self.progress.update(self._row(worker), description=self._label(worker, status), completed=0, total=1)
@@ -192,6 +244,15 @@ class Fanout(Reporter):
                 getattr(reporter, name)(*args, **kwargs)
 
         return call
+
+
+def _pace_of(info: dict[str, Any]) -> Pace | None:
+    """The pace a job_finished event carries (`Pace.to_json`'s fields), if it does."""
+    try:
+        return Pace(info["finished"], info["jobs"], info["videos"], info["elapsed_s"], info["videos_per_hour"],
+                    info["eta_s"])
+    except KeyError:
+        return None
 
 
 def describe(status: str, info: dict[str, Any]) -> str:

@@ -1,5 +1,7 @@
-"""`svdflow rerender`: one video again from its index entry, or from one of its files alone (the
-provenance every file carries), no manifest needed."""
+"""`svdflow rerender`: one video again from its entry, no manifest needed: from an output folder's
+record (the folder, or its index.jsonl: the entry's line with its run's line of runs.jsonl), from the
+job's sidecar `<id>.json` alone (a whole entry), or from one of its files alone (the provenance every
+file carries)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from svdflow.outputs.entry import Provenance
 from svdflow.outputs.ownership import names_in_the_way
 from svdflow.outputs.post import post_process
 from svdflow.outputs.provenance import read_provenance
-from svdflow.outputs.records import index_entry
+from svdflow.outputs.records import index_entry, read_record
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import output_path, write_outputs
 from svdflow.run.entries import collect_versions
@@ -38,15 +40,18 @@ class RerenderResult:
 
 
 def is_index(source: str) -> bool:
-    """An index.json (any .json) or an output folder, rather than a file svdflow wrote (or a folder
-    of PNG frames)."""
-    if source.endswith(".json"):
+    """An output folder, its index.jsonl or a .json (a sidecar, or a format 1/2 index.json), rather than
+    a file svdflow wrote (or a folder of PNG frames)."""
+    if source.endswith((".json", ".jsonl")):
         return True
     return os.path.isdir(source) and not any(name.endswith(".png") for name in os.listdir(source))
 
 
 def load_source(source: str, job_id: str | None) -> Provenance:
-    """What to render again: job `job_id` of an index (or output folder), or the job a file was made by."""
+    """What to render again: job `job_id` of an output folder's record, a sidecar's entry, or the job a
+    file was made by."""
+    if source.endswith((".json", ".jsonl")):
+        return Provenance.of(_finished(read_record(source, job_id), source))
     if is_index(source):
         if job_id is None:
             raise UsageError(f"{source}: an index holds many jobs; pass --id ID to say which (or pass one of "
@@ -59,11 +64,14 @@ def load_source(source: str, job_id: str | None) -> Provenance:
 
 
 def load_entry(index_path: str, job_id: str):
-    """The entry of `job_id` from an index.json (or an output folder holding one), with its sidecar
-    merged in as a run would; a finished one."""
-    entry = index_entry(index_path, job_id)
+    """The entry of `job_id` from an output folder's record (the folder, or its index.jsonl), with newer
+    sidecars merged in as a run would; a finished one."""
+    return _finished(index_entry(index_path, job_id), index_path)
+
+
+def _finished(entry, source: str):
     if entry.status != "done":
-        raise UsageError(f"{index_path}: job '{job_id}' has status {entry.status!r}, not done; only a "
+        raise UsageError(f"{source}: job '{entry.id}' has status {entry.status!r}, not done; only a "
                          "finished job can be rendered again (run the manifest to retry it)")
     return entry
 

@@ -2,7 +2,8 @@
 
 `Recorder` keeps the record (index entries, statuses, errors) and reports each job's end; every
 engine records through one. `WriterThread` puts a Recorder on a thread of its own, fed typed
-messages, so that encoding one job's files overlaps the next job's denoising. When the output store
+messages, so that encoding one job's files overlaps the next job's denoising (and, on Ray, so that
+recording never holds up the driver handing out jobs). When the output store
 fails (`OutputStoreError`: disk full, read-only, gone) the thread writes nothing more and hands the
 error to the render loop, which stops before its next job.
 """
@@ -11,49 +12,55 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Literal
 
 from svdflow.errors import OutputStoreError
 from svdflow.outputs.entry import IndexEntry
-from svdflow.outputs.index import INDEX_FILE, RunIndex
+from svdflow.outputs.index import RunIndex
 from svdflow.run.entries import EntryContext, finish_reencoded, finish_rendered
-from svdflow.run.messages import Message, Reencode, Rendered, UpToDate
+from svdflow.run.messages import Finished, Message, Reencode, Rendered, UpToDate
+from svdflow.run.pace import PaceMeter
 from svdflow.run.progress import Reporter
 
 Status = Literal["done", "re-encoded", "failed", "up to date"]
 
 
 class Recorder:
-    """Every job's outcome, recorded once: its entry into the index (sidecar now, index.json soon),
-    its status, its error, and the `job_finished` event."""
+    """Every job's outcome, recorded once: its entry into the index (sidecar now, its line soon),
+    its status, its error, and the `job_finished` event, which carries the run's pace (throughput and
+    time left, `svdflow.run.pace`)."""
 
-    def __init__(self, index: RunIndex, reporter: Reporter):
+    def __init__(self, index: RunIndex, reporter: Reporter, costs: Mapping[str, float] | None = None):
+        """`costs`: every job of the run, id -> `Job.cost()`, which the time left is estimated from."""
         self.index, self.reporter = index, reporter
         self.statuses: dict[str, Status] = {}
         self.errors: dict[str, str] = {}
+        self.pace = PaceMeter(costs or {})
 
     def up_to_date(self, job_id: str) -> None:
         self.statuses[job_id] = "up to date"
-        self.reporter.job_finished(job_id, "up to date", {})
+        self.reporter.job_finished(job_id, "up to date", self.pace.finished(job_id, "up to date").to_json())
 
     def record(self, entry: IndexEntry, worker: str | None = None) -> None:
         """Keep a job's entry; `worker`: the cluster worker that rendered it (named in the event).
-        OutputStoreError when its sidecar cannot be written (the job is not recorded then) or the
-        index is due and cannot be written (the job is: its sidecar is)."""
+        OutputStoreError when its sidecar cannot be written (the job is not recorded then) or a part
+        of the record is due and cannot be written (the job is: its sidecar is)."""
         self.index.record(entry)
         # Only cluster runs name a worker: a Reporter written before workers existed keeps working locally.
         named = {"worker": worker} if worker is not None else {}
         if entry.status == "failed":
             self.statuses[entry.id] = "failed"
             self.errors[entry.id] = entry.error.message
-            self.reporter.job_finished(entry.id, "failed", {"error": entry.error.message}, **named)
+            self.reporter.job_finished(entry.id, "failed", {"error": entry.error.message,
+                                                            **self.pace.finished(entry.id, "failed").to_json()}, **named)
         else:
             status: Status = "re-encoded" if entry.encoded_from == "master" else "done"
             self.statuses[entry.id] = status
             self.reporter.job_finished(entry.id, status, {"seconds": entry.timings.total_s,
-                                                          "files": [o.file for o in entry.outputs]}, **named)
+                                                          "files": [o.file for o in entry.outputs],
+                                                          **self.pace.finished(entry.id, status).to_json()}, **named)
         self.index.flush_if_due()
 
     @property
@@ -62,23 +69,20 @@ class Recorder:
         return sum(1 for status in self.statuses.values() if status in ("done", "re-encoded"))
 
     def close(self, job_ids: list[str], stopped: OutputStoreError | None = None) -> list[str]:
-        """Write the index in manifest order (`job_ids`); returns the orphans, recorded jobs no longer
-        in the manifest. Shards of a killed multi-process run, merged in when it loaded, go.
+        """Compact the record in manifest order (`job_ids`; a rank of a multi-process run only seals its
+        part); returns the orphans, recorded jobs no longer in the manifest.
 
-        `stopped`: the run was stopped by its output store failing; the index is then written if the
-        store lets it (the sidecars hold the record if not), and the shards are kept. Not into a folder
+        `stopped`: the run was stopped by its output store failing; what is kept is then sealed if the
+        store lets it (the sidecars hold the record if not), nothing is compacted. Not into a folder
         that is gone: what is there now is not the run's.
         """
         orphans = self.index.orphans(set(job_ids))
-        self.index.order_by(job_ids)
         if stopped is not None:
             if not stopped.gone:
                 with suppress(OutputStoreError):
-                    self.index.flush(force=True)
+                    self.index.seal()
             return orphans
-        self.index.flush(force=True)
-        if self.index.file_name == INDEX_FILE:
-            self.index.remove_shards()
+        self.index.finish(job_ids)
         return orphans
 
 
@@ -86,11 +90,13 @@ class WriterThread:
     """A Recorder on its own thread. The render loop only `put`s messages; the statuses and errors
     are read once `close()` has joined the thread."""
 
-    def __init__(self, recorder: Recorder, context: EntryContext, guard: Callable[[], None] | None = None):
+    def __init__(self, recorder: Recorder, context: EntryContext, guard: Callable[[], None] | None = None,
+                 *, queue_size: int = 2):
         """`guard`: raises OutputStoreError when the output folder is no longer the run's (checked
-        before each job's files are written, and before it is recorded)."""
+        before each job's files are written, and before it is recorded). `queue_size`: 2 where
+        messages carry frames (large); 0 (unbounded) where they carry entries only."""
         self.recorder, self.context, self.guard = recorder, context, guard
-        self._messages: queue.Queue[Message | None] = queue.Queue(maxsize=2)  # bounded: frames are large
+        self._messages: queue.Queue[Message | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._loop, name="svdflow-writer", daemon=True)
         self._encode_failed = threading.Event()
         self._stopped: OutputStoreError | None = None
@@ -143,6 +149,8 @@ class WriterThread:
     def _handle(self, message: Message) -> None:
         if isinstance(message, UpToDate):
             self.recorder.up_to_date(message.job.id)
+        elif isinstance(message, Finished):
+            self.recorder.record(message.entry, message.worker)
         elif isinstance(message, (Rendered, Reencode)):
             if self.guard is not None:
                 self.guard()

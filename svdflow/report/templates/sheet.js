@@ -2,8 +2,8 @@
 // works from file:// in any current browser.
 (function () {
   var sheet = document.getElementById('sheet'), sortSel = document.getElementById('sort'),
-      desc = document.getElementById('desc'), empty = document.getElementById('empty'), status = 'all';
-  // a unit is a card, or a sweep's section: units are filtered and sorted as wholes
+      desc = document.getElementById('desc');
+  // a unit is a card, or a sweep's section: units are sorted as wholes
   var units = Array.prototype.slice.call(sheet.children);
 
   function cards(u) {
@@ -15,10 +15,9 @@
     var n = Number(v);
     return isFinite(n) && /^[-+0-9.eE]+$/.test(v) ? n : v;
   }
-  // a sweep sorts by the smallest value among its visible cards
+  // a sweep sorts by the smallest value among its cards
   function unitVal(u, k) {
-    var vs = cards(u).filter(function (c) { return !c.classList.contains('off'); })
-      .map(function (c) { return val(c, k); }).filter(function (v) { return v !== null; });
+    var vs = cards(u).map(function (c) { return val(c, k); }).filter(function (v) { return v !== null; });
     if (!vs.length) return null;
     if (typeof vs[0] === 'number') {
       return Math.min.apply(null, vs.filter(function (v) { return typeof v === 'number'; }));
@@ -33,19 +32,8 @@
     if (typeof a === 'number' && typeof b === 'number') return a - b;
     return String(a).localeCompare(String(b), undefined, {numeric: true});
   }
+  // the status filters are pages of their own (links); sorting orders this page's units
   function apply() {
-    var shown = 0;
-    units.forEach(function (u) {
-      var any = false;
-      cards(u).forEach(function (c) {
-        var on = status === 'all' || c.getAttribute('data-status') === status;
-        c.classList.toggle('off', !on);
-        if (on) any = true;
-      });
-      u.hidden = !any;
-      if (any) shown++;
-    });
-    if (units.length) empty.hidden = shown > 0;
     var k = sortSel.value, sign = desc.checked ? -1 : 1;
     units.slice().sort(function (a, b) {
       var r = cmp(unitVal(a, k), unitVal(b, k));
@@ -55,15 +43,6 @@
     }).forEach(function (u) { sheet.appendChild(u); });
   }
 
-  Array.prototype.forEach.call(document.querySelectorAll('[data-filter]'), function (b) {
-    b.addEventListener('click', function () {
-      status = b.getAttribute('data-filter');
-      Array.prototype.forEach.call(document.querySelectorAll('[data-filter]'), function (o) {
-        o.setAttribute('aria-pressed', String(o === b));
-      });
-      apply();
-    });
-  });
   sortSel.addEventListener('change', apply);
   desc.addEventListener('change', apply);
 

@@ -1,7 +1,8 @@
 """The Ray engine: one driver, a pool of Ray actors rendering one manifest across a cluster.
 
 The driver (this process) holds the output folder's lock, plans the run (`plan_run`), and is the
-only writer of index.json (a `Recorder`, no shards). Each worker (svdflow.run.engines.ray_worker)
+only writer of the record (a `Recorder`, on a writer thread of its own: recording a job, which
+writes its sidecar and now and then a part of the record, never holds up handing out the next). Each worker (svdflow.run.engines.ray_worker)
 is an actor with one pipeline: one per GPU (num_gpus=1), or on CPUs one per `cpus_per_worker`
 CPUs. A free worker takes the longest job still waiting (svdflow.run.engines.scheduling), writes
 its files to the output store itself (while it renders its next job) and answers with the job's entry.
@@ -24,7 +25,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
 from svdflow.errors import EnvironmentProblem, InputError, JobError, OutputStoreError, RenderError, UsageError
@@ -45,14 +46,15 @@ from svdflow.run.engines.ray_worker import (
     WorkerEvent,
 )
 from svdflow.run.engines.scheduling import Assignment, Scheduler
-from svdflow.run.entries import EntryContext, finish_reencoded
+from svdflow.run.entries import EntryContext
 from svdflow.run.executor import RunOptions, RunResult
+from svdflow.run.input_hashes import InputHashes
 from svdflow.run.interrupts import sigterm_as_interrupt
-from svdflow.run.messages import Failed, Reencode
+from svdflow.run.messages import Failed, Finished, Reencode, UpToDate
 from svdflow.run.planning import PlannedJob, plan_run
 from svdflow.run.progress import Reporter
 from svdflow.run.tickets import fetch_failed, fetch_input, make_ticket
-from svdflow.run.writer import Recorder
+from svdflow.run.writer import Recorder, WriterThread
 from svdflow.settings import Settings, load_settings
 
 RAY_EXTRA = "svdflow[ray]"
@@ -143,8 +145,11 @@ class Driver:
         self.options, self.reporter, self.ray_options, self.settings = options, reporter, ray_options, settings
         index = RunIndex.load(store)
         index.name, index.manifest = spec.name, str(spec.manifest_path)
-        self.recorder = Recorder(index, reporter)
+        self.recorder = Recorder(index, reporter, {job.id: job.cost() for job in jobs})
         self.context = EntryContext.of(spec)
+        # Entries only (the workers wrote the files): unbounded, so that handing one over never waits.
+        self.writer = WriterThread(self.recorder, self.context, queue_size=0)
+        self.hashes = InputHashes.load(store)  # saved once the run has ended, as a local run does
         self._started = 0  # jobs handed to workers so far (job_started's number)
         self._stop = False  # --fail-fast saw a failure
 
@@ -152,18 +157,25 @@ class Driver:
         started = time.perf_counter()
         result = RunResult(self.spec)
         self.reporter.run_started(self.spec.name, len(self.jobs), self.spec.output_dir)
+        self.writer.start()
         try:
             with sigterm_as_interrupt():
                 try:
-                    pending = self._plan()
-                    if pending and not self._stop:
-                        self._render(pending)
+                    self._run()
+                    self._check_writer()
                 except KeyboardInterrupt:
                     result.interrupted = True
                 except OutputStoreError as exc:  # a worker's or this process's write: every worker is stopped
                     result.stopped = exc
         finally:
+            self.writer.close()
+            result.stopped = result.stopped or self.writer.stopped
             result.statuses, result.errors = self.recorder.statuses, self.recorder.errors
+            if result.stopped is None:
+                try:
+                    self.hashes.save()
+                except OutputStoreError as exc:
+                    result.stopped = exc
             try:
                 result.orphans = self.recorder.close([job.id for job in self.spec.jobs], result.stopped)
             except OutputStoreError as exc:  # the final index write: the sidecars hold the record
@@ -178,7 +190,8 @@ class Driver:
     def _plan(self) -> list[PlannedJob]:
         """Record what needs no worker (up to date, unreadable input); the rest is pending."""
         pending = []
-        for planned in plan_run(self.spec, only=self.options.only, force=self.options.force):
+        planned_jobs = plan_run(self.spec, only=self.options.only, force=self.options.force, hashes=self.hashes)
+        for planned in planned_jobs:
             if planned.status == "input error":
                 self._record(self.context.failed(fetch_failed(planned.job, InputError(planned.reason), None)))
             elif planned.would_render:
@@ -186,10 +199,18 @@ class Driver:
             elif planned.would_reencode:
                 self._reencode(planned)
             else:
-                self.recorder.up_to_date(planned.job.id)
-            if self._stop:
+                self.writer.put(UpToDate(planned.job))
+            if self._stopping():
                 return []
         return pending
+
+    def _stopping(self) -> bool:
+        """--fail-fast saw a failure (a re-encode's is seen on the writer thread), or the store failed."""
+        return self._stop or (self.options.fail_fast and self.writer.encode_failed) or self.writer.stopped is not None
+
+    def _check_writer(self) -> None:
+        if self.writer.stopped is not None:
+            raise self.writer.stopped
 
     def _reencode(self, planned: PlannedJob) -> None:
         """Only the files change: encoded again here from the master, as a local run does (no worker,
@@ -202,31 +223,53 @@ class Driver:
             return
         ticket = make_ticket(planned, loaded, Timings(fetch_s=fetch_s))
         self.reporter.job_stage(job.id, "re-encode")
-        self._record(finish_reencoded(Reencode(ticket, self.recorder.index.get(job.id)), self.context))
+        self.writer.put(Reencode(ticket, self.recorder.index.get(job.id)))
 
     def _record(self, entry: IndexEntry, worker: str | None = None) -> None:
-        self.recorder.record(entry, worker)
+        """To the writer thread: the driver goes on handing out jobs while it is recorded."""
+        self.writer.put(Finished(entry, worker))
         if entry.status == "failed" and self.options.fail_fast:
             self._stop = True
 
-    def _render(self, pending: list[PlannedJob]) -> None:
+    def _run(self) -> None:
+        """Plan, then render what is pending. When some job will render whatever the plan says (the
+        record has no finished entry for it), the workers are started first: each loads its pipeline
+        while this process hashes the inputs and plans, so the first jobs do not wait for a model
+        load. A rerun of a finished campaign plans first and starts no worker unless one is needed."""
         changes = ProcessChanges()
         # Ray prints its workers' deaths and its own warnings on the driver's stdout; stdout is for
         # --json's events (whose reporter holds the real stream): Ray's lines go to stderr.
         changes.set_attr(sys, "stdout", sys.stderr)
         try:
-            with self._connected():
-                pool = WorkerPool.start(self.ray, self._worker_spec(), pending, self._worker_shape(len(pending)),
-                                        worker_environment(self.settings), self.reporter)
-                try:
-                    self._drive(Scheduler(pending), pool)
-                finally:
-                    try:
-                        self._settle(pool)
-                    finally:
-                        pool.close()
+            with ExitStack() as stack:
+                pool = self._start_workers(stack, len(self.jobs)) if self._surely_renders() else None
+                pending = self._plan()
+                if pending and not self._stopping():
+                    self._drive(Scheduler(pending), pool or self._start_workers(stack, len(pending)))
         finally:
             changes.restore()
+
+    def _surely_renders(self) -> bool:
+        """Some selected job has no finished entry in the record: it renders (or fails), whatever else
+        the plan finds."""
+        index = self.recorder.index
+        return any((entry := index.summary(job.id)) is None or entry.status != "done" for job in self.jobs)
+
+    def _start_workers(self, stack: ExitStack, most: int) -> WorkerPool:
+        """Connect, start at most `most` workers (each sets its pipeline up at once), and have `stack`
+        stop them when the run ends: once the files they are writing are written, then Ray."""
+        stack.enter_context(self._connected())
+        pool = WorkerPool.start(self.ray, self._worker_spec(), self.jobs, self._worker_shape(most),
+                                worker_environment(self.settings), self.reporter)
+
+        def stop() -> None:
+            try:
+                self._settle(pool)
+            finally:
+                pool.close()
+
+        stack.callback(stop)
+        return pool
 
     def _settle(self, pool: WorkerPool) -> None:
         """Before the workers are stopped (the run is done, interrupted, failed fast or its store
@@ -238,10 +281,8 @@ class Driver:
                            "written (Ctrl-C again to abandon them)")
         for outcome in pool.finishing(SETTLE_S):
             if isinstance(outcome, Answered) and isinstance(outcome.reply, JobAnswer):
-                try:
-                    self.recorder.record(outcome.reply.entry, outcome.worker)
-                except OutputStoreError:  # the store failed: the next run renders what is not recorded
-                    return
+                # (if the store failed, the writer drops it: the next run renders what is not recorded)
+                self.writer.put(Finished(outcome.reply.entry, outcome.worker))
 
     def _worker_spec(self) -> RunSpec:
         """The spec the workers render with: the manifest's, less overlap_decode, which needs a next
@@ -274,7 +315,7 @@ class Driver:
         finally:
             ray.shutdown()
 
-    def _worker_shape(self, pending: int) -> WorkerShape:
+    def _worker_shape(self, most: int) -> WorkerShape:
         resources = self.ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
         hardware = self.spec.hardware
@@ -284,19 +325,20 @@ class Driver:
             self.reporter.note(f"ray: the output folder {self.spec.output_dir} is a local path: every node must see "
                                "it at that path (a shared filesystem), or use an fsspec URL")
         if gpus and not on_cpu:
-            shape = WorkerShape(min(gpus, pending), {"num_gpus": 1, "num_cpus": 1}, "1 GPU per worker")
+            shape = WorkerShape(min(gpus, most), {"num_gpus": 1, "num_cpus": 1}, "1 GPU per worker")
         else:
             per = self.ray_options.cpus_per_worker or self.settings.cpu_threads
             if cpus < per:
                 raise EnvironmentProblem(f"the Ray cluster has {cpus} CPU{'s' * (cpus != 1)} and no GPU for this "
                                          f"manifest; a worker needs {per} (--cpus-per-worker); add nodes or lower it")
-            shape = WorkerShape(min(cpus // per, pending), {"num_cpus": per}, f"{per} CPU{'s' * (per != 1)} per worker")
+            shape = WorkerShape(min(cpus // per, most), {"num_cpus": per}, f"{per} CPU{'s' * (per != 1)} per worker")
         self.reporter.note(f"ray: {shape.count} worker{'s' * (shape.count != 1)} ({shape.describe}) on "
                            f"{nodes} node{'s' * (nodes != 1)}")
         return shape
 
     def _drive(self, scheduler: Scheduler, pool: WorkerPool) -> None:
-        while not scheduler.finished and not self._stop:
+        while not scheduler.finished and not self._stopping():
+            self._check_writer()
             for worker in pool.up():
                 if not scheduler.can_take(worker):
                     continue

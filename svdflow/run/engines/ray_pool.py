@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from svdflow.manifest.resolve import RunSpec
+from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.run.engines.ray_worker import (
     NotSetUp,
     RayRenderWorker,
@@ -24,7 +24,6 @@ from svdflow.run.engines.ray_worker import (
     WorkerInfo,
 )
 from svdflow.run.engines.scheduling import CONCURRENT_CALLS, Assignment
-from svdflow.run.planning import PlannedJob
 from svdflow.run.progress import Reporter
 
 NAMESPACE = "svdflow"  # the run's actors are named svdflow-<run>-worker-<n> in it (`ray list actors`)
@@ -108,8 +107,10 @@ class WorkerPool:
             self._revive(worker)
 
     @classmethod
-    def start(cls, ray, spec: RunSpec, pending: list[PlannedJob], shape: WorkerShape, env: dict[str, str],
+    def start(cls, ray, spec: RunSpec, jobs: list[Job], shape: WorkerShape, env: dict[str, str],
               reporter: Reporter) -> WorkerPool:
+        """Start the workers; each sets itself up (its pipeline loaded) at once. `jobs`: the run's jobs
+        (the pipeline sizes its compile decision on them), before or after planning."""
         from ray.util.queue import Queue
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -120,7 +121,7 @@ class WorkerPool:
         events = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE, "name": f"svdflow-{run}-events",
                                       "scheduling_strategy": here})
         # Put once, read by every actor and again after each restart (the pool keeps them).
-        work = (ray.put(spec), ray.put([p.job for p in pending]), events)
+        work = (ray.put(spec), ray.put(list(jobs)), events)
         actor = ray.remote(RayRenderWorker)
         handles = {}
         for number in range(shape.count):

@@ -126,13 +126,25 @@ class RenderWorker:
         # takes; on Ray they run in two threads, and a dict's one-key set and pop hold the GIL.
         self._rendered: dict[tuple[str, int], Rendered] = {}
         self._step_sent = 0.0  # when the last step's news went (time.monotonic)
+        self._broken: SvdflowError | None = None  # why `prepare` could not build the pipeline
 
     def ready(self) -> WorkerInfo:
         return WorkerInfo(self.name, os.getpid(), socket.gethostname())
 
+    def prepare(self) -> None:
+        """Build the pipeline now, before any job comes (on Ray: while the driver plans). A model that
+        does not load, or a device that is unusable, is said by the first job's answer (`WorkerBroken`),
+        as when the first job loads it."""
+        try:
+            self.session.load()
+        except SvdflowError as exc:
+            self._broken = exc
+
     def render(self, assignment: Assignment) -> Reply:
         """Fetch and render one job: `RenderDone` (then `finish` it), its entry if it failed, or
         `WorkerBroken`."""
+        if self._broken is not None:
+            return WorkerBroken(self.name, self._broken)
         planned = assignment.planned
         job = planned.job
         self._emit(StageEvent(self.name, job.id, assignment.attempt, "fetch"))
@@ -207,11 +219,15 @@ class RayRenderWorker:
         self.worker: RenderWorker | None = None
 
     def setup(self, spec: RunSpec, jobs: Sequence[Job], events) -> WorkerInfo:
-        """`events`: the driver's ray.util.queue.Queue."""
+        """Build the worker and its pipeline; answers once the model is loaded, so the first job does not
+        wait for it (the driver starts the workers before it plans). `events`: the driver's
+        ray.util.queue.Queue."""
         import ray
 
-        self.worker = RenderWorker(self.name, spec, jobs, _Unawaited(events))
-        return replace(self.worker.ready(), node=ray.get_runtime_context().get_node_id())
+        worker = RenderWorker(self.name, spec, jobs, _Unawaited(events))
+        worker.prepare()
+        self.worker = worker  # only now: a render call that arrives sooner answers NotSetUp
+        return replace(worker.ready(), node=ray.get_runtime_context().get_node_id())
 
     def render(self, assignment: Assignment) -> Reply:
         if self.worker is None:

@@ -1,10 +1,10 @@
 """The torchrun engine. Many processes, one manifest: the launcher (accelerate, torchrun, mpirun)
 makes the processes, svdflow only reads who it is from the environment and splits the work.
 
-Rank 0 decides which jobs are pending and how to share them, and broadcasts that decision, so
-every rank acts on the same plan even while others have already started writing. Each rank
-renders its share on its own device and keeps its own index shard; rank 0 merges the shards into
-index.json once every rank is done.
+Rank 0 decides which jobs are pending and how to share them, and broadcasts that decision (and the
+run's id), so every rank acts on the same plan even while others have already started writing. Each
+rank renders its share on its own device, loads the record of its own jobs only and appends their
+lines to parts of its own; rank 0 compacts them into index.jsonl once every rank is done.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import Any
 
 from svdflow.errors import OutputStoreError, SvdflowError
 from svdflow.manifest.resolve import Job, RunSpec
-from svdflow.outputs.index import INDEX_FILE, RunIndex, shard_name
+from svdflow.outputs.index import INDEX_FILE, RunIndex, new_run_id
 from svdflow.outputs.lock import claim_output_dir
 from svdflow.outputs.store import OutputStore
 from svdflow.run.executor import Executor, RunOptions, RunResult
+from svdflow.run.input_hashes import InputHashes
 from svdflow.run.planning import plan_run
 from svdflow.run.progress import Reporter
 from svdflow.settings import load_settings
@@ -123,6 +124,12 @@ class Group:
         dist.gather_object(value, out, dst=0)
         return out
 
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        import torch.distributed as dist
+
+        dist.barrier()
+
     def close(self) -> None:
         if self._owned:
             import torch.distributed as dist
@@ -136,14 +143,16 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
     """This rank's share of the run; on rank 0, the whole run's result once every rank is done."""
     group = Group(world)
     lock = None
+    gathered = False
     try:
         decision: dict[str, Any] | None = None
+        hashes = InputHashes.load(store) if world.is_main else None
         if world.is_main:
             try:
                 lock = claim_output_dir(store)
                 if warning := lock.takeover_warning():
                     reporter.note(warning)
-                decision = _share_pending(spec, options, world.size)
+                decision = _share_pending(spec, options, world.size, hashes)
             except SvdflowError as exc:
                 decision = {"error": str(exc), "exit_code": exc.exit_code}
         decision = group.broadcast(decision)
@@ -151,12 +160,13 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
             raise _error_from_rank0(decision)
         mine = set(decision["shares"][world.rank])
         executor = Executor(spec, [job for job in jobs if job.id in mine], store, options, reporter,
-                            index_file=shard_name(world.rank), local_rank=world.local_rank,
+                            run_id=decision["run_id"], rank_of=world.rank, local_rank=world.local_rank,
                             guard=lock.check if lock is not None else None)
         result = executor.execute()
         # A rank whose output store failed stopped rendering; it still reports here, so that no rank
         # waits for it, and rank 0 says it once every share is recorded.
         everyone = group.gather({"statuses": result.statuses, "errors": result.errors, "stopped": result.stopped})
+        gathered = True
         if not world.is_main:
             return result
         merged = RunResult(spec, seconds=result.seconds, orphans=result.orphans)
@@ -168,30 +178,35 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
         if merged.stopped is not None and merged.stopped.gone:  # what is there now is not the run's folder
             raise merged.store_failure()
         index = RunIndex.load(store)
-        index.name, index.manifest = spec.name, str(spec.manifest_path)
-        index.order_by([job.id for job in spec.jobs])
         try:
-            index.flush(force=True)
-            index.remove_shards()
-        except OutputStoreError as exc:  # the shards and sidecars keep the record
+            if merged.stopped is None:
+                index.finish([job.id for job in spec.jobs])
+                hashes.save()  # every rank's is saved by now: this one holds them all
+        except OutputStoreError as exc:  # the parts and sidecars keep the record
             merged.stopped = merged.stopped or exc
         merged.masters_bytes = index.masters_bytes()
         if merged.stopped is not None:
             raise merged.store_failure()
-        reporter.note(f"merged {world.size} index shards into {store.path(INDEX_FILE)}")
+        reporter.note(f"merged {world.size} ranks' records into {store.path(INDEX_FILE)}")
         return merged
     finally:
         if lock is not None:
             lock.release()
+        if gathered:
+            # Every rank leaves the group together, once rank 0 has merged the shards: no rank tears
+            # its connections down and exits while another still holds the group open (about one
+            # launch in 15 aborted in gloo's teardown that way after every job was recorded, and the
+            # launcher exited 1).
+            group.barrier()
         group.close()
 
 
-def _share_pending(spec: RunSpec, options: RunOptions, size: int) -> dict[str, Any]:
+def _share_pending(spec: RunSpec, options: RunOptions, size: int, hashes: InputHashes) -> dict[str, Any]:
     """Rank 0's decision: which jobs render (or re-encode) where. Up-to-date jobs are nobody's work."""
-    planned = plan_run(spec, only=options.only, force=options.force)
+    planned = plan_run(spec, only=options.only, force=options.force, hashes=hashes)
     pending = [p.job for p in planned if p.has_work]
     return {"shares": assign([(job.id, job.cost()) for job in pending], size),
-            "up_to_date": [p.job.id for p in planned if not p.has_work]}
+            "up_to_date": [p.job.id for p in planned if not p.has_work], "run_id": new_run_id()}
 
 
 def _error_from_rank0(decision: dict[str, Any]) -> SvdflowError:

@@ -6,8 +6,13 @@ can read the model's own `num_frames` without importing torch.
 
 from __future__ import annotations
 
+# Recorded as the "revision" of builtin:tiny. Bump it whenever anything changes the tiny pipeline's
+# weights or configs (here or in pipeline/tiny.py), so that old index entries are not silently
+# re-rendered differently.
+TINY_REVISION = "builtin-tiny-v1"
+
 # UNetSpatioTemporalConditionModel's arguments. Changing any of them changes the tiny weights:
-# bump tiny.TINY_REVISION with it.
+# bump TINY_REVISION with it.
 TINY_UNET_CONFIG: dict = {
     "sample_size": 32,
     "in_channels": 8,

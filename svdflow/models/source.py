@@ -1,5 +1,6 @@
-"""What kind of source a manifest's `model.source` names (builtin, local folder, hub id) and where
-the Hugging Face cache is, without torch: validation asks these too, and must stay fast.
+"""What kind of source a manifest's `model.source` names (builtin, local folder, hub id), where a
+builtin's files are, and where the Hugging Face cache is, without torch: validation asks these too,
+and must stay fast.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from pathlib import Path
 from huggingface_hub import constants as hf_constants
 
 BUILTIN_TINY = "builtin:tiny"
+BUILTIN_TOY = "builtin:toy"
+BUILTINS = (BUILTIN_TINY, BUILTIN_TOY)
+
+# builtin:toy's trained pipeline folder (package data), loaded like any local model folder.
+TOY_FOLDER = Path(__file__).resolve().parent / "toy"
 
 _PATH_PREFIXES = ("./", "../", "/", "~", ".\\", "..\\")
 

@@ -1,4 +1,5 @@
-"""Per-job defaults that follow the model: its own `num_frames`, and SVD-XT 1.1's fixed conditioning.
+"""Per-job defaults that follow the model: its own `num_frames`, SVD-XT 1.1's fixed conditioning, and
+builtin:toy's guidance.
 
 Read from plain JSON (a local folder's or the hub cache's `unet/config.json`) or from known values,
 never by loading weights or importing torch, and never by downloading: validation stays fast and
@@ -12,8 +13,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from svdflow.pipeline.model_source import BUILTIN_TINY, describe_source, hub_cache_dir, resolve_local
-from svdflow.pipeline.tiny_config import TINY_UNET_CONFIG
+from svdflow.models.source import (
+    BUILTIN_TINY,
+    BUILTIN_TOY,
+    BUILTINS,
+    describe_source,
+    hub_cache_dir,
+    resolve_local,
+)
+from svdflow.models.tiny_config import TINY_UNET_CONFIG
+from svdflow.models.toy_config import TOY_DEFAULTS, TOY_UNET_CONFIG
 
 SVD = "stabilityai/stable-video-diffusion-img2vid"
 SVD_XT = "stabilityai/stable-video-diffusion-img2vid-xt"
@@ -22,6 +31,7 @@ SVD_XT_1_1 = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
 # The models' unet/config.json num_frames, known without reading it (SVD-XT 1.1 is gated: its
 # config is not readable without accepting the licence).
 _KNOWN_NUM_FRAMES = {SVD: 14, SVD_XT: 25, SVD_XT_1_1: 25}
+_BUILTIN_NUM_FRAMES = {BUILTIN_TINY: TINY_UNET_CONFIG["num_frames"], BUILTIN_TOY: TOY_UNET_CONFIG["num_frames"]}
 # SVD-XT 1.1's model card: "finetuned with fixed conditioning at 6FPS and Motion Bucket Id 127".
 _FIXED_CONDITIONING = {SVD_XT_1_1: {"fps": 6, "motion_bucket_id": 127}}
 
@@ -42,9 +52,14 @@ class ModelDefaults:
 
 
 def fixed_model_defaults(source: str) -> ModelDefaults:
-    """The defaults known from the source's name alone (no file read): SVD-XT 1.1's conditioning."""
+    """The defaults known from the source's name alone (no file read): SVD-XT 1.1's conditioning,
+    builtin:toy's guidance."""
     fixed = _FIXED_CONDITIONING.get(source, {})
-    return ModelDefaults(source, dict(fixed), dict(fixed), "model card" if fixed else "")
+    if fixed:
+        return ModelDefaults(source, dict(fixed), dict(fixed), "model card")
+    if source == BUILTIN_TOY:
+        return ModelDefaults(source, dict(TOY_DEFAULTS), {}, "config")
+    return ModelDefaults(source, {}, {}, "")
 
 
 def model_defaults(source: str, revision: str | None, manifest_dir: str | os.PathLike) -> ModelDefaults:
@@ -55,9 +70,10 @@ def model_defaults(source: str, revision: str | None, manifest_dir: str | os.Pat
                              "model card")
     kind = describe_source(source, manifest_dir)
     if kind == "builtin":
-        if source != BUILTIN_TINY:
-            raise ModelConfigUnreadable(f"no such builtin model; the only one is {BUILTIN_TINY}")
-        return ModelDefaults(source, {"num_frames": TINY_UNET_CONFIG["num_frames"]}, {}, "unet config")
+        if source not in BUILTINS:
+            raise ModelConfigUnreadable(f"no such builtin model; the builtins are {' and '.join(BUILTINS)}")
+        return ModelDefaults(source, {**known.values, "num_frames": _BUILTIN_NUM_FRAMES[source]}, {},
+                             known.basis or "unet config")
     if kind == "local":
         folder = resolve_local(source, manifest_dir)
         config = folder / "unet" / "config.json"

@@ -1,0 +1,306 @@
+"""The record of a campaign of N jobs: what recording, loading, planning and re-running it cost.
+
+For each N: a manifest with a table of N rows (over 1,000 distinct small PNGs, cycled), resolved by
+svdflow itself; every job's keys from svdflow's own planning; entries copied from one real entry (a
+builtin:tiny render) with each job's id, keys, parameters, input and files; outputs and masters as
+small files of the recorded size. Nothing is rendered: every job is recorded as done, so `plan` and
+`run` find all of them up to date (that is the cost measured: the bookkeeping around the renders).
+
+Measured:
+- record: ms per job of `RunIndex.record` + `flush_if_due` (sidecar, line, sealed parts, compactions)
+  over the first and the last 1,000 jobs, and all bytes written over the campaign;
+- load: `RunIndex.load` in a new process (seconds after its imports, peak RSS);
+- plan / run: `svdflow plan --json` and `svdflow run --json` of the finished campaign, new processes
+  (wall seconds, peak RSS), first cold (no remembered input hashes), then warm;
+- s3 (with --s3): the same folder on a moto S3 server on loopback: the requests a `plan` and a
+  `run` of the finished campaign make, counted from the server's request log.
+
+    .venv/bin/python benchmarks/bench_record.py [--sizes 1000,10000,100000] [--s3 1000] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import write_image  # noqa: E402
+
+IMAGES = 1000
+DUMMY = b"svdflow-bench-output\n"  # what each output and master "is": the record's sizes say so
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+
+
+def template_entry(work: Path) -> dict:
+    """One real entry: a builtin:tiny job rendered here (JSON of its sidecar)."""
+    folder = work / "template"
+    folder.mkdir()
+    write_image(folder / "a.png")
+    (folder / "m.yaml").write_text("svdflow: 1\nname: t\nmodel: {source: 'builtin:tiny'}\nhardware: {profile: cpu}\n"
+                                   "output: {dir: out, formats: [mp4]}\ndefaults: {num_frames: 4, "
+                                   "num_inference_steps: 2, width: 64, height: 64}\nitems:\n  - id: a\n    image: a.png\n")
+    subprocess.run([sys.executable, "-m", "svdflow", "run", str(folder / "m.yaml")], env=ENV, check=True,
+                   capture_output=True)
+    return json.loads((folder / "out" / "a.json").read_text())
+
+
+def campaign(work: Path, n: int, output_dir: str) -> Path:
+    folder = work / f"n{n}"
+    images = work / "images"
+    if not images.exists():
+        images.mkdir()
+        for i in range(IMAGES):
+            write_image(images / f"{i:04d}.png", 32, 32, seed=i)
+    folder.mkdir()
+    rows = "".join(f"j{i:06d},{images}/{i % IMAGES:04d}.png\n" for i in range(n))
+    (folder / "shots.csv").write_text("id,image\n" + rows)
+    (folder / "m.yaml").write_text(
+        f"svdflow: 1\nname: bench\nmodel: {{source: 'builtin:tiny'}}\nhardware: {{profile: cpu}}\n"
+        f"output: {{dir: '{output_dir}', formats: [mp4]}}\ndefaults: {{num_frames: 4, num_inference_steps: 2, "
+        "width: 64, height: 64}\nitems:\n  - table: shots.csv\n")
+    return folder / "m.yaml"
+
+
+class CountingStore:
+    """An OutputStore that counts the bytes it writes."""
+
+    def __init__(self, store):
+        self.store, self.written = store, 0
+        self.original = store.write_bytes
+
+        def write_bytes(name, data):
+            self.written += len(data)
+            self.original(name, data)
+
+        store.write_bytes = write_bytes
+
+
+def record_campaign(manifest: Path, template: dict, n: int, store_url: str | None = None) -> dict:
+    """Write the finished campaign's record through RunIndex.record, timing it."""
+    from svdflow.api import load_run_spec
+    from svdflow.outputs.entry import IndexEntry
+    from svdflow.outputs.index import RunIndex
+    from svdflow.outputs.masters import master_name
+    from svdflow.outputs.store import OutputStore
+    from svdflow.run.input_hashes import input_sha256
+    from svdflow.run.keys import key_material
+
+    spec = load_run_spec(manifest)
+    store = OutputStore(store_url or spec.output_dir)
+    store.makedirs()
+    hashes = {image: input_sha256(image) for image in sorted({job.image for job in spec.jobs})}
+    base = IndexEntry.model_validate(template)
+    entries = []
+    for job in spec.jobs:
+        material = key_material(job, hashes[job.image], spec)
+        out = base.outputs[0].model_copy(update={"file": f"{job.id}.mp4", "bytes": len(DUMMY)})
+        master = base.master.model_copy(update={"file": master_name(job.id), "bytes": len(DUMMY)})
+        entries.append(base.model_copy(update={
+            "id": job.id, "item_id": job.item_id, "key": material.key, "render_key": material.render_key,
+            "output_key": material.output_key, "key_material": material, "params": job.params, "seed": job.seed,
+            "seed_origin": job.seed_origin, "sweep": job.sweep,
+            "input": base.input.model_copy(update={"uri": job.image, "sha256": hashes[job.image]}),
+            "outputs": [out], "master": master, "output": base.output.model_copy(update={"formats": ["mp4"]}),
+            "run": base.run.model_copy(update={"name": spec.name, "manifest": str(spec.manifest_path)})}))
+        if store.is_local:
+            (Path(store.root) / f"{job.id}.mp4").write_bytes(DUMMY)
+        else:
+            store.fs.pipe_file(f"{store.root}/{job.id}.mp4", DUMMY)
+    if store.is_local:
+        masters = Path(store.root) / ".svdflow" / "masters"
+        masters.mkdir(parents=True, exist_ok=True)
+        for job in spec.jobs:
+            (masters / f"{job.id}.mkv").write_bytes(DUMMY)
+    else:
+        store.fs.pipe({f"{store.root}/{master_name(job.id)}": DUMMY for job in spec.jobs})
+    counting = CountingStore(store)
+    index = RunIndex.load(store)
+    window = min(1000, n)
+    row: dict = {}
+    if n > BULK_ABOVE:
+        # Recording all N at ~15 ms a job (two fsyncs a sidecar on this disk) would take most of an
+        # hour: the first N - 1,000 are recorded without fsync, then the last 1,000 as a run does.
+        store.write_bytes = _plain_writer(store)
+        for entry in entries[:-window]:
+            index.record(entry)
+            index.flush_if_due()
+        store.write_bytes = counting.store.write_bytes = _counted(counting)
+        row["bulk_recorded"] = n - window
+    times = []
+    started = time.perf_counter()
+    for entry in entries[-window:] if n > BULK_ABOVE else entries:
+        t = time.perf_counter()
+        index.record(entry)
+        index.flush_if_due()
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    index.finish([job.id for job in spec.jobs])
+    finish_s = time.perf_counter() - t
+    total = time.perf_counter() - started
+    row.update({"record_first_ms": round(sum(times[:window]) / window * 1000, 3),
+                "record_last_ms": round(sum(times[-window:]) / window * 1000, 3),
+                "record_total_s": round(total, 2), "final_compaction_s": round(finish_s, 2),
+                "bytes_written": counting.written, "index_jsonl_bytes": store.size("index.jsonl"),
+                "sidecar_bytes": store.size(f"{spec.jobs[0].id}.json")})
+    return row
+
+
+BULK_ABOVE = 20000
+
+
+def _plain_writer(store):
+    def write_bytes(name, data):
+        path = Path(store.root) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return write_bytes
+
+
+def _counted(counting):
+    def write_bytes(name, data):
+        counting.written += len(data)
+        counting.original(name, data)
+    return write_bytes
+
+
+def child(code: str) -> str:
+    """Python `code` in a new process: its stdout."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True).stdout
+
+
+# Peak RSS from /proc/self/status (VmHWM): ru_maxrss would carry this benchmark's own peak into the
+# children it starts (Linux keeps it across fork and exec).
+PEAK_MB = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+# Timed from after the imports (they take seconds on a loaded machine and do not grow with N).
+LOAD = ("import time; from svdflow.outputs.index import RunIndex; "
+        "from svdflow.outputs.store import OutputStore; t = time.perf_counter(); i = RunIndex.load(OutputStore({!r})); "
+        f"print(len(i), time.perf_counter() - t, {PEAK_MB})")
+
+CLI_TIMED = ("import sys, time, runpy; sys.argv = ['svdflow'] + sys.argv[1:]; t = time.perf_counter()\n"
+             "try:\n    runpy.run_module('svdflow', run_name='__main__')\n"
+             "except SystemExit as e:\n    code = e.code\n"
+             f"print('BENCH', time.perf_counter() - t, {PEAK_MB}, code, file=sys.stderr)")
+
+
+def cli(*args: str, env: dict | None = None) -> tuple[float, float, str]:
+    """`svdflow ARGS` in a new process: (seconds, peak RSS MB, stdout's last line)."""
+    proc = subprocess.run([sys.executable, "-c", CLI_TIMED, *args], capture_output=True, text=True, env=env or ENV)
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("BENCH ")][-1].split()
+    if line[3] not in ("0", "None"):
+        raise SystemExit(f"svdflow {' '.join(args)} exited {line[3]}: {proc.stderr[-2000:]}")
+    return float(line[1]), float(line[2]), (proc.stdout.strip().splitlines() or [""])[-1]
+
+
+def bench_size(work: Path, template: dict, n: int) -> dict:
+    manifest = campaign(work, n, "out")
+    row: dict = {"jobs": n, **record_campaign(manifest, template, n)}
+    out = manifest.parent / "out"
+    printed = child(LOAD.format(str(out)))
+    count, load_s, load_mb = printed.split()
+    assert int(count) == n, printed
+    row.update(load_s=round(float(load_s), 2), load_rss_mb=round(float(load_mb)))
+    for stage in ("cold", "warm"):
+        if stage == "warm":
+            assert (out / ".svdflow" / "inputs.jsonl").exists()
+        wall, rss, _ = cli("plan", str(manifest), "--json", env={**ENV, "COLUMNS": "200"})
+        row[f"plan_{stage}_s"], row[f"plan_{stage}_rss_mb"] = round(wall, 2), round(rss)
+        wall, rss, last = cli("run", str(manifest), "--json")
+        summary = json.loads(last)
+        assert summary["up_to_date"] == n and summary["rendered"] == 0, summary
+        row[f"run_{stage}_s"], row[f"run_{stage}_rss_mb"] = round(wall, 2), round(rss)
+    shutil.rmtree(manifest.parent)
+    return row
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+REQUEST = re.compile(r'"(GET|PUT|HEAD|POST|DELETE) (\S+)')
+
+
+def bench_s3(work: Path, template: dict, n: int) -> dict:
+    """The requests `plan` and `run` of a finished N-job campaign make to an S3 output folder (moto)."""
+    port = free_port()
+    log = work / f"moto-{n}.log"
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log.open("w"), stderr=subprocess.STDOUT)
+    env = {**ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        import boto3
+
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
+        manifest = campaign(work, n, "s3://bench/out")
+        before = len(log.read_text().splitlines())
+        row: dict = {"jobs": n, **record_campaign(manifest, template, n)}
+        made = sum(1 for line in log.read_text().splitlines()[before:] if REQUEST.search(line))
+        # less the bench's own uploads of each job's dummy output and master
+        row["recording_requests_per_job"] = round((made - 2 * n) / n, 3)
+
+        def requests_of(*args: str) -> dict:
+            before = len(log.read_text().splitlines())
+            cli(*args, env=env)
+            made = [REQUEST.search(line) for line in log.read_text().splitlines()[before:]]
+            counts: dict[str, int] = {}
+            for match in filter(None, made):
+                counts[match[1]] = counts.get(match[1], 0) + 1
+            return {"total": sum(counts.values()), **counts}
+
+        row["plan_cold"] = requests_of("plan", str(manifest), "--json")
+        row["run_first"] = requests_of("run", str(manifest), "--json")
+        row["plan_warm"] = requests_of("plan", str(manifest), "--json")
+        row["run_warm"] = requests_of("run", str(manifest), "--json")
+        row["target"] = n // 500 + 50
+        shutil.rmtree(manifest.parent)
+        return row
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000", help="comma-separated N (100000 takes many minutes)")
+    parser.add_argument("--s3", default="", help="comma-separated N to count S3 requests for (moto server)")
+    parser.add_argument("--json", dest="json_path", default=None)
+    args = parser.parse_args()
+    print("note: nothing is rendered: every job is recorded as done from one real entry, so plan and run find "
+          "them up to date (the cost of the bookkeeping, not of renders)", file=sys.stderr)
+    results: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "sizes": [], "s3": []}
+    with tempfile.TemporaryDirectory(prefix="bench-record-") as tmp:
+        work = Path(tmp)
+        template = template_entry(work)
+        for n in [int(x) for x in args.sizes.split(",") if x]:
+            row = bench_size(work, template, n)
+            print(json.dumps(row), flush=True)
+            results["sizes"].append(row)
+        for n in [int(x) for x in args.s3.split(",") if x]:
+            row = bench_s3(work, template, n)
+            print(json.dumps(row), flush=True)
+            results["s3"].append(row)
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""`svdflow report` of a big campaign: the time to write the contact sheet, the weight of its first
+page, and how long that page takes to load in headless Chromium.
+
+A real 2-job builtin:tiny run (8 frames, 112x64, mp4 + gif) gives the entries and files; the
+campaign of N jobs is made from them: N entries (ids, seeds and output names changed, every fourth
+job failed) and, for each done job, its own mp4 and gif (hard links to the real ones, so each job
+has files of its own and its own poster to make). Each N is reported twice: the first report (it
+makes every poster and thumbnail) and a second one (they are all there: what rewriting the sheet
+costs). Headless Chromium loads index.html from file:// three times, each in a fresh browser (a
+cold cache); the page's own Navigation Timing says when its load event ended and when it first
+painted, counted from the navigation's start (the browser's own start is not in them): the
+fastest and slowest are printed.
+
+    .venv/bin/python benchmarks/bench_report.py [--jobs 1000,10000] [--no-browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+from conftest import write_image  # noqa: E402
+
+from svdflow.api import run_manifest, write_report  # noqa: E402
+from svdflow.outputs.entry import ErrorRecord  # noqa: E402
+from svdflow.outputs.index import RunIndex  # noqa: E402
+from svdflow.outputs.store import OutputStore  # noqa: E402
+
+MANIFEST = """svdflow: 1
+name: bench-report
+model: {source: "builtin:tiny"}
+hardware: {profile: cpu}
+output: {dir: out, formats: [mp4, gif], masters: false}
+defaults: {num_frames: 8, num_inference_steps: 2, width: 112, height: 64}
+items:
+  - {id: a, image: a.png}
+  - {id: b, image: b.png}
+"""
+
+
+def template(folder: Path):
+    """The entries and the folder of a real 2-job run."""
+    folder.mkdir(parents=True)
+    write_image(folder / "a.png")
+    write_image(folder / "b.png", seed=1)
+    (folder / "m.yaml").write_text(MANIFEST)
+    run_manifest(folder / "m.yaml")
+    index = RunIndex.load(OutputStore(str(folder / "out")))
+    return list(index.entries.values()), folder / "out"
+
+
+def campaign(entries, source: Path, out: Path, jobs: int) -> None:
+    """An output folder of `jobs` jobs made from the template's entries and files."""
+    out.mkdir(parents=True)
+    made = {}
+    for number in range(jobs):
+        base = entries[number % len(entries)]
+        job_id = f"job{number:06d}"
+        if number % 4 == 3:
+            entry = base.model_copy(update={
+                "id": job_id, "item_id": job_id, "seed": number, "status": "failed", "outputs": [],
+                "error": ErrorRecord(type="InputError", stage="fetch",
+                                     message=f"job '{job_id}': in{number}.png: file not found; check the path")})
+        else:
+            outputs = []
+            for output in base.outputs:
+                name = job_id + output.file[len(base.id):]
+                os.link(source / output.file, out / name)
+                outputs.append(output.model_copy(update={"file": name}))
+            entry = base.model_copy(update={"id": job_id, "item_id": job_id, "seed": number, "outputs": outputs})
+        made[job_id] = entry
+    index = RunIndex(OutputStore(str(out)), made, name="bench-report", manifest=str(out.parent / "m.yaml"))
+    index.flush(force=True)
+
+
+def weight(out: Path) -> tuple[int, int]:
+    """Bytes of index.html, and of the files it names that the browser loads at once (posters,
+    thumbnails; videos are preload=none)."""
+    import re
+
+    page = (out / "index.html").read_text()
+    loaded = set(re.findall(r'(?:poster|src)="([^"]+\.(?:jpg|gif|webp))"', page))
+    from urllib.parse import unquote
+
+    return len(page.encode()), sum((out / unquote(name)).stat().st_size for name in loaded)
+
+
+class Browser:
+    """One headless Chromium, driven over the DevTools protocol (websocket-client)."""
+
+    def __init__(self, profile: str):
+        import websocket
+
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1280,900"]
+        self.process = subprocess.Popen([shutil.which("chromium"), *flags, f"--user-data-dir={profile}",
+                                         "--remote-debugging-port=0", "about:blank"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = Path(profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and len(port_file.read_text().split()) == 2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("chromium did not start")
+            time.sleep(0.05)
+        port, path = port_file.read_text().split()
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=120)
+        self.last = 0
+
+    def call(self, method: str, session: str | None = None, **params):
+        self.last += 1
+        self.ws.send(json.dumps({"id": self.last, "method": method, "params": params,
+                                 **({"sessionId": session} if session else {})}))
+        while True:
+            reply = json.loads(self.ws.recv())
+            if reply.get("id") == self.last:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def evaluate(self, session: str, expression: str):
+        return self.call("Runtime.evaluate", session, expression=expression, returnByValue=True,
+                         awaitPromise=True)["result"].get("value")
+
+    def load(self, url: str) -> dict:
+        """Open `url` in a new tab; the page's own timings (ms from navigation start) once it has loaded."""
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Page.enable", session)
+        self.call("Page.navigate", session, url=url)
+        deadline = time.monotonic() + 120
+        while self.evaluate(session, "location.href === 'about:blank' || document.readyState") != "complete" \
+                or not self.evaluate(session, "performance.getEntriesByType('navigation')[0].loadEventEnd > 0"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not load")
+            time.sleep(0.05)
+        timings = self.evaluate(session, """(() => {
+          const n = performance.getEntriesByType('navigation')[0];
+          const paint = performance.getEntriesByName('first-contentful-paint')[0];
+          return {dom: n.domContentLoadedEventEnd, load: n.loadEventEnd, paint: paint ? paint.startTime : null,
+                  cards: document.querySelectorAll('.card').length, images: document.images.length,
+                  broken: [...document.images].filter(i => !i.naturalWidth).length};
+        })()""")
+        self.call("Target.closeTarget", targetId=target)
+        return timings
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        except Exception:
+            pass
+        self.ws.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def browser_load(page: Path, tries: int = 3) -> list[dict]:
+    """The page's load in headless Chromium, `tries` times, each in a fresh browser (a cold cache)."""
+    loads = []
+    for _ in range(tries):
+        with tempfile.TemporaryDirectory() as profile:
+            browser = Browser(profile)
+            try:
+                loads.append(browser.load(page.as_uri()))
+            finally:
+                browser.close()
+        if loads[-1]["broken"]:
+            raise SystemExit(f"{loads[-1]['broken']} images of {page} did not load")
+    return loads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", default="1000,10000", help="comma-separated campaign sizes")
+    parser.add_argument("--no-browser", action="store_true")
+    args = parser.parse_args()
+    browser = not args.no_browser and shutil.which("chromium")
+    with tempfile.TemporaryDirectory() as tmp:
+        entries, source = template(Path(tmp) / "template")
+        for jobs in (int(n) for n in args.jobs.split(",")):
+            out = Path(tmp) / f"c{jobs}" / "out"
+            campaign(entries, source, out, jobs)
+            timings = []
+            for _ in range(2):
+                started = time.perf_counter()
+                write_report(str(out))
+                timings.append(time.perf_counter() - started)
+            html, media = weight(out)
+            pages = sum(1 for _ in (out / "report").rglob("*.html"))
+            line = (f"{jobs:>7,} jobs: report {timings[0]:.2f} s (posters made), {timings[1]:.2f} s (again); "
+                    f"index.html {html / 1024:.0f} KiB + {media / 1024:.0f} KiB of images it loads; "
+                    f"{pages} more pages")
+            if browser:
+                loads = browser_load(out / "index.html")
+                load = sorted(t["load"] / 1000 for t in loads)
+                paint = sorted(t["paint"] / 1000 for t in loads if t["paint"] is not None)
+                line += (f"; in chromium ({loads[0]['cards']} cards, {loads[0]['images']} images): load event "
+                         f"{load[0]:.2f}-{load[-1]:.2f} s"
+                         + (f", first paint {paint[0]:.2f}-{paint[-1]:.2f} s" if paint else "")
+                         + f" ({len(loads)} cold loads)")
+            print(line, flush=True)
+            shutil.rmtree(out.parent)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The record grows by appending (sealed parts, compacted at a run's end), is read by people's tools
+as JSON Lines, and a rerun of an unchanged campaign reads no input byte and decodes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from conftest import index_lines, recorded, write_image, write_manifest
+
+from svdflow.api import RunIndex, load_run_spec, plan_run, run_manifest
+from svdflow.outputs import index as index_module
+from svdflow.outputs.store import OutputStore
+from svdflow.run import executor as executor_module
+from svdflow.run import input_hashes
+
+MANIFEST = """svdflow: 1
+name: r
+model: {source: 'builtin:tiny'}
+hardware: {profile: cpu}
+output: {dir: out, formats: [mp4]}
+defaults: {num_frames: 2, num_inference_steps: 1, width: 64, height: 64}
+items:
+"""
+
+
+def campaign(folder, ids: str = "abcde"):
+    for job_id in ids:
+        write_image(folder / f"{job_id}.png", seed=ord(job_id))
+    body = "".join(f"  - id: {job_id}\n    image: {job_id}.png\n" for job_id in ids)
+    return write_manifest(folder, MANIFEST + body)
+
+
+def test_a_run_appends_sealed_parts_and_compacts_them_once_at_its_end(tmp_path, monkeypatch):
+    """Parts of two lines each are written once, never rewritten; the end of the run writes index.jsonl
+    (in manifest order) and runs.jsonl once, and removes the parts; each entry says its run once."""
+    monkeypatch.setattr(index_module, "SEAL_ENTRIES", 2)
+    writes: list[str] = []
+    original = OutputStore.write_bytes
+
+    def logged(self, name, data):
+        writes.append(name)
+        original(self, name, data)
+
+    monkeypatch.setattr(OutputStore, "write_bytes", logged)
+    manifest = campaign(tmp_path)
+    assert set(run_manifest(manifest).statuses.values()) == {"done"}
+
+    record = [name for name in writes if not name.endswith(".json") or name.endswith(".run.json")]
+    [run_file] = [name for name in record if name.endswith(".run.json")]
+    run_id = run_file.split("/")[-1].removesuffix(".run.json")
+    assert record == [run_file, f".svdflow/record/{run_id}.000000.jsonl", f".svdflow/record/{run_id}.000001.jsonl",
+                      ".svdflow/inputs.jsonl", "runs.jsonl", "index.jsonl"]
+    assert sorted(name for name in writes if name.endswith(".json") and "/" not in name) == [
+        f"{job_id}.json" for job_id in "abcde"]  # one sidecar per job, written once
+    out = tmp_path / "out"
+    assert list((out / ".svdflow" / "record").iterdir()) == []
+    lines = index_lines(out)
+    assert list(lines) == ["a", "b", "c", "d", "e"]
+    assert all(line["run_id"] == run_id and "versions" not in line and "model" not in line for line in lines.values())
+    [run] = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert run["id"] == run_id and run["versions"] == recorded(out)["a"]["versions"]
+
+    writes.clear()  # nothing changed: a rerun writes nothing of the record
+    assert set(run_manifest(manifest).statuses.values()) == {"up to date"}
+    assert writes == []
+
+
+def test_a_killed_runs_parts_and_sidecars_merge_and_the_next_run_compacts_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module, "SEAL_ENTRIES", 2)
+    manifest = campaign(tmp_path, "abc")
+    run_manifest(manifest)
+    out = tmp_path / "out"
+    # What a run killed after sealing a part and writing one more sidecar leaves: no compaction.
+    index = RunIndex.load(OutputStore(str(out)))
+    entries = {entry.id: entry for entry in index}
+    later = RunIndex.load(OutputStore(str(out)))
+    for job_id in "ab":
+        later.record(entries[job_id].model_copy(update={"finished_unix": entries[job_id].finished_unix + 10}))
+    later.seal()
+    later.record(entries["c"].model_copy(update={"finished_unix": entries["c"].finished_unix + 10}))
+    parts = sorted(p.name for p in (out / ".svdflow" / "record").iterdir())
+    assert len(parts) == 2 and parts[0].endswith(".000000.jsonl") and parts[1].endswith(".run.json")
+
+    loaded = RunIndex.load(OutputStore(str(out)))
+    assert {job_id: loaded.summary(job_id).finished_unix for job_id in "abc"} == {
+        job_id: entries[job_id].finished_unix + 10 for job_id in "abc"}
+    assert loaded.skipped == []
+    assert set(run_manifest(manifest).statuses.values()) == {"up to date"}
+    assert list((out / ".svdflow" / "record").iterdir()) == []
+    assert {line["finished_unix"] for line in index_lines(out).values()} == {
+        entries[job_id].finished_unix + 10 for job_id in "abc"}
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_record_reads_as_json_lines_in_pandas_and_jq(tmp_path):
+    manifest = campaign(tmp_path, "ab")
+    run_manifest(manifest)
+    out = tmp_path / "out"
+    if shutil.which("jq"):
+        ids = subprocess.run(["jq", "-r", "select(.status == \"done\") | .id", str(out / "index.jsonl")],
+                             capture_output=True, text=True, check=True).stdout.split()
+        assert ids == ["a", "b"]
+    pandas = pytest.importorskip("pandas")
+    jobs = pandas.read_json(out / "index.jsonl", lines=True)
+    runs = pandas.read_json(out / "runs.jsonl", lines=True)
+    joined = jobs.merge(runs, left_on="run_id", right_on="id", suffixes=("", "_run"))
+    assert list(joined["id"]) == ["a", "b"] and set(joined["name"]) == {"r"}
+
+
+def test_a_rerun_reads_no_unchanged_input_and_decodes_nothing_and_a_changed_input_is_hashed_again(tmp_path, monkeypatch):
+    manifest = campaign(tmp_path, "ab")
+    run_manifest(manifest)
+    read: list[str] = []
+    original = input_hashes.fetch_bytes
+
+    def counted(uri, **kwargs):
+        read.append(uri)
+        return original(uri, **kwargs)
+
+    monkeypatch.setattr(input_hashes, "fetch_bytes", counted)
+
+    def never_fetched(job):
+        raise AssertionError(f"{job.id}'s input was fetched and decoded")
+
+    monkeypatch.setattr(executor_module, "fetch_input", never_fetched)
+    assert {p.status for p in plan_run(load_run_spec(manifest))} == {"up to date"}
+    assert set(run_manifest(manifest).statuses.values()) == {"up to date"}
+    assert read == []
+
+    write_image(tmp_path / "b.png", seed=99)  # another image under the same name
+    assert [(p.job.id, p.status, p.reason) for p in plan_run(load_run_spec(manifest))] == [
+        ("a", "up to date", ""), ("b", "changed", "input image changed")]
+    assert read == [str(tmp_path / "b.png")]
+
+
+def test_a_local_run_holds_at_most_its_prefetch_window_of_inputs(tmp_path, monkeypatch):
+    manifest = campaign(tmp_path, "abcdefg")
+    most = []
+    original = executor_module.Executor._take_input
+
+    def watched(self, job):
+        most.append(len(self._inputs))
+        return original(self, job)
+
+    monkeypatch.setattr(executor_module.Executor, "_take_input", watched)
+    assert set(run_manifest(manifest).statuses.values()) == {"done"}
+    assert len(most) == 7 and max(most) <= 4  # prefetch 3: the job's own and the next three

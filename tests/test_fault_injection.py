@@ -268,8 +268,8 @@ def test_a_remote_store_that_stops_answering_mid_run(tmp_path):
     """One process, two `svdflow run`s: the memory store lives as long as the process."""
     campaign(tmp_path, out="faulty://bucket/out")
     proc = subprocess.run([sys.executable, "-c", DRIVER.format(tests=str(REPO / "tests"))], cwd=tmp_path,
-                          env=env(XDG_CACHE_HOME=str(tmp_path / "cache")), capture_output=True, text=True,
-                          timeout=TIMEOUT)
+                          env=env(XDG_CACHE_HOME=str(tmp_path / "cache"), SVDFLOW_EXTRA_PROTOCOLS="faulty"),
+                          capture_output=True, text=True, timeout=TIMEOUT)
     assert "Traceback" not in proc.stderr, proc.stderr
     down, up = proc.stderr.split("=== up\n")
     assert down.rstrip().endswith("=== exit 3"), down

@@ -218,8 +218,10 @@ def test_the_lock_notices_its_folder_removed_or_replaced(tmp_path):
         "run again")
 
 
-def test_a_remote_store_that_stops_answering_stops_the_run_and_the_next_run_finishes(tmp_path):
+def test_a_remote_store_that_stops_answering_stops_the_run_and_the_next_run_finishes(tmp_path, monkeypatch):
     from faulty_store import FaultyMemoryFileSystem
+
+    monkeypatch.setenv("SVDFLOW_EXTRA_PROTOCOLS", "faulty")  # a test protocol: off svdflow's allow-list
 
     url = f"faulty://bucket/{tmp_path.name}"
     manifest = campaign(tmp_path, out=url)

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import SVDFLOW, run_cli, write_image, write_manifest
+from conftest import SVDFLOW, recorded, run_cli, write_image, write_manifest
 from disks import wait_stopped
+from test_index import RELEASE, never_built, smoke_campaign
 from test_run import tiny_manifest
 
 from svdflow.api import run_manifest
 from svdflow.errors import InternalError
 from svdflow.locations import Location
 from svdflow.outputs.lock import OutputLock
+from svdflow.pipeline.session import PipelineSession
 from svdflow.run.progress import Reporter
 
 TIMEOUT = 300
@@ -172,23 +175,18 @@ def test_a_folder_of_other_files_is_refused_before_anything_is_written(tmp_path,
             "id") in err.splitlines()
     after = _tree(home)
     assert {name: after[name] for name in before} == before
-    recorded = {job["id"]: job["status"] for job in json.loads((home / "index.json").read_text())["jobs"]}
-    assert recorded == {"package": "failed", "photos": "failed"}
+    assert {job_id: entry["status"] for job_id, entry in recorded(home).items()} == {
+        "package": "failed", "photos": "failed"}
 
 
-def test_a_folder_an_earlier_release_wrote_is_still_svdflows(tmp_path, capsys):
-    write_image(tmp_path / "a.png")
-    tiny_manifest(tmp_path, ONE)
-    out = tmp_path / "out"
-    assert run_manifest(tmp_path / "m.yaml").statuses == {"a": "done"}
-    # 0.1 left no .svdflow mark without masters: only its index.json (and its emptied lock file).
-    for name in (".svdflow/README.txt", ".svdflow/masters/a.mkv"):
-        (out / name).unlink()
-    (out / ".svdflow" / "masters").rmdir()
-    (out / ".svdflow").rmdir()
-    (out / ".svdflow.lock").unlink()
+def test_a_folder_an_earlier_release_wrote_is_still_svdflows(tmp_path, capsys, monkeypatch):
+    """0.1 left no .svdflow mark (and no masters): only its index.json, which says whose folder it is."""
+    out = tmp_path / "renders" / "smoke"
+    shutil.copytree(RELEASE, out)
+    manifest = smoke_campaign(tmp_path)
+    monkeypatch.setattr(PipelineSession, "load", never_built)  # every job is up to date: nothing renders
 
-    code, _, err = run_cli(capsys, "run", str(tmp_path / "m.yaml"))
+    code, _, err = run_cli(capsys, "run", str(manifest))
 
     assert code == 0, err
     assert (out / ".svdflow" / "README.txt").is_file()  # marked from now on
@@ -240,9 +238,9 @@ def test_a_writer_thread_failure_stops_the_run_and_frees_the_folder(tmp_path):
 
     assert str(raised.value) == (
         "the writer thread failed: RuntimeError: display went away; 2 jobs finished and recorded in "
-        f"{out}/index.json; run again to render the rest")
-    recorded = {job["id"] for job in json.loads((out / "index.json").read_text())["jobs"]}
-    assert recorded == {"j0", "j1"}  # the render loop stopped: no more than the job in flight after
+        f"{out}/index.jsonl; run again to render the rest")
+    recorded_ids = set(recorded(out))
+    assert recorded_ids == {"j0", "j1"}  # the render loop stopped: no more than the job in flight after
     assert (out / ".svdflow.lock").read_text() == ""
     OutputLock(Location.parse(str(out))).acquire().release()  # nobody holds it
 
@@ -258,8 +256,8 @@ def test_a_closed_pipe_silences_the_run_which_goes_on_to_its_end(tmp_path):
     proc.stdout.close()  # the reader is gone: head -2 exits
     assert proc.wait(timeout=TIMEOUT) == 0
     assert first[0].decode().startswith(f"svdflow: t: 4 jobs -> {tmp_path}/out")
-    recorded = json.loads((tmp_path / "out" / "index.json").read_text())["jobs"]
-    assert [(job["id"], job["status"]) for job in recorded] == [(f"j{n}", "done") for n in range(4)]
+    assert [(job_id, entry["status"]) for job_id, entry in recorded(tmp_path / "out").items()] == [
+        (f"j{n}", "done") for n in range(4)]
     assert (tmp_path / "out" / ".svdflow.lock").read_text() == ""
 
 
@@ -315,7 +313,7 @@ def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path):
     _, err = proc.communicate(timeout=TIMEOUT)
 
     assert proc.returncode == 130, err
-    assert (f"error: interrupted; 1 job finished and recorded in {tmp_path}/out/index.json; run again to render "
+    assert (f"error: interrupted; 1 job finished and recorded in {tmp_path}/out/index.jsonl; run again to render "
             "the rest") in err.splitlines()
-    recorded = {job["id"] for job in json.loads((tmp_path / "out" / "index.json").read_text())["jobs"]}
-    assert recorded == {"a"}
+    recorded_ids = set(recorded(tmp_path / "out"))
+    assert recorded_ids == {"a"}

@@ -17,14 +17,16 @@ from PIL import Image
 # other bytes with ATen's AVX-512 kernels than with its AVX2 ones, and tests compare frames with hashes
 # recorded on another machine (tests/fixtures/release-0.1-smoke). So the tests pin every kernel family
 # on the render's path to one all x86-64 CI machines have: ATen's and oneDNN's (convolutions) to AVX2,
-# MKL's GEMMs to its branch that gives the same results on Intel and AMD CPUs (on AMD, MKL ignores
-# MKL_ENABLE_INSTRUCTIONS, and MKL_CBWR=AVX2 does not select the AVX2 branch there). Each is read when
+# MKL's GEMMs to its AVX2 branch (MKL_CBWR=AVX2: it changes the frames on this AMD machine, so MKL
+# honours it here; MKL_ENABLE_INSTRUCTIONS is ignored on AMD). Not MKL_CBWR=COMPATIBLE: under it a GEMM's
+# rows depend on how many rows it has, which breaks the bit-exact one-token cross-attention shortcut
+# (tests/test_cross_attention.py, the bench's no-shortcut case). Each is read when
 # torch first runs a kernel of its family, so they are set before anything imports torch (numpy, PIL
 # and pytest do not); the processes the tests start (the CLI, Ray and xdist workers, torchrun) inherit
 # them. Assigned, not defaulted: a stray shell setting must not change what the fixtures mean.
 os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
 os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
-os.environ["MKL_CBWR"] = "COMPATIBLE"
+os.environ["MKL_CBWR"] = "AVX2"
 
 REPO = Path(__file__).resolve().parents[1]
 # Subprocess tests run the real CLI with the interpreter running the tests.

@@ -19,7 +19,7 @@ from svdflow.pipeline.session import PipelineSession
 
 # `make demo`'s folder as svdflow 0.1.0 (commit 58f0b70) writes it under the kernel pins of conftest.py:
 # git worktree add /tmp/svdflow-release-0.1 58f0b70 && cd /tmp/svdflow-release-0.1 && ATEN_CPU_CAPABILITY=avx2
-# ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE PYTHONPATH=. <venv>/bin/python -m svdflow run manifests/smoke.yaml
+# ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 PYTHONPATH=. <venv>/bin/python -m svdflow run manifests/smoke.yaml
 RELEASE = REPO / "tests" / "fixtures" / "release-0.1-smoke"
 VOLATILE = ("timings", "finished_at", "finished_unix")
 
@@ -73,7 +73,7 @@ def test_the_tests_render_with_the_kernels_conftest_pins():
     import torch
 
     assert (torch.backends.cpu.get_cpu_capability(), os.environ["ONEDNN_MAX_CPU_ISA"], os.environ["MKL_CBWR"]) == (
-        "AVX2", "AVX2", "COMPATIBLE")
+        "AVX2", "AVX2", "AVX2")
 
 
 def test_the_release_index_loads_is_up_to_date_and_is_upgraded_on_the_next_write(tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ the render phase alone (first job started to last job finished, from the index),
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -19,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine_campaign import campaign, timed  # noqa: E402
+
+from svdflow.api import recorded_entries  # noqa: E402
 
 
 def main() -> None:
@@ -40,11 +41,11 @@ def main() -> None:
             manifest = campaign(Path(tmp) / name.replace(" ", "_").replace(",", ""), args.jobs, args.steps)
             folder = manifest.parent
             wall = timed(command, folder, {**base_env, **extra})
-            index = json.loads((folder / "out" / "index.json").read_text())
-            assert sum(e["status"] == "done" for e in index["jobs"]) == args.jobs
+            entries = [e.model_dump(mode="json") for e in recorded_entries(folder / "out")]
+            assert sum(e["status"] == "done" for e in entries) == args.jobs
             # Jobs after each rank's first (which also loads the model): the steady render phase.
-            fastest = min(e["timings"]["render_s"] for e in index["jobs"])
-            steady = [e for e in index["jobs"] if e["timings"]["render_s"] < 3 * fastest]
+            fastest = min(e["timings"]["render_s"] for e in entries)
+            steady = [e for e in entries if e["timings"]["render_s"] < 3 * fastest]
             span = max(e["finished_unix"] for e in steady) - min(
                 e["finished_unix"] - e["timings"]["total_s"] for e in steady)
             results[name] = (wall, len(steady) / span if span > 0 else float("nan"))

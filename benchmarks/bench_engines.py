@@ -42,16 +42,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine_campaign import campaign  # noqa: E402
 
+from svdflow.api import recorded_entries  # noqa: E402
+
 SETTLE_S = 5.0  # a new Ray cluster's own processes are busy starting for a few seconds
 
 
-def render_phase(index_file: Path, events: list[dict], jobs: int) -> tuple[float, float, float]:
+def render_phase(out: Path, events: list[dict], jobs: int) -> tuple[float, float, float]:
     """(makespan, total work, model load). The makespan runs from the run's start (its run_started
     event: before planning, before any model is loaded) to its last job's end (the last job_finished
     event), so it includes every worker's model load however the engine overlaps it with planning.
     The total work is the sum of the jobs' times (index), the load the first job's time less the
     median of the other jobs of its steps (meaningful for the 1-process run, whose first job loads)."""
-    entries = json.loads(index_file.read_text())["jobs"]
+    entries = [e.model_dump(mode="json") for e in recorded_entries(out)]
     assert sum(e["status"] == "done" for e in entries) == jobs, "not every job was rendered"
     start = {e["id"]: e["finished_unix"] - e["timings"]["total_s"] for e in entries}
     first = min(entries, key=lambda e: start[e["id"]])
@@ -110,7 +112,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 manifest = campaign(Path(tmp) / "campaign", args.short, args.steps, long=args.long)
                 wall, events = run_json(command, manifest.parent, env)
-                measured = (workers, wall, *render_phase(manifest.parent / "out" / "index.json", events, jobs))
+                measured = (workers, wall, *render_phase(manifest.parent / "out", events, jobs))
             if name not in results or measured[2] < results[name][2]:
                 results[name] = measured
     ray.shutdown()

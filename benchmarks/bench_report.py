@@ -79,8 +79,11 @@ def campaign(entries, source: Path, out: Path, jobs: int) -> None:
                 outputs.append(output.model_copy(update={"file": name}))
             entry = base.model_copy(update={"id": job_id, "item_id": job_id, "seed": number, "outputs": outputs})
         made[job_id] = entry
-    index = RunIndex(OutputStore(str(out)), made, name="bench-report", manifest=str(out.parent / "m.yaml"))
-    index.flush(force=True)
+    index = RunIndex(OutputStore(str(out)))
+    for entry in made.values():  # as a run records them: sidecars, sealed parts, then index.jsonl
+        index.record(entry)
+        index.flush_if_due()
+    index.finish(list(made))
 
 
 def weight(out: Path) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import write_image  # noqa: E402
 
-from svdflow.api import run_manifest  # noqa: E402
+from svdflow.api import recorded_entries, run_manifest  # noqa: E402
 
 LATENCY_S = 0.15
 
@@ -72,7 +72,7 @@ def main() -> None:
         result = run_manifest(manifest)
         wall = time.perf_counter() - started
         server.shutdown()
-        entries = json.loads((folder / "out" / "index.json").read_text())["jobs"]
+        entries = [e.model_dump(mode="json") for e in recorded_entries(folder / "out")]
 
     assert result.count("done") == args.jobs, result.errors
     timings = [e["timings"] for e in entries]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from svdflow.api import run_manifest
+from svdflow.api import recorded_entries, run_manifest
 from svdflow.run.progress import Reporter
 
 MANIFEST = """svdflow: 1
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         run = run_manifest(manifest, reporter=Reporter())
         seconds = time.perf_counter() - started
-        entries = json.loads((folder / f"out-{overlap}" / "index.json").read_text())["jobs"]
+        entries = [e.model_dump(mode="json") for e in recorded_entries(folder / f"out-{overlap}")]
         hashes[overlap] = {e["id"]: e["frames_sha256"] for e in entries}
         result["runs"][overlap] = {
             "seconds": round(seconds, 2),  # the first run also builds the pipeline

@@ -14,16 +14,26 @@ A run restores the process-wide settings it changes (torch's float32 matmul prec
 cache's environment, dynamo's limits) when it ends, so it can run inside another program.
 """
 
+from os import PathLike
+
 from svdflow.errors import SvdflowError, exit_code_for
 from svdflow.manifest import load_run_spec
-from svdflow.outputs.entry import Provenance
+from svdflow.outputs.entry import IndexEntry, Provenance
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.provenance import read_provenance
+from svdflow.outputs.store import OutputStore
 from svdflow.report import write_report
 from svdflow.run.executor import RunOptions, RunResult
 from svdflow.run.planning import PlannedJob, plan_run
 from svdflow.run.rerender import RerenderResult, rerender
 from svdflow.run.runner import run_manifest
 
-__all__ = ["PlannedJob", "Provenance", "RerenderResult", "RunIndex", "RunOptions", "RunResult", "SvdflowError",
-           "exit_code_for", "load_run_spec", "plan_run", "read_provenance", "rerender", "run_manifest", "write_report"]
+__all__ = ["IndexEntry", "PlannedJob", "Provenance", "RerenderResult", "RunIndex", "RunOptions", "RunResult",
+           "SvdflowError", "exit_code_for", "load_run_spec", "plan_run", "read_provenance", "recorded_entries",
+           "rerender", "run_manifest", "write_report"]
+
+
+def recorded_entries(output_dir: str | PathLike) -> list[IndexEntry]:
+    """Every job an output folder records (index.jsonl, sealed parts, newer sidecars; older formats
+    upgraded as they load), in the record's order."""
+    return list(RunIndex.load(OutputStore(str(output_dir))))

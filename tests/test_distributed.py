@@ -107,6 +107,8 @@ def test_a_full_output_disk_stops_every_rank_and_rank_0_says_it_once(tmp_path, s
     out = small_disk.path / "out"
     out.mkdir()
     (out / ".svdflow.lock").write_text("x" * 100)  # its page is the lock's to rewrite: the run gets that far
+    (out / ".svdflow").mkdir()  # marked as svdflow's before the disk filled, as a folder of earlier runs is
+    (out / ".svdflow" / "README.txt").write_text("marked")
     small_disk.fill()
 
     proc = launch(TORCHRUN, manifest)

@@ -72,7 +72,7 @@ items:
     memory = fsspec.filesystem("memory")
     assert sorted(memory.ls("/bucket/chained", detail=False)) == [
         "/bucket/chained/.svdflow", "/bucket/chained/city.gif", "/bucket/chained/city.json",
-        "/bucket/chained/index.json"]
+        "/bucket/chained/index.jsonl", "/bucket/chained/runs.jsonl"]
     assert memory.ls("/bucket/chained/.svdflow/masters", detail=False) == ["/bucket/chained/.svdflow/masters/city.mkv"]
     assert not any(p.name.startswith("simplecache") for p in tmp_path.rglob("*"))
     assert [p.status for p in plan_run(spec)] == ["up to date"]

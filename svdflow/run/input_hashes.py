@@ -125,18 +125,17 @@ def input_stamps(uris: list[str]) -> dict[str, Stamp | None]:
         else:
             try:
                 fs, path = fsspec.core.url_to_fs(uri)
-            except (ImportError, ValueError):
-                out[uri] = None
+            except Exception:  # noqa: BLE001 - any filesystem may fail as it is made (an FTP one connects):
+                out[uri] = None  # no stamp; the job reads the input, and fails alone if it cannot
                 continue
-            folders[(location.protocols[0], posixpath.dirname(path))].append((uri, path))
-    for (protocol, folder), members in folders.items():
-        out.update(_listed_stamps(protocol, folder, members))
+            folders[(fs, posixpath.dirname(path))].append((uri, path))
+    for (fs, folder), members in folders.items():
+        out.update(_listed_stamps(fs, folder, members))
     return out
 
 
-def _listed_stamps(protocol: str, folder: str, members: list[tuple[str, str]]) -> dict[str, Stamp | None]:
+def _listed_stamps(fs, folder: str, members: list[tuple[str, str]]) -> dict[str, Stamp | None]:
     """One listing of the folder for all its inputs (a request per thousand objects on S3)."""
-    fs = fsspec.filesystem(protocol)
     try:
         fs.invalidate_cache(folder)
         listed = {info["name"].rstrip("/"): info for info in fs.ls(folder, detail=True)}

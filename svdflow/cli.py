@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import click
@@ -262,6 +265,17 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
+def _saved_traceback(exc: BaseException) -> str:
+    """The bug's traceback, kept in a file for the report (the terminal gets one line): ' and FILE'."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="svdflow-bug-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        return ""
+    return f" and {path}"
+
+
 def _run_cli(argv: list[str] | None) -> int | None:
     try:
         code = cli.main(args=argv, prog_name="svdflow", standalone_mode=False)
@@ -284,6 +298,6 @@ def _run_cli(argv: list[str] | None) -> int | None:
         code = exit_code_for(exc)
     except Exception as exc:  # noqa: BLE001 - a bug: one line that can be reported, not a traceback
         _stderr(f"error: svdflow failed unexpectedly: {describe_bug(exc)} (a bug in svdflow; please report it "
-                "with the command that ran)")
+                f"with the command that ran{_saved_traceback(exc)})")
         code = exit_code_for(exc)
     return code

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import SVDFLOW, recorded, run_cli, write_image, write_manifest
@@ -317,3 +318,20 @@ def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path):
             "the rest") in err.splitlines()
     recorded_ids = set(recorded(tmp_path / "out"))
     assert recorded_ids == {"a"}
+
+
+def test_a_bug_is_one_line_and_its_traceback_a_file_for_the_report(capsys, monkeypatch):
+    import svdflow.cli
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(svdflow.cli.cli, "main", broken)
+    code, _, err = run_cli(capsys, "validate", "m.yaml")
+    assert code == 1
+    prefix = ("error: svdflow failed unexpectedly: TypeError: a bug (a bug in svdflow; please report it with the "
+              "command that ran and ")
+    assert err.startswith(prefix) and err.endswith(".txt)\n") and err.count("\n") == 1, err
+    saved = Path(err[len(prefix):-2])
+    assert saved.read_text().splitlines()[-1] == "TypeError: a bug"
+    saved.unlink()

@@ -312,9 +312,6 @@ class IndexEntry(Record, OmitsNewDefaults):
     finished_at: str = Field(description="When it was recorded (UTC, ISO 8601).")
     finished_unix: float = Field(description="The same, in seconds since the epoch: a newer record wins a merge.")
 
-    def to_json_bytes(self) -> bytes:
-        return _pretty(self.model_dump(mode="json", by_alias=True))
-
 
 class Provenance(Record):
     """How one job's files were made, embedded in each of them (video: the container's comment; PNG:
@@ -393,10 +390,6 @@ def _line_fields() -> dict[str, Any]:
 IndexLine = create_model("IndexLine", __base__=Record, __doc__=(
     "One line of index.jsonl (and of the parts in .svdflow/record/): a job's entry, less the parts it shares "
     "with its run (runs.jsonl, by run_id)."), **_line_fields())
-
-
-def _pretty(value: Any) -> bytes:
-    return (json.dumps(value, indent=2) + "\n").encode("utf-8")
 
 
 def index_json_schema() -> dict[str, Any]:

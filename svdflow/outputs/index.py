@@ -511,22 +511,6 @@ class RunIndex:
         self._slots = {job_id: self._slots[job_id] for job_id in ordered}
 
 
-def read_entry_file(store: OutputStore, name: str) -> tuple[IndexEntry | None, str | None]:
-    """A single entry's file (a job's sidecar: whole, of any format), or None and why it is not one."""
-    raw = store.read_json(name)
-    if not isinstance(raw, dict) or "id" not in raw:
-        return None, "not an svdflow entry (a job's <id>.json)" if raw is not None else "missing or not JSON"
-    try:
-        return IndexEntry.model_validate(upgrade_entry(raw)), None
-    except ValidationError as exc:
-        return None, f"job {raw.get('id')!r}: {_first_error(exc)}"
-
-
-def is_record_file(name: str) -> bool:
-    """index.jsonl, or a format 1/2 index.json: a folder's record, as opposed to one job's sidecar."""
-    return name in (INDEX_FILE, LEGACY_INDEX_FILE) or LEGACY_SHARD.match(name) is not None
-
-
 def _summary(raw: dict) -> EntrySummary | None:
     """A line's summary, or None when a field it holds is not of its type (then validated whole)."""
     try:

@@ -183,11 +183,6 @@ def render_pages(cards: list[Card], index: RunIndex, generated_at: str) -> dict[
     return pages
 
 
-def render_page(cards: list[Card], index: RunIndex, generated_at: str) -> str:
-    """The first page (index.html) as one string."""
-    return render_pages(cards, index, generated_at)[FIRST_PAGE]
-
-
 def page_path(status: str, number: int) -> str:
     """Where page `number` (1-based) of the `status` set lives, relative to the output folder."""
     return FIRST_PAGE if (status, number) == ("all", 1) else f"{PAGES_DIR}/{status}-{number}.html"

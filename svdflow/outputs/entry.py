@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_serialize
 from svdflow.compat import OmitsNewDefaults
 from svdflow.hardware import HardwareRecord
 from svdflow.manifest.schema import ID_PATTERN, RELEASE_0_1_PARAMETERS, JobParams
+from svdflow.quality.record import QualityRecord
 
 # 1: svdflow 0.1 (the first release). 2: render and output keys, masters, provenance in the files.
 # 3: JSON Lines (index.jsonl), what a run's jobs share said once per run (runs.jsonl).
@@ -273,7 +274,8 @@ class RunRecord(_DropsNone):
                                              "provenance a file carries and in entries of svdflow before 0.2.")
 
 
-# Of an entry's fields only `segments` has a default: OmitsNewDefaults leaves it out for a single clip.
+# Of an entry's fields only `segments` and `quality` have defaults: OmitsNewDefaults leaves them out for a
+# single clip and for an entry without scores (a failed job, or one recorded before svdflow 0.3).
 class IndexEntry(Record, OmitsNewDefaults):
     """One job: enough to render its video again (`svdflow rerender`)."""
 
@@ -306,6 +308,9 @@ class IndexEntry(Record, OmitsNewDefaults):
         default_factory=list,
         description="The chained clips of a job with segments > 1, each with its seed and render time (in "
                     "timings.render_s too); left out for a single clip.")
+    quality: QualityRecord | None = Field(None, description=(
+        "The quality scores of the frames the files hold, the qc thresholds and verdict, and every re-roll "
+        "attempt; left out when not scored (a failed job, an entry from before scores)."))
     versions: dict[str, str] = Field(description="Versions of svdflow and of the libraries that decide pixels.")
     error: ErrorRecord | None = Field(description="Why it failed; null when done.")
     run: RunRecord = Field(description="The run that recorded it.")
@@ -313,7 +318,7 @@ class IndexEntry(Record, OmitsNewDefaults):
     finished_unix: float = Field(description="The same, in seconds since the epoch: a newer record wins a merge.")
 
 
-class Provenance(Record):
+class Provenance(Record, OmitsNewDefaults):
     """How one job's files were made, embedded in each of them (video: the container's comment; PNG:
     an iTXt chunk `svdflow`; GIF: a comment; WebP: XMP): its index entry, less what is only known once
     the files are written (the outputs and their hashes, timings, the finishing time). Read by
@@ -338,6 +343,13 @@ class Provenance(Record):
     output: OutputSettings = Field(description="The output settings the files were written with.")
     versions: dict[str, str] = Field(description="Versions of svdflow and of the libraries that decided the pixels.")
     run: RunRecord = Field(description="The campaign and manifest the job was rendered from.")
+    quality: QualityRecord | None = Field(None, description="The frames' quality scores and qc verdict (the entry's "
+                                                            "quality); left out by svdflow before 0.3.")
+
+    # Release 0.2's fields are always written; `quality` only when the frames were scored.
+    RELEASED_FIELDS = frozenset({"svdflow_provenance", "id", "item_id", "key", "render_key", "output_key",
+                                 "key_material", "params", "seed", "seed_origin", "sweep", "input", "model",
+                                 "hardware", "frames_sha256", "output", "versions", "run"})
 
     @classmethod
     def of(cls, entry: IndexEntry) -> Provenance:

@@ -18,6 +18,9 @@ from svdflow.schemas import SCHEMAS, schema_text, write_schemas
 from svdflow.streams import pipe_safe_streams
 from svdflow.terminal import printable
 
+# Warnings printed before "... and N more" (errors stop at errors.MAX_SHOWN_PROBLEMS).
+MAX_WARNING_LINES = 20
+
 
 def _stderr(message: str) -> None:
     click.echo(printable(message), err=True)
@@ -61,12 +64,21 @@ def _report_validation(path: Path, spec, error: ManifestError | None, as_json: b
         return
     if error:
         _print_problems(error)
-    for warning in warnings:
-        _stderr(f"warning: {warning}")
+    _print_warnings(warnings, path)
     if spec is not None:
         _stderr(f"{path}: valid, {len(spec.jobs)} job{'s' * (len(spec.jobs) != 1)}")
     else:
         _stderr(f"{path}: invalid, {error.count:,} problem{'s' * (error.count != 1)}")
+
+
+def _print_warnings(warnings, path: Path) -> None:
+    """The first MAX_WARNING_LINES warnings, then how many more: a table of 100,000 rows that each
+    warn must not bury the run's own lines (validate --json lists every one)."""
+    for warning in warnings[:MAX_WARNING_LINES]:
+        _stderr(f"warning: {warning}")
+    if (more := len(warnings) - MAX_WARNING_LINES) > 0:
+        _stderr(f"warning: ... and {more:,} more warning{'s' * (more != 1)}; svdflow validate --json {path} "
+                "lists them all")
 
 
 def _print_problems(error: ManifestError) -> None:
@@ -87,8 +99,7 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     from svdflow.run.planning import plan_run
 
     spec = load_run_spec(file)
-    for warning in spec.warnings:
-        _stderr(f"warning: {warning}")
+    _print_warnings(spec.warnings, file)
     planned = plan_run(spec, only=only)
     if as_json:
         from svdflow.manifest.loader import gc_paused
@@ -133,8 +144,7 @@ def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json
     world = World.from_env()
     spec = load_run_spec(file)
     if world.is_main:
-        for warning in spec.warnings:
-            _stderr(f"warning: {warning}")
+        _print_warnings(spec.warnings, file)
         if hint := lonely_launch_hint():
             _stderr(f"warning: {hint}")
     reporter = make_reporter(as_json, rank=world.rank, world_size=world.size)

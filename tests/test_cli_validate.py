@@ -125,6 +125,25 @@ def test_plan_prints_warnings_on_stderr(capsys, examples):
     assert planned["status"] == "input error"
 
 
+def test_plan_prints_twenty_warnings_then_how_many_more(capsys, examples):
+    # A table whose 23 images are all missing: every row warns; the run's own lines must not drown.
+    rows = "".join(f"r{i:02d},images/gone{i:02d}.png\n" for i in range(23))
+    (examples / "shots.csv").write_text("id,image\n" + rows)
+    (examples / "many.yaml").write_text(
+        "svdflow: 1\nmodel: {source: builtin:tiny}\nitems:\n  - table: shots.csv\n")
+    code, out, err = run_cli(capsys, "plan", "manifests/many.yaml", "--json")
+    assert code == 0 and len(json.loads(out)) == 23
+    lines = err.splitlines()
+    assert len(lines) == 21
+    gone = (examples / "images" / "gone19.png").resolve()
+    assert lines[19] == (f"warning: manifests/shots.csv:21:5: item 'r19': image {gone} does not exist; its jobs "
+                         "will fail until it does")
+    assert lines[20] == ("warning: ... and 3 more warnings; svdflow validate --json manifests/many.yaml lists "
+                         "them all")
+    code, out, _ = run_cli(capsys, "validate", "manifests/many.yaml", "--json")
+    assert code == 0 and len(json.loads(out)["warnings"]) == 23
+
+
 def test_version(capsys):
     code, out, _ = run_cli(capsys, "--version")
     assert (code, out) == (0, f"svdflow {__version__}\n")

@@ -335,3 +335,29 @@ def test_a_bug_is_one_line_and_its_traceback_a_file_for_the_report(capsys, monke
     saved = Path(err[len(prefix):-2])
     assert saved.read_text().splitlines()[-1] == "TypeError: a bug"
     saved.unlink()
+
+
+def test_a_remote_folder_an_earlier_release_wrote_is_recognised_from_its_index_first_bytes(monkeypatch):
+    """A 100,000-job index.json of 0.1 is 400 MB: one ranged read of its head says whose it is."""
+    import fsspec
+
+    from svdflow.outputs.ownership import is_svdflow_folder
+    from svdflow.outputs.store import OutputStore
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/legacy-big/index.json", b'{"svdflow_index": 1, "entries": [' + b" " * 5_000_000 + b"]}")
+    fs.pipe("/foreign/index.json", b'{"name": "someone else\'s index"}')
+    asked = []
+    cat_file = type(fs).cat_file
+
+    def spied(self, path, start=None, end=None, **kwargs):
+        asked.append((path, start, end))
+        return cat_file(self, path, start=start, end=end, **kwargs)
+
+    monkeypatch.setattr(type(fs), "cat_file", spied)
+    try:
+        assert is_svdflow_folder(OutputStore("memory://legacy-big"))
+        assert not is_svdflow_folder(OutputStore("memory://foreign"))
+    finally:
+        fs.rm(["/legacy-big", "/foreign"], recursive=True)
+    assert asked == [("/legacy-big/index.json", 0, 4096), ("/foreign/index.json", 0, 4096)]

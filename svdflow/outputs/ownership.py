@@ -68,7 +68,8 @@ def is_svdflow_folder(store: OutputStore) -> bool:
     else:
         if any(store.exists(name) for name in (MARK, MARK_NOTE)):
             return True
-        head = (store.read_bytes(_INDEX) or b"")[:_INDEX_HEAD]
+        # A 100,000-job index.json of 0.1 is 400 MB: its first bytes say whose it is.
+        head = store.read_bytes(_INDEX, limit=_INDEX_HEAD) or b""
     return b'"svdflow_index"' in head
 
 

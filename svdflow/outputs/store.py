@@ -65,13 +65,14 @@ class OutputStore:
         except Exception as exc:
             self._failed(exc, f"looking for {name}")
 
-    def read_bytes(self, name: str) -> bytes | None:
-        """The file's bytes, or None when it is missing."""
+    def read_bytes(self, name: str, limit: int | None = None) -> bytes | None:
+        """The file's bytes (its first `limit` only, one ranged request on an object store), or None
+        when it is missing."""
         try:
             if self.is_local:
                 with open(os.path.join(self.root, name), "rb") as f:
-                    return f.read()
-            return self.fs.cat_file(posixpath.join(self.root, name))
+                    return f.read(-1 if limit is None else limit)
+            return self.fs.cat_file(posixpath.join(self.root, name), start=None if limit is None else 0, end=limit)
         except FileNotFoundError:
             return None
         except Exception as exc:

@@ -181,8 +181,10 @@ NOT_IN_JSON_SCHEMA = {
     "sweep_too_many_jobs": "the product of the sweep lists' lengths",
     "loop_frames_too_many": "loop_frames against half of segments x num_frames",
     "loop_frames_swept_too_many": "loop_frames against half of segments x num_frames",
+    "qc_min_above_max": "min_motion against max_motion",
     # Defaults apply only where no item sets its own value.
     "crossfade_one_frame": "a default against every item's own values",
+    "qc_merged_range": "a default against every item's own values",
     # What files, folders, tables and models hold.
     **dict.fromkeys(["glob_bad_id", "glob_duplicate_ids", "glob_hidden_only", "glob_id_clash", "glob_no_match",
                      "glob_on_http", "glob_too_many_files", "model_config_not_cached",

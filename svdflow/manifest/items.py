@@ -17,6 +17,7 @@ from svdflow.manifest.loader import LoadedManifest, SourceMap
 from svdflow.manifest.schema import PARAMETERS, GlobItem, TableItem
 from svdflow.manifest.sources import glob as glob_source
 from svdflow.manifest.sources.table import Row, Table, TableUnusable, read_table, shown_path
+from svdflow.quality.thresholds import QcThresholds
 
 PARAMETER_NAMES = tuple(PARAMETERS)
 
@@ -148,6 +149,7 @@ class ItemSpec:
     sweep: dict[str, list]  # swept values, by parameter
     origin: Origin
     may_be_missing: bool  # false for glob matches: they were just listed
+    qc: QcThresholds | None = None  # the entry's own qc block, merged over defaults' by resolution
 
 
 def gather_items(loaded: LoadedManifest, images: LocalImages) -> tuple[list[ItemSpec], list[Problem], bool]:
@@ -178,9 +180,9 @@ def gather_items(loaded: LoadedManifest, images: LocalImages) -> tuple[list[Item
             # Local matches are located like written images (symlinks resolved), so the index
             # records one path for a file however the manifest reached it.
             items += [ItemSpec(m.item_id, images.locate(m.image), own, {}, sweep, GlobOrigin(source, index, m),
-                               False) for m in matches]
+                               False, entry.qc) for m in matches]
         elif isinstance(entry, TableItem):
-            made = _table_items(entry.table, index, own, sweep, loaded, images, problems, budget)
+            made = _table_items(entry.table, index, own, sweep, loaded, images, problems, budget, entry.qc)
             if made is None:
                 return items, problems, False
             items += made
@@ -192,7 +194,7 @@ def gather_items(loaded: LoadedManifest, images: LocalImages) -> tuple[list[Item
                 problems.append(source.problem(("items", index, "image"), f"items[{index}].image: {refused}"))
                 continue
             items.append(ItemSpec(entry.id, images.locate(entry.image), own, {}, sweep, Origin(source, index),
-                                  True))
+                                  True, entry.qc))
     return items, problems, True
 
 
@@ -222,7 +224,8 @@ def _written_over(loaded: LoadedManifest, index: int, sweep: dict[str, list], bu
 
 
 def _table_items(written: str, index: int, own: dict[str, Any], sweep: dict[str, list], loaded: LoadedManifest,
-                 manifest_images: LocalImages, problems: list[Problem], budget: JobBudget) -> list[ItemSpec] | None:
+                 manifest_images: LocalImages, problems: list[Problem], budget: JobBudget,
+                 qc: QcThresholds | None) -> list[ItemSpec] | None:
     """The table's items (none when it cannot be read); None when they take the jobs past the limit."""
     source = loaded.source
     per_item = sweep_jobs(sweep)
@@ -256,7 +259,7 @@ def _table_items(written: str, index: int, own: dict[str, Any], sweep: dict[str,
             image = row.image
         else:
             image = folder.join(row.image).text
-        out.append(ItemSpec(row.id, image, own, row.params, sweep, RowOrigin(source, index, table, row), True))
+        out.append(ItemSpec(row.id, image, own, row.params, sweep, RowOrigin(source, index, table, row), True, qc))
     return out
 
 

@@ -41,6 +41,7 @@ from svdflow.manifest.schema import (
     TableItem,
 )
 from svdflow.manifest.schema import Defaults as DefaultsModel
+from svdflow.quality.thresholds import QcThresholds
 
 __all__ = ["LoadedManifest", "SourceMap", "gc_paused", "load_manifest", "read_document", "validation_problems"]
 
@@ -285,6 +286,8 @@ _MODELS_BY_SHAPE: dict[Path_, type[BaseModel]] = {
     ("defaults",): DefaultsModel,
     ("items", "*"): Item,
     ("items", "*", "sweep"): Sweep,
+    ("defaults", "qc"): QcThresholds,
+    ("items", "*", "qc"): QcThresholds,
 }
 
 _TYPE_WORDS = {

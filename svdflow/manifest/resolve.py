@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from svdflow.errors import ManifestError, Problem, in_file_order
 from svdflow.locations import Location, text_refusal
 from svdflow.manifest.items import ItemSpec, LocalImages, Origin, RowOrigin, gather_items
@@ -43,6 +45,7 @@ from svdflow.models.defaults import (
 )
 from svdflow.models.source import BUILTINS
 from svdflow.outputs.clip import clip_shape, default_loop_frames, max_loop_frames, rendered_frames
+from svdflow.quality.thresholds import QcThresholds
 
 # Field order of a job's parameters everywhere they are shown or hashed.
 PARAMETER_NAMES = tuple(PARAMETERS)
@@ -66,6 +69,8 @@ class Job:
     # Where each parameter's value came from (one of ORIGINS); shared between jobs alike.
     origins: Mapping[str, str] = field(default_factory=dict)
     defined_at: str = ""  # where its item is defined: "campaign.yaml:12", "shots.csv:40"
+    # Its qc block (defaults' with its item's merged over it); in no key: a change re-judges, never re-renders.
+    qc: QcThresholds | None = None
 
     @property
     def seed(self) -> int:
@@ -142,7 +147,11 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
         if problem := ids.item_problem(item):
             problems.append(problem)
             continue
-        for job in _expand(item, fallback):
+        qc = fallback.qc_for(item)
+        if isinstance(qc, Problem):
+            problems.append(qc)
+            continue
+        for job in _expand(item, fallback, qc):
             if problem := ids.job_problem(job.id, item.origin, bool(job.sweep)):
                 problems.append(problem)
                 continue
@@ -212,6 +221,25 @@ class _Fallback:
                 self.values[key], self.origins[key] = parameter.default, "svdflow"
         self.base_seed: int = self.values["seed"]
         self._shared: dict[tuple, Mapping[str, str]] = {}
+        self.qc: QcThresholds | None = manifest.defaults.qc
+        self._qc: dict[int, QcThresholds | Problem] = {}  # by the item's own block: a glob's matches share one
+
+    def qc_for(self, item: ItemSpec) -> QcThresholds | Problem | None:
+        """The item's qc block merged over defaults' field by field (a field the item sets, null included,
+        wins), or the problem of a merge that no clip can pass."""
+        own = item.qc
+        if own is None or self.qc is None:
+            return own or self.qc
+        merged = self._qc.get(id(own))
+        if merged is None:
+            values = {**self.qc.model_dump(), **{name: getattr(own, name) for name in own.model_fields_set}}
+            try:
+                merged = QcThresholds.model_validate(values)
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                merged = item.origin.entry_problem("qc", f"{item.origin.name}.qc merged over defaults.qc: {reason}")
+            self._qc[id(own)] = merged
+        return merged
 
     def origins_for(self, entry: dict, row: dict, combo: dict, derived: bool) -> Mapping[str, str]:
         """One shared mapping per shape of item: 100,000 table rows make a handful of them."""
@@ -277,7 +305,7 @@ def system_folder(path: str) -> bool:
     return path in _SYSTEM_ROOTS or path.startswith(_SYSTEM_TREES)
 
 
-def _expand(item: ItemSpec, fallback: _Fallback):
+def _expand(item: ItemSpec, fallback: _Fallback, qc: QcThresholds | None):
     """The item's jobs, sweeps expanded in parameter order."""
     params = {**fallback.values, **item.entry, **item.row}
     derived = "seed" not in item.entry and "seed" not in item.row
@@ -287,7 +315,7 @@ def _expand(item: ItemSpec, fallback: _Fallback):
     for job_id, combo in _job_ids(item.id, item.sweep):
         seed_origin = "sweep" if "seed" in combo else ("derived" if derived else "item")
         origins = fallback.origins_for(item.entry, item.row, combo, derived and "seed" not in combo)
-        yield _job(job_id, item, {**params, **combo}, seed_origin, combo, origins, defined_at)
+        yield _job(job_id, item, {**params, **combo}, seed_origin, combo, origins, defined_at, qc)
 
 
 def _job_ids(item_id: str, swept: dict[str, list]):
@@ -362,7 +390,7 @@ def job_id_problems(written: list[tuple[int, Item]], source: SourceMap, limit: i
 
 
 def _job(job_id: str, item: ItemSpec, params: dict[str, Any], seed_origin: str, sweep: dict,
-         origins: Mapping[str, str], defined_at: str) -> Job:
+         origins: Mapping[str, str], defined_at: str, qc: QcThresholds | None) -> Job:
     if params["playback_fps"] is None:
         params["playback_fps"] = float(params["fps"] * params["interpolate"])
     if params["loop"] != "crossfade":
@@ -374,7 +402,7 @@ def _job(job_id: str, item: ItemSpec, params: dict[str, Any], seed_origin: str, 
     # Every value passed the manifest's (or the table's) models already, so this cannot fail; and
     # pydantic-core validates a flat model twice as fast as model_construct builds one in Python.
     return Job(job_id, item.id, item.image, JobParams.model_validate(params), seed_origin, sweep, origins,
-               defined_at)
+               defined_at, qc)
 
 
 def _id_value(value: Any) -> str:

@@ -26,6 +26,7 @@ from svdflow.compat import OmitsNewDefaults
 from svdflow.hardware import PROFILE_SETTINGS, manifest_fp8_conflict, manifest_overlap_conflict
 from svdflow.manifest.limits import DEFAULT_MAX_JOBS
 from svdflow.outputs.codecs import PRORES_PROFILES
+from svdflow.quality.thresholds import QcThresholds
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -164,7 +165,21 @@ def _params_model(name: str, doc: str, *, optional: bool) -> type[StrictModel]:
     return create_model(name, __base__=StrictModel, __doc__=doc, **fields)
 
 
-Defaults = _params_model("Defaults", "Per-job parameters applied wherever an item is silent.", optional=False)
+class _DefaultQc(StrictModel):
+    qc: QcThresholds | None = Field(None, description=(
+        "Quality control of every job: thresholds on its quality scores (unset: not checked) and how many "
+        "times a job that fails them renders again with the next seed of its re-roll sequence. Not part of "
+        "any key: changing it re-judges recorded scores, it never renders again on its own."))
+
+
+class _ItemQc(StrictModel):
+    qc: QcThresholds | None = Field(None, description=(
+        "Quality control of this item's jobs; merged over defaults' qc field by field (a field set here, "
+        "null included, replaces the default's)."))
+
+
+Defaults = create_model("Defaults", __base__=(_DefaultQc, _params_model("_DefaultParams", "", optional=False)),
+                        __doc__="Per-job parameters applied wherever an item is silent.")
 
 
 class _ResolvedParams(StrictModel, OmitsNewDefaults):
@@ -280,15 +295,15 @@ def _kind(value: Any) -> str:
 
 _ItemParams = _params_model("_ItemParams", "", optional=True)
 Item = create_model(
-    "Item", __base__=(_Written, _Swept, _ItemParams),
+    "Item", __base__=(_ItemQc, _Written, _Swept, _ItemParams),
     __doc__="One input image and how to animate it.",
 )
 GlobItem = create_model(
-    "GlobItem", __base__=(_Globbed, _Swept, _ItemParams),
+    "GlobItem", __base__=(_ItemQc, _Globbed, _Swept, _ItemParams),
     __doc__="Many items: one per file a glob pattern matches, with the same parameters.",
 )
 TableItem = create_model(
-    "TableItem", __base__=(_Tabled, _Swept, _ItemParams),
+    "TableItem", __base__=(_ItemQc, _Tabled, _Swept, _ItemParams),
     __doc__="Many items: one per row of a CSV or JSON Lines table.",
 )
 # A table row, validated like a written item (same fields, same messages) but without sweeps.

@@ -14,6 +14,7 @@ EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
 EXIT_INVALID = 2
 EXIT_ENVIRONMENT = 3
+EXIT_QC_FAILED = 4  # every job rendered, some did not pass their qc thresholds (failed jobs: 1 wins)
 EXIT_INTERRUPTED = 130
 
 

@@ -90,9 +90,11 @@ def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
         console.file.write("\n".join(lines) + "\n")
     for line in origin_legend(spec, planned):
         console.file.write(line + "\n")
-    counts = Counter("render" if p.would_render else "re-encode" if p.would_reencode else "up to date"
-                     for p in planned)
-    console.print(f"{counts['render']} to render, {counts['re-encode']} to re-encode, {counts['up to date']} up to date")
+    counts = Counter("render" if p.would_render else "re-encode" if p.would_reencode else
+                     "re-judge" if p.would_rejudge else "up to date" for p in planned)
+    rejudge = f", {counts['re-judge']} to re-judge (qc changed; nothing renders)" if counts["re-judge"] else ""
+    console.print(f"{counts['render']} to render, {counts['re-encode']} to re-encode, {counts['up to date']} "
+                  f"up to date{rejudge}")
     for line in storage_lines(spec, planned):
         console.file.write(line + "\n")
 
@@ -146,8 +148,21 @@ def print_summary(result, console: Console | None = None) -> None:
     if result.orphans:
         console.print(printable(f"orphaned (no longer in the manifest, files kept): {', '.join(result.orphans)}"),
                       markup=False)
+    if result.qc_failed and not console.is_terminal:
+        console.file.write("".join(printable(f"did not pass qc: {job_id}: {failed}") + "\n"
+                                   for job_id, failed in result.qc_failed.items()))
+    elif result.qc_failed:
+        table = Table(title="did not pass qc", title_justify="left")
+        table.add_column("id", no_wrap=True)
+        table.add_column("thresholds failed")
+        for job_id, failed in result.qc_failed.items():
+            table.add_row(Text(printable(job_id)), Text(printable(failed)))
+        console.print(table)
+    # The qc counts only where qc is in use: a run without it keeps the line it always had.
+    qc = (f", {summary['qc_failed']} did not pass qc" if summary["qc_failed"] or any(job.qc for job in result.spec.jobs)
+          else "") + (f", {summary['re_judged']} re-judged" if summary["re_judged"] else "")
     console.print(printable(f"{summary['rendered']} rendered, {summary['re_encoded']} re-encoded, {summary['up_to_date']} "
-                            f"up to date, {summary['failed']} failed in {summary['seconds']:.1f}s -> "
+                            f"up to date, {summary['failed']} failed{qc} in {summary['seconds']:.1f}s -> "
                             f"{result.spec.output_dir}"), markup=False)
     if result.spec.masters or result.masters_bytes:
         console.print(f"masters: {human_bytes(result.masters_bytes)} in {MASTERS_DIR}/")

@@ -32,6 +32,7 @@ import hashlib
 import json
 import re
 import secrets
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,6 +79,15 @@ class EntrySummary:
     master: tuple[str, int] | None  # (file, bytes)
     error: str | None
     finished_unix: float
+    # The qc thresholds its scores were judged against, as `qc_text` writes them ("null" without a qc
+    # block), and the verdict; qc None: not scored (a failed job, one recorded before scores).
+    qc: str | None = None
+    qc_passed: bool | None = None
+
+
+def qc_text(thresholds: dict | None) -> str:
+    """Recorded (or resolved) qc thresholds as one comparable text; shared between the jobs alike."""
+    return sys.intern(json.dumps(thresholds, sort_keys=True, separators=(",", ":")))
 
 
 class _Slot:
@@ -519,8 +529,9 @@ def _summary(raw: dict) -> EntrySummary | None:
             status=status, render_key=raw["render_key"], output_key=raw["output_key"],
             outputs=tuple((o["format"], o["file"], o["bytes"]) for o in outputs),
             master=None if master is None else (master["file"], master["bytes"]),
-            error=None if error is None else error["message"], finished_unix=raw["finished_unix"])
-    except (KeyError, TypeError):
+            error=None if error is None else error["message"], finished_unix=raw["finished_unix"],
+            **_quality_summary(raw.get("quality")))
+    except (KeyError, TypeError, AttributeError):
         return None
     ok = (status in ("done", "failed") and _JOB_ID.fullmatch(raw.get("id") or "") is not None
           and all(isinstance(v, str) or v is None for v in (summary.render_key, summary.output_key, summary.error))
@@ -528,6 +539,15 @@ def _summary(raw: dict) -> EntrySummary | None:
           and (master is None or (isinstance(summary.master[0], str) and type(summary.master[1]) is int))
           and isinstance(summary.finished_unix, (int, float)) and not isinstance(summary.finished_unix, bool))
     return summary if ok else None
+
+
+def _quality_summary(quality: dict | None) -> dict:
+    if quality is None:
+        return {}
+    passed = quality["passed"]
+    if not (passed is None or isinstance(passed, bool)):
+        raise TypeError("passed")
+    return {"qc": qc_text(quality["thresholds"]), "qc_passed": passed}
 
 
 def _line(data: dict, run: RunInfo) -> bytes:

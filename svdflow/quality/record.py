@@ -10,12 +10,14 @@ needs nothing else from the entry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from svdflow.quality.rerolls import Attempt
 from svdflow.quality.scores import QualityScores
 from svdflow.quality.thresholds import QcThresholds
-from svdflow.quality.verdict import ThresholdFailure
+from svdflow.quality.verdict import ThresholdFailure, Verdict, judge
 
 
 class QualityRecord(BaseModel):
@@ -34,3 +36,33 @@ class QualityRecord(BaseModel):
     attempts: tuple[Attempt, ...] = Field(default=(), description=(
         "Every attempt in the order rendered, each with its seed, scores and verdict, when the job re-rolled; "
         "empty when it rendered once (then `scores` are its only attempt's)."))
+
+    @classmethod
+    def of_attempts(cls, attempts: Sequence[Attempt], kept: int, thresholds: QcThresholds | None) -> QualityRecord:
+        """The record of a job whose files hold attempt `kept` (an index into `attempts`, every attempt of
+        the job in order from 0). One attempt records none: its scores are the record's."""
+        chosen = attempts[kept]
+        return cls(scores=chosen.scores, thresholds=thresholds, passed=chosen.verdict.passed if thresholds else None,
+                   failures=chosen.verdict.failures if thresholds else (), kept=chosen.attempt,
+                   attempts=tuple(attempts) if len(attempts) > 1 else ())
+
+    @classmethod
+    def unjudged(cls, scores: QualityScores) -> QualityRecord:
+        """A job without a qc block: scored, not judged."""
+        return cls(scores=scores, thresholds=None, passed=None, failures=(), kept=0)
+
+    def every_attempt(self, seed: int) -> tuple[Attempt, ...]:
+        """Every attempt, the one of a job that rendered once included (`seed`: its entry's)."""
+        if self.attempts:
+            return self.attempts
+        verdict = Verdict(passed=not self.failures, failures=self.failures)
+        return (Attempt(attempt=self.kept, seed=seed, scores=self.scores, verdict=verdict),)
+
+    def rejudged(self, thresholds: QcThresholds | None, seed: int) -> QualityRecord:
+        """The same attempts judged against `thresholds` (the kept one stays kept: its frames are the files')."""
+        if thresholds is None:  # scored only; the attempts keep the verdicts they were chosen by
+            return self.model_copy(update={"thresholds": None, "passed": None, "failures": ()})
+        attempts = tuple(a.model_copy(update={"verdict": judge(a.scores, thresholds)})
+                         for a in self.every_attempt(seed))
+        kept = next(i for i, a in enumerate(attempts) if a.attempt == self.kept)
+        return QualityRecord.of_attempts(attempts, kept, thresholds)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from svdflow import RENDER_VERSION, __version__
 from svdflow.errors import MasterError, OutputWriteError
@@ -37,6 +37,7 @@ from svdflow.outputs.ownership import names_in_the_way
 from svdflow.outputs.post import post_process
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import WrittenOutput, output_path, write_outputs
+from svdflow.quality.record import QualityRecord
 from svdflow.run.keys import frames_sha256
 from svdflow.run.messages import Failed, Reencode, Rendered
 from svdflow.run.planning import PlannedJob
@@ -75,7 +76,8 @@ class EntryContext:
               hardware: HardwareRecord | None, timings: Timings, outputs: list[OutputFile] | None = None,
               master: MasterRecord | None = None, frames_sha256: str | None = None, error: ErrorRecord | None = None,
               encoded_from: str = "render", versions: dict[str, str] | None = None,
-              segments: list[SegmentRecord] | tuple[SegmentRecord, ...] = ()) -> IndexEntry:
+              segments: list[SegmentRecord] | tuple[SegmentRecord, ...] = (),
+              quality: QualityRecord | None = None) -> IndexEntry:
         material = planned.material if planned else None
         now = time.time()
         return IndexEntry(
@@ -85,7 +87,7 @@ class EntryContext:
             params=job.params, seed=job.seed, seed_origin=job.seed_origin, sweep=job.sweep, input=input,
             model=model, hardware=hardware, outputs=outputs or [], master=master, encoded_from=encoded_from,
             frames_sha256=frames_sha256, output=self.output_settings(), timings=timings,
-            segments=list(segments), versions=versions or self.versions, error=error,
+            segments=list(segments), quality=quality, versions=versions or self.versions, error=error,
             run=RunRecord(name=self.spec.name, manifest=str(self.spec.manifest_path)),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), finished_unix=now)
 
@@ -95,15 +97,18 @@ class EntryContext:
                           timings=message.timings, error=_error(message.error, message.stage))
 
 
-def finish_rendered(message: Rendered, context: EntryContext) -> IndexEntry:
+def finish_rendered(message: Rendered, context: EntryContext, quality: QualityRecord | None = None) -> IndexEntry:
     """Encode a rendered job's files (and its master) into the output folder, each carrying the job's
-    provenance, and return its entry (failed, with the reason, when encoding or writing failed)."""
+    provenance (its `quality` too: svdflow.run.qc scores and judges the frames first), and return its
+    entry (failed, with the reason, when encoding or writing failed). The entry's keys are the job's as
+    planned; its params and seed are the attempt's that rendered the frames (a re-roll's), so that
+    `rerender` makes these frames again."""
     spec, ticket = context.spec, message.ticket
     job = ticket.job
     timings = ticket.timings.model_copy(update={"render_s": message.render_s, "decode_s": message.decode_s})
     started = time.perf_counter()
     made = {"model": context.model(message.resolved_revision), "hardware": message.hardware,
-            "frames_sha256": frames_sha256(message.frames), "segments": message.segments}
+            "frames_sha256": frames_sha256(message.frames), "segments": message.segments, "quality": quality}
     draft = context.entry(job, ticket.planned, ticket.input, status="done", timings=Timings(), **made)
     provenance = Provenance.of(draft).to_text()
     store = OutputStore(spec.output_dir)
@@ -131,7 +136,8 @@ def finish_reencoded(message: Reencode, context: EntryContext) -> IndexEntry:
     Failed, with the reason, when the master does not give back the recorded frames: the next run
     renders the job again."""
     spec, ticket, recorded = context.spec, message.ticket, message.recorded
-    job = ticket.job
+    # The recorded frames are its kept attempt's: a re-rolled job keeps that attempt's seed.
+    job = replace(ticket.job, params=ticket.job.params.model_copy(update={"seed": recorded.seed}))
     started = time.perf_counter()
     made = {"model": recorded.model, "hardware": recorded.hardware, "versions": recorded.versions,
             "segments": recorded.segments}
@@ -144,7 +150,7 @@ def finish_reencoded(message: Reencode, context: EntryContext) -> IndexEntry:
                               f"{frames_sha256(frames)[:12]}, recorded {str(recorded.frames_sha256)[:12]})")
         draft = context.entry(job, ticket.planned, ticket.input, status="done", timings=Timings(),
                               master=recorded.master, frames_sha256=recorded.frames_sha256, encoded_from="master",
-                              **made)
+                              quality=recorded.quality, **made)
         written, post_s = _write(frames, spec, job, Provenance.of(draft).to_text())
     except (MasterError, OutputWriteError) as exc:
         if isinstance(exc, MasterError):
@@ -156,7 +162,7 @@ def finish_reencoded(message: Reencode, context: EntryContext) -> IndexEntry:
                                                 "total_s": (ticket.timings.fetch_s or 0.0) + encode_s})
     return context.entry(job, ticket.planned, ticket.input, status="done", timings=_rounded(timings),
                          outputs=_files(written), master=recorded.master, frames_sha256=recorded.frames_sha256,
-                         encoded_from="master", **made)
+                         encoded_from="master", quality=recorded.quality, **made)
 
 
 def refuse_foreign_files(store: OutputStore, spec: RunSpec, job: Job, owned: tuple[str, ...]) -> None:

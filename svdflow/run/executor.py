@@ -16,6 +16,7 @@ accelerator time. What finished is recorded, and the run's result carries the er
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,9 @@ from typing import Any
 
 from svdflow.errors import (
     EXIT_ENVIRONMENT,
+    EXIT_JOBS_FAILED,
+    EXIT_OK,
+    EXIT_QC_FAILED,
     InternalError,
     Interrupted,
     JobError,
@@ -42,7 +46,7 @@ from svdflow.pipeline.session import PipelineSession, RenderedFrames
 from svdflow.run.entries import EntryContext
 from svdflow.run.input_hashes import InputHashes, input_stamps
 from svdflow.run.interrupts import sigterm_as_interrupt
-from svdflow.run.messages import Failed, Reencode, Rendered, Ticket, UpToDate
+from svdflow.run.messages import Failed, Reencode, Rejudged, Rendered, Ticket, UpToDate
 from svdflow.run.planning import PlannedJob, decide
 from svdflow.run.progress import Reporter
 from svdflow.run.tickets import fetch_failed, fetch_input, make_ticket, render_failed
@@ -62,6 +66,7 @@ class RunResult:
     spec: RunSpec
     statuses: dict[str, Status] = field(default_factory=dict)  # job id -> done | re-encoded | failed | up to date
     errors: dict[str, str] = field(default_factory=dict)
+    qc_failed: dict[str, str] = field(default_factory=dict)  # jobs that did not pass qc: id -> what failed
     orphans: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
@@ -78,7 +83,9 @@ class RunResult:
             return EXIT_ENVIRONMENT
         if self.crashed is not None:
             return InternalError.exit_code
-        return 1 if self.count("failed") else 0
+        if self.count("failed"):
+            return EXIT_JOBS_FAILED
+        return EXIT_QC_FAILED if self.qc_failed else EXIT_OK
 
     def store_failure(self) -> OutputStoreError:
         """What a run stopped by its output store raises once it has recorded what finished."""
@@ -99,8 +106,10 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.spec.name, "output_dir": self.spec.output_dir, "rendered": self.count("done"),
-                "re_encoded": self.count("re-encoded"), "up_to_date": self.count("up to date"),
-                "failed": self.count("failed"), "orphaned": self.orphans, "errors": self.errors,
+                "re_encoded": self.count("re-encoded"), "re_judged": self.count("re-judged"),
+                "up_to_date": self.count("up to date"), "failed": self.count("failed"),
+                "qc_failed": len(self.qc_failed), "orphaned": self.orphans, "errors": self.errors,
+                "qc_failures": self.qc_failed,
                 "masters_bytes": self.masters_bytes, "seconds": round(self.seconds, 3),
                 "interrupted": self.interrupted, "exit_code": 130 if self.interrupted else self.exit_code,
                 **({"stopped": str(self.stopped)} if self.stopped is not None else {}),
@@ -144,8 +153,11 @@ class Executor:
         self.recorded = index.snapshot()  # what earlier runs recorded: what decisions read
         self.session = PipelineSession(spec, self.jobs, reporter.note, local_rank=local_rank)
         self.guard = guard
+        # Re-rolls the writer asks for (a job whose attempt failed its qc thresholds): rendered between
+        # the other jobs, so the render loop never waits for a clip to be scored.
+        self._rerolls: queue.SimpleQueue[Ticket] = queue.SimpleQueue()
         self.writer = WriterThread(Recorder(index, reporter, {job.id: job.cost() for job in self.jobs}),
-                                   EntryContext.of(spec), guard)
+                                   EntryContext.of(spec), guard, reroll=self._rerolls.put)
         self._renderer: Renderer | None = None
         self._inputs: dict[tuple, Future] = {}  # the prefetch window's inputs, by (image, size, resize)
         self._stamps: dict[str, tuple[int, str] | None] = {}
@@ -167,16 +179,19 @@ class Executor:
             with sigterm_as_interrupt():
                 try:
                     early = self._decide_early()
+                    going = True
                     for number, job in enumerate(self.jobs):
-                        if self.writer.halted:
+                        if self.writer.halted or not (going := self._rerender()):
                             break
-                        if early[number] is not None and not early[number].has_work:  # not read: up to date
+                        if early[number] is not None and not early[number].needs_input:  # not read
                             self.reporter.job_started(job.id, number + 1, len(self.jobs))
-                            self.writer.put(UpToDate(job))
+                            self._unread(early[number])
                             continue
                         self._prefetch()
-                        if not self._process(job, number, early[number]):
+                        if not (going := self._process(job, number, early[number])):
                             break
+                    if going:
+                        self._settle()
                 except KeyboardInterrupt:
                     result.interrupted = True
                 except OutputStoreError as exc:  # read here: the plan's look at the folder
@@ -194,7 +209,7 @@ class Executor:
             result.stopped = self.writer.stopped or stopped
             if self.writer.crashed is not None:
                 result.crashed = describe_bug(self.writer.crashed)
-            result.statuses, result.errors = recorder.statuses, recorder.errors
+            result.statuses, result.errors, result.qc_failed = recorder.statuses, recorder.errors, recorder.qc_failed
             if result.stopped is None:
                 try:
                     self.hashes.save()
@@ -225,8 +240,37 @@ class Executor:
             if job.image in known:
                 planned = decide(job, known[job.image], self.spec, self.recorded)
             early.append(planned)
-        self._fetched = [job for job, planned in zip(self.jobs, early) if planned is None or planned.has_work]
+        self._fetched = [job for job, planned in zip(self.jobs, early) if planned is None or planned.needs_input]
         return early
+
+    def _unread(self, planned: PlannedJob) -> None:
+        """A job whose input is not needed: up to date, or re-judged from its recorded scores."""
+        if planned.would_rejudge:
+            self.writer.put(Rejudged(planned.prior.rejudged_entry()))
+        else:
+            self.writer.put(UpToDate(planned.job, planned.qc_passed))
+
+    def _rerender(self) -> bool:
+        """Render the re-rolls the writer asked for so far; False when the run must stop."""
+        while not self.writer.halted:
+            try:
+                ticket = self._rerolls.get_nowait()
+            except queue.Empty:
+                return True
+            self.reporter.job_stage(ticket.job.id, f"re-roll {ticket.attempt} (seed {ticket.job.seed})")
+            if not self._render(ticket):
+                return False
+        return False
+
+    def _settle(self) -> None:
+        """After the last job: until no re-roll is pending, finish the last render, let the writer score
+        it, and render the re-rolls it asks for."""
+        while not self.writer.halted:
+            if self._renderer is not None:
+                self._renderer.finish()
+            self.writer.wait()
+            if self._rerolls.empty() or not self._rerender():
+                return
 
     def _prefetch(self) -> None:
         """Fetch the next jobs' inputs (the prefetch window) ahead of the render loop."""
@@ -263,21 +307,28 @@ class Executor:
         self.hashes.remember(job.image, self._stamps.get(job.image), loaded.sha256)
         planned = early if early is not None and early.input_sha256 == loaded.sha256 else decide(
             job, loaded.sha256, self.spec, self.recorded, self.options.force)
-        if not planned.has_work:
-            self.writer.put(UpToDate(job))
+        if not planned.needs_input:
+            self._unread(planned)
             return True
         ticket = make_ticket(planned, loaded, timings)
         if planned.would_reencode:  # from the master, on the writer thread: no pipeline, no torch
             self.reporter.job_stage(job.id, "re-encode")
             self.writer.put(Reencode(ticket, self.recorded.get(job.id)))
             return not (self.options.fail_fast and self.writer.encode_failed) and not self.writer.halted
+        if ticket.attempt:
+            self.reporter.job_stage(job.id, f"re-roll {ticket.attempt} (seed {ticket.job.seed})")
+        return self._render(ticket)
+
+    def _render(self, ticket: Ticket) -> bool:
+        """Render a ticket (a job, or one of its re-rolls); False when the run must stop."""
+        job = ticket.job
         self.reporter.job_stage(job.id, "load model" if not self.session.loaded else "denoise")
         self._current = job.id
         sink = _TicketSink(self, ticket)
         try:
             if self._renderer is None:
                 self._renderer = make_renderer(self.session)
-            self._renderer.submit(job, loaded.image, sink, lambda done, total: self._on_step(job, done, total),
+            self._renderer.submit(job, ticket.image, sink, lambda done, total: self._on_step(job, done, total),
                                   lambda number, count: self.reporter.job_stage(job.id, f"segment {number} of {count}"))
         except JobError as exc:
             sink.failed(exc)

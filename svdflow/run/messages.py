@@ -7,22 +7,30 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from svdflow.errors import SvdflowError
 from svdflow.hardware import HardwareRecord
 from svdflow.manifest.resolve import Job
 from svdflow.outputs.entry import IndexEntry, InputRecord, SegmentRecord, Timings
-from svdflow.run.planning import PlannedJob
+from svdflow.run.planning import PlannedJob, Prior
 
 
 @dataclass(frozen=True)
 class Ticket:
     """A job the run decided to render, with what it knows of it before the pipeline runs."""
 
-    job: Job
-    planned: PlannedJob
+    job: Job  # what renders: the job as planned, or one of its re-roll attempts (its seed replaced)
+    planned: PlannedJob  # planned.job is the job as requested: its keys are the entry's
     input: InputRecord
     timings: Timings  # fetch_s and input_wait_s so far
+    # The input as the model is conditioned on it (resized to the clip): rendered from, and scored
+    # against. None where nothing renders (a re-encode).
+    image: Image.Image | None = None
+    attempt: int = 0  # 0: the job's own seed; n: its n-th re-roll (svdflow.quality.rerolls)
+    # What the record holds of a job whose recorded attempts were re-judged (svdflow.run.qc.Prior):
+    # its re-rolls go on from there.
+    prior: Prior | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class UpToDate:
     """A job whose recorded outputs match its content key: nothing to do."""
 
     job: Job
+    qc_passed: bool | None = None  # its record's qc verdict
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,15 @@ class Finished:
 
     entry: IndexEntry
     worker: str | None = None  # the cluster worker that rendered it
+    rejudged: bool = False  # its recorded files were kept with a new qc verdict: nothing written
 
 
-Message = Rendered | Reencode | Failed | UpToDate | Finished
+@dataclass(frozen=True)
+class Rejudged:
+    """A job whose recorded scores were judged against changed thresholds and kept as they are: its
+    files stay, its entry is recorded again with the new verdict."""
+
+    entry: IndexEntry
+
+
+Message = Rendered | Reencode | Failed | UpToDate | Finished | Rejudged

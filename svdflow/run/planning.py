@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,16 +12,40 @@ from svdflow.manifest.loader import gc_paused
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import IndexEntry, KeyMaterial
-from svdflow.outputs.index import RunIndex
+from svdflow.outputs.index import RunIndex, qc_text
 from svdflow.outputs.masters import master_problem
 from svdflow.outputs.ownership import owned_names
 from svdflow.outputs.storage import JobBytes
 from svdflow.outputs.store import OutputStore
+from svdflow.quality.record import QualityRecord
 from svdflow.run.input_hashes import InputHashes
 from svdflow.run.keys import key_material
 
 UP_TO_DATE = "up to date"
 REENCODE = "re-encode"
+REJUDGE = "re-judge"  # its qc thresholds changed: recorded again with the new verdict, nothing rendered
+REROLL = "re-roll"  # re-judged as failing, with re-rolls left: renders its next attempt
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A done job's record re-judged against the qc thresholds it has now: what a re-judge records,
+    and where a re-roll goes on from (its next attempt, and the kept one whose files are there)."""
+
+    entry: IndexEntry  # as recorded
+    quality: QualityRecord  # its attempts judged against the thresholds now
+
+    @property
+    def next_attempt(self) -> int:
+        return len(self.quality.every_attempt(self.entry.seed))
+
+    def rejudged_entry(self, quality: QualityRecord | None = None) -> IndexEntry:
+        """The recorded entry with the new verdict (`quality`, else the re-judged one): its files, keys
+        and scores as they are."""
+        now = time.time()
+        return self.entry.model_copy(update={
+            "quality": quality or self.quality, "finished_unix": now,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
 
 
 @dataclass
@@ -37,10 +62,21 @@ class PlannedJob:
     reason: str = ""
     input_sha256: str | None = None
     owned: tuple[str, ...] = ()  # names in the output folder its record lists: the files it may replace
+    prior: Prior | None = None  # re-judge and re-roll: the record, judged against the thresholds now
+    qc_passed: bool | None = None  # the record's qc verdict (None: no thresholds, or not scored)
 
     @property
     def would_render(self) -> bool:
-        return self.status not in (UP_TO_DATE, REENCODE)
+        return self.status not in (UP_TO_DATE, REENCODE, REJUDGE)
+
+    @property
+    def would_rejudge(self) -> bool:
+        return self.status == REJUDGE
+
+    @property
+    def needs_input(self) -> bool:
+        """Its input is read: it renders (or fails), or re-encodes (its files carry the input's record)."""
+        return self.status not in (UP_TO_DATE, REJUDGE)
 
     @property
     def would_reencode(self) -> bool:
@@ -96,6 +132,7 @@ def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: b
     summary = index.summary(job.id)
     if summary is not None:
         planned.owned = owned_names(summary.outputs, summary.master)
+        planned.qc_passed = summary.qc_passed
     if force:
         planned.status, planned.reason = "forced", "--force"
     elif summary is None:
@@ -115,7 +152,49 @@ def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: b
         planned.status = UP_TO_DATE
         if spec.masters and summary.master is None:
             planned.reason = "no master; a change of its files will render it again"
+        if summary.qc is not None and summary.qc != _qc_text(job):
+            _rejudge(planned, index.get(job.id))
     return planned
+
+
+_QC_TEXTS: dict[int, tuple[object, str]] = {}
+
+
+def _qc_text(job: Job) -> str:
+    """The job's qc block as the record's summary writes it; once per block (jobs alike share one)."""
+    cached = _QC_TEXTS.get(id(job.qc))
+    if cached is None or cached[0] is not job.qc:
+        if len(_QC_TEXTS) > 256:
+            _QC_TEXTS.clear()
+        text = qc_text(job.qc.model_dump(mode="json") if job.qc is not None else None)
+        cached = _QC_TEXTS[id(job.qc)] = (job.qc, text)
+    return cached[1]
+
+
+def _rejudge(planned: PlannedJob, entry: IndexEntry | None) -> None:
+    """Up to date but for its qc thresholds: judged again from the recorded scores. It renders only to
+    re-roll: when it now fails and has re-rolls left beyond the attempts already made."""
+    if entry is None or entry.quality is None:
+        return
+    job = planned.job
+    prior = Prior(entry, entry.quality.rejudged(job.qc, entry.seed))
+    planned.prior = prior
+    quality = prior.quality
+    if quality.passed is None:
+        planned.status, planned.reason = REJUDGE, "qc removed: scores kept, no verdict"
+    elif quality.passed:
+        planned.status, planned.reason = REJUDGE, f"qc changed: attempt {quality.kept} passes"
+    elif prior.next_attempt <= job.qc.rerolls:
+        planned.status = REROLL
+        planned.reason = (f"qc changed: attempt {quality.kept} fails {_failed(quality)}; re-roll "
+                          f"{prior.next_attempt} of {job.qc.rerolls}")
+    else:
+        planned.status = REJUDGE
+        planned.reason = f"qc changed: attempt {quality.kept} fails {_failed(quality)}; no re-rolls left"
+
+
+def _failed(quality: QualityRecord) -> str:
+    return ", ".join(failure.threshold for failure in quality.failures)
 
 
 def _master_listed(index: RunIndex, file: str, size: int) -> str | None:

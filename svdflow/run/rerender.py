@@ -20,6 +20,7 @@ from svdflow.outputs.records import index_entry, read_record
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import output_path, write_outputs
 from svdflow.run.entries import collect_versions
+from svdflow.quality.rerolls import reroll_seed
 from svdflow.run.keys import frames_sha256
 
 RERENDER_DIR = "rerendered"
@@ -194,6 +195,8 @@ def _tampered_fields(entry: Provenance) -> list[str]:
     fields = type(entry.params).model_fields
     made_with = {name: field.default for name, field in fields.items()}  # a parameter not keyed was at its default
     made_with.update({**material.render.params, **material.output.params})
+    if entry.quality is not None and entry.quality.kept:  # a re-roll: the kept attempt's seed, not the job's
+        made_with["seed"] = reroll_seed(made_with["seed"], entry.quality.kept)
     out = [f"params.{name} is {value!r} but was rendered with {made_with.get(name)!r}"
            for name, value in entry.params.model_dump().items() if made_with.get(name) != value]
     if material.output.crf is not None and entry.output.crf != material.output.crf:

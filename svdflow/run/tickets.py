@@ -15,6 +15,7 @@ from svdflow.outputs.entry import InputRecord, Timings
 from svdflow.run.keys import key_material
 from svdflow.run.messages import Failed, Ticket
 from svdflow.run.planning import PlannedJob
+from svdflow.run.qc import first_ticket
 
 if TYPE_CHECKING:
     from svdflow.manifest.resolve import RunSpec
@@ -30,8 +31,10 @@ def fetch_input(job: Job) -> tuple[LoadedInput, float]:
 
 
 def make_ticket(planned: PlannedJob, loaded: LoadedInput, timings: Timings) -> Ticket:
-    return Ticket(planned.job, planned, InputRecord(uri=planned.job.image, sha256=loaded.sha256,
-                                                    source_size=loaded.source_size), timings)
+    """The job's first ticket: attempt 0, or, re-rolling after a re-judge, its next attempt."""
+    return first_ticket(Ticket(planned.job, planned, InputRecord(uri=planned.job.image, sha256=loaded.sha256,
+                                                                 source_size=loaded.source_size), timings,
+                               image=loaded.image))
 
 
 def rekeyed(planned: PlannedJob, input_sha256: str, spec: RunSpec) -> PlannedJob:
@@ -41,7 +44,7 @@ def rekeyed(planned: PlannedJob, input_sha256: str, spec: RunSpec) -> PlannedJob
         return planned
     material = key_material(planned.job, input_sha256, spec)
     return replace(planned, status="changed", reason="input image changed since it was planned",
-                   key=material.key, material=material, input_sha256=input_sha256)
+                   key=material.key, material=material, input_sha256=input_sha256, prior=None)
 
 
 def fetch_failed(job: Job, error: JobError, session: PipelineSession | None) -> Failed:

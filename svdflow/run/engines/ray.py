@@ -50,7 +50,7 @@ from svdflow.run.entries import EntryContext
 from svdflow.run.executor import RunOptions, RunResult
 from svdflow.run.input_hashes import InputHashes
 from svdflow.run.interrupts import sigterm_as_interrupt
-from svdflow.run.messages import Failed, Finished, Reencode, UpToDate
+from svdflow.run.messages import Failed, Finished, Reencode, Rejudged, UpToDate
 from svdflow.run.planning import PlannedJob, plan_run
 from svdflow.run.progress import Reporter
 from svdflow.run.tickets import fetch_failed, fetch_input, make_ticket
@@ -171,6 +171,7 @@ class Driver:
             self.writer.close()
             result.stopped = result.stopped or self.writer.stopped
             result.statuses, result.errors = self.recorder.statuses, self.recorder.errors
+            result.qc_failed = self.recorder.qc_failed
             if result.stopped is None:
                 try:
                     self.hashes.save()
@@ -198,8 +199,10 @@ class Driver:
                 pending.append(planned)
             elif planned.would_reencode:
                 self._reencode(planned)
+            elif planned.would_rejudge:
+                self.writer.put(Rejudged(planned.prior.rejudged_entry()))
             else:
-                self.writer.put(UpToDate(planned.job))
+                self.writer.put(UpToDate(planned.job, planned.qc_passed))
             if self._stopping():
                 return []
         return pending
@@ -225,9 +228,9 @@ class Driver:
         self.reporter.job_stage(job.id, "re-encode")
         self.writer.put(Reencode(ticket, self.recorder.index.get(job.id)))
 
-    def _record(self, entry: IndexEntry, worker: str | None = None) -> None:
+    def _record(self, entry: IndexEntry, worker: str | None = None, rejudged: bool = False) -> None:
         """To the writer thread: the driver goes on handing out jobs while it is recorded."""
-        self.writer.put(Finished(entry, worker))
+        self.writer.put(Finished(entry, worker, rejudged))
         if entry.status == "failed" and self.options.fail_fast:
             self._stop = True
 
@@ -282,7 +285,7 @@ class Driver:
         for outcome in pool.finishing(SETTLE_S):
             if isinstance(outcome, Answered) and isinstance(outcome.reply, JobAnswer):
                 # (if the store failed, the writer drops it: the next run renders what is not recorded)
-                self.writer.put(Finished(outcome.reply.entry, outcome.worker))
+                self.writer.put(Finished(outcome.reply.entry, outcome.worker, outcome.reply.rejudged))
 
     def _worker_spec(self) -> RunSpec:
         """The spec the workers render with: the manifest's, less overlap_decode, which needs a next
@@ -375,7 +378,7 @@ class Driver:
                 pool.finish(worker, scheduler.rendered(worker))
                 return
             scheduler.done(worker, reply.entry.id)
-            self._record(reply.entry, worker)
+            self._record(reply.entry, worker, reply.rejudged)
         elif isinstance(outcome, Raised):
             assignment = scheduler.done(worker, outcome.assignment.job_id)
             self._record(self._failed(assignment, f"job '{assignment.job_id}': the Ray worker failed: {outcome.reason}"),

@@ -28,7 +28,8 @@ from svdflow.outputs.entry import IndexEntry, Timings
 from svdflow.pipeline.session import PipelineSession, render_job
 from svdflow.run.engines.scheduling import Assignment
 from svdflow.run.entries import EntryContext, finish_rendered
-from svdflow.run.messages import Rendered
+from svdflow.run.messages import Rejudged, Rendered, Ticket
+from svdflow.run.qc import AttemptKeeper
 from svdflow.run.tickets import fetch_failed, fetch_input, make_ticket, rekeyed, render_failed
 
 STEP_NEWS_EVERY_S = 0.25  # the most often a worker sends the driver its denoising step
@@ -77,6 +78,7 @@ class JobAnswer:
     worker: str
     attempt: int
     entry: IndexEntry
+    rejudged: bool = False  # re-rolls after a re-judge kept the recorded files: nothing was written
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ class RenderWorker:
         # Rendered jobs whose files are not written yet, by (job, attempt). `render` adds, `finish`
         # takes; on Ray they run in two threads, and a dict's one-key set and pop hold the GIL.
         self._rendered: dict[tuple[str, int], Rendered] = {}
+        # A job's re-rolls are rendered by `finish`, in the worker's own loop: the entry comes out as a
+        # local run's (svdflow.run.qc decides alike), and the driver never holds frames.
+        self.keeper = AttemptKeeper(lambda text: self._note(f"warning: {text}"))
         self._step_sent = 0.0  # when the last step's news went (time.monotonic)
         self._broken: SvdflowError | None = None  # why `prepare` could not build the pipeline
 
@@ -155,27 +160,50 @@ class RenderWorker:
         ticket = make_ticket(rekeyed(planned, loaded.sha256, self.spec), loaded, Timings(fetch_s=fetch_s))
         stage = "denoise" if self.session.loaded else "load model"
         self._emit(StageEvent(self.name, job.id, assignment.attempt, stage))
+        if ticket.attempt:
+            self._emit(StageEvent(self.name, job.id, assignment.attempt,
+                                  f"re-roll {ticket.attempt} (seed {ticket.job.seed})"))
         try:
-            result = render_job(self.session, job, loaded.image, lambda done, total: self._step(assignment, done, total),
-                                lambda number, count: self._emit(StageEvent(self.name, job.id, assignment.attempt,
-                                                                            f"segment {number} of {count}")))
+            result = self._render(assignment, ticket)
         except JobError as exc:
             return self._answer(assignment, self.context.failed(render_failed(ticket, exc, self.session)))
         except SvdflowError as exc:  # the model or the device, not this job
             return WorkerBroken(self.name, exc)
         except Exception as exc:  # a pipeline error fails this job only, as in a local run
             return self._answer(assignment, self.context.failed(render_failed(ticket, exc, self.session)))
-        self._rendered[job.id, assignment.attempt] = Rendered(
-            ticket, result.frames, result.hardware, self.session.resolved_revision, result.render_s, result.decode_s,
-            result.segments)
+        self._rendered[job.id, assignment.attempt] = result
         return RenderDone(self.name, assignment.attempt, job.id)
 
+    def _render(self, assignment: Assignment, ticket: Ticket) -> Rendered:
+        job = ticket.job
+        result = render_job(self.session, job, ticket.image, lambda done, total: self._step(assignment, done, total),
+                            lambda number, count: self._emit(StageEvent(self.name, job.id, assignment.attempt,
+                                                                        f"segment {number} of {count}")))
+        return Rendered(ticket, result.frames, result.hardware, self.session.resolved_revision, result.render_s,
+                        result.decode_s, result.segments)
+
     def finish(self, assignment: Assignment) -> JobAnswer | WorkerBroken:
-        """Write the files of a job `render` answered `RenderDone` for; its entry."""
+        """Score a job `render` answered `RenderDone` for; render its re-rolls while it fails its qc
+        thresholds and has some left; write the kept attempt's files; its entry."""
         rendered = self._rendered.pop((assignment.job_id, assignment.attempt))
-        self._emit(StageEvent(self.name, assignment.job_id, assignment.attempt, "encode"))
         try:
-            return self._answer(assignment, finish_rendered(rendered, self.context))
+            while isinstance(outcome := self.keeper.take(rendered), Ticket):
+                self._emit(StageEvent(self.name, assignment.job_id, assignment.attempt,
+                                      f"re-roll {outcome.attempt} (seed {outcome.job.seed})"))
+                try:
+                    rendered = self._render(assignment, outcome)
+                except SvdflowError as exc:
+                    if not isinstance(exc, JobError):  # the model or the device, not this job
+                        return WorkerBroken(self.name, exc)
+                    outcome = self.keeper.abandon(outcome.job, str(exc))
+                    break
+                except Exception as exc:  # noqa: BLE001 - a pipeline error ends the re-rolls, as in a local run
+                    outcome = self.keeper.abandon(outcome.job, f"{type(exc).__name__}: {exc}")
+                    break
+            if isinstance(outcome, Rejudged):
+                return JobAnswer(self.name, assignment.attempt, outcome.entry, rejudged=True)
+            self._emit(StageEvent(self.name, assignment.job_id, assignment.attempt, "encode"))
+            return self._answer(assignment, finish_rendered(outcome.rendered, self.context, outcome.quality))
         except OutputStoreError as exc:  # the output folder, not this job: the run stops
             return WorkerBroken(self.name, exc)
 

@@ -165,15 +165,18 @@ def run_distributed(spec: RunSpec, jobs: list[Job], store: OutputStore, options:
         result = executor.execute()
         # A rank whose output store failed stopped rendering; it still reports here, so that no rank
         # waits for it, and rank 0 says it once every share is recorded.
-        everyone = group.gather({"statuses": result.statuses, "errors": result.errors, "stopped": result.stopped})
+        everyone = group.gather({"statuses": result.statuses, "errors": result.errors, "qc_failed": result.qc_failed,
+                                 "stopped": result.stopped})
         gathered = True
         if not world.is_main:
             return result
         merged = RunResult(spec, seconds=result.seconds, orphans=result.orphans)
         merged.statuses = {job_id: "up to date" for job_id in decision["up_to_date"]}
+        merged.qc_failed = dict.fromkeys(decision["up_to_date_qc_failed"], "did not pass qc when it was recorded")
         for part in everyone:
             merged.statuses.update(part["statuses"])
             merged.errors.update(part["errors"])
+            merged.qc_failed.update(part["qc_failed"])
             merged.stopped = merged.stopped or part["stopped"]
         if merged.stopped is not None and merged.stopped.gone:  # what is there now is not the run's folder
             raise merged.store_failure()
@@ -206,7 +209,9 @@ def _share_pending(spec: RunSpec, options: RunOptions, size: int, hashes: InputH
     planned = plan_run(spec, only=options.only, force=options.force, hashes=hashes)
     pending = [p.job for p in planned if p.has_work]
     return {"shares": assign([(job.id, job.cost()) for job in pending], size),
-            "up_to_date": [p.job.id for p in planned if not p.has_work], "run_id": new_run_id()}
+            "up_to_date": [p.job.id for p in planned if not p.has_work],
+            "up_to_date_qc_failed": [p.job.id for p in planned if not p.has_work and p.qc_passed is False],
+            "run_id": new_run_id()}
 
 
 def _error_from_rank0(decision: dict[str, Any]) -> SvdflowError:

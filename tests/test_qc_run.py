@@ -17,9 +17,9 @@ from svdflow.errors import EXIT_QC_FAILED
 from svdflow.manifest import load_run_spec
 from svdflow.outputs.provenance import read_provenance
 from svdflow.quality.rerolls import reroll_seed
-from svdflow.run.progress import JsonReporter
 from svdflow.quality.thresholds import QcThresholds
 from svdflow.run.keys import key_material
+from svdflow.run.progress import JsonReporter
 
 
 def spec_of(folder: Path, body: str):

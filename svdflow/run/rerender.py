@@ -19,8 +19,8 @@ from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.records import index_entry, read_record
 from svdflow.outputs.store import OutputStore
 from svdflow.outputs.writers import output_path, write_outputs
-from svdflow.run.entries import collect_versions
 from svdflow.quality.rerolls import reroll_seed
+from svdflow.run.entries import collect_versions
 from svdflow.run.keys import frames_sha256
 
 RERENDER_DIR = "rerendered"

@@ -16,10 +16,13 @@ from svdflow.cli import main
 from svdflow.errors import EXIT_QC_FAILED
 from svdflow.manifest import load_run_spec
 from svdflow.outputs.provenance import read_provenance
+from svdflow.outputs.store import OutputStore
 from svdflow.quality.rerolls import reroll_seed
+from svdflow.run.engines.ray_worker import RenderDone, RenderWorker, StageEvent
+from svdflow.run.engines.scheduling import Assignment
 from svdflow.quality.thresholds import QcThresholds
 from svdflow.run.keys import key_material
-from svdflow.run.progress import JsonReporter
+from svdflow.run.progress import JsonReporter, describe
 
 
 def spec_of(folder: Path, body: str):
@@ -259,3 +262,42 @@ def test_rerender_verify_reproduces_a_re_rolled_jobs_kept_attempt(rerolled, caps
     assert exit_info.value.code == 0, captured.err
     answer = json.loads(captured.out)
     assert answer["matches"] is True
+
+
+def test_a_cluster_worker_re_rolls_in_its_own_loop_into_the_local_runs_entry(rerolled, tmp_path, request):
+    """The Ray worker without Ray: it renders a job's re-rolls itself, and its entry's quality, seed and
+    frames are the local run's."""
+    write_image(tmp_path / "a.png")
+    spec = load_run_spec(qc_manifest(tmp_path, ITEMS))
+    OutputStore(spec.output_dir).makedirs()
+    [planned] = [p for p in plan_run(spec) if p.job.id == "never-passes"]
+    worker = RenderWorker("w", spec, [planned.job], EventList())
+    request.addfinalizer(worker.close)
+    assert isinstance(worker.render(Assignment(planned, 1)), RenderDone)
+    answer = worker.finish(Assignment(planned, 1))
+    local = recorded(rerolled[0] / "out")["never-passes"]
+    entry = answer.entry.model_dump(mode="json")
+    for name in ("quality", "seed", "params", "frames_sha256", "key"):
+        assert entry[name] == local[name], name
+    stages = [e.stage for e in worker.events if isinstance(e, StageEvent)]
+    assert stages[stages.index("decode") + 1:] == [f"re-roll 1 (seed {reroll_seed(SEED, 1)})", "decode", "encode"]
+
+
+class EventList(list):
+    """A worker's event sink, kept."""
+
+    def put_nowait(self, item) -> None:
+        self.append(item)
+
+
+def test_a_jobs_line_says_its_qc_verdict_and_the_attempt_kept():
+    seen = {"seconds": 2.5, "files": ["a.mp4"]}
+    assert describe("done", {**seen, "qc": {"passed": True, "kept": 2, "seed": 9, "attempts": 3, "failures": []}}) == (
+        "done in 2.5s -> a.mp4; qc passed (attempt 2 of 3, seed 9)")
+    assert describe("done", {**seen, "qc": {"passed": False, "kept": 1, "seed": 8, "attempts": 2,
+                                            "failures": ["max_motion"]}}) == (
+        "done in 2.5s -> a.mp4; qc FAILED max_motion (kept the best, attempt 1 of 2, seed 8)")
+    assert describe("done", {**seen, "qc": {"passed": None, "kept": 0, "seed": 7, "attempts": 1, "failures": []}}) == (
+        "done in 2.5s -> a.mp4")
+    assert describe("re-judged", {"qc": {"passed": True, "kept": 0, "seed": 7, "attempts": 1, "failures": []}}) == (
+        "re-judged; qc passed (seed 7)")

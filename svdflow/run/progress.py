@@ -119,7 +119,8 @@ class PlainReporter(Reporter):
             done = self._done
         pace = _pace_of(info)
         self._line(f"[{done}/{self._total}] {job_id}: {describe(status, info)}"
-                   + (f" ({pace_text(pace)})" if pace is not None and status != "up to date" else "")
+                   + (f" ({pace_text(pace)})" if pace is not None and status not in ("up to date", "re-judged")
+                      else "")
                    + (f" [{worker}]" if worker else ""))
 
 
@@ -256,12 +257,24 @@ def _pace_of(info: dict[str, Any]) -> Pace | None:
 
 
 def describe(status: str, info: dict[str, Any]) -> str:
+    qc = qc_text(info.get("qc"))
     if status in ("done", "re-encoded"):
         files = ", ".join(info.get("files", []))
-        return f"{status} in {info.get('seconds', 0):.1f}s -> {files}"
+        return f"{status} in {info.get('seconds', 0):.1f}s -> {files}{qc}"
     if status == "failed":
         return f"FAILED: {info.get('error', '')}"
-    return status
+    return status + qc
+
+
+def qc_text(qc: dict[str, Any] | None) -> str:
+    """A job's qc verdict, as its line says it: "; qc passed on attempt 2 of 3 (seed 123)"."""
+    if not qc or qc.get("passed") is None:
+        return ""
+    tried = qc["attempts"]
+    kept = f"attempt {qc['kept']} of {tried}, seed {qc['seed']}" if tried > 1 else f"seed {qc['seed']}"
+    if qc["passed"]:
+        return f"; qc passed ({kept})"
+    return f"; qc FAILED {', '.join(qc['failures'])} ({'kept the best, ' if tried > 1 else ''}{kept})"
 
 
 def make_reporter(json_events: bool, stream_is_tty: bool | None = None, rank: int | None = None,

@@ -18,9 +18,9 @@ from svdflow.manifest import load_run_spec
 from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.store import OutputStore
 from svdflow.quality.rerolls import reroll_seed
+from svdflow.quality.thresholds import QcThresholds
 from svdflow.run.engines.ray_worker import RenderDone, RenderWorker, StageEvent
 from svdflow.run.engines.scheduling import Assignment
-from svdflow.quality.thresholds import QcThresholds
 from svdflow.run.keys import key_material
 from svdflow.run.progress import JsonReporter, describe
 

@@ -542,3 +542,19 @@ def test_a_worker_lost_with_two_jobs_on_it_gives_both_back_and_is_set_up_once_bo
     (lost,) = pool.wait(0)
     assert (lost.assignment, lost.reason) == (second, "its Ray worker was lost before writing its files")
     assert setups() == 4
+
+
+@pytest.mark.slow
+def test_a_job_re_rolls_on_a_worker_into_the_local_runs_entry(cluster, tmp_path):
+    """qc on Ray: a job that fails its thresholds re-rolls on its worker, and its entry (kept attempt,
+    seed, every attempt's scores, frames) is a local run's."""
+    item = "  - {id: a, image: a.png, qc: {max_motion: 50, rerolls: 1}}\n"
+    local, ray_run = (run_manifest(campaign(tmp_path / name, item), engine=engine)
+                      for name, engine in (("local", "local"), ("ray", "ray")))
+    for result in (local, ray_run):
+        assert (result.statuses, list(result.qc_failed), result.exit_code) == ({"a": "done"}, ["a"], 4)
+    one, two = index_of(tmp_path / "local" / "out")["a"], index_of(tmp_path / "ray" / "out")["a"]
+    assert [attempt["attempt"] for attempt in one["quality"]["attempts"]] == [0, 1]
+    for name in ("quality", "seed", "params", "frames_sha256", "key"):
+        assert two[name] == one[name], name
+    assert live_actors(timeout=10) == []

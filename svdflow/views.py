@@ -135,29 +135,11 @@ def print_summary(result, console: Console | None = None) -> None:
     """The end-of-run table on stderr: what rendered, what was skipped, what failed and why."""
     console = console or _console(stderr=True)
     summary = result.summary()
-    if result.errors and not console.is_terminal:  # whole messages, one per line, for logs and grep
-        console.file.write("".join(printable(f"failed: {job_id}: {message}") + "\n"
-                                   for job_id, message in result.errors.items()))
-    elif result.errors:
-        table = Table(title="failed jobs", title_justify="left")
-        table.add_column("id", no_wrap=True)
-        table.add_column("error")
-        for job_id, message in result.errors.items():
-            table.add_row(Text(printable(job_id)), Text(printable(message)))
-        console.print(table)
+    _print_jobs(console, "failed", "failed jobs", "error", result.errors)
     if result.orphans:
         console.print(printable(f"orphaned (no longer in the manifest, files kept): {', '.join(result.orphans)}"),
                       markup=False)
-    if result.qc_failed and not console.is_terminal:
-        console.file.write("".join(printable(f"did not pass qc: {job_id}: {failed}") + "\n"
-                                   for job_id, failed in result.qc_failed.items()))
-    elif result.qc_failed:
-        table = Table(title="did not pass qc", title_justify="left")
-        table.add_column("id", no_wrap=True)
-        table.add_column("thresholds failed")
-        for job_id, failed in result.qc_failed.items():
-            table.add_row(Text(printable(job_id)), Text(printable(failed)))
-        console.print(table)
+    _print_jobs(console, "did not pass qc", "did not pass qc", "thresholds failed", result.qc_failed)
     # The qc counts only where qc is in use: a run without it keeps the line it always had.
     qc = (f", {summary['qc_failed']} did not pass qc" if summary["qc_failed"] or any(job.qc for job in result.spec.jobs)
           else "") + (f", {summary['re_judged']} re-judged" if summary["re_judged"] else "")
@@ -166,6 +148,20 @@ def print_summary(result, console: Console | None = None) -> None:
                             f"{result.spec.output_dir}"), markup=False)
     if result.spec.masters or result.masters_bytes:
         console.print(f"masters: {human_bytes(result.masters_bytes)} in {MASTERS_DIR}/")
+
+
+def _print_jobs(console: Console, label: str, title: str, column: str, messages: dict[str, str]) -> None:
+    """Jobs with a message each: a table on a terminal, else whole messages one per line (for logs and grep)."""
+    if messages and not console.is_terminal:
+        console.file.write("".join(printable(f"{label}: {job_id}: {message}") + "\n"
+                                   for job_id, message in messages.items()))
+    elif messages:
+        table = Table(title=title, title_justify="left")
+        table.add_column("id", no_wrap=True)
+        table.add_column(column)
+        for job_id, message in messages.items():
+            table.add_row(Text(printable(job_id)), Text(printable(message)))
+        console.print(table)
 
 
 def human_bytes(count: int) -> str:

@@ -213,7 +213,10 @@ def test_changed_thresholds_re_judge_the_recorded_scores_without_rendering(rerol
                .replace("{max_motion: 50, rerolls: 1}", "{max_motion: 60, rerolls: 1}")
                + "    qc: {min_motion: 1}\n")  # on the last item, unjudged until now
     manifest = qc_manifest(folder, changed)
-    planned = {p.job.id: (p.status, p.reason) for p in plan_run(load_run_spec(manifest))}
+    plan = {p.job.id: p.to_json() for p in plan_run(load_run_spec(manifest))}
+    assert plan["passes-third"]["qc"] == {"min_motion": 70.0, "rerolls": 2}
+    assert (plan["passes-third"]["would_render"], plan["unjudged"]["qc"]) == (False, {"min_motion": 1.0, "rerolls": 0})
+    planned = {job_id: (p["status"], p["reason"]) for job_id, p in plan.items()}
     assert planned == {
         "passes-third": ("re-judge", "qc changed: attempt 2 fails min_motion; no re-rolls left"),
         "never-passes": ("re-judge", "qc changed: attempt 1 passes"),

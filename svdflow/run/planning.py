@@ -96,6 +96,7 @@ class PlannedJob:
                 "clip": {"rendered_frames": clip.rendered, "frames": clip.frames, "fps": clip.fps,
                          "duration_s": round(clip.duration_s, 3)},
                 "defined_at": job.defined_at, "origins": dict(job.origins),
+                "qc": job.qc.model_dump(mode="json", exclude_none=True) if job.qc is not None else None,
                 "status": self.status, "would_render": self.would_render, "would_reencode": self.would_reencode,
                 "reason": self.reason, "key": self.key,
                 "render_key": material.render_key if material else None,

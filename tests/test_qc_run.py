@@ -6,15 +6,19 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import recorded, write_image, write_manifest
+from conftest import recorded, run_cli, write_image, write_manifest
+from PIL import Image
 
 from svdflow.api import plan_run, run_manifest
 from svdflow.cli import main
 from svdflow.errors import EXIT_QC_FAILED
 from svdflow.manifest import load_run_spec
+from svdflow.outputs.entry import InputRecord, Timings
 from svdflow.outputs.provenance import read_provenance
 from svdflow.outputs.store import OutputStore
 from svdflow.quality.rerolls import reroll_seed
@@ -22,7 +26,10 @@ from svdflow.quality.thresholds import QcThresholds
 from svdflow.run.engines.ray_worker import RenderDone, RenderWorker, StageEvent
 from svdflow.run.engines.scheduling import Assignment
 from svdflow.run.keys import key_material
+from svdflow.run.messages import Rendered, Ticket
+from svdflow.run.planning import PlannedJob
 from svdflow.run.progress import JsonReporter, describe
+from svdflow.run.qc import AttemptKeeper, Keep
 
 
 def spec_of(folder: Path, body: str):
@@ -196,14 +203,46 @@ def outputs_of(folder: Path) -> dict[str, int]:
     return {path.name: path.stat().st_mtime_ns for path in (folder / "out").glob("*.mp4")}
 
 
-def test_a_rerun_leaves_every_job_alone_and_still_exits_on_what_did_not_pass(rerolled, tmp_path):
+def test_a_rerun_leaves_every_job_alone_and_still_exits_on_what_did_not_pass(rerolled, tmp_path, capsys):
     folder = copy_of(rerolled, tmp_path)
     before = outputs_of(folder)
-    result = run_manifest(qc_manifest(folder))
-    assert set(result.statuses.values()) == {"up to date"}
-    assert result.qc_failed == {"never-passes": "did not pass qc when it was recorded"}
-    assert result.exit_code == EXIT_QC_FAILED
+    code, out, err = run_cli(capsys, "run", str(qc_manifest(folder)))
+    assert code == EXIT_QC_FAILED
+    lines = err.splitlines()
+    assert "did not pass qc: never-passes: did not pass qc when it was recorded" in lines
+    assert lines[-2].startswith("0 rendered, 0 re-encoded, 4 up to date, 0 failed, 1 did not pass qc in "), lines
     assert outputs_of(folder) == before
+
+
+def test_a_clip_that_cannot_be_scored_is_kept_unscored_with_a_located_warning(tmp_path, images):
+    """The keeper alone, on synthetic frames: an attempt whose scoring fails keeps the best scored one
+    so far (or, the first, itself, unscored); the warning names the job, attempt and seed."""
+    spec = spec_of(tmp_path, f"""
+        svdflow: 1
+        model: {{source: builtin:tiny}}
+        defaults: {{width: 64, height: 64, num_frames: 4}}
+        items:
+          - id: a
+            image: images/a.png
+            seed: {SEED}
+            qc: {{min_motion: 5, rerolls: 3}}
+    """)
+    [job] = spec.jobs
+    still = np.full((4, 64, 64, 3), 128, np.uint8)
+    ticket = Ticket(job, PlannedJob(job, "new"), InputRecord(uri=job.image, sha256=None, source_size=None), Timings(),
+                    image=Image.fromarray(still[0]))
+    warnings: list[str] = []
+    keeper = AttemptKeeper(warnings.append)
+    unscorable = replace(ticket, image=None)
+    kept = keeper.take(Rendered(unscorable, still, None, None, 1.0))
+    assert isinstance(kept, Keep) and kept.quality is None
+    assert warnings == [f"job 'a': attempt 0 (seed {SEED}) was not scored: ValueError: the input image as "
+                        "conditioned did not come with the frames; its files are written without scores"]
+    next_ticket = keeper.take(Rendered(ticket, still, None, None, 1.0))  # a still clip fails min_motion
+    assert (next_ticket.attempt, next_ticket.job.seed) == (1, reroll_seed(SEED, 1))
+    kept = keeper.take(Rendered(replace(next_ticket, image=None), still, None, None, 1.0))
+    assert isinstance(kept, Keep) and kept.rendered.ticket.attempt == 0
+    assert (kept.quality.kept, kept.quality.passed, [a.attempt for a in kept.quality.attempts]) == (0, False, [])
 
 
 def test_changed_thresholds_re_judge_the_recorded_scores_without_rendering(rerolled, tmp_path, capsys):

@@ -128,11 +128,12 @@ class AttemptKeeper:
         return _Open(attempts, kept, None, prior)
 
     def _unscored(self, message: Rendered) -> Keep | Rejudged:
-        """An attempt that could not be scored ends its job's re-rolls: the best scored attempt so far is
-        kept when there is one, else this one, unscored."""
+        """An attempt that could not be scored ends its job's re-rolls: the best scored attempt so far (or
+        the recorded files a re-roll after a re-judge started from) is kept when there is one, else
+        this one, unscored."""
         job = message.ticket.planned.job
-        state = self._open.pop(job.id, None)
-        if state is None or state.best < 0:
+        state = self._open.pop(job.id, None) or self._opened(message.ticket)
+        if state.best < 0:
             return Keep(message, None)
         return state.outcome(job.qc)
 

@@ -214,6 +214,32 @@ def inspect(file: Path, job_id: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("output_dir")
+@click.option("--thresholds", default=None, metavar="NAME=VALUE,...",
+              help="Judge the scores against these qc thresholds, e.g. min_motion=2,max_flicker=8 (jobs already "
+                   "scored are re-judged from their recorded scores).")
+@click.option("--force", is_flag=True, help="Score jobs that already have scores again.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job, then a summary, on stdout.")
+def qc(output_dir: str, thresholds: str | None, force: bool, as_json: bool) -> None:
+    """Score the done jobs of an output folder from their masters (or, without masters, their files) and
+    record the scores in their entries; exit 1 when a job could not be scored or did not pass."""
+    from svdflow.run.rescore import parse_thresholds, score_folder
+
+    limits = parse_thresholds(thresholds) if thresholds is not None else None
+
+    def on_job(job, number: int, total: int) -> None:
+        if as_json:
+            click.echo(json.dumps(job.to_json()))
+        _stderr(f"[{number}/{total}] {job.line()}")
+
+    result = score_folder(output_dir, thresholds=limits, force=force, on_job=on_job)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+    _stderr(result.summary())
+    raise SystemExit(result.exit_code)
+
+
+@cli.command()
+@click.argument("output_dir")
 def report(output_dir: str) -> None:
     """Write index.html beside a run's index.json: a contact sheet of every job, to review by eye."""
     from svdflow.report import write_report

@@ -438,6 +438,21 @@ class RunIndex:
             self._pending_since = time.monotonic()
         self._pending.append(line)
 
+    def amend(self, entry: IndexEntry) -> None:
+        """Record again a recorded job whose entry gained what its run did not know (its quality, from
+        `svdflow qc`): its sidecar now and its line in the next part, like `record`, but under the run
+        that rendered it (whose shared parts and manifest are still its own) and in its place."""
+        run = self.runs.get(entry.run.id) if entry.run.id is not None else None
+        if run is None or entry.id not in self._slots:
+            raise ValueError(f"job {entry.id!r} of run {entry.run.id!r} is not in this record: record() it instead")
+        data = entry.model_dump(mode="json")
+        self.store.write_bytes(f"{entry.id}.json", _pretty(data))
+        line = _line(data, run)
+        self._slots[entry.id] = _Slot(line, _summary(data), None)
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(line)
+
     def _write_run(self, entry: IndexEntry) -> None:
         """This run's record, from its first entry (the model's commit and the hardware are known
         once a job rendered), written before any line names it."""

@@ -9,6 +9,7 @@
     print(result.summary())
     run_manifest(spec, engine="ray", address="auto")   # across a Ray cluster (pip install "svdflow[ray]")
     print(read_provenance("renders/spring-campaign/rocket.mp4").params)   # how a file was made
+    print(score_folder("renders/spring-campaign").summary())  # quality scores for an older folder (svdflow qc)
 
 A run restores the process-wide settings it changes (torch's float32 matmul precision, the inductor
 cache's environment, dynamo's limits) when it ends, so it can run inside another program.
@@ -26,11 +27,12 @@ from svdflow.report import write_report
 from svdflow.run.executor import RunOptions, RunResult
 from svdflow.run.planning import PlannedJob, plan_run
 from svdflow.run.rerender import RerenderResult, rerender
+from svdflow.run.rescore import QcResult, score_folder
 from svdflow.run.runner import run_manifest
 
-__all__ = ["IndexEntry", "PlannedJob", "Provenance", "RerenderResult", "RunIndex", "RunOptions", "RunResult",
-           "SvdflowError", "exit_code_for", "load_run_spec", "plan_run", "read_provenance", "recorded_entries",
-           "rerender", "run_manifest", "write_report"]
+__all__ = ["IndexEntry", "PlannedJob", "Provenance", "QcResult", "RerenderResult", "RunIndex", "RunOptions",
+           "RunResult", "SvdflowError", "exit_code_for", "load_run_spec", "plan_run", "read_provenance",
+           "recorded_entries", "rerender", "run_manifest", "score_folder", "write_report"]
 
 
 def recorded_entries(output_dir: str | PathLike) -> list[IndexEntry]:

@@ -9,7 +9,7 @@ CSS and JS are inlined, so the page is one file that works from file:// and load
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 from urllib.parse import quote
 
@@ -21,6 +21,8 @@ from svdflow.outputs.entry import ErrorRecord
 from svdflow.outputs.index import RunIndex
 from svdflow.report.cards import Card
 from svdflow.report.layout import SweepUnit, page_units
+from svdflow.report.quality import SHOWN_SCORES, QualityView, best_variants, quality_view
+from svdflow.report.views import View, view_units, views_written
 from svdflow.views import human_bytes
 
 # Between a number and its unit ("1.14 s", "8 frames"): the unit never wraps onto a line of its own.
@@ -53,6 +55,7 @@ SORT_KEYS = (
     ("num_inference_steps", "steps"),
     ("min_guidance_scale", "min_guidance_scale"), ("max_guidance_scale", "max_guidance_scale"),
     ("pixels", "size (pixels)"), ("finished", "finished at"), ("total_s", "render time"),
+    *((key, f"{label} (score)") for key, _, label, *_ in SHOWN_SCORES), ("passed", "qc passed"),
 )
 _SORTED_PARAMS = ("fps", "motion_bucket_id", "noise_aug_strength", "num_frames", "num_inference_steps",
                   "min_guidance_scale", "max_guidance_scale")
@@ -74,7 +77,6 @@ PAGES_DIR = "report/pages"
 # big sweep is bigger.
 PAGE_CARDS = 100
 PAGER_SPAN = 2  # pages linked on each side of the current one
-STATUS_SETS = ("all", "done", "failed")
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class CardView:
     total: str | None
     reencoded: bool  # the files were encoded again from the master (an output-only change)
     details: list[tuple[str, str]]  # (label, text): keys, master, segments; shown folded
+    qc: QualityView  # its scores and verdict (the views filter and rank by them)
 
 
 @dataclass(frozen=True)
@@ -140,18 +143,24 @@ class PageLink:
     text: str
     href: str | None  # relative to the output folder; None: this page (or no such page)
     current: bool = False
+    key: str = ""  # a view's key (the view picker)
+    count: int | None = None  # a filter's cards
 
 
 def render_pages(cards: list[Card], index: RunIndex, generated_at: str) -> dict[str, str]:
     """Every page of the sheet, by path relative to the output folder: index.html (the first page of
-    all jobs), then `report/pages/<status>-<n>.html` for the rest of all jobs and for the done and
-    the failed ones (the status filters). A page holds about PAGE_CARDS cards (an item's sweep
-    stays whole on one page), so the first page weighs the same for 100 jobs as for 100,000.
+    all jobs), then `report/pages/<view>-<n>.html` for the rest of all jobs and for each other view
+    (`svdflow.report.views`: the status and qc filters, the rankings by score). A page holds about
+    PAGE_CARDS cards (an item's sweep stays whole on one page), so the first page weighs the same for
+    100 jobs as for 100,000.
 
     Every page resolves its links against the output folder (the pages under report/pages/ say so
     with <base>), so each card is rendered once, whichever pages show it."""
     counts = {s: sum(1 for c in cards if c.entry.status == s) for s in ("done", "failed")}
     facts = [f"{len(cards)} jobs", f"{counts['done']} done", f"{counts['failed']} failed"]
+    scored = sum(1 for c in cards if c.entry.quality is not None)
+    if scored:
+        facts.append(f"{scored} scored")
     if index.manifest:
         facts.append(f"manifest {index.manifest}")
     if index.updated_at:
@@ -159,54 +168,52 @@ def render_pages(cards: list[Card], index: RunIndex, generated_at: str) -> dict[
     facts.append(f"page written {generated_at}")
     environment = _environment()
     macros = environment.get_template("card.html.j2").module
-    units = [_sweep_view(u) if isinstance(u, SweepUnit) else _card_view(u) for u in page_units(cards)]
-    html = {view.dom_id: macros.card(view) for unit in units
-            for view in (unit.cards if isinstance(unit, SweepView) else [unit])}
+    best = best_variants(cards)
+    units = [_sweep_view(u, best) if isinstance(u, SweepUnit) else _card_view(u, best=u.id in best)
+             for u in page_units(cards)]
+    html = {view.dom_id: macros.card(view) for unit in units for view in _cards_of(unit)}
 
     def shown(unit) -> Markup:
         if isinstance(unit, SweepView):
-            return macros.sweep(unit, [html[view.dom_id] for view in unit.cards])
+            return macros.sweep(unit, [(view.cell, html[view.dom_id]) for view in unit.cards])
         return html[unit.dom_id]
 
     template = environment.get_template("index.html.j2")
-    totals = {"all": len(cards), **counts}
+    views = views_written(scored > 0)
+    selected = {view.key: view_units(view, units, _cards_of) for view in views}
+    totals = {key: sum(len(_cards_of(unit)) for unit in chosen) for key, chosen in selected.items()}
     pages = {}
-    for status in STATUS_SETS:
-        paged = _paged(_with_status(units, status))
+    for view in views:
+        paged = _paged(selected[view.key])
         for number, on_page in enumerate(paged, start=1):
-            path = page_path(status, number)
+            path = page_path(view.key, number)
             pages[path] = template.render(
                 name=index.name or "svdflow run", facts=facts, skipped=index.skipped,
                 base=_root_of(path), sort_keys=SORT_KEYS, units=[shown(unit) for unit in on_page],
-                filters=[(PageLink(s, _href(page_path(s, 1)), s == status), totals[s]) for s in STATUS_SETS],
-                pager=_pager(status, number, len(paged)), no_jobs=f"no job is {status}" if cards else NO_JOBS)
+                filters=_picker(views, "status", view, totals), qc_filters=_picker(views, "qc", view, totals),
+                rankings=_picker(views, "ranking", view, totals), unscored=not scored,
+                pager=_pager(view.key, number, len(paged)), no_jobs=view.empty if cards else NO_JOBS)
     return pages
 
 
-def page_path(status: str, number: int) -> str:
-    """Where page `number` (1-based) of the `status` set lives, relative to the output folder."""
-    return FIRST_PAGE if (status, number) == ("all", 1) else f"{PAGES_DIR}/{status}-{number}.html"
+def _cards_of(unit) -> list[CardView]:
+    return unit.cards if isinstance(unit, SweepView) else [unit]
+
+
+def _picker(views: tuple[View, ...], kind: str, current: View, totals: dict[str, int]) -> list[PageLink]:
+    """The links of the view picker to the views of one kind (counts for the filters)."""
+    return [PageLink(view.label, _href(page_path(view.key, 1)), view is current, view.key,
+                     totals[view.key] if kind != "ranking" else None) for view in views if view.kind == kind]
+
+
+def page_path(view: str, number: int) -> str:
+    """Where page `number` (1-based) of view `view` lives, relative to the output folder."""
+    return FIRST_PAGE if (view, number) == ("all", 1) else f"{PAGES_DIR}/{view}-{number}.html"
 
 
 def _root_of(path: str) -> str:
     """The way from a page back to the output folder ("" for index.html)."""
     return "../" * path.count("/")
-
-
-def _with_status(units: list, status: str) -> list:
-    """The units a status filter shows: matching cards only; a sweep keeps its grid (its matching
-    cards in their own cells) when any of its cards match."""
-    if status == "all":
-        return units
-    shown = []
-    for unit in units:
-        if isinstance(unit, SweepView):
-            kept = [view for view in unit.cards if view.status == status]
-            if kept:
-                shown.append(replace(unit, cards=kept))
-        elif unit.status == status:
-            shown.append(unit)
-    return shown
 
 
 def _paged(units: list) -> list[list]:
@@ -224,14 +231,14 @@ def _paged(units: list) -> list[list]:
     return pages
 
 
-def _pager(status: str, number: int, count: int) -> list[PageLink]:
+def _pager(view: str, number: int, count: int) -> list[PageLink]:
     """The pager of page `number` of `count`: previous, the first, a few around this one, the last,
     next; a fixed number of links however many pages there are."""
     if count <= 1:
         return []
 
     def link(n: int, text: str | None = None) -> PageLink:
-        return PageLink(text or str(n), None if n == number else _href(page_path(status, n)), n == number)
+        return PageLink(text or str(n), None if n == number else _href(page_path(view, n)), n == number)
 
     numbers = sorted({1, count, *range(max(1, number - PAGER_SPAN), min(count, number + PAGER_SPAN) + 1)})
     links = [link(number - 1, "‹ previous") if number > 1 else PageLink("‹ previous", None)]
@@ -243,17 +250,19 @@ def _pager(status: str, number: int, count: int) -> list[PageLink]:
     return links
 
 
-def _card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
+def _card_view(card: Card, cell: tuple[int, int] | None = None, *, best: bool = False) -> CardView:
     entry, params = card.entry, card.params
     sources = [VideoSource(o.file, kind) for fmt, kind in VIDEO_SOURCES if (o := card.output(fmt))]
     animated = next((o for o in (card.output(f) for f in PLAYABLE_AS_IMAGE) if o), None)
     width, height = params.width, params.height
     clip = clip_shape(params)
+    qc = quality_view(entry, best)
     sort = {
         "order": card.order, "id": card.id, "status": entry.status, "seed": entry.seed,
         **{key: getattr(params, key) for key in _SORTED_PARAMS},
         "frames": clip.frames, "duration_s": round(clip.duration_s, 4),
         "pixels": width * height, "finished": entry.finished_unix, "total_s": entry.timings.total_s,
+        **qc.values, "passed": None if qc.passed is None else int(qc.passed),
     }
     notes = [*card.output_notes, *([card.poster_note] if card.poster_note else [])]
     if card.master_note:
@@ -275,7 +284,7 @@ def _card_view(card: Card, cell: tuple[int, int] | None = None) -> CardView:
         params=_param_rows(card), error=entry.error if entry.error and entry.error.message else None,
         notes=notes, uri=entry.input.uri, links=links, finished_at=entry.finished_at,
         total=f"{total:.1f}{NBSP}s" if total is not None else None,
-        reencoded=entry.status == "done" and entry.encoded_from == "master", details=_details(card),
+        reencoded=entry.status == "done" and entry.encoded_from == "master", details=_details(card), qc=qc,
     )
 
 
@@ -300,8 +309,9 @@ def _details(card: Card) -> list[tuple[str, str]]:
     return rows
 
 
-def _sweep_view(unit: SweepUnit) -> SweepView:
-    return SweepView(unit.item, unit.keys, unit.columns, [_card_view(c, unit.cells[c.order]) for c in unit.cards])
+def _sweep_view(unit: SweepUnit, best: set[str]) -> SweepView:
+    return SweepView(unit.item, unit.keys, unit.columns,
+                     [_card_view(c, unit.cells[c.order], best=c.id in best) for c in unit.cards])
 
 
 def _param_rows(card: Card) -> list[ParamRow]:

@@ -911,3 +911,146 @@ def test_each_video_plays_the_first_source_the_browser_can(formats_report, chrom
         assert h265["src"] == "h265.hevc.mp4" and h265["frames"] > 0, found
     else:  # nothing it can play: the job's GIF instead
         assert h265 == {"img": "h265.gif"}, found
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality: scores on the cards, the qc views, the best variant of a sweep
+
+
+def quality(motion: float, flicker: float, last_ssim: float, *, min_motion: float | None = 3.0,
+            attempts: tuple[int, ...] = ()) -> dict:
+    """An entry's quality record with these scores (the rest fixed), judged against min_motion."""
+    from svdflow.quality.record import QualityRecord
+    from svdflow.quality.rerolls import Attempt
+    from svdflow.quality.scores import (
+        ExposureScores,
+        FidelityScores,
+        FlickerScores,
+        MotionScores,
+        QualityScores,
+    )
+    from svdflow.quality.thresholds import QcThresholds
+    from svdflow.quality.verdict import judge
+
+    scores = QualityScores(
+        frames=T, analysis_size=(W, H),
+        motion=MotionScores(mean=motion, peak=motion * 2, dynamic=False, dynamic_pairs=0, dynamic_pairs_needed=2,
+                            dynamic_threshold=27.0),
+        flicker=FlickerScores(vbench=0.95, residual=flicker, brightness_jump=1.0),
+        fidelity=FidelityScores(first_ssim=0.95, last_ssim=last_ssim, first_psnr=30.0, last_psnr=20.0),
+        exposure=ExposureScores(dark_frames=0, blown_frames=0, min_sharpness=100.0, input_sharpness=120.0))
+    thresholds = QcThresholds(min_motion=min_motion, rerolls=len(attempts)) if min_motion is not None else None
+    verdict = judge(scores, thresholds) if thresholds else None
+    tried = tuple(Attempt(attempt=n, seed=seed, scores=scores, verdict=verdict) for n, seed in enumerate(attempts))
+    return QualityRecord(scores=scores, thresholds=thresholds, passed=verdict.passed if verdict else None,
+                         failures=verdict.failures if verdict else (), kept=len(attempts) - 1 if attempts else 0,
+                         attempts=tried).model_dump(mode="json")
+
+
+@pytest.fixture(scope="module")
+def scored_report(tmp_path_factory, server):
+    """The review folder with scores: rocket and the city sweep scored (city-m60 below min_motion,
+    city-m127 re-rolled twice), cat not scored (an older entry), broken and lost failed."""
+    out = build_output_dir(tmp_path_factory.mktemp("scored"), server)
+    index = json.loads((out / "index.json").read_text())
+    scores = {"rocket": quality(5.0, 2.0, 0.8), "city-m60": quality(1.0, 1.0, 0.9),
+              "city-m127": quality(4.0, 6.0, 0.5, attempts=(7, 4208420480898609162, 4412062767388202138)),
+              "city-m200": quality(9.0, 3.0, 0.7)}
+    for entry in index["jobs"]:
+        if entry["id"] in scores:
+            entry["quality"] = scores[entry["id"]]
+    write_index(out, index["jobs"])
+    write_report(str(out))
+    pages = {str(p.relative_to(out)): p.read_text(encoding="utf-8")
+             for p in [out / "index.html", *sorted((out / "report" / "pages").iterdir())]}
+    return out, pages
+
+
+def test_each_view_pages_the_whole_campaign_in_its_order(scored_report):
+    _, pages = scored_report
+    cards = {name: [c["id"][len("job-"):] for c in cards_of(text)] for name, text in pages.items()}
+    unscored = ["broken", "lost", "cat"]  # last in every ranking, in index order
+    assert cards == {
+        "index.html": ["rocket", "city-m60", "city-m127", "city-m200", "broken", "lost", "cat"],
+        "report/pages/done-1.html": ["rocket", "city-m60", "city-m127", "city-m200", "cat"],
+        "report/pages/failed-1.html": ["broken", "lost"],
+        "report/pages/not-passed-1.html": ["city-m60"],
+        # m60 has the best rank sum with m200 (2 each), but did not pass: m200 is the best variant
+        "report/pages/best-1.html": ["city-m200"],
+        "report/pages/motion-most-1.html": ["city-m200", "rocket", "city-m127", "city-m60", *unscored],
+        "report/pages/motion-least-1.html": ["city-m60", "city-m127", "rocket", "city-m200", *unscored],
+        "report/pages/flicker-most-1.html": ["city-m127", "city-m200", "rocket", "city-m60", *unscored],
+        "report/pages/drift-most-1.html": ["city-m127", "city-m200", "rocket", "city-m60", *unscored],
+    }
+    # did not pass keeps the sweep's grid, with only the card that did not pass in its own cell
+    assert '<section class="sweep" data-item="city">' in pages["report/pages/not-passed-1.html"]
+    assert '<div class="cell" style="grid-row:1;grid-column:1"><article' in pages["report/pages/not-passed-1.html"]
+    # a ranking lists cards one by one
+    assert '<section class="sweep"' not in pages["report/pages/motion-most-1.html"]
+    picker = [(a.get("data-filter") or a.get("data-view"), a["href"], a.get("aria-current"))
+              for tag, a in elements(pages["report/pages/motion-most-1.html"])
+              if tag == "a" and ("data-filter" in a or "data-view" in a)]
+    assert picker == [
+        ("all", "index.html", None), ("done", "report/pages/done-1.html", None),
+        ("failed", "report/pages/failed-1.html", None), ("not-passed", "report/pages/not-passed-1.html", None),
+        ("best", "report/pages/best-1.html", None), ("motion-most", "report/pages/motion-most-1.html", "page"),
+        ("motion-least", "report/pages/motion-least-1.html", None),
+        ("flicker-most", "report/pages/flicker-most-1.html", None),
+        ("drift-most", "report/pages/drift-most-1.html", None)]
+    counts = re.findall(r'data-filter="([a-z-]+)"[^>]*>[^<]*<span>(\d+)</span>', pages["index.html"])
+    assert counts == [("all", "7"), ("done", "5"), ("failed", "2"), ("not-passed", "1"), ("best", "1")]
+    # every card is the same markup on every page that shows it
+    for job in ("rocket", "city-m60", "city-m127", "city-m200", "cat"):
+        shown = {re.search(f'<article [^>]*id="job-{job}".*?</article>', text, re.S).group(0)
+                 for text in pages.values() if f'id="job-{job}"' in text}
+        assert len(shown) == 1, job
+
+
+def test_cards_show_scores_verdict_attempts_best_and_not_scored(scored_report):
+    _, pages = scored_report
+    text = pages["index.html"]
+
+    def card(job: str) -> str:
+        return re.search(f'<article [^>]*id="job-{job}".*?</article>', text, re.S).group(0)
+
+    def scores(job: str) -> list[tuple[str, str]]:
+        return re.findall(r"<dt [^>]*>([^<]+)</dt><dd[^>]*>([^<]+)</dd>", card(job).split('<dl class="scores">')[1])
+
+    assert scores("rocket") == [("motion", "5\u00a0px/f"), ("flicker", "2"), ("SSIM first", "0.95"), ("SSIM last", "0.8")]
+    assert '<span class="badge qc-passed" title="met every qc threshold">qc passed</span>' in card("rocket")
+    assert '<p class="verdict">did not pass: min_motion: 1 &lt; 3</p>' in card("city-m60")
+    assert '<dd class="failed">1\u00a0px/f</dd>' in card("city-m60") and "qc failed</span>" in card("city-m60")
+    assert '<p class="attempts">3 attempts; kept #3, seed 4412062767388202138</p>' in card("city-m127")
+    assert ">best</span>" in card("city-m200") and ">best</span>" not in card("city-m127")
+    for job in ("cat", "broken"):
+        assert '<p class="qc unscored"' in card(job) and ">not scored</p>" in card(job) and 'class="scores"' not in card(job)
+    assert 'data-s-motion="9.0"' in card("city-m200") and 'data-s-passed="1"' in card("city-m200")
+    assert 'data-s-motion=' not in card("cat") and 'data-s-passed=""' in card("cat")
+
+
+def test_an_unscored_folder_writes_no_qc_views(report):
+    out, _, text = report
+    assert sorted(p.name for p in (out / "report" / "pages").iterdir()) == ["done-1.html", "failed-1.html"]
+    assert "not scored: no quality views</span>" in text and 'data-view=' not in text
+
+
+def test_the_sheet_ranked_by_motion_in_headless_chromium(scored_report, chromium, tmp_path):
+    """The most-motion view, reached by its link, in order; its cards sorted again on the page by a score."""
+    out, _ = scored_report
+    devtools, open_page = chromium
+    session = open_page((out / "index.html").as_uri())
+    follow(devtools, session, "document.querySelector('[data-view=motion-most]').click()")
+    assert devtools.evaluate(session, "location.href").endswith("/report/pages/motion-most-1.html")
+    assert devtools.evaluate(session, VISIBLE_CARDS) == [
+        "job-city-m200", "job-rocket", "job-city-m127", "job-city-m60", "job-broken", "job-lost", "job-cat"]
+    assert devtools.evaluate(session, "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    devtools.evaluate(session, "const s = document.getElementById('sort'); s.value = 'flicker';"
+                               "s.dispatchEvent(new Event('change'))")
+    assert devtools.evaluate(session, VISIBLE_CARDS) == [
+        "job-city-m60", "job-rocket", "job-city-m200", "job-city-m127", "job-broken", "job-lost", "job-cat"]
+    devtools.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1,
+                  mobile=False)
+    shot = tmp_path / "ranked-by-motion.png"
+    shot.write_bytes(base64.b64decode(devtools.call("Page.captureScreenshot", session, format="png")["data"]))
+    with Image.open(shot) as image:
+        assert len(image.convert("RGB").getcolors(1 << 20) or []) > 100  # not a blank page

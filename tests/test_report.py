@@ -1054,3 +1054,45 @@ def test_the_sheet_ranked_by_motion_in_headless_chromium(scored_report, chromium
     shot.write_bytes(base64.b64decode(devtools.call("Page.captureScreenshot", session, format="png")["data"]))
     with Image.open(shot) as image:
         assert len(image.convert("RGB").getcolors(1 << 20) or []) > 100  # not a blank page
+
+
+def test_a_second_report_reuses_the_cards_whose_entry_and_files_did_not_change(tmp_path, server, monkeypatch):
+    """Cards come from report/cards.jsonl when nothing they show changed; a changed file, a changed entry
+    or a cache record that does not verify under this user's key is rendered again."""
+    from svdflow.report import sheet
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rendered: list[str] = []
+
+    def counting(card):
+        rendered.append(card.id)
+        return render_card(card)
+
+    render_card = sheet.render_card
+    monkeypatch.setattr(sheet, "render_card", counting)
+    out = build_output_dir(tmp_path, server)
+    first = Path(write_report(str(out))).read_text()
+    # every card but lost's (its input cannot be fetched: tried again next time) is kept
+    assert sorted(rendered) == sorted(["rocket", "city-m60", "city-m127", "city-m200", "broken", "lost", "cat"])
+    assert len((out / "report" / "cards.jsonl").read_bytes().splitlines()) == 6
+    rendered.clear()
+    again = Path(write_report(str(out))).read_text()
+    assert rendered == ["lost"]
+    assert re.sub(r"page written [0-9TZ:-]+", "", again) == re.sub(r"page written [0-9TZ:-]+", "", first)
+
+    rendered.clear()
+    os.utime(out / "cat.gif", ns=(time.time_ns(), time.time_ns()))  # a file the card shows changed
+    index = json.loads((out / "index.json").read_text())
+    index["jobs"][0]["params"]["noise_aug_strength"] = 0.05  # rocket's entry changed
+    (out / "rocket.json").write_text(json.dumps(index["jobs"][0], indent=2))
+    (out / "index.json").write_text(json.dumps(index, indent=2))
+    write_report(str(out))
+    assert sorted(rendered) == ["cat", "lost", "rocket"]
+
+    rendered.clear()
+    cache = out / "report" / "cards.jsonl"
+    lines = cache.read_bytes().splitlines(keepends=True)
+    forged = [line.replace(b"city-m60", b"city-m60<script>window.__forged=1</script>", 1) for line in lines]
+    cache.write_bytes(b"".join(forged))
+    text = Path(write_report(str(out))).read_text()
+    assert "__forged" not in text and "city-m60" in rendered

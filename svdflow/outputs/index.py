@@ -351,6 +351,12 @@ class RunIndex:
         slot = self._slots.get(job_id)
         return slot.summary if slot is not None else None
 
+    def line(self, job_id: str) -> bytes | None:
+        """The job's line as recorded (compact JSON; its run's shared parts left out, named by run_id):
+        what a reader that caches work per entry keys its cache by, without validating the entry."""
+        slot = self._slots.get(job_id)
+        return slot.line if slot is not None else None
+
     def get(self, job_id: str) -> IndexEntry | None:
         slot = self._slots.get(job_id)
         if slot is None:

@@ -17,8 +17,9 @@ from svdflow.locations import is_url
 from svdflow.manifest.schema import JobParams
 from svdflow.outputs.entry import IndexEntry, MasterRecord, OutputFile
 from svdflow.outputs.masters import MASTERS_DIR
-from svdflow.report.assets import input_thumbnail, make_asset_dirs, poster, remove_unused_assets
+from svdflow.report.assets import input_thumbnail, make_asset_dirs, poster
 
+DOM_PREFIX = "job-"  # a card's element id: this and its asset name
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 
 
@@ -63,11 +64,11 @@ class Card:
         return None
 
 
-def build_cards(root: str, entries: Iterable[IndexEntry]) -> list[Card]:
-    """A card per entry, in order, with its images written under `report/` (stale ones removed)."""
+def build_cards(root: str, entries: Iterable[tuple[int, IndexEntry]], used_names: set[str]) -> list[Card]:
+    """A card per (position in the index, entry), with its images written under `report/`. `used_names`
+    are the asset names other cards of the page hold (this adds its own)."""
     cards = []
-    used_names: set[str] = set()
-    for order, entry in enumerate(entries):
+    for order, entry in entries:
         card = Card(entry, order, _asset_name(entry.id, used_names))
         card.outputs, card.output_notes = _existing_outputs(root, entry)
         if os.path.isfile(os.path.join(root, f"{card.id}.json")):  # ids match ID_PATTERN: no slashes
@@ -91,8 +92,21 @@ def build_cards(root: str, entries: Iterable[IndexEntry]) -> list[Card]:
                 card.input_thumb, card.input_note = thumb, note
         for card, future in poster_futures:
             card.poster, card.poster_note = future.result()
-    remove_unused_assets(root, {c.poster for c in cards} | {c.input_thumb for c in cards})
     return cards
+
+
+def card_files(card: Card) -> list[str] | None:
+    """The files of the folder a card's markup depends on (its outputs, present or missing, its
+    sidecar, master, poster and input thumbnail), or None when the card is not to be reused: a poster
+    or thumbnail that could not be made is tried again by the next report."""
+    if card.poster_note or (card.input_thumb is None and card.entry.input.uri):
+        return None
+    files = [name for output in card.entry.outputs if (name := safe_relative(output.file))]
+    files.append(f"{card.id}.json")
+    if card.entry.master is not None and (name := safe_relative(card.entry.master.file)):
+        files.append(name)
+    files.extend(name for name in (card.poster, card.input_thumb) if name)
+    return files
 
 
 def safe_relative(name: str) -> str | None:

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from svdflow.report.cards import Card
+
+class Card(Protocol):
+    """What placing a card needs of it (a report.cards.Card, or the report.shown.Shown of a cached one)."""
+
+    @property
+    def order(self) -> int: ...  # its position in the index
+    @property
+    def item(self) -> str: ...
+    @property
+    def sweep(self) -> dict[str, int | float | str]: ...
 
 
 @dataclass(frozen=True)

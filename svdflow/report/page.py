@@ -19,9 +19,10 @@ from markupsafe import Markup, escape
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import ErrorRecord
 from svdflow.outputs.index import RunIndex
-from svdflow.report.cards import Card
+from svdflow.report.cards import DOM_PREFIX, Card
 from svdflow.report.layout import SweepUnit, page_units
 from svdflow.report.quality import SHOWN_SCORES, QualityView, best_variants, quality_view
+from svdflow.report.shown import Shown
 from svdflow.report.views import View, view_units, views_written
 from svdflow.views import human_bytes
 
@@ -107,7 +108,6 @@ class CardView:
     dom_id: str
     status: str
     sort_attributes: Markup  # ' data-s-<key>="<value>"' for each value the page's script sorts by
-    cell: tuple[int, int] | None  # (row, column) inside a sweep's grid
     aspect: str  # "width/height" of the video (the index allows no size below 64)
     sources: list[VideoSource]  # hevc, webm, mp4: what the <video> offers, in order
     animated: str | None  # a webp or gif: the video's fallback, or the media itself without a video
@@ -129,14 +129,6 @@ class CardView:
 
 
 @dataclass(frozen=True)
-class SweepView:
-    item: str
-    keys: list[str]
-    columns: int
-    cards: list[CardView]
-
-
-@dataclass(frozen=True)
 class PageLink:
     """A link of the pager or of the status filters, relative to the page it is on."""
 
@@ -147,18 +139,38 @@ class PageLink:
     count: int | None = None  # a filter's cards
 
 
-def render_pages(cards: list[Card], index: RunIndex, generated_at: str) -> dict[str, str]:
+# Where a card's markup says whether it is the best variant of its sweep: filled in per report, so the
+# markup of a card (cached, report.cache) does not depend on its sweep's other cards.
+BEST_MARK = Markup("<!--svdflow:best-->")
+
+
+CARD_TEMPLATE = "card.html.j2"
+
+
+def render_card(card: Card) -> tuple[Markup, Shown]:
+    """A card's markup, the same on every page that shows it, and what the pages need of it."""
+    view = _card_view(card)
+    return _environment().get_template(CARD_TEMPLATE).module.card(view), Shown.of(card, view.dom_id)
+
+
+def template_source(name: str) -> str:
+    """The text of a template of `templates/`."""
+    environment = _environment()
+    return environment.loader.get_source(environment, name)[0]
+
+
+def render_pages(shown: list[Shown], html: dict[str, Markup], index: RunIndex, generated_at: str) -> dict[str, str]:
     """Every page of the sheet, by path relative to the output folder: index.html (the first page of
     all jobs), then `report/pages/<view>-<n>.html` for the rest of all jobs and for each other view
-    (`svdflow.report.views`: the status and qc filters, the rankings by score). A page holds about
-    PAGE_CARDS cards (an item's sweep stays whole on one page), so the first page weighs the same for
-    100 jobs as for 100,000.
+    (`svdflow.report.views`: the status and qc filters, the rankings by score). `shown` are the cards in
+    index order, `html` their markup (render_card) by id. A page holds about PAGE_CARDS cards (an
+    item's sweep stays whole on one page), so the first page weighs the same for 100 jobs as for 100,000.
 
     Every page resolves its links against the output folder (the pages under report/pages/ say so
     with <base>), so each card is rendered once, whichever pages show it."""
-    counts = {s: sum(1 for c in cards if c.entry.status == s) for s in ("done", "failed")}
-    facts = [f"{len(cards)} jobs", f"{counts['done']} done", f"{counts['failed']} failed"]
-    scored = sum(1 for c in cards if c.entry.quality is not None)
+    counts = {s: sum(1 for c in shown if c.status == s) for s in ("done", "failed")}
+    facts = [f"{len(shown)} jobs", f"{counts['done']} done", f"{counts['failed']} failed"]
+    scored = sum(1 for c in shown if c.values)
     if scored:
         facts.append(f"{scored} scored")
     if index.manifest:
@@ -167,20 +179,21 @@ def render_pages(cards: list[Card], index: RunIndex, generated_at: str) -> dict[
         facts.append(f"index updated {index.updated_at}")
     facts.append(f"page written {generated_at}")
     environment = _environment()
-    macros = environment.get_template("card.html.j2").module
-    best = best_variants(cards)
-    units = [_sweep_view(u, best) if isinstance(u, SweepUnit) else _card_view(u, best=u.id in best)
-             for u in page_units(cards)]
-    html = {view.dom_id: macros.card(view) for unit in units for view in _cards_of(unit)}
+    macros = environment.get_template(CARD_TEMPLATE).module
+    best = best_variants((c.item, c.variant) for c in shown if c.variant is not None)
+    badge = str(macros.best_badge())
+    # str.replace: Markup's own would escape the badge
+    markup = {job_id: Markup(str(text).replace(BEST_MARK, badge, 1)) for job_id in best if (text := html.get(job_id))}
+    units = page_units(shown)
 
-    def shown(unit) -> Markup:
-        if isinstance(unit, SweepView):
-            return macros.sweep(unit, [(view.cell, html[view.dom_id]) for view in unit.cards])
-        return html[unit.dom_id]
+    def rendered(unit) -> Markup:
+        if isinstance(unit, SweepUnit):
+            return macros.sweep(unit, [(unit.cells[c.order], markup.get(c.id) or html[c.id]) for c in unit.cards])
+        return markup.get(unit.id) or html[unit.id]
 
     template = environment.get_template("index.html.j2")
     views = views_written(scored > 0)
-    selected = {view.key: view_units(view, units, _cards_of) for view in views}
+    selected = {view.key: view_units(view, units, _cards_of, best) for view in views}
     totals = {key: sum(len(_cards_of(unit)) for unit in chosen) for key, chosen in selected.items()}
     pages = {}
     for view in views:
@@ -189,15 +202,15 @@ def render_pages(cards: list[Card], index: RunIndex, generated_at: str) -> dict[
             path = page_path(view.key, number)
             pages[path] = template.render(
                 name=index.name or "svdflow run", facts=facts, skipped=index.skipped,
-                base=_root_of(path), sort_keys=SORT_KEYS, units=[shown(unit) for unit in on_page],
+                base=_root_of(path), sort_keys=SORT_KEYS, units=[rendered(unit) for unit in on_page],
                 filters=_picker(views, "status", view, totals), qc_filters=_picker(views, "qc", view, totals),
                 rankings=_picker(views, "ranking", view, totals), unscored=not scored,
-                pager=_pager(view.key, number, len(paged)), no_jobs=view.empty if cards else NO_JOBS)
+                pager=_pager(view.key, number, len(paged)), no_jobs=view.empty if shown else NO_JOBS)
     return pages
 
 
-def _cards_of(unit) -> list[CardView]:
-    return unit.cards if isinstance(unit, SweepView) else [unit]
+def _cards_of(unit) -> list[Shown]:
+    return unit.cards if isinstance(unit, SweepUnit) else [unit]
 
 
 def _picker(views: tuple[View, ...], kind: str, current: View, totals: dict[str, int]) -> list[PageLink]:
@@ -222,7 +235,7 @@ def _paged(units: list) -> list[list]:
     pages: list[list] = [[]]
     size = 0
     for unit in units:
-        count = len(unit.cards) if isinstance(unit, SweepView) else 1
+        count = len(unit.cards) if isinstance(unit, SweepUnit) else 1
         if pages[-1] and size + count > PAGE_CARDS:
             pages.append([])
             size = 0
@@ -250,13 +263,13 @@ def _pager(view: str, number: int, count: int) -> list[PageLink]:
     return links
 
 
-def _card_view(card: Card, cell: tuple[int, int] | None = None, *, best: bool = False) -> CardView:
+def _card_view(card: Card) -> CardView:
     entry, params = card.entry, card.params
     sources = [VideoSource(o.file, kind) for fmt, kind in VIDEO_SOURCES if (o := card.output(fmt))]
     animated = next((o for o in (card.output(f) for f in PLAYABLE_AS_IMAGE) if o), None)
     width, height = params.width, params.height
     clip = clip_shape(params)
-    qc = quality_view(entry, best)
+    qc = quality_view(entry)
     sort = {
         "order": card.order, "id": card.id, "status": entry.status, "seed": entry.seed,
         **{key: getattr(params, key) for key in _SORTED_PARAMS},
@@ -274,8 +287,8 @@ def _card_view(card: Card, cell: tuple[int, int] | None = None, *, best: bool = 
         links.append(Link(card.sidecar, "json"))
     total = entry.timings.total_s
     return CardView(
-        id=card.id, dom_id=f"job-{card.asset_name}", status=entry.status,
-        sort_attributes=_data_attributes(sort), cell=cell,
+        id=card.id, dom_id=DOM_PREFIX + card.asset_name, status=entry.status,
+        sort_attributes=_data_attributes(sort),
         aspect=f"{width}/{height}",
         sources=sources, animated=animated.file if animated else None, poster=card.poster,
         placeholder="no video: the job failed" if entry.status == "failed" else "no playable output in this folder",
@@ -307,11 +320,6 @@ def _details(card: Card) -> list[tuple[str, str]]:
         if key:
             rows.append((label, key))
     return rows
-
-
-def _sweep_view(unit: SweepUnit, best: set[str]) -> SweepView:
-    return SweepView(unit.item, unit.keys, unit.columns,
-                     [_card_view(c, unit.cells[c.order], best=c.id in best) for c in unit.cards])
 
 
 def _param_rows(card: Card) -> list[ParamRow]:
@@ -354,8 +362,9 @@ def _fmt(value: object) -> str:
 
 def _data_attributes(sort: dict[str, object]) -> Markup:
     """The card's sort values as data-s-* attributes, escaped here in one go: a campaign's report
-    renders 100,000 cards, and the template escaping each of the 16 values costs a third of its time."""
-    return Markup("".join(f' data-s-{key}="{escape(_sort_value(value))}"' for key, value in sort.items()))
+    renders 100,000 cards, and the template escaping each of the 16 values costs a third of its time
+    (numbers need no escaping: only strings go through markupsafe)."""
+    return Markup("".join(f' data-s-{key}="{_sort_value(value)}"' for key, value in sort.items()))
 
 
 def _sort_value(value: object) -> str:
@@ -363,7 +372,7 @@ def _sort_value(value: object) -> str:
         return ""
     if isinstance(value, (int, float)):
         return repr(value) if math.isfinite(value) else ""
-    return str(value)
+    return str(escape(value))
 
 
 def _href(relative: str) -> str:

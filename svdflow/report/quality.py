@@ -15,8 +15,7 @@ from typing import Literal
 
 from svdflow.outputs.entry import IndexEntry
 from svdflow.quality.ranking import Variant, rank_variants
-from svdflow.quality.verdict import Verdict, score_value
-from svdflow.report.cards import Card
+from svdflow.quality.verdict import score_value
 
 NBSP = "\u00a0"
 # What a card shows and the views rank by: (key, score path, label, unit, tooltip).
@@ -51,7 +50,6 @@ class QualityView:
     rows: list[ScoreRow] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # "min_motion: 1.2 < 2"
     attempts: str | None = None  # "3 attempts; kept #2, seed 123"
-    best: bool = False  # the best variant of its item's sweep
     values: dict[str, float] = field(default_factory=dict)  # SHOWN_SCORES' keys -> value, when scored
 
     @property
@@ -62,7 +60,7 @@ class QualityView:
 UNSCORED = QualityView("unscored")
 
 
-def quality_view(entry: IndexEntry, best: bool) -> QualityView:
+def quality_view(entry: IndexEntry) -> QualityView:
     quality = entry.quality
     if quality is None:
         return UNSCORED
@@ -78,23 +76,20 @@ def quality_view(entry: IndexEntry, best: bool) -> QualityView:
         attempts = (f"{len(quality.attempts)} attempts; kept #{quality.kept + 1}"
                     + (f", seed {kept.seed}" if kept is not None else ""))
     state: QcState = "scored" if quality.passed is None else "passed" if quality.passed else "not-passed"
-    return QualityView(state, rows, failures, attempts, best, values)
+    return QualityView(state, rows, failures, attempts, values)
 
 
-def best_variants(cards: Iterable[Card]) -> set[str]:
-    """The id of the best variant of each item's sweep, among its done, scored variants (two at least)."""
+def best_variants(variants: Iterable[tuple[str, dict]]) -> set[str]:
+    """The id of the best variant of each item's sweep: `variants` are (item, Variant's JSON) of the done,
+    scored jobs of sweeps; an item needs two of them (of one scores version) to have a best."""
     sweeps: dict[str, list[Variant]] = {}
-    for card in cards:
-        entry = card.entry
-        if card.sweep and entry.status == "done" and entry.quality is not None:
-            quality = entry.quality
-            verdict = None if quality.passed is None else Verdict(passed=quality.passed, failures=quality.failures)
-            sweeps.setdefault(card.item, []).append(Variant(id=entry.id, scores=quality.scores, verdict=verdict))
+    for item, variant in variants:
+        sweeps.setdefault(item, []).append(Variant.model_validate(variant))
     best = set()
-    for variants in sweeps.values():
+    for members in sweeps.values():
         # Scores of different definitions do not compare: rank the variants of the newest only.
-        newest = max(v.scores.version for v in variants)
-        comparable = [v for v in variants if v.scores.version == newest]
+        newest = max(v.scores.version for v in members)
+        comparable = [v for v in members if v.scores.version == newest]
         if len(comparable) >= 2:
             best.add(rank_variants(comparable)[0])
     return best

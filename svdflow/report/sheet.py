@@ -13,15 +13,19 @@ import os
 import tempfile
 import time
 
+from markupsafe import Markup
+
 from svdflow.errors import UsageError
 from svdflow.locations import Location
 from svdflow.outputs.atomic import atomic_write_bytes
 from svdflow.outputs.failures import storing
 from svdflow.outputs.index import INDEX_FILE, LEGACY_INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
-from svdflow.report.assets import ASSETS_DIR
-from svdflow.report.cards import build_cards
-from svdflow.report.page import FIRST_PAGE, PAGES_DIR, render_pages
+from svdflow.report.assets import ASSETS_DIR, make_asset_dirs, remove_unused_assets
+from svdflow.report.cache import CACHE_FILE, CardCache, FolderTimes
+from svdflow.report.cards import DOM_PREFIX, build_cards, card_files
+from svdflow.report.page import FIRST_PAGE, PAGES_DIR, render_card, render_pages
+from svdflow.report.shown import Shown
 
 REPORT_FILE = FIRST_PAGE
 
@@ -38,18 +42,58 @@ def write_report(output_dir: str) -> str:
     index = _load_index(output_dir, root)
     # The report's own files (thumbnails, posters, the page) failing is the folder failing: exit 3.
     with storing(root, f"writing the report's images in {ASSETS_DIR}/"):
-        cards = build_cards(root, index.entries.values())
-    pages = render_pages(cards, index, generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        make_asset_dirs(root)
+        cards = CardCache.open(root)
+        shown, html, used = _cards(root, index, cards)
+        remove_unused_assets(root, used)
+    pages = render_pages(shown, html, index, generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     with storing(root, f"writing the report's pages in {PAGES_DIR}/"):
         os.makedirs(os.path.join(root, PAGES_DIR), exist_ok=True)
         for name, page in pages.items():
             if name != REPORT_FILE:
                 _replace(os.path.join(root, name), page.encode("utf-8"))
         _remove_stale_pages(root, set(pages))
+        kept = cards.contents()
+        if kept is not None:
+            _replace(os.path.join(root, CACHE_FILE), kept)
     path = os.path.join(root, REPORT_FILE)
     with storing(root, f"writing {REPORT_FILE}"):  # last: its links lead to pages already written
         atomic_write_bytes(path, pages[REPORT_FILE].encode("utf-8"))
     return path
+
+
+def _cards(root: str, index: RunIndex, cache: CardCache) -> tuple[list[Shown], dict[str, Markup], set[str]]:
+    """Every recorded job's card (what the pages need of it, and its markup by id), in index order,
+    and the files they show: from the cache where a card's entry, place and files are unchanged, else
+    built and rendered (and cached)."""
+    times = FolderTimes(root, index.listing)
+    shown: list[Shown] = []
+    html: dict[str, Markup] = {}
+    used: set[str] = set()
+    missed: list[tuple[int, str, str]] = []
+    for order, job_id in enumerate(index.ids()):
+        key = cache.key(index.line(job_id), order)
+        hit = cache.get(key, times) if cache.enabled else None
+        if hit is None:
+            missed.append((order, job_id, key))
+        else:
+            shown.append(hit.shown)
+            html[job_id] = hit.html
+            used.update(hit.files)
+    used_names = {s.dom_id[len(DOM_PREFIX):] for s in shown}
+    entries = [(order, entry, key) for order, job_id, key in missed if (entry := index.get(job_id)) is not None]
+    built = build_cards(root, [(order, entry) for order, entry, _ in entries], used_names)
+    times = FolderTimes(root, index.listing)  # with the posters and thumbnails just made
+    for card, (_, _, key) in zip(built, entries):
+        markup, card_shown = render_card(card)
+        files = card_files(card)
+        if files is not None:
+            cache.put(key, markup, card_shown, files, times)
+        shown.append(card_shown)
+        html[card.id] = markup
+        used.update((card.poster, card.input_thumb))
+    shown.sort(key=lambda s: s.order)
+    return shown, html, used
 
 
 def _replace(path: str, data: bytes) -> None:

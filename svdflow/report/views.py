@@ -13,14 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
 
-from svdflow.report.quality import QualityView
-
-
-class _Shown(Protocol):
-    status: str
-    qc: QualityView
+from svdflow.report.shown import Shown
 
 
 @dataclass(frozen=True)
@@ -52,25 +46,25 @@ def views_written(scored: bool) -> tuple[View, ...]:
     return VIEWS if scored else tuple(view for view in VIEWS if view.kind == "status")
 
 
-def view_units(view: View, units: list, cards_of: Callable[[object], list]) -> list:
+def view_units(view: View, units: list, cards_of: Callable[[object], list[Shown]], best: set[str]) -> list:
     """The units (cards, or sweeps with their cards) `view` shows, in its order. `cards_of(unit)` is a
-    unit's cards (a card's is itself)."""
+    unit's cards (a card's is itself); `best` the ids of the best variants."""
     if view.key == "all":
         return units
     if view.key in ("done", "failed"):
         return _filtered(units, cards_of, lambda card: card.status == view.key)
     if view.key == "not-passed":
-        return _filtered(units, cards_of, lambda card: card.qc.passed is False)
+        return _filtered(units, cards_of, lambda card: card.passed is False)
     cards = [card for unit in units for card in cards_of(unit)]
     if view.key == "best":
-        return [card for card in cards if card.qc.best]
-    scored = [card for card in cards if view.score in card.qc.values]
+        return [card for card in cards if card.id in best]
+    scored = [card for card in cards if view.score in card.values]
     # sorted() is stable with reverse=True as well: equal scores keep index order either way.
-    scored.sort(key=lambda card: card.qc.values[view.score], reverse=view.descending)
-    return scored + [card for card in cards if view.score not in card.qc.values]
+    scored.sort(key=lambda card: card.values[view.score], reverse=view.descending)
+    return scored + [card for card in cards if view.score not in card.values]
 
 
-def _filtered(units: list, cards_of: Callable[[object], list], keep: Callable[[_Shown], bool]) -> list:
+def _filtered(units: list, cards_of: Callable[[object], list], keep: Callable[[Shown], bool]) -> list:
     """The units whose cards `keep`: a sweep keeps its grid, with its kept cards in their own cells."""
     shown = []
     for unit in units:

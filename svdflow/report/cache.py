@@ -1,0 +1,193 @@
+"""Cards rendered by an earlier report, reused: `svdflow report` of a campaign renders only the cards
+whose entry or files changed since the last one.
+
+A card's markup depends on its entry (its line of the record, which names its run), its place in the
+index, the templates and code that render it, and the files of the folder it shows (outputs, sidecar,
+master, poster, thumbnail). The cache, `report/cards.jsonl` in the output folder, keeps each card's
+markup and `Shown` under a key made of the first three, with the modification times of the files;
+a card is reused when its key is there and none of its files changed (or appeared, or went).
+
+The markup goes into the pages as it is, and the folder may come from someone else: so every record
+carries an HMAC of its content under a secret of this user's (`~/.cache/svdflow/report.key`, made
+on first use, readable by the user alone). A record that does not verify, from another machine or
+edited by hand, is not used: its card is rendered again from the entry, as without a cache. Without
+a usable secret (a read-only home) nothing is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from markupsafe import Markup
+
+from svdflow import __version__
+from svdflow.outputs.store import FileInfo
+from svdflow.report.assets import ASSETS_DIR
+from svdflow.report.page import CARD_TEMPLATE, template_source
+from svdflow.report.quality import quality_view
+from svdflow.report.shown import Shown
+
+CACHE_FILE = f"{ASSETS_DIR}/cards.jsonl"
+# A cache bigger than this is not read (a card is a few KiB; 100,000 of them fit well below).
+MAX_CACHE_BYTES = 2 << 30
+# Bumped when what a card's markup is made of changes in a way the templates' text does not show.
+CARD_FORMAT = 1
+
+
+def _secret_path() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "svdflow" / "report.key"
+
+
+def _secret() -> bytes | None:
+    """This user's key for the caches' HMACs, made on first use; None where it cannot be kept."""
+    path = _secret_path()
+    try:
+        data = path.read_bytes()
+        return data if len(data) == 32 else None  # another report is making it: no cache this time
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    key = secrets.token_bytes(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, key)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    return key
+
+
+@cache
+def _format_stamp() -> bytes:
+    """What the markup of every card is made by: svdflow's version, the card template's text and the
+    code that fills it in (so that a changed card is never taken from an older svdflow's cache)."""
+    digest = hashlib.sha256(template_source(CARD_TEMPLATE).encode())
+    for code in (template_source, quality_view, Shown):  # page.py, quality.py, shown.py
+        with open(inspect.getsourcefile(code), "rb") as source:
+            digest.update(source.read())
+    return f"{CARD_FORMAT}:{__version__}:{digest.hexdigest()}".encode()
+
+
+@dataclass(frozen=True)
+class Cached:
+    html: Markup
+    shown: Shown
+    files: dict[str, float | None]  # name in the folder -> FolderTimes.mtime when rendered
+
+
+class FolderTimes:
+    """What a card's files are now: for a file of the output folder itself (outputs, sidecars), its
+    modification time, from the listing loading the record made (no request of its own); for one in a
+    folder below (posters, thumbnails, masters), only whether it is there, one listing per folder (a
+    poster follows its video's time; a master's content is its entry's)."""
+
+    def __init__(self, root: str, listing: dict[str, FileInfo]):
+        self.root = root
+        self._root = {name: info.mtime for name, info in listing.items()}
+        self._folders: dict[str, set[str]] = {}
+
+    def mtime(self, name: str) -> float | None:
+        """The file's time (0 for a file below the folder's top), None when it is not there."""
+        folder, _, base = name.rpartition("/")
+        if not folder:
+            return self._root.get(base)
+        names = self._folders.get(folder)
+        if names is None:
+            names = self._folders[folder] = self._list(folder)
+        return 0.0 if base in names else None
+
+    def _list(self, folder: str) -> set[str]:
+        try:
+            with os.scandir(os.path.join(self.root, folder)) as entries:
+                return {entry.name for entry in entries if not entry.is_symlink()}
+        except OSError:
+            return set()
+
+
+class CardCache:
+    """The cache of one output folder's cards: read once, written once (what this report used)."""
+
+    def __init__(self, root: str, secret: bytes | None):
+        self.root = root
+        self._secret = secret
+        self._records: dict[str, bytes] = {}  # key -> its verified line
+        self._used: list[bytes] = []
+
+    @classmethod
+    def open(cls, root: str) -> CardCache:
+        cards = cls(root, _secret())
+        if cards._secret is None:
+            return cards
+        path = os.path.join(root, CACHE_FILE)
+        try:
+            if os.path.islink(path) or os.path.getsize(path) > MAX_CACHE_BYTES:
+                return cards
+            with open(path, "rb") as file:
+                for line in file:
+                    key, mac, body = _split(line)
+                    if key is not None and hmac.compare_digest(mac, cards._mac(key, body)):
+                        cards._records[key] = line
+        except OSError:
+            pass
+        return cards
+
+    @property
+    def enabled(self) -> bool:
+        return self._secret is not None
+
+    def key(self, line: bytes, order: int) -> str:
+        return hashlib.sha256(_format_stamp() + b"\0" + str(order).encode() + b"\0" + line).hexdigest()
+
+    def get(self, key: str, times: FolderTimes) -> Cached | None:
+        """The card kept under `key`, when none of its files changed since."""
+        line = self._records.get(key)
+        if line is None:
+            return None
+        try:
+            data = json.loads(_split(line)[2])
+            cached = Cached(Markup(data["html"]), Shown.from_json(data["shown"]), data["files"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        if any(times.mtime(name) != mtime for name, mtime in cached.files.items()):
+            return None
+        self._used.append(line)
+        return cached
+
+    def put(self, key: str, html: Markup, shown: Shown, files: list[str], times: FolderTimes) -> None:
+        if self._secret is None:
+            return
+        body = json.dumps({"html": str(html), "shown": shown.to_json(),
+                           "files": {name: times.mtime(name) for name in files}},
+                          separators=(",", ":"), ensure_ascii=False).encode()
+        self._used.append(f"{key} {self._mac(key, body)} ".encode() + body + b"\n")
+
+    def contents(self) -> bytes | None:
+        """What to keep as CACHE_FILE: the cards this report used (those of jobs no longer recorded
+        go); None without a secret."""
+        return b"".join(self._used) if self._secret is not None else None
+
+    def _mac(self, key: str, body: bytes) -> str:
+        return hmac.new(self._secret, key.encode() + b"\0" + body, hashlib.sha256).hexdigest()
+
+
+def _split(line: bytes) -> tuple[str | None, str, bytes]:
+    """A record's key, mac and body: `<key> <mac> <json>\\n`."""
+    parts = line.rstrip(b"\n").split(b" ", 2)
+    if len(parts) != 3:
+        return None, "", b""
+    try:
+        return parts[0].decode("ascii"), parts[1].decode("ascii"), parts[2]
+    except UnicodeDecodeError:
+        return None, "", b""

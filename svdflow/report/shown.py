@@ -1,0 +1,46 @@
+"""What the pages need of a card once its markup is rendered: where it goes (order, item, sweep), what
+the views filter and rank it by (status, scores, verdict), and what the best-variant ranking reads.
+Small and plain, so that it is cached beside the card's markup (`report.cache`) and a card read from
+the cache needs no validated entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from svdflow.quality.ranking import Variant
+from svdflow.report.cards import Card
+from svdflow.report.quality import quality_view
+
+
+@dataclass
+class Shown:
+    id: str
+    dom_id: str
+    order: int  # position in the index
+    item: str
+    status: str
+    sweep: dict[str, int | float | str]
+    values: dict[str, float] = field(default_factory=dict)  # quality.SHOWN_SCORES' keys -> score, when scored
+    passed: bool | None = None  # the qc verdict; None: no thresholds, or not scored
+    variant: dict | None = None  # a scored variant of a sweep: quality.ranking.Variant's JSON
+
+    @classmethod
+    def of(cls, card: Card, dom_id: str) -> Shown:
+        entry = card.entry
+        qc = quality_view(entry)
+        variant = None
+        if card.sweep and entry.status == "done" and entry.quality is not None:
+            quality = entry.quality
+            verdict = None if quality.passed is None else {"passed": quality.passed, "failures": quality.failures}
+            variant = Variant.model_validate({"id": entry.id, "scores": quality.scores, "verdict": verdict}
+                                             ).model_dump(mode="json")
+        return cls(id=card.id, dom_id=dom_id, order=card.order, item=card.item, status=entry.status,
+                   sweep=dict(card.sweep), values=qc.values, passed=qc.passed, variant=variant)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Shown:
+        return cls(**data)

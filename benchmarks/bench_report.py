@@ -3,15 +3,18 @@ page, and how long that page takes to load in headless Chromium.
 
 A real 2-job builtin:tiny run (8 frames, 112x64, mp4 + gif) gives the entries and files; the
 campaign of N jobs is made from them: N entries (ids, seeds and output names changed, every fourth
-job failed) and, for each done job, its own mp4 and gif (hard links to the real ones, so each job
-has files of its own and its own poster to make). Each N is reported twice: the first report (it
-makes every poster and thumbnail) and a second one (they are all there: what rewriting the sheet
-costs). Headless Chromium loads index.html from file:// three times, each in a fresh browser (a
-cold cache); the page's own Navigation Timing says when its load event ended and when it first
-painted, counted from the navigation's start (the browser's own start is not in them): the
-fastest and slowest are printed.
+job failed; every fifth item a sweep of 3; done jobs given seeded quality scores judged against a
+min_motion, so that the qc views are written, unless --unscored) and, for each done job, its own mp4
+and gif (hard links to the real ones, so each job has files of its own and its own poster to make).
+Each N is reported three times: the first report (it makes every poster and thumbnail, renders every
+card and caches it), a second one (every card from the cache: what `svdflow report` after a run that
+changed nothing costs) and a third with the card cache removed (posters there, every card rendered
+again). Headless Chromium loads index.html from file:// three times, each in a fresh browser (a cold
+cache); the page's own Navigation Timing says when its load event ended and when it first painted,
+counted from the navigation's start (the browser's own start is not in them): the fastest and
+slowest are printed.
 
-    .venv/bin/python benchmarks/bench_report.py [--jobs 1000,10000] [--no-browser]
+    .venv/bin/python benchmarks/bench_report.py [--jobs 1000,10000] [--no-browser] [--unscored] [--json PATH]
 """
 
 from __future__ import annotations
@@ -59,16 +62,51 @@ def template(folder: Path):
     return list(index.entries.values()), folder / "out"
 
 
-def campaign(entries, source: Path, out: Path, jobs: int) -> None:
+def quality(number: int):
+    """Seeded scores of a clip (the distributions are made up: only their spread matters here), judged
+    against min_motion 2 (about one job in five does not pass)."""
+    import random
+
+    from svdflow.quality.record import QualityRecord
+    from svdflow.quality.scores import (
+        ExposureScores,
+        FidelityScores,
+        FlickerScores,
+        MotionScores,
+        QualityScores,
+    )
+    from svdflow.quality.thresholds import QcThresholds
+    from svdflow.quality.verdict import judge
+
+    rng = random.Random(number)
+    motion = round(rng.uniform(0.5, 8.0), 4)
+    scores = QualityScores(
+        frames=8, analysis_size=(112, 64),
+        motion=MotionScores(mean=motion, peak=round(motion * 2.5, 4), dynamic=motion > 5, dynamic_pairs=3,
+                            dynamic_pairs_needed=2, dynamic_threshold=15.4),
+        flicker=FlickerScores(vbench=0.95, residual=round(rng.uniform(1, 12), 4), brightness_jump=1.0),
+        fidelity=FidelityScores(first_ssim=round(rng.uniform(0.7, 1), 4), last_ssim=round(rng.uniform(0.2, 0.9), 4),
+                                first_psnr=30.0, last_psnr=20.0),
+        exposure=ExposureScores(dark_frames=0, blown_frames=0, min_sharpness=round(rng.uniform(50, 200), 4),
+                                input_sharpness=150.0))
+    thresholds = QcThresholds(min_motion=2.0)
+    verdict = judge(scores, thresholds)
+    return QualityRecord(scores=scores, thresholds=thresholds, passed=verdict.passed, failures=verdict.failures,
+                         kept=0)
+
+
+def campaign(entries, source: Path, out: Path, jobs: int, scored: bool = True) -> None:
     """An output folder of `jobs` jobs made from the template's entries and files."""
     out.mkdir(parents=True)
     made = {}
     for number in range(jobs):
         base = entries[number % len(entries)]
         job_id = f"job{number:06d}"
+        item = f"job{number - number % 3:06d}" if (number // 3) % 5 == 0 else job_id  # every fifth: a sweep of 3
+        sweep = {"motion_bucket_id": 60 + 60 * (number % 3)} if item != job_id else {}
         if number % 4 == 3:
             entry = base.model_copy(update={
-                "id": job_id, "item_id": job_id, "seed": number, "status": "failed", "outputs": [],
+                "id": job_id, "item_id": item, "sweep": sweep, "seed": number, "status": "failed", "outputs": [],
                 "error": ErrorRecord(type="InputError", stage="fetch",
                                      message=f"job '{job_id}': in{number}.png: file not found; check the path")})
         else:
@@ -77,7 +115,8 @@ def campaign(entries, source: Path, out: Path, jobs: int) -> None:
                 name = job_id + output.file[len(base.id):]
                 os.link(source / output.file, out / name)
                 outputs.append(output.model_copy(update={"file": name}))
-            entry = base.model_copy(update={"id": job_id, "item_id": job_id, "seed": number, "outputs": outputs})
+            entry = base.model_copy(update={"id": job_id, "item_id": item, "sweep": sweep, "seed": number,
+                                            "outputs": outputs, "quality": quality(number) if scored else None})
         made[job_id] = entry
     index = RunIndex(OutputStore(str(out)))
     for entry in made.values():  # as a run records them: sidecars, sealed parts, then index.jsonl
@@ -187,23 +226,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", default="1000,10000", help="comma-separated campaign sizes")
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--unscored", action="store_true", help="entries without quality (no qc views)")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
     browser = not args.no_browser and shutil.which("chromium")
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         entries, source = template(Path(tmp) / "template")
         for jobs in (int(n) for n in args.jobs.split(",")):
             out = Path(tmp) / f"c{jobs}" / "out"
-            campaign(entries, source, out, jobs)
+            campaign(entries, source, out, jobs, scored=not args.unscored)
             timings = []
-            for _ in range(2):
+            for run in range(3):
+                if run == 2:
+                    (out / "report" / "cards.jsonl").unlink()
                 started = time.perf_counter()
                 write_report(str(out))
                 timings.append(time.perf_counter() - started)
             html, media = weight(out)
-            pages = sum(1 for _ in (out / "report").rglob("*.html"))
-            line = (f"{jobs:>7,} jobs: report {timings[0]:.2f} s (posters made), {timings[1]:.2f} s (again); "
-                    f"index.html {html / 1024:.0f} KiB + {media / 1024:.0f} KiB of images it loads; "
-                    f"{pages} more pages")
+            pages = sorted((out / "report" / "pages").glob("*.html"))
+            page_bytes = sum(p.stat().st_size for p in pages)
+            line = (f"{jobs:>7,} jobs: report {timings[0]:.2f} s (posters made), {timings[1]:.2f} s (again, cards "
+                    f"cached), {timings[2]:.2f} s (cards rendered again); index.html {html / 1024:.0f} KiB + "
+                    f"{media / 1024:.0f} KiB of images it loads; {len(pages)} more pages "
+                    f"({page_bytes / 2**20:.0f} MiB)")
+            result = {"jobs": jobs, "scored": not args.unscored, "report_first_s": round(timings[0], 3),
+                      "report_cached_s": round(timings[1], 3), "report_uncached_s": round(timings[2], 3),
+                      "index_html_bytes": html, "first_page_image_bytes": media, "pages": len(pages) + 1,
+                      "pages_bytes": page_bytes + html}
             if browser:
                 loads = browser_load(out / "index.html")
                 load = sorted(t["load"] / 1000 for t in loads)
@@ -212,8 +262,16 @@ def main() -> None:
                          f"{load[0]:.2f}-{load[-1]:.2f} s"
                          + (f", first paint {paint[0]:.2f}-{paint[-1]:.2f} s" if paint else "")
                          + f" ({len(loads)} cold loads)")
+                result.update(chromium_load_s=[round(v, 3) for v in load],
+                              chromium_first_paint_s=[round(v, 3) for v in paint])
             print(line, flush=True)
+            results.append(result)
             shutil.rmtree(out.parent)
+    if args.json:
+        import platform
+
+        args.json.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(),
+                                         "load_average": os.getloadavg(), "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

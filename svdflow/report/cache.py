@@ -32,7 +32,7 @@ from svdflow import __version__
 from svdflow.outputs.store import FileInfo
 from svdflow.report.assets import ASSETS_DIR
 from svdflow.report.page import CARD_TEMPLATE, template_source
-from svdflow.report.quality import quality_view
+from svdflow.report.quality import QualityView
 from svdflow.report.shown import Shown
 
 CACHE_FILE = f"{ASSETS_DIR}/cards.jsonl"
@@ -74,7 +74,7 @@ def _format_stamp() -> bytes:
     """What the markup of every card is made by: svdflow's version, the card template's text and the
     code that fills it in (so that a changed card is never taken from an older svdflow's cache)."""
     digest = hashlib.sha256(template_source(CARD_TEMPLATE).encode())
-    for code in (template_source, quality_view, Shown):  # page.py, quality.py, shown.py
+    for code in (template_source, QualityView, Shown):  # page.py, quality.py, shown.py
         with open(inspect.getsourcefile(code), "rb") as source:
             digest.update(source.read())
     return f"{CARD_FORMAT}:{__version__}:{digest.hexdigest()}".encode()

@@ -150,7 +150,7 @@ CARD_TEMPLATE = "card.html.j2"
 def render_card(card: Card) -> tuple[Markup, Shown]:
     """A card's markup, the same on every page that shows it, and what the pages need of it."""
     view = _card_view(card)
-    return _environment().get_template(CARD_TEMPLATE).module.card(view), Shown.of(card, view.dom_id)
+    return _card_macro()(view), Shown.of(card, view.dom_id, view.qc)
 
 
 def template_source(name: str) -> str:
@@ -378,6 +378,12 @@ def _sort_value(value: object) -> str:
 def _href(relative: str) -> str:
     """A relative path as a URL path: percent-encoded, so '#', '?' and '%' stay part of the name."""
     return quote(relative, safe="/")
+
+
+@cache
+def _card_macro():
+    """The card macro, looked up once (get_template checks the template's file on every call)."""
+    return _environment().get_template(CARD_TEMPLATE).module.card
 
 
 @cache

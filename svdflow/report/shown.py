@@ -6,11 +6,11 @@ the cache needs no validated entry.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from svdflow.quality.ranking import Variant
 from svdflow.report.cards import Card
-from svdflow.report.quality import quality_view
+from svdflow.report.quality import QualityView
 
 
 @dataclass
@@ -26,9 +26,9 @@ class Shown:
     variant: dict | None = None  # a scored variant of a sweep: quality.ranking.Variant's JSON
 
     @classmethod
-    def of(cls, card: Card, dom_id: str) -> Shown:
+    def of(cls, card: Card, dom_id: str, qc: QualityView) -> Shown:
+        """What the pages need of `card`, whose quality is `qc` (quality.quality_view of its entry)."""
         entry = card.entry
-        qc = quality_view(entry)
         variant = None
         if card.sweep and entry.status == "done" and entry.quality is not None:
             quality = entry.quality
@@ -39,7 +39,7 @@ class Shown:
                    sweep=dict(card.sweep), values=qc.values, passed=qc.passed, variant=variant)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return dict(vars(self))  # its values are JSON's types already (asdict would copy them deeply)
 
     @classmethod
     def from_json(cls, data: dict) -> Shown:

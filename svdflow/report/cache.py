@@ -3,7 +3,7 @@ whose entry or files changed since the last one.
 
 A card's markup depends on its entry (its line of the record, which names its run), its place in the
 index, the templates and code that render it, and the files of the folder it shows (outputs, sidecar,
-master, poster, thumbnail). The cache, `report/cards.jsonl` in the output folder, keeps each card's
+master, poster, thumbnail). The cache, `report/cards.cache` in the output folder, keeps each card's
 markup and `Shown` under a key made of the first three, with the modification times of the files;
 a card is reused when its key is there and none of its files changed (or appeared, or went).
 
@@ -35,7 +35,7 @@ from svdflow.report.page import CARD_TEMPLATE, template_source
 from svdflow.report.quality import QualityView
 from svdflow.report.shown import Shown
 
-CACHE_FILE = f"{ASSETS_DIR}/cards.jsonl"
+CACHE_FILE = f"{ASSETS_DIR}/cards.cache"
 # A cache bigger than this is not read (a card is a few KiB; 100,000 of them fit well below).
 MAX_CACHE_BYTES = 2 << 30
 # Bumped when what a card's markup is made of changes in a way the templates' text does not show.
@@ -117,12 +117,17 @@ class FolderTimes:
 
 
 class CardCache:
-    """The cache of one output folder's cards: read once, written once (what this report used)."""
+    """The cache of one output folder's cards: read once, written once (what this report used).
+
+    A record is a header line `<key> <hmac> <meta bytes> <markup bytes>\n`, then the meta (JSON: the
+    card's Shown and its files' times) and the markup (UTF-8) as they are, then a newline: a card taken
+    from the cache costs the parse of its small meta, not of its markup."""
 
     def __init__(self, root: str, secret: bytes | None):
         self.root = root
         self._secret = secret
-        self._records: dict[str, bytes] = {}  # key -> its verified line
+        self._data = b""
+        self._records: dict[str, tuple[int, int, int, int]] = {}  # key -> (start, meta, markup, end)
         self._used: list[bytes] = []
 
     @classmethod
@@ -135,13 +140,26 @@ class CardCache:
             if os.path.islink(path) or os.path.getsize(path) > MAX_CACHE_BYTES:
                 return cards
             with open(path, "rb") as file:
-                for line in file:
-                    key, mac, body = _split(line)
-                    if key is not None and hmac.compare_digest(mac, cards._mac(key, body)):
-                        cards._records[key] = line
+                cards._data = file.read()
         except OSError:
-            pass
+            return cards
+        cards._index()
         return cards
+
+    def _index(self) -> None:
+        data, start = self._data, 0
+        while start < len(data):
+            newline = data.find(b"\n", start)
+            parts = data[start:newline].split(b" ") if newline > 0 else []
+            if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+                return  # not a cache of this format: the rest is not read
+            meta = newline + 1
+            markup = meta + int(parts[2])
+            end = markup + int(parts[3])
+            if end >= len(data) or data[end:end + 1] != b"\n":
+                return
+            self._records[parts[0].decode("ascii", "replace")] = (start, meta, markup, end)
+            start = end + 1
 
     @property
     def enabled(self) -> bool:
@@ -151,43 +169,42 @@ class CardCache:
         return hashlib.sha256(_format_stamp() + b"\0" + str(order).encode() + b"\0" + line).hexdigest()
 
     def get(self, key: str, times: FolderTimes) -> Cached | None:
-        """The card kept under `key`, when none of its files changed since."""
-        line = self._records.get(key)
-        if line is None:
+        """The card kept under `key`, when its record verifies and none of its files changed since."""
+        where = self._records.get(key)
+        if where is None:
+            return None
+        start, meta, markup, end = where
+        data = self._data
+        mac = data[start:meta - 1].split(b" ")[1].decode("ascii", "replace")
+        if not hmac.compare_digest(mac, self._mac(key, data[meta:markup], data[markup:end])):
             return None
         try:
-            data = json.loads(_split(line)[2])
-            cached = Cached(Markup(data["html"]), Shown.from_json(data["shown"]), data["files"])
+            info = json.loads(data[meta:markup])
+            cached = Cached(Markup(data[markup:end].decode("utf-8")), Shown.from_json(info["shown"]), info["files"])
         except (ValueError, KeyError, TypeError):
             return None
         if any(times.mtime(name) != mtime for name, mtime in cached.files.items()):
             return None
-        self._used.append(line)
+        self._used.append(data[start:end + 1])
         return cached
 
     def put(self, key: str, html: Markup, shown: Shown, files: list[str], times: FolderTimes) -> None:
         if self._secret is None:
             return
-        body = json.dumps({"html": str(html), "shown": shown.to_json(),
-                           "files": {name: times.mtime(name) for name in files}},
+        meta = json.dumps({"shown": shown.to_json(), "files": {name: times.mtime(name) for name in files}},
                           separators=(",", ":"), ensure_ascii=False).encode()
-        self._used.append(f"{key} {self._mac(key, body)} ".encode() + body + b"\n")
+        markup = str(html).encode("utf-8")
+        header = f"{key} {self._mac(key, meta, markup)} {len(meta)} {len(markup)}\n".encode()
+        self._used.append(header + meta + markup + b"\n")
 
     def contents(self) -> bytes | None:
         """What to keep as CACHE_FILE: the cards this report used (those of jobs no longer recorded
         go); None without a secret."""
         return b"".join(self._used) if self._secret is not None else None
 
-    def _mac(self, key: str, body: bytes) -> str:
-        return hmac.new(self._secret, key.encode() + b"\0" + body, hashlib.sha256).hexdigest()
-
-
-def _split(line: bytes) -> tuple[str | None, str, bytes]:
-    """A record's key, mac and body: `<key> <mac> <json>\\n`."""
-    parts = line.rstrip(b"\n").split(b" ", 2)
-    if len(parts) != 3:
-        return None, "", b""
-    try:
-        return parts[0].decode("ascii"), parts[1].decode("ascii"), parts[2]
-    except UnicodeDecodeError:
-        return None, "", b""
+    def _mac(self, key: str, meta: bytes, markup: bytes) -> str:
+        digest = hmac.new(self._secret, key.encode() + b"\0", hashlib.sha256)
+        digest.update(meta)
+        digest.update(b"\0")
+        digest.update(markup)
+        return digest.hexdigest()

@@ -23,7 +23,7 @@ from svdflow.report.cards import DOM_PREFIX, Card
 from svdflow.report.layout import SweepUnit, page_units
 from svdflow.report.quality import SHOWN_SCORES, QualityView, best_variants, quality_view
 from svdflow.report.shown import Shown
-from svdflow.report.views import View, view_units, views_written
+from svdflow.report.views import RANKED_CARDS, View, view_units, views_written
 from svdflow.views import human_bytes
 
 # Between a number and its unit ("1.14 s", "8 frames"): the unit never wraps onto a line of its own.
@@ -202,11 +202,26 @@ def render_pages(shown: list[Shown], html: dict[str, Markup], index: RunIndex, g
             path = page_path(view.key, number)
             pages[path] = template.render(
                 name=index.name or "svdflow run", facts=facts, skipped=index.skipped,
-                base=_root_of(path), sort_keys=SORT_KEYS, units=[rendered(unit) for unit in on_page],
+                base=_root_of(path), sort_keys=SORT_KEYS, body=_joined(rendered(unit) for unit in on_page),
                 filters=_picker(views, "status", view, totals), qc_filters=_picker(views, "qc", view, totals),
                 rankings=_picker(views, "ranking", view, totals), unscored=not scored,
-                pager=_pager(view.key, number, len(paged)), no_jobs=view.empty if shown else NO_JOBS)
+                pager=_pager(view.key, number, len(paged)), no_jobs=view.empty if shown else NO_JOBS,
+                note=_ranking_note(view, len(shown)))
     return pages
+
+
+def _ranking_note(view: View, jobs: int) -> str | None:
+    """What a ranking that holds fewer cards than the campaign says of it."""
+    if view.kind != "ranking" or jobs <= RANKED_CARDS:
+        return None
+    return (f"{view.label}: the first {RANKED_CARDS:,} of {jobs:,} jobs (index.jsonl has every job's scores; "
+            f"the opposite ranking shows the other end)")
+
+
+def _joined(units) -> Markup:
+    """Rendered units as one piece of markup (one value for the template, not one per card: a campaign's
+    pages hold every card several times over)."""
+    return Markup("\n".join(units))
 
 
 def _cards_of(unit) -> list[Shown]:
@@ -393,6 +408,7 @@ def _environment() -> Environment:
         loader=loader, autoescape=select_autoescape(enabled_extensions=("html.j2",), default=True),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
+    @cache
     def inline(name: str) -> Markup:
         """A CSS or JS file of `templates/` as it is: inlined into the page, not parsed as a template."""
         return Markup(loader.get_source(environment, name)[0])

@@ -7,6 +7,11 @@ sweep) and the rankings (most and least motion, most flicker, most drift). A fil
 sweep together as its grid; a ranking and the best variants list cards one by one. A ranking puts the
 jobs without scores last, in index order; ties keep index order too. The qc views are written only
 when some job is scored.
+
+A ranking holds its first RANKED_CARDS cards: a reviewer looks at the ends of a ranking (the most
+and the least motion are two views), and every card of a campaign written four more times over
+would make the sheet of 100,000 jobs ~5 times as heavy to write; the whole order is one sort of
+index.jsonl away (jq, pandas), and a filter (did not pass) always holds every card it selects.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ VIEWS = (
     View("drift-most", "most drift", "ranking", "", "last_ssim", False),  # the lowest last-frame SSIM
 )
 BY_KEY = {view.key: view for view in VIEWS}
+RANKED_CARDS = 1000  # 10 pages
 
 
 def views_written(scored: bool) -> tuple[View, ...]:
@@ -61,7 +67,7 @@ def view_units(view: View, units: list, cards_of: Callable[[object], list[Shown]
     scored = [card for card in cards if view.score in card.values]
     # sorted() is stable with reverse=True as well: equal scores keep index order either way.
     scored.sort(key=lambda card: card.values[view.score], reverse=view.descending)
-    return scored + [card for card in cards if view.score not in card.values]
+    return (scored + [card for card in cards if view.score not in card.values])[:RANKED_CARDS]
 
 
 def _filtered(units: list, cards_of: Callable[[object], list], keep: Callable[[Shown], bool]) -> list:

@@ -284,7 +284,11 @@ def _decode(path: str, fmt: str) -> np.ndarray:
 
     if fmt == "frames":
         names = sorted(n for n in os.listdir(path) if n.endswith(".png") and not n.startswith("."))
-        return np.stack([_rgb(Image.open(os.path.join(path, n))) for n in names]) if names else np.zeros((0, 1, 1, 3))
+        frames = []
+        for name in names:
+            with Image.open(os.path.join(path, name)) as image:
+                frames.append(_rgb(image))
+        return np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
     if fmt in ("webp", "gif"):
         with Image.open(path) as image:
             return np.stack([_rgb(frame) for frame in ImageSequence.Iterator(image)])

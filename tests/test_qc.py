@@ -213,3 +213,17 @@ def test_qc_refuses_a_folder_that_is_not_svdflows_one_without_a_record_and_a_loc
 def test_qc_says_which_threshold_is_wrong(tmp_path, capsys, text, message):
     code, _, err = run_cli(capsys, "qc", str(tmp_path), "--thresholds", text)
     assert (code, err) == (2, f"error: {message}\n")
+
+
+def test_qc_of_a_job_whose_master_is_gone_scores_its_mp4_and_says_it_is_lossy(folder, capsys):
+    out = folder / "out"
+    (out / ".svdflow" / "masters" / "a.mkv").unlink()
+    code, _, err = run_cli(capsys, "qc", str(out), "--json")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0].startswith("[1/2] a: scored from a.mp4 (a lossy file: no master; its codec's loss is in the "
+                               "scores) in ")
+    assert lines[1].startswith("[2/2] b: scored from master in ")
+    assert lines[2].startswith(f"{out}: 2 jobs: 2 scored (1 from a lossy file: no master); ")
+    expected = expected_scores(out, "a", "a.mp4")
+    assert recorded(out)["a"]["quality"]["scores"] == expected.model_dump(mode="json")

@@ -221,7 +221,7 @@ def inspect(file: Path, job_id: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job, then a summary, on stdout.")
 def qc(output_dir: str, thresholds: str | None, force: bool, as_json: bool) -> None:
     """Score the done jobs of an output folder from their masters (or, without masters, their files) and
-    record the scores in their entries; exit 1 when a job could not be scored or did not pass."""
+    record the scores in their entries; exit 1 when a job could not be scored, 4 when one did not pass."""
     from svdflow.run.rescore import parse_thresholds, score_folder
 
     limits = parse_thresholds(thresholds) if thresholds is not None else None

@@ -121,18 +121,18 @@ def test_qc_skips_scored_jobs_rejudges_on_new_thresholds_and_rescores_with_force
     limit = round((motion[0] + motion[1]) / 2, 4)
     low = min(("a", "b"), key=lambda j: scored[j]["motion"]["mean"])
     code, stdout, err = run_cli(capsys, "qc", out, "--thresholds", f"min_motion={limit}", "--json")
-    assert code == 1
+    assert code == 4  # as a run's: every job scored, one did not pass
     events = [json.loads(line) for line in stdout.splitlines()]
     assert [(e["id"], e["outcome"], e["quality"]["passed"]) for e in events[:2]] == [
         (j, "re-judged", j != low) for j in ("a", "b")]
     assert events[2] == {"event": "summary", "folder": out, "jobs": 2, "scored": 0, "lossy": 0, "rejudged": 2,
-                         "skipped": 0, "failed": [], "not_passed": [low], "exit_code": 1}
+                         "skipped": 0, "failed": [], "not_passed": [low], "exit_code": 4}
     failure = recorded(folder / "out")[low]["quality"]["failures"][0]
     assert (failure["threshold"], failure["limit"], failure["value"]) == ("min_motion", limit, scored[low]["motion"]["mean"])
     assert f"did not pass: min_motion ({scored[low]['motion']['mean']:g} < {limit:g})" in err
     # --force scores the frames again: the same scores, the thresholds it was judged by kept.
     code, _, err = run_cli(capsys, "qc", out, "--force")
-    assert code == 1 and "2 scored" in err
+    assert code == 4 and "2 scored" in err
     after = recorded(folder / "out")
     assert {k: v["quality"]["scores"] for k, v in after.items()} == scored
     assert after[low]["quality"]["thresholds"]["min_motion"] == limit

@@ -22,7 +22,15 @@ from typing import Literal
 
 import numpy as np
 
-from svdflow.errors import EXIT_JOBS_FAILED, EXIT_OK, InputError, JobError, MasterError, UsageError
+from svdflow.errors import (
+    EXIT_JOBS_FAILED,
+    EXIT_OK,
+    EXIT_QC_FAILED,
+    InputError,
+    JobError,
+    MasterError,
+    UsageError,
+)
 from svdflow.inputs import decode_image, fetch_bytes, resize_image
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import IndexEntry
@@ -95,7 +103,8 @@ class QcResult:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_JOBS_FAILED if self.failed or self.not_passed else EXIT_OK
+        """1 when a job could not be scored, else 4 when one did not pass (as a run's), else 0."""
+        return EXIT_JOBS_FAILED if self.failed else EXIT_QC_FAILED if self.not_passed else EXIT_OK
 
     def summary(self) -> str:
         parts = [f"{self.scored} scored" + (f" ({self.lossy} from a lossy file: no master)" if self.lossy else "")]

@@ -81,6 +81,7 @@ def expected_scores(out: Path, job_id: str, source: str) -> QualityScores:
     return score_clip(frames, np.asarray(conditioned), fps=params["fps"])
 
 
+@pytest.mark.slow  # a builtin:tiny render (once per module) and ffmpeg decodes
 def test_qc_scores_every_job_from_its_master_and_records_it(folder, capsys):
     before = recorded(folder / "out")
     assert all("quality" not in entry for entry in before.values())
@@ -104,6 +105,7 @@ def test_qc_scores_every_job_from_its_master_and_records_it(folder, capsys):
     assert list((folder / "out" / ".svdflow" / "record").iterdir()) == []
 
 
+@pytest.mark.slow  # a builtin:tiny render (once per module) and ffmpeg decodes
 def test_qc_scores_are_the_masters_frames_scored_against_the_resized_input(rendered, folder, capsys):
     assert run_cli(capsys, "qc", str(folder / "out"))[0] == 0
     after = recorded(folder / "out")
@@ -116,6 +118,7 @@ def test_qc_scores_are_the_masters_frames_scored_against_the_resized_input(rende
         assert after[job_id]["quality"]["scores"] == by_the_run[job_id]["quality"]["scores"], job_id
 
 
+@pytest.mark.slow  # a builtin:tiny render (once per module) and ffmpeg decodes
 def test_qc_skips_scored_jobs_rejudges_on_new_thresholds_and_rescores_with_force(folder, capsys):
     out = str(folder / "out")
     assert run_cli(capsys, "qc", out)[0] == 0
@@ -147,6 +150,7 @@ def test_qc_skips_scored_jobs_rejudges_on_new_thresholds_and_rescores_with_force
     assert after[low]["quality"]["thresholds"]["min_motion"] == limit
 
 
+@pytest.mark.slow  # a builtin:tiny render (once per module) and ffmpeg decodes
 def test_qc_of_a_release_0_1_folder_scores_its_mp4s_and_says_they_are_lossy(tmp_path, capsys):
     out = tmp_path / "smoke"
     shutil.copytree(RELEASE, out)
@@ -170,6 +174,7 @@ def test_qc_of_a_release_0_1_folder_scores_its_mp4s_and_says_they_are_lossy(tmp_
     assert not (out / "index.json").exists() and (out / "index.jsonl").exists()
 
 
+@pytest.mark.slow  # a builtin:tiny render (once per module) and ffmpeg decodes
 def test_qc_fails_a_job_whose_master_or_input_changed_and_records_the_others(folder, capsys):
     out = folder / "out"
     master = out / ".svdflow" / "masters" / "a.mkv"
@@ -186,6 +191,7 @@ def test_qc_fails_a_job_whose_master_or_input_changed_and_records_the_others(fol
     assert lines[2] == f"{out}: 2 jobs: 0 scored, 2 could not be scored"
 
 
+@pytest.mark.slow  # a builtin:tiny render (once per module) and ffmpeg decodes
 def test_qc_refuses_a_folder_that_is_not_svdflows_one_without_a_record_and_a_locked_one(tmp_path, folder, capsys):
     foreign = tmp_path / "home"
     foreign.mkdir()
@@ -224,6 +230,7 @@ def test_qc_says_which_threshold_is_wrong(tmp_path, capsys, text, message):
     assert (code, err) == (2, f"error: {message}\n")
 
 
+@pytest.mark.slow  # a builtin:tiny render (once per module) and ffmpeg decodes
 def test_qc_of_a_job_whose_master_is_gone_scores_its_mp4_and_says_it_is_lossy(folder, capsys):
     out = folder / "out"
     (out / ".svdflow" / "masters" / "a.mkv").unlink()

@@ -32,6 +32,15 @@ REPO = Path(__file__).resolve().parents[1]
 # Subprocess tests run the real CLI with the interpreter running the tests.
 SVDFLOW = [sys.executable, "-m", "svdflow"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The contact sheet's card cache keeps its key in the user's cache folder: the tests' keys stay in a
+# folder of their own (one per pytest process tree; xdist workers inherit the controller's).
+if "SVDFLOW_TEST_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["SVDFLOW_TEST_CACHE"] = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="svdflow-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SVDFLOW_TEST_CACHE"], True)
 # Ray clusters the tests start listen on 127.0.0.1 only (Ray otherwise binds the machine's network
 # address; read when ray is imported), and send no usage statistics.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from svdflow.errors import EnvironmentProblem
 from svdflow.manifest.schema import ID_PATTERN
 from svdflow.outputs.entry import INDEX_FORMAT, READABLE_FORMATS, SHARED_FIELDS, IndexEntry, RunInfo
+from svdflow.outputs.jsonlines import is_blank, loads, split_lines
 from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.outputs.store import FileInfo, OutputStore
 from svdflow.outputs.upgrade import upgrade_entry
@@ -91,12 +92,12 @@ def qc_text(thresholds: dict | None) -> str:
 
 
 class _Slot:
-    """A recorded job: its line (format 3, compact JSON), its summary, and the time of the file the
-    line was read from (None: recorded by this process)."""
+    """A recorded job: its line (format 3, compact JSON, with its newline; a slice of the file it was
+    read from), its summary, and the time of that file (None: recorded by this process)."""
 
     __slots__ = ("line", "mtime", "summary")
 
-    def __init__(self, line: bytes, summary: EntrySummary, mtime: float | None):
+    def __init__(self, line: bytes | memoryview, summary: EntrySummary, mtime: float | None):
         self.line, self.summary, self.mtime = line, summary, mtime
 
 
@@ -185,18 +186,18 @@ class RunIndex:
                 self.runs[run.id] = run
                 self.name, self.manifest = run.name, run.manifest
 
-    def _json_lines(self, name: str) -> Iterator[tuple[str, bytes, dict]]:
-        """Each object of a JSON Lines file, with where it is (file:line) and its line; a line that is
-        not a JSON object is left out and said in `skipped`."""
-        for number, line in enumerate((self.store.read_bytes(name) or b"").splitlines(), 1):
-            if not line.strip():
+    def _json_lines(self, name: str) -> Iterator[tuple[str, bytes | memoryview, dict]]:
+        """Each object of a JSON Lines file, with where it is (file:line) and its line (with its
+        newline: a slice of the file as read); a line that is not a JSON object is left out and said
+        in `skipped`."""
+        for number, line in split_lines(self.store.read_bytes(name) or b""):
+            try:
+                raw = loads(line)
+            except ValueError as exc:
+                if not is_blank(line):
+                    self.skipped.append(f"{name}:{number}: not JSON ({exc})")
                 continue
             where = f"{name}:{number}"
-            try:
-                raw = json.loads(line)
-            except ValueError as exc:
-                self.skipped.append(f"{where}: not JSON ({exc})")
-                continue
             if not isinstance(raw, dict):
                 self.skipped.append(f"{where}: not a JSON object")
                 continue
@@ -218,7 +219,7 @@ class RunIndex:
                 continue
             summary = self._summarize(raw, where)
             if summary is not None:
-                self._merge(raw["id"], line + b"\n", summary, mtime)
+                self._merge(raw["id"], line, summary, mtime)
 
     def _summarize(self, raw: dict, where: str) -> EntrySummary | None:
         """The summary of a line, checked as strictly as the entry's model would check those fields; a
@@ -300,7 +301,7 @@ class RunIndex:
             self.skipped.append(f"{where}: job {job!r}: {_first_error(exc)}")
             return None
 
-    def _merge(self, job_id: str, line: bytes, summary: EntrySummary, mtime: float | None) -> None:
+    def _merge(self, job_id: str, line: bytes | memoryview, summary: EntrySummary, mtime: float | None) -> None:
         current = self._slots.get(job_id)
         if current is None or summary.finished_unix >= current.summary.finished_unix:
             self._slots[job_id] = _Slot(line, summary, mtime)
@@ -362,7 +363,7 @@ class RunIndex:
         if slot is None:
             return None
         try:
-            return self._resolve(json.loads(slot.line))
+            return self._resolve(loads(slot.line))
         except ValidationError as exc:
             self.skipped.append(f"job {job_id!r}: {_first_error(exc)}")
             return None

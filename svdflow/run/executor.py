@@ -46,11 +46,14 @@ from svdflow.pipeline.session import PipelineSession, RenderedFrames
 from svdflow.run.entries import EntryContext
 from svdflow.run.input_hashes import InputHashes, input_stamps
 from svdflow.run.interrupts import sigterm_as_interrupt
-from svdflow.run.messages import Failed, Reencode, Rejudged, Rendered, Ticket, UpToDate
+from svdflow.run.messages import Failed, Reencode, Rejudged, Rendered, Ticket, UpToDateRun
 from svdflow.run.planning import PlannedJob, decide
 from svdflow.run.progress import Reporter
 from svdflow.run.tickets import fetch_failed, fetch_input, make_ticket, render_failed
 from svdflow.run.writer import Recorder, Status, WriterThread
+
+# Up-to-date jobs handed to the writer in one message (see UpToDateRun).
+UP_TO_DATE_RUN = 500
 
 
 @dataclass
@@ -166,6 +169,7 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=max(1, options.prefetch), thread_name_prefix="svdflow-fetch")
         self._current: str | None = None  # the job the render loop is on
         self._failure_sent = False  # the render loop handed the writer a failed job
+        self._up_to_date: list[tuple[Job, bool | None]] = []  # up-to-date jobs not yet handed to the writer
 
     def execute(self) -> RunResult:
         """Render and record every job; a run stopped by its output store returns with `stopped` set
@@ -187,9 +191,11 @@ class Executor:
                             self.reporter.job_started(job.id, number + 1, len(self.jobs))
                             self._unread(early[number])
                             continue
+                        self._send_up_to_date()
                         self._prefetch()
                         if not (going := self._process(job, number, early[number])):
                             break
+                    self._send_up_to_date()
                     if going:
                         self._settle()
                 except KeyboardInterrupt:
@@ -203,6 +209,7 @@ class Executor:
                     except KeyboardInterrupt:
                         result.interrupted = True  # asked again: leave it
         finally:
+            self._send_up_to_date()
             recorder = self.writer.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self.session.close()
@@ -228,12 +235,28 @@ class Executor:
             raise result.interruption(self.store)
         return result
 
+    def _send_up_to_date(self) -> None:
+        if self._up_to_date and not self.writer.halted:
+            self.writer.put(UpToDateRun(tuple(self._up_to_date)))
+        self._up_to_date = []
+
     def _decide_early(self) -> list[PlannedJob | None]:
         """Each job's decision by its input's remembered hash (None where there is none): one up to date
         is never read; the others are fetched, and decided again only if the bytes read differ."""
         images = sorted({job.image for job in self.jobs})
         self._stamps = input_stamps(images)
-        known = self.hashes.cached(self._stamps) if not self.options.force else {}
+        known: dict[str, str] = {}
+        if not self.options.force:
+            known = self.hashes.cached(self._stamps)
+            # No remembered hash (a first run here, a folder from before inputs.jsonl): an input whose
+            # job the record has done may be up to date, and hashing its bytes is far cheaper than
+            # decoding it for every job that uses it. An input no finished job uses is read once, when
+            # its job renders.
+            unknown = sorted({job.image for job in self.jobs if job.image not in known
+                              and (summary := self.recorded.summary(job.id)) is not None and summary.status == "done"})
+            if unknown:
+                known.update((uri, digest) for uri, digest in self.hashes.hash_all(unknown, stamps=self._stamps).items()
+                             if isinstance(digest, str))
         early: list[PlannedJob | None] = []
         for job in self.jobs:
             planned = None
@@ -244,11 +267,15 @@ class Executor:
         return early
 
     def _unread(self, planned: PlannedJob) -> None:
-        """A job whose input is not needed: up to date, or re-judged from its recorded scores."""
+        """A job whose input is not needed: up to date (handed over with the next ones, UpToDateRun),
+        or re-judged from its recorded scores."""
         if planned.would_rejudge:
+            self._send_up_to_date()
             self.writer.put(Rejudged(planned.prior.rejudged_entry()))
         else:
-            self.writer.put(UpToDate(planned.job, planned.qc_passed))
+            self._up_to_date.append((planned.job, planned.qc_passed))
+            if len(self._up_to_date) >= UP_TO_DATE_RUN:
+                self._send_up_to_date()
 
     def _rerender(self) -> bool:
         """Render the re-rolls the writer asked for so far; False when the run must stop."""

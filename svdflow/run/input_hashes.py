@@ -76,11 +76,13 @@ class InputHashes:
         self.store.write_bytes(HASHES_FILE, "".join(lines).encode("utf-8"))
         self._changed = False
 
-    def hash_all(self, uris: list[str], workers: int = 8) -> dict[str, str | InputError]:
+    def hash_all(self, uris: list[str], workers: int = 8,
+                 stamps: dict[str, Stamp | None] | None = None) -> dict[str, str | InputError]:
         """Every input's sha256 (or why it cannot be read): remembered where its stamp is unchanged,
         read and hashed (and remembered) where not. Remote ones concurrently (each waits on the
-        network); local ones here, where threads would only queue for the GIL."""
-        stamps = input_stamps(uris)
+        network); local ones here, where threads would only queue for the GIL. `stamps`: the inputs'
+        stamps, where the caller has them already (`input_stamps`)."""
+        stamps = input_stamps(uris) if stamps is None else {uri: stamps.get(uri) for uri in uris}
         out: dict[str, str | InputError] = dict(self.cached(stamps))
         todo = [uri for uri in uris if uri not in out]
         local = [uri for uri in todo if Location.parse(uri).is_local]

@@ -77,6 +77,15 @@ class UpToDate:
 
 
 @dataclass(frozen=True)
+class UpToDateRun:
+    """Consecutive jobs of a local run found up to date before any input was read, in one message:
+    a rerun of 100,000 finished jobs hands the writer a few hundred messages, not 100,000 (each a
+    handoff between threads)."""
+
+    jobs: tuple[tuple[Job, bool | None], ...]  # each with its record's qc verdict (UpToDate.qc_passed)
+
+
+@dataclass(frozen=True)
 class Finished:
     """A job whose entry is made already (by a cluster worker, which wrote its files): only to record."""
 
@@ -93,4 +102,4 @@ class Rejudged:
     entry: IndexEntry
 
 
-Message = Rendered | Reencode | Failed | UpToDate | Finished | Rejudged
+Message = Rendered | Reencode | Failed | UpToDate | UpToDateRun | Finished | Rejudged

@@ -52,6 +52,11 @@ def _named(worker: str | None) -> dict[str, str]:
     return {} if worker is None else {"worker": worker}
 
 
+# json.dumps(..., default=str) as one encoder: dumps builds a new one per call, a third of an event's
+# cost, and a rerun of 100,000 finished jobs emits 200,000 events.
+_EVENT_JSON = json.JSONEncoder(default=str).encode
+
+
 class JsonReporter(Reporter):
     """One JSON object per line: {"event": ..., "time": ..., ...}."""
 
@@ -61,7 +66,7 @@ class JsonReporter(Reporter):
         self._rank = {} if rank is None else {"rank": rank}
 
     def _emit(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"event": event, "time": round(time.time(), 3), **self._rank, **fields}, default=str)
+        line = _EVENT_JSON({"event": event, "time": round(time.time(), 3), **self._rank, **fields})
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()

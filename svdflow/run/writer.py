@@ -21,7 +21,16 @@ from svdflow.outputs.entry import IndexEntry
 from svdflow.outputs.index import RunIndex
 from svdflow.quality.record import QualityRecord
 from svdflow.run.entries import EntryContext, finish_reencoded, finish_rendered
-from svdflow.run.messages import Finished, Message, Reencode, Rejudged, Rendered, Ticket, UpToDate
+from svdflow.run.messages import (
+    Finished,
+    Message,
+    Reencode,
+    Rejudged,
+    Rendered,
+    Ticket,
+    UpToDate,
+    UpToDateRun,
+)
 from svdflow.run.pace import PaceMeter
 from svdflow.run.progress import Reporter
 from svdflow.run.qc import AttemptKeeper, Keep
@@ -184,6 +193,9 @@ class WriterThread:
     def _handle(self, message: Message) -> None:
         if isinstance(message, UpToDate):
             self.recorder.up_to_date(message.job.id, message.qc_passed)
+        elif isinstance(message, UpToDateRun):
+            for job, qc_passed in message.jobs:
+                self.recorder.up_to_date(job.id, qc_passed)
         elif isinstance(message, Finished):
             self.recorder.record(message.entry, message.worker, rejudged=message.rejudged)
         elif isinstance(message, Rejudged):

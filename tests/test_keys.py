@@ -117,3 +117,26 @@ def test_the_hand_written_canonical_json_is_the_models_own_dump(fp8, formats):
     assert built.output.canonical == canonical_json(built.output)
     assert built.canonical_json() == canonical_json(built)
     assert KeyMaterial.model_validate_json(built.canonical_json()).key == built.key  # as read back from an index
+
+
+@pytest.mark.parametrize("hardware", ["{profile: cpu}", "{profile: cpu, fp8: true}"])
+def test_a_plans_keys_are_those_of_the_material_it_builds_for_the_jobs_that_render(tmp_path, hardware):
+    """A plan computes every job's keys without building its material (job_keys): the same keys."""
+    from conftest import write_manifest
+
+    from svdflow.manifest import load_run_spec
+    from svdflow.run.keys import job_keys, key_material
+
+    spec = load_run_spec(write_manifest(tmp_path, f"""
+        svdflow: 1
+        model: {{source: 'builtin:tiny'}}
+        hardware: {hardware}
+        output: {{dir: out, formats: [mp4, gif, prores], crf: 20}}
+        defaults: {{num_frames: 4, num_inference_steps: 2, width: 64, height: 64}}
+        items:
+          - {{id: a, image: a.png, sweep: {{motion_bucket_id: [1, 200], loop: [none, crossfade]}}}}
+          - {{id: b, image: b.png, segments: 2, interpolate: 2, playback_fps: 12.5}}
+    """))
+    for job in spec.jobs:
+        keys, material = job_keys(job, "ab" * 32, spec), key_material(job, "ab" * 32, spec)
+        assert (keys.key, keys.render_key, keys.output_key) == (material.key, material.render_key, material.output_key)

@@ -581,7 +581,11 @@ def _line(data: dict, run: RunInfo) -> bytes:
             line["run_id"] = run.id
         elif name not in SHARED_FIELDS or value != shared[name]:
             line[name] = value
-    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    return _LINE_JSON(line).encode("utf-8") + b"\n"
+
+
+# json.dumps(line, separators=(",", ":"), ensure_ascii=False), as one encoder (dumps makes one per call).
+_LINE_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 _SHARED_JSON: dict[int, tuple[RunInfo, dict]] = {}

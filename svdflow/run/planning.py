@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from svdflow.errors import InputError, UsageError
@@ -19,7 +19,7 @@ from svdflow.outputs.storage import JobBytes
 from svdflow.outputs.store import OutputStore
 from svdflow.quality.record import QualityRecord
 from svdflow.run.input_hashes import InputHashes
-from svdflow.run.keys import key_material
+from svdflow.run.keys import JobKeys, job_keys, key_material
 
 UP_TO_DATE = "up to date"
 REENCODE = "re-encode"
@@ -48,22 +48,57 @@ class Prior:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
 
 
+class _LazyMaterial:
+    """PlannedJob.material: as given, else built from the job's keys' parts when first read."""
+
+    def __get__(self, planned: PlannedJob | None, owner: type | None = None) -> KeyMaterial | None:
+        if planned is None:
+            return None  # the field's default
+        material = planned._material
+        if material is None and planned.keys is not None and planned.spec is not None:
+            material = planned._material = key_material(planned.job, planned.input_sha256, planned.spec)
+        return material
+
+    def __set__(self, planned: PlannedJob, material: KeyMaterial | None) -> None:
+        planned._material = material
+
+
 @dataclass
 class PlannedJob:
     """A job with its decision: `status` is "up to date", "re-encode" (only the files change, and the
     master to encode them from is sound), or one that renders: "new", "changed", "failed before",
     "outputs missing", "master missing", "master damaged", "forced", "input error" (never renders:
-    it fails)."""
+    it fails).
+
+    `material` (what its keys hash) is built when first asked for, from `spec`: a plan of 100,000
+    finished jobs compares keys (`keys`) and never needs it."""
 
     job: Job
     status: str
     key: str | None = None
-    material: KeyMaterial | None = None
+    material: KeyMaterial | None = _LazyMaterial()
     reason: str = ""
     input_sha256: str | None = None
     owned: tuple[str, ...] = ()  # names in the output folder its record lists: the files it may replace
     prior: Prior | None = None  # re-judge and re-roll: the record, judged against the thresholds now
     qc_passed: bool | None = None  # the record's qc verdict (None: no thresholds, or not scored)
+    keys: JobKeys | None = field(default=None, repr=False)
+    spec: RunSpec | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a Ray worker) with its material and without the spec (the whole campaign)."""
+        state = dict(vars(self))
+        if state["spec"] is not None:
+            state["_material"], state["spec"] = self.material, None
+        return state
+
+    @property
+    def render_key(self) -> str | None:
+        return self.keys.render_key if self.keys is not None else self.material.render_key if self.material else None
+
+    @property
+    def output_key(self) -> str | None:
+        return self.keys.output_key if self.keys is not None else self.material.output_key if self.material else None
 
     @property
     def would_render(self) -> bool:
@@ -89,7 +124,7 @@ class PlannedJob:
 
     def to_json(self, storage: JobBytes | None = None) -> dict[str, Any]:
         """`storage`: the job's estimated files (svdflow.outputs.storage), as `plan --json` shows them."""
-        job, material = self.job, self.material
+        job = self.job
         clip = clip_shape(job.params)
         return {"id": job.id, "item_id": job.item_id, "image": job.image, "seed": job.seed,
                 "seed_origin": job.seed_origin, "params": dict(vars(job.params)), "sweep": job.sweep,
@@ -98,9 +133,8 @@ class PlannedJob:
                 "defined_at": job.defined_at, "origins": dict(job.origins),
                 "qc": job.qc.model_dump(mode="json", exclude_none=True) if job.qc is not None else None,
                 "status": self.status, "would_render": self.would_render, "would_reencode": self.would_reencode,
-                "reason": self.reason, "key": self.key,
-                "render_key": material.render_key if material else None,
-                "output_key": material.output_key if material else None, "input_sha256": self.input_sha256,
+                "reason": self.reason, "key": self.key, "render_key": self.render_key, "output_key": self.output_key,
+                "input_sha256": self.input_sha256,
                 **({"storage": storage.to_json(self.would_render and self.status != "input error", self.would_reencode)}
                    if storage is not None else {})}
 
@@ -128,8 +162,8 @@ def _display_path(path) -> str:
 def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: bool = False) -> PlannedJob:
     """Compare the job's keys with what the index recorded, and its files and master with the folder
     as the index listed it. An up-to-date job is decided on its entry's summary alone."""
-    material = key_material(job, input_sha256, spec)
-    planned = PlannedJob(job, "new", material.key, material, input_sha256=input_sha256)
+    keys = job_keys(job, input_sha256, spec)
+    planned = PlannedJob(job, "new", keys.key, input_sha256=input_sha256, keys=keys, spec=spec)
     summary = index.summary(job.id)
     if summary is not None:
         planned.owned = owned_names(summary.outputs, summary.master)
@@ -140,10 +174,11 @@ def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: b
         planned.reason = "not rendered yet"
     elif summary.status != "done":
         planned.status, planned.reason = "failed before", summary.error or ""
-    elif summary.render_key != material.render_key:
+    elif summary.render_key != keys.render_key:
         entry = index.get(job.id)
-        planned.status, planned.reason = "changed", explain_change(entry.key_material if entry else None, material)
-    elif summary.output_key != material.output_key or not index.outputs_intact(job.id):
+        planned.status = "changed"
+        planned.reason = explain_change(entry.key_material if entry else None, planned.material)
+    elif summary.output_key != keys.output_key or not index.outputs_intact(job.id):
         _files_change(planned, index.get(job.id), spec, index)
     elif spec.masters and summary.master is not None and (problem := _master_listed(index, *summary.master)):
         # The record promises a master that is not there: render it again, as the record says.
@@ -210,7 +245,7 @@ def _master_listed(index: RunIndex, file: str, size: int) -> str | None:
 
 def _files_change(planned: PlannedJob, entry: IndexEntry | None, spec: RunSpec, index: RunIndex) -> None:
     """Same pixels, other or damaged files: re-encode from the master when it is sound, else render."""
-    output_changed = entry is None or entry.output_key != planned.material.output_key
+    output_changed = entry is None or entry.output_key != planned.output_key
     why = explain_change(entry.key_material if entry else None, planned.material) if output_changed \
         else "an output file was removed or replaced"
     if not spec.masters:

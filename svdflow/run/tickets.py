@@ -44,7 +44,7 @@ def rekeyed(planned: PlannedJob, input_sha256: str, spec: RunSpec) -> PlannedJob
         return planned
     material = key_material(planned.job, input_sha256, spec)
     return replace(planned, status="changed", reason="input image changed since it was planned",
-                   key=material.key, material=material, input_sha256=input_sha256, prior=None)
+                   key=material.key, material=material, input_sha256=input_sha256, prior=None, keys=None)
 
 
 def fetch_failed(job: Job, error: JobError, session: PipelineSession | None) -> Failed:

@@ -127,22 +127,29 @@ def record_campaign(manifest: Path, template: dict, n: int, store_url: str | Non
     index = RunIndex.load(store)
     window = min(1000, n)
     row: dict = {}
+    times = []
+
+    def timed(batch) -> None:
+        for entry in batch:
+            t = time.perf_counter()
+            index.record(entry)
+            index.flush_if_due()
+            times.append(time.perf_counter() - t)
+
+    started = time.perf_counter()
     if n > BULK_ABOVE:
         # Recording all N at ~15 ms a job (two fsyncs a sidecar on this disk) would take most of an
-        # hour: the first N - 1,000 are recorded without fsync, then the last 1,000 as a run does.
+        # hour: the first and the last 1,000 are recorded as a run does, the ones between without fsync.
+        timed(entries[:window])
         store.write_bytes = _plain_writer(store)
-        for entry in entries[:-window]:
+        for entry in entries[window:-window]:
             index.record(entry)
             index.flush_if_due()
         store.write_bytes = counting.store.write_bytes = _counted(counting)
-        row["bulk_recorded"] = n - window
-    times = []
-    started = time.perf_counter()
-    for entry in entries[-window:] if n > BULK_ABOVE else entries:
-        t = time.perf_counter()
-        index.record(entry)
-        index.flush_if_due()
-        times.append(time.perf_counter() - t)
+        row["bulk_recorded"] = n - 2 * window
+        timed(entries[-window:])
+    else:
+        timed(entries)
     t = time.perf_counter()
     index.finish([job.id for job in spec.jobs])
     finish_s = time.perf_counter() - t
@@ -203,7 +210,7 @@ def cli(*args: str, env: dict | None = None) -> tuple[float, float, str]:
 
 def bench_size(work: Path, template: dict, n: int) -> dict:
     manifest = campaign(work, n, "out")
-    row: dict = {"jobs": n, **record_campaign(manifest, template, n)}
+    row: dict = {"jobs": n, "load_average_before": os.getloadavg()[0], **record_campaign(manifest, template, n)}
     out = manifest.parent / "out"
     printed = child(LOAD.format(str(out)))
     count, load_s, load_mb = printed.split()
@@ -218,6 +225,7 @@ def bench_size(work: Path, template: dict, n: int) -> dict:
         summary = json.loads(last)
         assert summary["up_to_date"] == n and summary["rendered"] == 0, summary
         row[f"run_{stage}_s"], row[f"run_{stage}_rss_mb"] = round(wall, 2), round(rss)
+    row["load_average_after"] = os.getloadavg()[0]  # the machine's 1-minute load: the timings' noise
     shutil.rmtree(manifest.parent)
     return row
 

@@ -240,15 +240,21 @@ class Fanout(Reporter):
 
     def __init__(self, *reporters: Reporter):
         self.reporters = reporters
+        self._calls: dict[str, Any] = {}  # one caller per event name (a rerun of 100,000 jobs sends 200,000)
 
     def __getattribute__(self, name: str):
         if name.startswith("_") or name == "reporters":
             return object.__getattribute__(self, name)
+        calls = object.__getattribute__(self, "_calls")
+        call = calls.get(name)
+        if call is None:
+            reporters = object.__getattribute__(self, "reporters")
 
-        def call(*args: Any, **kwargs: Any) -> None:
-            for reporter in object.__getattribute__(self, "reporters"):
-                getattr(reporter, name)(*args, **kwargs)
+            def call(*args: Any, **kwargs: Any) -> None:
+                for reporter in reporters:
+                    getattr(reporter, name)(*args, **kwargs)
 
+            calls[name] = call
         return call
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import cached_property, lru_cache
+from json.encoder import encode_basestring_ascii as _ascii_string
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_serializer
@@ -138,12 +139,18 @@ def render_canonical(*, render_version: str, input_sha256: str, params: dict[str
                      fp8: bool) -> bytes:
     """canonical_json of a RenderMaterial, from its parts, written out by hand: every part is a JSON
     scalar, a dict of them or ModelRef (tests/test_keys.py holds the two equal). A plan computes it
-    for every job without building the material (`svdflow.run.keys.job_keys`)."""
-    value = {"input_sha256": input_sha256, "model": dict(vars(model)), "params": params,
-             "render_version": render_version}
-    if fp8:  # a field added after release 0.1: in only when on
-        value["fp8"] = True
-    return _dumps(value)
+    for every job without building the material (`svdflow.run.keys.job_keys`), so it is put together
+    from its parts in sorted order, the model's (shared by the campaign) encoded once."""
+    # Sorted keys: fp8 (a field added after release 0.1: in only when on), input_sha256, model, params,
+    # render_version.
+    return b"".join((b'{"fp8":true,"input_sha256":' if fp8 else b'{"input_sha256":',
+                     _ascii_string(input_sha256).encode(), b',"model":', _model_json(model), b',"params":',
+                     _dumps(params), b',"render_version":', _ascii_string(render_version).encode(), b"}"))
+
+
+@lru_cache(maxsize=64)
+def _model_json(model: ModelRef) -> bytes:
+    return _dumps(dict(vars(model)))
 
 
 class OutputMaterial(_DropsNone):

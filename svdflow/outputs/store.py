@@ -14,6 +14,7 @@ import json
 import os
 import posixpath
 from dataclasses import dataclass
+from stat import S_ISDIR, S_ISLNK
 from typing import Any, NoReturn
 
 from svdflow.locations import Location
@@ -151,10 +152,11 @@ def _local_listing(folder: str) -> dict[str, FileInfo]:
     with os.scandir(folder) as entries:
         for entry in entries:
             try:
-                if entry.is_symlink():
-                    continue
-                st = entry.stat(follow_symlinks=False)
+                st = entry.stat(follow_symlinks=False)  # one lstat tells all three (a folder of 200,000 names)
             except FileNotFoundError:  # removed while listed
                 continue
-            out[entry.name] = FileInfo(None if entry.is_dir(follow_symlinks=False) else st.st_size, st.st_mtime)
+            mode = st.st_mode
+            if S_ISLNK(mode):
+                continue
+            out[entry.name] = FileInfo(None if S_ISDIR(mode) else st.st_size, st.st_mtime)
     return out

@@ -136,6 +136,30 @@ def test_a_rerun_reads_no_unchanged_input_and_decodes_nothing_and_a_changed_inpu
     assert read == [str(tmp_path / "b.png")]
 
 
+def test_a_rerun_with_no_remembered_hashes_reads_each_finished_jobs_input_once_and_decodes_none(tmp_path,
+                                                                                               monkeypatch):
+    """A folder from before inputs.jsonl (or with it lost): the inputs of the jobs the record has done
+    are hashed, once each, not decoded per job; the hashes are remembered again."""
+    manifest = campaign(tmp_path, "ab")
+    run_manifest(manifest)
+    (tmp_path / "out" / ".svdflow" / "inputs.jsonl").unlink()
+    read: list[str] = []
+    original = input_hashes.fetch_bytes
+
+    def counted(uri, **kwargs):
+        read.append(uri)
+        return original(uri, **kwargs)
+
+    def never_fetched(job):
+        raise AssertionError(f"{job.id}'s input was fetched and decoded")
+
+    monkeypatch.setattr(input_hashes, "fetch_bytes", counted)
+    monkeypatch.setattr(executor_module, "fetch_input", never_fetched)
+    assert run_manifest(manifest).statuses == {"a": "up to date", "b": "up to date"}
+    assert read == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert (tmp_path / "out" / ".svdflow" / "inputs.jsonl").read_text().count("\n") == 2
+
+
 def test_a_local_run_holds_at_most_its_prefetch_window_of_inputs(tmp_path, monkeypatch):
     manifest = campaign(tmp_path, "abcdefg")
     most = []

@@ -356,7 +356,7 @@ class RunIndex:
         """The job's line as recorded (compact JSON; its run's shared parts left out, named by run_id):
         what a reader that caches work per entry keys its cache by, without validating the entry."""
         slot = self._slots.get(job_id)
-        return slot.line if slot is not None else None
+        return bytes(slot.line) if slot is not None else None  # a slot's line may be a slice of its file
 
     def get(self, job_id: str) -> IndexEntry | None:
         slot = self._slots.get(job_id)

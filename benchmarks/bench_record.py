@@ -15,7 +15,7 @@ Measured:
 - s3 (with --s3): the same folder on a moto S3 server on loopback: the requests a `plan` and a
   `run` of the finished campaign make, counted from the server's request log.
 
-    .venv/bin/python benchmarks/bench_record.py [--sizes 1000,10000,100000] [--s3 1000] [--json PATH]
+    .venv/bin/python benchmarks/bench_record.py [--sizes 1000,10000,100000] [--s3 1000] [--s3-logs DIR] [--json PATH]
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import write_image  # noqa: E402
+from s3_server import MotoServer  # noqa: E402
 
 IMAGES = 1000
 DUMMY = b"svdflow-bench-output\n"  # what each output and master "is": the record's sizes say so
@@ -230,49 +229,23 @@ def bench_size(work: Path, template: dict, n: int) -> dict:
     return row
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-REQUEST = re.compile(r'"(GET|PUT|HEAD|POST|DELETE) (\S+)')
-
-
-def bench_s3(work: Path, template: dict, n: int) -> dict:
+def bench_s3(work: Path, template: dict, n: int, logs: Path | None = None) -> dict:
     """The requests `plan` and `run` of a finished N-job campaign make to an S3 output folder (moto)."""
-    port = free_port()
-    log = work / f"moto-{n}.log"
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log.open("w"), stderr=subprocess.STDOUT)
-    env = {**ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
-           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    server = MotoServer(work / f"moto-{n}.log")
+    env = {**ENV, **server.environment()}
+    os.environ.update(server.environment())
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        import boto3
-
-        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
+        server.client().create_bucket(Bucket="bench")
         manifest = campaign(work, n, "s3://bench/out")
-        before = len(log.read_text().splitlines())
+        before = server.mark()
         row: dict = {"jobs": n, **record_campaign(manifest, template, n)}
-        made = sum(1 for line in log.read_text().splitlines()[before:] if REQUEST.search(line))
         # less the bench's own uploads of each job's dummy output and master
-        row["recording_requests_per_job"] = round((made - 2 * n) / n, 3)
+        row["recording_requests_per_job"] = round((server.counts(before)["total"] - 2 * n) / n, 3)
 
         def requests_of(*args: str) -> dict:
-            before = len(log.read_text().splitlines())
+            before = server.mark()
             cli(*args, env=env)
-            made = [REQUEST.search(line) for line in log.read_text().splitlines()[before:]]
-            counts: dict[str, int] = {}
-            for match in filter(None, made):
-                counts[match[1]] = counts.get(match[1], 0) + 1
-            return {"total": sum(counts.values()), **counts}
+            return server.counts(before)
 
         row["plan_cold"] = requests_of("plan", str(manifest), "--json")
         row["run_first"] = requests_of("run", str(manifest), "--json")
@@ -282,8 +255,10 @@ def bench_s3(work: Path, template: dict, n: int) -> dict:
         shutil.rmtree(manifest.parent)
         return row
     finally:
-        server.terminate()
-        server.wait()
+        server.close()
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(server.log, logs / server.log.name)
 
 
 def main() -> None:
@@ -291,6 +266,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000", help="comma-separated N (100000 takes many minutes)")
     parser.add_argument("--s3", default="", help="comma-separated N to count S3 requests for (moto server)")
     parser.add_argument("--json", dest="json_path", default=None)
+    parser.add_argument("--s3-logs", default=None, help="a folder to keep moto's request logs in (one per N)")
     args = parser.parse_args()
     print("note: nothing is rendered: every job is recorded as done from one real entry, so plan and run find "
           "them up to date (the cost of the bookkeeping, not of renders)", file=sys.stderr)
@@ -303,7 +279,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             results["sizes"].append(row)
         for n in [int(x) for x in args.s3.split(",") if x]:
-            row = bench_s3(work, template, n)
+            row = bench_s3(work, template, n, Path(args.s3_logs) if args.s3_logs else None)
             print(json.dumps(row), flush=True)
             results["s3"].append(row)
     if args.json_path:

@@ -3,12 +3,14 @@ as JSON Lines, and a rerun of an unchanged campaign reads no input byte and deco
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 
 import pytest
 from conftest import index_lines, recorded, write_image, write_manifest
+from PIL import Image
 
 from svdflow.api import RunIndex, load_run_spec, plan_run, run_manifest
 from svdflow.outputs import index as index_module
@@ -172,3 +174,64 @@ def test_a_local_run_holds_at_most_its_prefetch_window_of_inputs(tmp_path, monke
     monkeypatch.setattr(executor_module.Executor, "_take_input", watched)
     assert set(run_manifest(manifest).statuses.values()) == {"done"}
     assert len(most) == 7 and max(most) <= 4  # prefetch 3: the job's own and the next three
+
+
+@pytest.fixture
+def moto(tmp_path, monkeypatch):
+    """A moto S3 server on loopback, which s3fs (and boto3) in this process reach through AWS_*."""
+    import s3fs
+    from s3_server import MotoServer
+
+    server = MotoServer(tmp_path / "moto.log")
+    for name, value in server.environment().items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # one made for another endpoint would be reused
+    yield server
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.close()
+
+
+@pytest.mark.slow
+def test_an_unchanged_s3_campaign_is_rerun_without_reading_an_image_and_a_changed_object_is_hashed_again(
+        tmp_path, moto):
+    """Inputs and output folder on S3: the rerun knows each input by its listed ETag (one listing of
+    the inputs' folder, no GET of an image); new bytes under the same key make a new ETag, and that
+    image alone is read and hashed again."""
+    s3 = moto.client()
+    s3.create_bucket(Bucket="camp")
+
+    def upload(job_id: str, seed: int) -> bytes:
+        """An uncompressed PNG: its size is its pixels', whatever they are."""
+        data = io.BytesIO()
+        Image.open(write_image(tmp_path / f"{job_id}.png", seed=seed)).save(data, format="PNG", compress_level=0)
+        s3.put_object(Bucket="camp", Key=f"in/{job_id}.png", Body=data.getvalue())
+        return data.getvalue()
+
+    first_b = [upload(job_id, ord(job_id)) for job_id in "ab"][1]
+    body = "".join(f"  - id: {job_id}\n    image: s3://camp/in/{job_id}.png\n" for job_id in "ab")
+    manifest = write_manifest(tmp_path, MANIFEST.replace("dir: out", "dir: 's3://camp/out'") + body)
+
+    def images_read(since: int) -> list[str]:
+        return [path for method, path in moto.requests(since) if method == "GET" and path.startswith("/camp/in/")]
+
+    mark = moto.mark()
+    assert set(run_manifest(manifest).statuses.values()) == {"done"}
+    assert sorted(images_read(mark)) == ["/camp/in/a.png", "/camp/in/b.png"]  # hashed once, while planning
+    stamps = [json.loads(line) for line in s3.get_object(Bucket="camp", Key="out/.svdflow/inputs.jsonl")["Body"]
+              .read().splitlines()]
+    etags = {head["ETag"] for head in (s3.head_object(Bucket="camp", Key=f"in/{j}.png") for j in "ab")}
+    assert {stamp["stamp"].removeprefix("ETag:") for stamp in stamps} == etags
+
+    mark = moto.mark()
+    assert {p.status for p in plan_run(load_run_spec(manifest))} == {"up to date"}
+    assert set(run_manifest(manifest).statuses.values()) == {"up to date"}
+    assert images_read(mark) == []
+    listings = [path for method, path in moto.requests(mark) if method == "GET" and "prefix=in" in path]
+    assert len(listings) == 2  # the plan's and the run's: one listing of the inputs' folder each
+
+    second_b = upload("b", 99)  # other bytes of the same size under the same key: only the ETag tells
+    assert len(second_b) == len(first_b) and second_b != first_b
+    mark = moto.mark()
+    assert [(p.job.id, p.status, p.reason) for p in plan_run(load_run_spec(manifest))] == [
+        ("a", "up to date", ""), ("b", "changed", "input image changed")]
+    assert images_read(mark) == ["/camp/in/b.png"]

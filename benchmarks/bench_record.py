@@ -231,9 +231,12 @@ def bench_size(work: Path, template: dict, n: int) -> dict:
 
 def bench_s3(work: Path, template: dict, n: int, logs: Path | None = None) -> dict:
     """The requests `plan` and `run` of a finished N-job campaign make to an S3 output folder (moto)."""
+    import s3fs
+
     server = MotoServer(work / f"moto-{n}.log")
     env = {**ENV, **server.environment()}
     os.environ.update(server.environment())
+    s3fs.S3FileSystem.clear_instance_cache()  # one made for an earlier N's server would be reused
     try:
         server.client().create_bucket(Bucket="bench")
         manifest = campaign(work, n, "s3://bench/out")

@@ -97,19 +97,64 @@ def test_a_killed_runs_parts_and_sidecars_merge_and_the_next_run_compacts_them(t
     assert len((out / "runs.jsonl").read_text().splitlines()) == 2
 
 
-def test_the_record_reads_as_json_lines_in_pandas_and_jq(tmp_path):
-    manifest = campaign(tmp_path, "ab")
+def read_record(out):
+    """index.jsonl joined to runs.jsonl by pandas, DuckDB and Polars, as the README says to read it:
+    each gives [(id, status, key, the run's name, its torch version)] in the file's order."""
+    import duckdb
+    import pandas
+    import polars
+
+    jobs = pandas.read_json(out / "index.jsonl", lines=True, dtype={"id": str, "item_id": str})
+    runs = pandas.read_json(out / "runs.jsonl", lines=True)
+    joined = jobs.merge(runs, left_on="run_id", right_on="id", suffixes=("", "_run"))
+    by_pandas = [(row.id, row.status, None if pandas.isna(row.key) else row.key, row.name, row.versions["torch"])
+                 for row in joined.itertuples()]
+    by_duckdb = duckdb.sql(
+        f"SELECT j.id, j.status, j.key, r.name, r.versions.torch FROM read_json_auto('{out}/index.jsonl', "
+        f"sample_size=-1) j JOIN read_json_auto('{out}/runs.jsonl') r ON j.run_id = r.id ORDER BY j.id").fetchall()
+    by_polars = (polars.read_ndjson(out / "index.jsonl", infer_schema_length=None)
+                 .join(polars.read_ndjson(out / "runs.jsonl"), left_on="run_id", right_on="id", suffix="_run")
+                 .select("id", "status", "key", "name", polars.col("versions").struct.field("torch")).rows())
+    return by_pandas, by_duckdb, by_polars
+
+
+def test_the_record_reads_as_json_lines_in_jq_pandas_duckdb_and_polars(tmp_path):
+    """Job ids that look like numbers stay strings, a failed job (null keys) listed first does not type
+    the key column, and every line is read however many come before it."""
+    write_image(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    manifest = write_manifest(tmp_path, MANIFEST + "  - {id: '001', image: bad.png}\n  - {id: '002', image: a.png}\n")
     run_manifest(manifest)
     out = tmp_path / "out"
     if shutil.which("jq"):
         ids = subprocess.run(["jq", "-r", "select(.status == \"done\") | .id", str(out / "index.jsonl")],
                              capture_output=True, text=True, check=True).stdout.split()
-        assert ids == ["a", "b"]
-    pandas = pytest.importorskip("pandas")
-    jobs = pandas.read_json(out / "index.jsonl", lines=True)
-    runs = pandas.read_json(out / "runs.jsonl", lines=True)
-    joined = jobs.merge(runs, left_on="run_id", right_on="id", suffixes=("", "_run"))
-    assert list(joined["id"]) == ["a", "b"] and set(joined["name"]) == {"r"}
+        assert ids == ["002"]
+    entries = recorded(out)
+    expected = [(job_id, entries[job_id]["status"], entries[job_id]["key"], "r", entries[job_id]["versions"]["torch"])
+                for job_id in ("001", "002")]
+    assert expected[0][1:3] == ("failed", None) and expected[1][1] == "done"
+    assert read_record(out) == (expected, expected, expected)
+
+    # DuckDB guesses a column's type from the first 20,480 lines and Polars from the first 100, and by
+    # default silently drop what does not fit (a key after 20,480 failed jobs, a column first said on a
+    # later line): the README's calls read the whole file. The lines are this run's, copied.
+    failed, done = (json.loads(line) for line in (out / "index.jsonl").read_text().splitlines())
+    reencoded = {**done, "versions": {**entries["002"]["versions"], "svdflow": "0.1.0"}}  # its render's
+    count = 20_481
+    with (out / "index.jsonl").open("w") as f:
+        for i in range(count):
+            f.write(json.dumps({**failed, "id": f"f{i:05d}", "item_id": f"f{i:05d}"}) + "\n")
+        f.write(json.dumps(reencoded) + "\n")
+    import duckdb
+    import polars
+
+    [(key, svdflow)] = duckdb.sql(f"SELECT key, versions.svdflow FROM read_json_auto('{out}/index.jsonl', "
+                                  "sample_size=-1) WHERE id = '002'").fetchall()
+    assert (key, svdflow) == (done["key"], "0.1.0")
+    frame = polars.read_ndjson(out / "index.jsonl", infer_schema_length=None)
+    assert frame.height == count + 1 and frame.row(-1, named=True)["key"] == done["key"]
+    assert frame.row(-1, named=True)["versions"]["svdflow"] == "0.1.0"
 
 
 def test_a_rerun_reads_no_unchanged_input_and_decodes_nothing_and_a_changed_input_is_hashed_again(tmp_path, monkeypatch):

@@ -271,8 +271,16 @@ def test_an_unchanged_s3_campaign_is_rerun_without_reading_an_image_and_a_change
     assert {p.status for p in plan_run(load_run_spec(manifest))} == {"up to date"}
     assert set(run_manifest(manifest).statuses.values()) == {"up to date"}
     assert images_read(mark) == []
-    listings = [path for method, path in moto.requests(mark) if method == "GET" and "prefix=in" in path]
-    assert len(listings) == 2  # the plan's and the run's: one listing of the inputs' folder each
+    requests = moto.requests(mark)
+    listings = [path.split("&")[1] for method, path in requests if "list-type=2" in path]
+    # the plan's and the run's: one listing of each folder, one GET of each file of the record, the
+    # marks looked at; no request for a job's own files (the last sidecars were written a second
+    # before index.jsonl, so the listing tells that index.jsonl holds them)
+    assert listings == 2 * ["prefix=out/", "prefix=out/.svdflow/record/", "prefix=out/.svdflow/", "prefix=in/",
+                            "prefix=out/.svdflow/masters/"]
+    record = ["GET /camp/out/runs.jsonl", "GET /camp/out/index.jsonl", "GET /camp/out/.svdflow/inputs.jsonl"]
+    marks = ["HEAD /camp/out/.svdflow/README.txt", "HEAD /camp", "HEAD /camp/out/.svdflow/README.txt"]
+    assert [f"{method} {path}" for method, path in requests if "list-type=2" not in path] == record + marks + record
 
     second_b = upload("b", 99)  # other bytes of the same size under the same key: only the ETag tells
     assert len(second_b) == len(first_b) and second_b != first_b

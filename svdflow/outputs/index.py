@@ -62,6 +62,10 @@ SEAL_AGE_S = 300.0
 # Mid-run, the parts are compacted into index.jsonl once they hold more bytes than it (and this many):
 # each compaction at least doubles index.jsonl, so all of them together write O(N) bytes.
 COMPACT_MIN_BYTES = 8 * 1024 * 1024
+# Object stores keep a file's time to the second: a sidecar written in the second index.jsonl was
+# written in cannot be told from one written after it, so loading reads it (a request each, on every
+# later plan and run). The end of a run lets that second pass before it writes index.jsonl.
+COARSE_TIME_S = 1.1
 
 
 def new_run_id() -> str:
@@ -134,6 +138,7 @@ class RunIndex:
         self._index_bytes = 0
         self._seq = 0
         self._run_written = False
+        self._sidecar_at: float | None = None  # when this run last wrote a sidecar (monotonic)
 
     # -- loading ------------------------------------------------------------------------------------
 
@@ -438,6 +443,7 @@ class RunIndex:
         data = entry.model_dump(mode="json")
         if self._sidecar_free(entry.id):
             self.store.write_bytes(f"{entry.id}.json", _pretty(data))
+            self._sidecar_at = time.monotonic()
         line = _line(data, self.runs[self.run_id])
         self._slots.pop(entry.id, None)  # listed in the order jobs finish, until `order_by`
         self._slots[entry.id] = _Slot(line, _summary(data), None)
@@ -534,6 +540,8 @@ class RunIndex:
             return
         if job_ids is not None:
             self.order_by(job_ids)
+        if not self.store.is_local and self._sidecar_at is not None:
+            time.sleep(max(0.0, COARSE_TIME_S - (time.monotonic() - self._sidecar_at)))
         self.compact()
 
     def order_by(self, job_ids: list[str]) -> None:

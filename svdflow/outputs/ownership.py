@@ -65,8 +65,8 @@ def is_svdflow_folder(store: OutputStore) -> bool:
                 head = f.read(_INDEX_HEAD)
         except OSError:
             return False
-    else:
-        if any(store.exists(name) for name in (MARK, MARK_NOTE)):
+    else:  # the note first: a file is one request, a "folder" on an object store two
+        if any(store.exists(name) for name in (MARK_NOTE, MARK)):
             return True
         # A 100,000-job index.json of 0.1 is 400 MB: its first bytes say whose it is.
         head = store.read_bytes(_INDEX, limit=_INDEX_HEAD) or b""
@@ -76,8 +76,12 @@ def is_svdflow_folder(store: OutputStore) -> bool:
 def check_folder_is_ours(store: OutputStore) -> None:
     """ForeignFolderError (exit 2) when the output folder holds files and is not svdflow's."""
     with storing(store.url, "looking at what it holds"):
+        # The marks first: listing the folder's names on an object store lists all of them (a request
+        # per thousand), which a folder svdflow marked never needs.
+        if is_svdflow_folder(store):
+            return
         names = _names(store, _SHOWN + 1)
-        if not names or is_svdflow_folder(store):
+        if not names:
             return
     shown = ", ".join(sorted(names)[:_SHOWN]) + (", …" if len(names) > _SHOWN else "")
     mark = os.path.join(store.url, MARK) if store.is_local else f"{store.url}/{MARK_NOTE}"

@@ -67,17 +67,28 @@ class OutputStore:
             self._failed(exc, f"looking for {name}")
 
     def read_bytes(self, name: str, limit: int | None = None) -> bytes | None:
-        """The file's bytes (its first `limit` only, one ranged request on an object store), or None
-        when it is missing."""
+        """The file's bytes (its first `limit` bytes), or None when it is missing."""
         try:
             if self.is_local:
                 with open(os.path.join(self.root, name), "rb") as f:
-                    return f.read(-1 if limit is None else limit)
-            return self.fs.cat_file(posixpath.join(self.root, name), start=None if limit is None else 0, end=limit)
+                    return f.read() if limit is None else f.read(limit)
+            return self._cat(posixpath.join(self.root, name), limit)
         except FileNotFoundError:
             return None
         except Exception as exc:
             self._failed(exc, f"reading {name}")
+
+    def _cat(self, path: str, limit: int | None) -> bytes:
+        """One GET: asked for a whole object, s3fs and gcsfs first ask its size (a HEAD: twice the
+        requests for every file read), to split a big one into concurrent ranges; a range from byte 0
+        is one request. S3 refuses any range of an empty object: that one is read as a whole."""
+        try:
+            return self.fs.cat_file(path, start=0, end=limit)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            data = self.fs.cat_file(path)
+            return data if limit is None else data[:limit]
 
     def read_json(self, name: str) -> Any:
         """Parsed JSON, or None when the file is missing or is not valid JSON."""

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,9 +26,10 @@ from conftest import SVDFLOW, free_port, recorded, run_cli, video_stream, write_
 from svdflow.api import RunOptions, run_manifest
 from svdflow.errors import Interrupted
 from svdflow.manifest import load_run_spec
+from svdflow.outputs.index import RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.run.engines.ray import worker_environment
-from svdflow.run.engines.ray_pool import NAMESPACE
+from svdflow.run.engines.ray_pool import NAMESPACE, WorkerPool
 from svdflow.run.engines.ray_worker import NoteEvent, RenderDone, RenderWorker
 from svdflow.run.engines.scheduling import Assignment, Scheduler
 from svdflow.run.planning import PlannedJob, plan_run
@@ -129,11 +131,31 @@ class Watch(Reporter):
             self.on_step(self, job_id, done, worker)
 
 
+def watch_threads(monkeypatch) -> dict[str, list[str]]:
+    """The name of the thread each job is recorded on (RunIndex.record: its sidecar, its part) and of
+    the thread each is handed to a worker on."""
+    seen: dict[str, list[str]] = {"record": [], "dispatch": []}
+    record, render = RunIndex.record, WorkerPool.render
+
+    def recording(self, entry):
+        seen["record"].append(threading.current_thread().name)
+        return record(self, entry)
+
+    def dispatching(self, worker, assignment):
+        seen["dispatch"].append(threading.current_thread().name)
+        return render(self, worker, assignment)
+
+    monkeypatch.setattr(RunIndex, "record", recording)
+    monkeypatch.setattr(WorkerPool, "render", dispatching)
+    return seen
+
+
 @pytest.mark.slow
-def test_two_workers_render_the_frames_of_a_local_run(cluster, tmp_path, capsys):
+def test_two_workers_render_the_frames_of_a_local_run(cluster, tmp_path, capsys, monkeypatch):
     local = campaign(tmp_path / "local", LONG + SHORT + BAD)
     run_manifest(local)
     manifest = campaign(tmp_path / "ray", LONG + SHORT + BAD)
+    threads = watch_threads(monkeypatch)
 
     code, out, err = run_cli(capsys, "run", str(manifest), "--engine", "ray", "--json")
 
@@ -166,6 +188,9 @@ def test_two_workers_render_the_frames_of_a_local_run(cluster, tmp_path, capsys)
         assert (entry["error"]["type"], entry["error"]["stage"]) == ("InputError", "fetch")
         assert entry["error"]["message"].endswith("bad.png: not a readable image (cannot identify image file); "
                                                   "check that the file is a PNG, JPEG or WebP image")
+    # Recording (a sidecar each, a part now and then) is the writer thread's: a slow store never holds
+    # up the driver's thread handing out the next job.
+    assert threads == {"record": ["svdflow-writer"] * 5, "dispatch": [threading.current_thread().name] * 5}
     assert live_actors(timeout=10) == []
 
 

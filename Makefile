@@ -27,14 +27,16 @@ demo: $(STAMP)
 	@echo "open the contact sheet: file://$(CURDIR)/manifests/renders/demo/index.html"
 
 # Two workers, one test module each at a time (a module's Ray cluster or tmpfs stays in its worker):
-# most slow tests wait on subprocesses starting, so two run in about the time of one.
+# most slow tests wait on subprocesses starting, so two run in about the time of one. Modules go out
+# in collection order, longest first (tests/conftest.py says why), not xdist's most-tests-first.
 PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q $(XDIST)
 
 # The inner loop: everything but the tests marked slow (real launchers, kill -9 crash tests).
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -m "not slow" $(XDIST)
 
 validate: $(STAMP)
 	$(PY) -m svdflow validate manifests/*.yaml

@@ -3,7 +3,9 @@
 Crashes are made deterministic with SVDFLOW_CRASH_AT (svdflow/faults.py): the process SIGKILLs
 itself at a named point, exactly what `kill -9` would do at that moment. After every kill the
 folder must hold only whole files under final names, and the next run must finish only what was
-left unfinished.
+left unfinished. The runs that are killed, stopped or locked out are real processes; a run or plan
+that only has to finish after them is the CLI in this test's process (`in_process`), on one thread
+as the processes are: each process spends seconds importing torch and diffusers.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
-from conftest import SVDFLOW, index_lines, write_image
+from conftest import SVDFLOW, index_lines, run_cli, write_image
 from conftest import recorded as recorded_entries
 from disks import wait_stopped
 from test_run import tiny_manifest
 
-pytestmark = pytest.mark.slow  # real processes killed with SIGKILL: ~70 s in all
+# Real processes killed with SIGKILL: ~70 s in all. Frames are compared across processes and this one,
+# so every render uses one thread (the processes: OMP_NUM_THREADS=1 below).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TIMEOUT = 300  # per process; a tiny render takes seconds, a loaded CI machine can be slow
 
@@ -60,6 +64,12 @@ def svdflow(cwd: Path, *args: str, crash_at: str | None = None) -> subprocess.Co
     result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     result.pid = proc.pid
     return result
+
+
+def in_process(capsys, cwd: Path, command: str, *args: str) -> subprocess.CompletedProcess:
+    """`svdflow <command> m.yaml <args>` in `cwd`, to its end, in this process."""
+    code, out, err = run_cli(capsys, command, str(cwd / "m.yaml"), *args)
+    return subprocess.CompletedProcess([command, *args], code, out, err)
 
 
 class Running:
@@ -156,7 +166,7 @@ def assert_unchanged(before: dict[str, dict], after: dict[str, dict]) -> None:
         assert after[job_id]["outputs"] == entry["outputs"], job_id
 
 
-def test_kill_9_at_each_critical_point_then_rerun_finishes_only_the_rest(tmp_path):
+def test_kill_9_at_each_critical_point_then_rerun_finishes_only_the_rest(tmp_path, capsys):
     write_image(tmp_path / "a.png")
     tiny_manifest(tmp_path, THREE_JOBS)
     out = tmp_path / "out"
@@ -202,7 +212,7 @@ def test_kill_9_at_each_critical_point_then_rerun_finishes_only_the_rest(tmp_pat
     # Back to the recorded b: its file is not the recorded one, so b renders again, and c for the
     # first time; a is untouched and no temporaries are left.
     tiny_manifest(tmp_path, THREE_JOBS)
-    proc = svdflow(tmp_path, "run", "m.yaml", "--json")
+    proc = in_process(capsys, tmp_path, "run", "--json")
     assert proc.returncode == 0, proc.stderr
     finished = json.loads(proc.stdout.splitlines()[-1])
     assert (finished["rendered"], finished["up_to_date"], finished["failed"]) == (1, 2, 0)
@@ -214,7 +224,7 @@ def test_kill_9_at_each_critical_point_then_rerun_finishes_only_the_rest(tmp_pat
     assert "Traceback" not in proc.stderr
 
 
-def test_kill_9_while_a_decode_waits_for_the_next_job_then_rerun_finishes_the_rest(tmp_path):
+def test_kill_9_while_a_decode_waits_for_the_next_job_then_rerun_finishes_the_rest(tmp_path, capsys):
     write_image(tmp_path / "a.png")
     manifest = tiny_manifest(tmp_path, THREE_JOBS)
     manifest.write_text(manifest.read_text().replace("{profile: cpu}", "{profile: cpu, overlap_decode: true}"))
@@ -227,7 +237,7 @@ def test_kill_9_while_a_decode_waits_for_the_next_job_then_rerun_finishes_the_re
     done = check_folder(out)
     assert set(done) <= {"a"} and not (out / "b.mp4").exists()
 
-    proc = svdflow(tmp_path, "run", "m.yaml", "--json")
+    proc = in_process(capsys, tmp_path, "run", "--json")
     assert proc.returncode == 0, proc.stderr
     after = check_folder(out)
     assert_unchanged(done, after)
@@ -235,7 +245,7 @@ def test_kill_9_while_a_decode_waits_for_the_next_job_then_rerun_finishes_the_re
     assert temporaries(out) == []
 
 
-def test_kill_9_during_a_re_encode_leaves_no_truncated_file_and_the_rerun_finishes(tmp_path):
+def test_kill_9_during_a_re_encode_leaves_no_truncated_file_and_the_rerun_finishes(tmp_path, capsys):
     write_image(tmp_path / "a.png")
     manifest = tiny_manifest(tmp_path, THREE_JOBS)
     out = tmp_path / "out"
@@ -245,7 +255,7 @@ def test_kill_9_during_a_re_encode_leaves_no_truncated_file_and_the_rerun_finish
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert set(check_folder(out)) == {"a", "b"} and not (masters / "c.mkv").exists()
     assert [name for name in os.listdir(masters) if name.startswith(".c.mkv.tmp-")]
-    proc = svdflow(tmp_path, "run", "m.yaml")
+    proc = in_process(capsys, tmp_path, "run")
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(masters)) == ["a.mkv", "b.mkv", "c.mkv"]  # the dead run's temporary is gone
     rendered = check_folder(out)
@@ -264,7 +274,7 @@ def test_kill_9_during_a_re_encode_leaves_no_truncated_file_and_the_rerun_finish
     after = check_folder(out, records_match=False)
     assert after["b"]["output"]["crf"] == 30 and after["c"] == rendered["c"]
 
-    proc = svdflow(tmp_path, "run", "m.yaml", "--json")
+    proc = in_process(capsys, tmp_path, "run", "--json")
     assert proc.returncode == 0, proc.stderr
     finished = json.loads(proc.stdout.splitlines()[-1])
     assert (finished["rendered"], finished["re_encoded"], finished["up_to_date"]) == (0, 1, 2)
@@ -306,7 +316,7 @@ def test_kill_9_at_random_moments_then_rerun_renders_only_unfinished_jobs(tmp_pa
     assert temporaries(out) == []
 
 
-def test_lock_interrupts_orphans_and_plan_over_one_campaign(tmp_path):
+def test_lock_interrupts_orphans_and_plan_over_one_campaign(tmp_path, capsys):
     write_image(tmp_path / "a.png")
     write_image(tmp_path / "n.png", seed=2)
     tiny_manifest(tmp_path, THREE_JOBS)
@@ -349,7 +359,7 @@ def test_lock_interrupts_orphans_and_plan_over_one_campaign(tmp_path):
     assert_unchanged(done, after)
     assert set(after) == {"a", "b"} and not (out / "c.mp4").exists()
 
-    plan = svdflow(tmp_path, "plan", "m.yaml", "--json", "--check")
+    plan = in_process(capsys, tmp_path, "plan", "--json", "--check")
     assert plan.returncode == 1, plan.stderr
     assert [(p["id"], p["status"]) for p in json.loads(plan.stdout)] == [
         ("a", "up to date"), ("b", "up to date"), ("c", "new")]
@@ -362,7 +372,7 @@ def test_lock_interrupts_orphans_and_plan_over_one_campaign(tmp_path):
     # b leaves the manifest, n arrives first: b is orphaned and kept; a's frames do not depend on
     # which other items exist or where a sits (--force renders it again to compare).
     tiny_manifest(tmp_path, N + A + C)
-    proc = svdflow(tmp_path, "run", "m.yaml", "--json", "--force")
+    proc = in_process(capsys, tmp_path, "run", "--json", "--force")
     assert proc.returncode == 0, proc.stderr
     finished = json.loads(proc.stdout.splitlines()[-1])
     assert (finished["rendered"], finished["orphaned"]) == (3, ["b"])
@@ -375,11 +385,11 @@ def test_lock_interrupts_orphans_and_plan_over_one_campaign(tmp_path):
 
     # One changed parameter: plan names it, --check says so, run renders exactly that job.
     tiny_manifest(tmp_path, N + A + C.replace("motion_bucket_id: 60", "motion_bucket_id: 90"))
-    plan = svdflow(tmp_path, "plan", "m.yaml", "--json", "--check")
+    plan = in_process(capsys, tmp_path, "plan", "--json", "--check")
     assert plan.returncode == 1, plan.stderr
     assert [(p["id"], p["status"], p["reason"]) for p in json.loads(plan.stdout)] == [
         ("n", "up to date", ""), ("a", "up to date", ""), ("c", "changed", "motion_bucket_id 60 -> 90")]
-    proc = svdflow(tmp_path, "run", "m.yaml", "--json")
+    proc = in_process(capsys, tmp_path, "run", "--json")
     assert proc.returncode == 0, proc.stderr
     finished = json.loads(proc.stdout.splitlines()[-1])
     assert (finished["rendered"], finished["up_to_date"], finished["orphaned"]) == (1, 2, ["b"])

@@ -5,7 +5,9 @@ answering mid-run.
 
 Every case: exit 3, one `error:` line naming the folder, the cause and the fix, no traceback, no
 partial file under a final name and no temporary left, then, once the cause is fixed (the disk grown
-or remounted read-write), a run that renders only what is missing. The disk is a tmpfs mounted by
+or remounted read-write), a run that renders only what is missing. That run is the CLI in this test's
+process (`rerun`): what it shows needs no process of its own, and each process spends seconds
+importing torch and diffusers before it renders anything. The disk is a tmpfs mounted by
 the test (tests/disks.py); where mounting is not permitted, the same errno is raised at the same
 point instead (SVDFLOW_TEST_NO_MOUNT=1 runs the suite that way here). The Ray and torchrun cases are
 in tests/test_ray.py and tests/test_distributed.py.
@@ -21,11 +23,13 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import pytest
-from conftest import REPO, write_image, write_manifest
+from conftest import REPO, run_cli, write_image, write_manifest
 from disks import TIMEOUT, env, run, run_stopping
 from PIL import Image
 
-pytestmark = pytest.mark.slow  # two or three svdflow processes each: ~8 s a case
+# One or two svdflow processes each: ~8 s a case. The recovery runs render in this process, on one
+# thread as the processes do (tests/disks.py: OMP_NUM_THREADS=1).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 HEADER = """
 svdflow: 1
@@ -58,9 +62,12 @@ def error_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
-def summary(result) -> str:
-    assert result.returncode == 0, result.stderr
-    return next(line for line in result.stderr.splitlines() if " rendered, " in line).split(" in ")[0]
+def rerun(capsys, folder: Path, *args: str) -> str:
+    """`svdflow run m.yaml` in `folder` once the fault is fixed, in this process: its summary (as "1
+    rendered, 0 re-encoded, 1 up to date, 0 failed")."""
+    code, _, err = run_cli(capsys, "run", str(folder / "m.yaml"), *args)
+    assert code == 0 and "Traceback" not in err, err
+    return next(line for line in err.splitlines() if " rendered, " in line).split(" in ")[0]
 
 
 def check_folder(out: Path) -> None:
@@ -103,7 +110,7 @@ STAGES = {
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_a_full_disk_at_each_stage_stops_the_run_and_the_next_run_renders_the_rest(stage, tmp_path, small_disk):
+def test_a_full_disk_at_each_stage_stops_the_run_and_the_next_run_renders_the_rest(stage, tmp_path, capsys, small_disk):
     formats, point, doing = STAGES[stage]
     campaign(tmp_path, formats)
     out = small_disk.path / "out"
@@ -114,12 +121,11 @@ def test_a_full_disk_at_each_stage_stops_the_run_and_the_next_run_renders_the_re
     assert error_lines(failed) == [f"error: output folder {out}: {FULL.format(doing=doing)}{RECORDED_ONE}"]
     check_folder(out)
     small_disk.grow()
-    fixed = run(tmp_path, ["run", "m.yaml"])
-    assert summary(fixed) == "1 rendered, 0 re-encoded, 1 up to date, 0 failed"
+    assert rerun(capsys, tmp_path) == "1 rendered, 0 re-encoded, 1 up to date, 0 failed"
     check_folder(out)
 
 
-def test_a_full_disk_at_the_last_index_write(tmp_path, small_disk):
+def test_a_full_disk_at_the_last_index_write(tmp_path, capsys, small_disk):
     campaign(tmp_path)
     out = small_disk.path / "out"
 
@@ -132,12 +138,12 @@ def test_a_full_disk_at_the_last_index_write(tmp_path, small_disk):
         "recorded; the next run renders only what is missing)"]
     check_folder(out)
     small_disk.grow()
-    assert summary(run(tmp_path, ["run", "m.yaml"])) == "0 rendered, 0 re-encoded, 2 up to date, 0 failed"
+    assert rerun(capsys, tmp_path) == "0 rendered, 0 re-encoded, 2 up to date, 0 failed"
     check_folder(out)
 
 
 @pytest.mark.parametrize("stage", ["mp4", "sidecar"])
-def test_a_disk_remounted_read_only_mid_run_stops_it_and_the_next_run_renders_the_rest(stage, tmp_path,
+def test_a_disk_remounted_read_only_mid_run_stops_it_and_the_next_run_renders_the_rest(stage, tmp_path, capsys,
                                                                                        small_disk):
     formats, point, doing = STAGES[stage]
     campaign(tmp_path, formats)
@@ -149,12 +155,12 @@ def test_a_disk_remounted_read_only_mid_run_stops_it_and_the_next_run_renders_th
     assert error_lines(failed) == [f"error: output folder {out}: {READ_ONLY.format(doing=doing)}{RECORDED_ONE}"]
     check_folder(out)
     small_disk.writable()
-    assert summary(run(tmp_path, ["run", "m.yaml"])) == "1 rendered, 0 re-encoded, 1 up to date, 0 failed"
+    assert rerun(capsys, tmp_path) == "1 rendered, 0 re-encoded, 1 up to date, 0 failed"
     check_folder(out)
 
 
 @pytest.mark.parametrize("fault", ["full", "read-only"])
-def test_a_full_or_read_only_disk_is_said_at_the_lock_before_anything_renders(fault, tmp_path, small_disk):
+def test_a_full_or_read_only_disk_is_said_at_the_lock_before_anything_renders(fault, tmp_path, capsys, small_disk):
     campaign(tmp_path)
     out = small_disk.path / "out"
     out.mkdir()
@@ -167,13 +173,13 @@ def test_a_full_or_read_only_disk_is_said_at_the_lock_before_anything_renders(fa
     assert error_lines(failed) == [f"error: output folder {out}: {message}"]
     assert failed.stdout == ""  # not even run_started: nothing was planned or rendered
     small_disk.grow() if fault == "full" else small_disk.writable()
-    assert summary(run(tmp_path, ["run", "m.yaml"])) == "2 rendered, 0 re-encoded, 0 up to date, 0 failed"
+    assert rerun(capsys, tmp_path) == "2 rendered, 0 re-encoded, 0 up to date, 0 failed"
     check_folder(out)
 
 
-def test_a_full_disk_while_re_encoding_from_the_masters(tmp_path, small_disk):
+def test_a_full_disk_while_re_encoding_from_the_masters(tmp_path, capsys, small_disk):
     campaign(tmp_path, "[mp4]")
-    assert summary(run(tmp_path, ["run", "m.yaml"])) == "2 rendered, 0 re-encoded, 0 up to date, 0 failed"
+    assert rerun(capsys, tmp_path) == "2 rendered, 0 re-encoded, 0 up to date, 0 failed"
     campaign(tmp_path, "[mp4, gif]")  # only the files change: both jobs re-encode from their masters
     out = small_disk.path / "out"
 
@@ -183,11 +189,11 @@ def test_a_full_disk_while_re_encoding_from_the_masters(tmp_path, small_disk):
     assert error_lines(failed) == [f"error: output folder {out}: {FULL.format(doing='writing b.gif')}{RECORDED_ONE}"]
     check_folder(out)
     small_disk.grow()
-    assert summary(run(tmp_path, ["run", "m.yaml"])) == "0 rendered, 1 re-encoded, 1 up to date, 0 failed"
+    assert rerun(capsys, tmp_path) == "0 rendered, 1 re-encoded, 1 up to date, 0 failed"
     check_folder(out)
 
 
-def test_a_full_disk_while_writing_the_report(tmp_path, small_disk):
+def test_a_full_disk_while_writing_the_report(tmp_path, capsys, small_disk):
     campaign(tmp_path)
     out = small_disk.path / "out"
 
@@ -199,13 +205,12 @@ def test_a_full_disk_while_writing_the_report(tmp_path, small_disk):
     assert not (out / "index.html").exists()
     check_folder(out)
     small_disk.grow()
-    fixed = run(tmp_path, ["run", "m.yaml", "--report"])
-    assert summary(fixed) == "0 rendered, 0 re-encoded, 2 up to date, 0 failed"
+    assert rerun(capsys, tmp_path, "--report") == "0 rendered, 0 re-encoded, 2 up to date, 0 failed"
     check_folder(out)
     assert (out / "index.html").exists()
 
 
-def test_the_output_folder_removed_mid_run(tmp_path, small_disk):
+def test_the_output_folder_removed_mid_run(tmp_path, capsys, small_disk):
     campaign(tmp_path)
     out = small_disk.path / "out"
 
@@ -216,11 +221,11 @@ def test_the_output_folder_removed_mid_run(tmp_path, small_disk):
         f"error: output folder {out}: {GONE.format(detail='No such file or directory, writing b.mp4')} (1 job "
         "finished in this run is recorded in the folder that went away)"]
     assert not out.exists()  # not made again, empty, by the rest of the run
-    assert summary(run(tmp_path, ["run", "m.yaml"])) == "2 rendered, 0 re-encoded, 0 up to date, 0 failed"
+    assert rerun(capsys, tmp_path) == "2 rendered, 0 re-encoded, 0 up to date, 0 failed"
     check_folder(out)
 
 
-def test_the_output_folder_replaced_by_another_mid_run(tmp_path, small_disk):
+def test_the_output_folder_replaced_by_another_mid_run(tmp_path, capsys, small_disk):
     """An empty folder made (or a share mounted) where the run's was: b's files land there, but b is
     not recorded in a folder that is not the run's, and the run stops."""
     campaign(tmp_path)
@@ -237,7 +242,7 @@ def test_the_output_folder_replaced_by_another_mid_run(tmp_path, small_disk):
         f"error: output folder {out}: {GONE.format(detail='.svdflow.lock, which this run locked, is no longer in it')}"
         " (1 job finished in this run is recorded in the folder that went away)"]
     assert not (out / "b.json").exists() and not (out / "index.jsonl").exists()
-    assert summary(run(tmp_path, ["run", "m.yaml"])) == "2 rendered, 0 re-encoded, 0 up to date, 0 failed"
+    assert rerun(capsys, tmp_path) == "2 rendered, 0 re-encoded, 0 up to date, 0 failed"
 
 
 DRIVER = """

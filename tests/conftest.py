@@ -47,13 +47,14 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
 # `make test` runs two workers, a module each at a time (--dist loadfile), in collection order
-# (--no-loadscope-reorder: xdist otherwise hands out the modules with the most tests first, which put
-# the few-test, long ones, the toy's semantics test and the crash tests, at the end, on one worker
-# while the other had run out of work). The longest modules go first, longest first, so that neither
+# (--no-loadscope-reorder, pytest-xdist 3.8: since 3.5 xdist otherwise hands out the modules with the
+# most tests first, which put the few-test, long ones, the toy's semantics test and the crash tests,
+# at the end, on one worker while the other had run out of work). The longest modules go first, longest first, so that neither
 # worker starts one of them after the other has run out of work; the order comes from a measured
 # `--durations=0` run (per-module totals), longest first.
-LONGEST_FIRST = ("test_fault_injection.py", "test_toy.py", "test_crash_safety.py", "test_ray.py",
-                 "test_distributed.py", "test_hostile_outputs.py", "test_record.py")
+LONGEST_FIRST = ("test_crash_safety.py", "test_fault_injection.py", "test_ray.py", "test_bench.py", "test_toy.py",
+                 "test_ray_nodes.py", "test_distributed.py", "test_hostile_outputs.py", "test_hardware.py",
+                 "test_run.py", "test_overlap.py", "test_clips.py")
 
 
 def pytest_collection_modifyitems(config, items):

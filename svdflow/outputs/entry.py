@@ -304,7 +304,7 @@ class RunRecord(_DropsNone):
 
 
 # Of an entry's fields only `segments` and `quality` have defaults: OmitsNewDefaults leaves them out for a
-# single clip and for an entry without scores (a failed job, or one recorded before svdflow 0.3).
+# single clip and for an entry without scores (a failed job, or one recorded by svdflow 0.2 or earlier).
 class IndexEntry(Record, OmitsNewDefaults):
     """One job: enough to render its video again (`svdflow rerender`)."""
 
@@ -373,7 +373,8 @@ class Provenance(Record, OmitsNewDefaults):
     versions: dict[str, str] = Field(description="Versions of svdflow and of the libraries that decided the pixels.")
     run: RunRecord = Field(description="The campaign and manifest the job was rendered from.")
     quality: QualityRecord | None = Field(None, description="The frames' quality scores and qc verdict (the entry's "
-                                                            "quality); left out by svdflow before 0.3.")
+                                                            "quality); left out where not scored (svdflow 0.2 and "
+                                                            "earlier).")
 
     # Release 0.2's fields are always written; `quality` only when the frames were scored.
     RELEASED_FIELDS = frozenset({"svdflow_provenance", "id", "item_id", "key", "render_key", "output_key",

@@ -50,11 +50,14 @@ class Attempt(BaseModel):
     verdict: Verdict = Field(description="The attempt's scores against the job's qc thresholds.")
 
 
+def attempt_rank(verdict: Verdict, attempt: int) -> tuple[int, float, int]:
+    """The module's rule as a sort key, lowest best: fewest failed thresholds (a pass has none), then the
+    smallest summed shortfall, then the earliest attempt."""
+    return len(verdict.failures), verdict.shortfall, attempt
+
+
 def kept_attempt(verdicts: Sequence[Verdict]) -> int:
     """The index of the attempt to keep: the first that passed, else the best by the module's rule."""
     if not verdicts:
         raise ValueError("no attempts to choose from")
-    for index, verdict in enumerate(verdicts):
-        if verdict.passed:
-            return index
-    return min(range(len(verdicts)), key=lambda i: (len(verdicts[i].failures), verdicts[i].shortfall, i))
+    return min(range(len(verdicts)), key=lambda i: attempt_rank(verdicts[i], i))

@@ -22,7 +22,7 @@ import numpy as np
 
 from svdflow.manifest.resolve import Job
 from svdflow.quality.record import QualityRecord
-from svdflow.quality.rerolls import Attempt, reroll_seed
+from svdflow.quality.rerolls import Attempt, attempt_rank, reroll_seed
 from svdflow.quality.score import score_clip
 from svdflow.quality.scores import QualityScores
 from svdflow.quality.thresholds import QcThresholds
@@ -80,8 +80,7 @@ def scores_of(message: Rendered) -> QualityScores:
 
 
 def _rank(attempt: Attempt) -> tuple[int, float, int]:
-    """kept_attempt's rule as a sort key: fewest failures, then the smallest shortfall, then the earliest."""
-    return len(attempt.verdict.failures), attempt.verdict.shortfall, attempt.attempt
+    return attempt_rank(attempt.verdict, attempt.attempt)
 
 
 class AttemptKeeper:

@@ -440,16 +440,7 @@ class RunIndex:
         if not self._run_written:
             self._write_run(entry)
         entry = entry.model_copy(update={"run": entry.run.model_copy(update={"id": self.run_id})})
-        data = entry.model_dump(mode="json")
-        if self._sidecar_free(entry.id):
-            self.store.write_bytes(f"{entry.id}.json", _pretty(data))
-            self._sidecar_at = time.monotonic()
-        line = _line(data, self.runs[self.run_id])
-        self._slots.pop(entry.id, None)  # listed in the order jobs finish, until `order_by`
-        self._slots[entry.id] = _Slot(line, _summary(data), None)
-        if not self._pending:
-            self._pending_since = time.monotonic()
-        self._pending.append(line)
+        self._keep(entry, self.runs[self.run_id], last=True)
 
     def amend(self, entry: IndexEntry) -> None:
         """Record again a recorded job whose entry gained what its run did not know (its quality, from
@@ -458,9 +449,19 @@ class RunIndex:
         run = self.runs.get(entry.run.id) if entry.run.id is not None else None
         if run is None or entry.id not in self._slots:
             raise ValueError(f"job {entry.id!r} of run {entry.run.id!r} is not in this record: record() it instead")
+        self._keep(entry, run, last=False)
+
+    def _keep(self, entry: IndexEntry, run: RunInfo, *, last: bool) -> None:
+        """Write the entry's sidecar (unless a file of its name is not svdflow's), put its line in the job's
+        slot (moved `last`: listed in the order jobs finish, until `order_by`) and among the lines the
+        next part seals."""
         data = entry.model_dump(mode="json")
-        self.store.write_bytes(f"{entry.id}.json", _pretty(data))
+        if self._sidecar_free(entry.id):
+            self.store.write_bytes(f"{entry.id}.json", _pretty(data))
+            self._sidecar_at = time.monotonic()
         line = _line(data, run)
+        if last:
+            self._slots.pop(entry.id, None)
         self._slots[entry.id] = _Slot(line, _summary(data), None)
         if not self._pending:
             self._pending_since = time.monotonic()

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SVDFLOW, run_cli
+from conftest import REPO, SVDFLOW, run_cli, write_image
 
 from svdflow.errors import EXIT_INVALID, ManifestError
 from svdflow.manifest import load_manifest
@@ -176,3 +176,16 @@ def test_validate_needs_a_file(capsys):
     code, _, err = run_cli(capsys, "validate")
     assert code == EXIT_INVALID
     assert "Missing argument 'FILES...'" in err
+
+
+def test_a_glob_whose_qc_no_clip_can_pass_is_said_once_not_once_per_match(tmp_path, capsys):
+    for i in range(3):
+        write_image(tmp_path / "imgs" / f"a{i}.png")
+    (tmp_path / "g.yaml").write_text("svdflow: 1\nmodel: {source: builtin:tiny}\ndefaults:\n  qc: {min_motion: 5}\n"
+                                     "items:\n  - glob: imgs/*.png\n    qc: {max_motion: 1}\n")
+    code, _, err = run_cli(capsys, "validate", str(tmp_path / "g.yaml"))
+    assert code == EXIT_INVALID
+    assert err.splitlines() == [
+        f"error: {tmp_path}/g.yaml:7:9: glob match 'imgs/a0.png'.qc merged over defaults.qc: min_motion 5.0 is above "
+        "max_motion 1.0: no clip can pass; lower min_motion or raise max_motion",
+        f"{tmp_path}/g.yaml: invalid, 1 problem"]

@@ -149,7 +149,8 @@ def _resolve(loaded: LoadedManifest) -> RunSpec:
             continue
         qc = fallback.qc_for(item)
         if isinstance(qc, Problem):
-            problems.append(qc)
+            if qc not in problems:  # a glob's or table's entry: once, not once per item it makes
+                problems.append(qc)
             continue
         for job in _expand(item, fallback, qc):
             if problem := ids.job_problem(job.id, item.origin, bool(job.sweep)):

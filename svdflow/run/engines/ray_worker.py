@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -130,6 +131,9 @@ class RenderWorker:
         # A job's re-rolls are rendered by `finish`, in the worker's own loop: the entry comes out as a
         # local run's (svdflow.run.qc decides alike), and the driver never holds frames.
         self.keeper = AttemptKeeper(lambda text: self._note(f"warning: {text}"))
+        # One render at a time on the session: `finish` renders a job's re-rolls in the thread Ray gave it,
+        # while `render` may already be rendering the next job in the other.
+        self._rendering = threading.Lock()
         self._step_sent = 0.0  # when the last step's news went (time.monotonic)
         self._broken: SvdflowError | None = None  # why `prepare` could not build the pipeline
 
@@ -176,9 +180,11 @@ class RenderWorker:
 
     def _render(self, assignment: Assignment, ticket: Ticket) -> Rendered:
         job = ticket.job
-        result = render_job(self.session, job, ticket.image, lambda done, total: self._step(assignment, done, total),
-                            lambda number, count: self._emit(StageEvent(self.name, job.id, assignment.attempt,
-                                                                        f"segment {number} of {count}")))
+        with self._rendering:
+            result = render_job(self.session, job, ticket.image,
+                                lambda done, total: self._step(assignment, done, total),
+                                lambda number, count: self._emit(StageEvent(self.name, job.id, assignment.attempt,
+                                                                            f"segment {number} of {count}")))
         return Rendered(ticket, result.frames, result.hardware, self.session.resolved_revision, result.render_s,
                         result.decode_s, result.segments)
 

@@ -13,7 +13,6 @@ the record's own append (`RunIndex.amend`), one clip in memory at a time, under 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from svdflow.errors import (
     MasterError,
     UsageError,
 )
-from svdflow.inputs import decode_image, fetch_bytes, resize_image
+from svdflow.inputs import load_input
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import IndexEntry
 from svdflow.outputs.index import INDEX_FILE, RunIndex
@@ -197,7 +196,7 @@ def _score_job(store: OutputStore, index: RunIndex, job_id: str, thresholds: QcT
     if prior is not None and not force:
         if thresholds is None or thresholds == prior.thresholds:
             return JobScore(job_id, "skipped", quality=prior, reason="already scored (--force scores it again)")
-        quality = _quality(prior.scores, thresholds, prior)
+        quality = prior.rejudged(thresholds, entry.seed)  # every attempt judged again, as a run re-judges
         index.amend(entry.model_copy(update={"quality": quality}))
         index.flush_if_due()
         return JobScore(job_id, "re-judged", source="record", quality=quality)
@@ -261,7 +260,7 @@ def _frames_from_file(store: OutputStore, entry: IndexEntry, missing: str | None
                           f"folder here and run svdflow qc on the copy")
     recorded = {output.format: output.file for output in entry.outputs}
     for fmt in FILE_SOURCES:
-        name = entry.id + ("_frames" if fmt == "frames" else SUFFIXES[fmt])
+        name = entry.id + SUFFIXES[fmt]
         # Only the file svdflow names for this job, whatever else the entry lists.
         if recorded.get(fmt) != name or _file_problem(store, name, folder=fmt == "frames") is not None:
             continue
@@ -323,14 +322,12 @@ def _video_frames(path: str) -> Iterator[np.ndarray]:
 
 def _conditioning_image(entry: IndexEntry) -> np.ndarray:
     """The input as the render conditioned on it: the recorded bytes, resized as the pipeline did."""
-    uri, recorded = entry.input.uri, entry.input.sha256
-    data = fetch_bytes(uri)
-    digest = hashlib.sha256(data).hexdigest()
-    if recorded and digest != recorded:
+    uri, recorded, params = entry.input.uri, entry.input.sha256, entry.params
+    loaded = load_input(uri, params.width, params.height, params.resize)
+    if recorded and loaded.sha256 != recorded:
         raise InputError(f"job '{entry.id}': {uri}: the input changed since the job was rendered (sha256 "
-                         f"{digest[:12]}, recorded {recorded[:12]}); restore the original to score it")
-    params = entry.params
-    return _rgb(resize_image(decode_image(data, uri), params.width, params.height, params.resize))
+                         f"{loaded.sha256[:12]}, recorded {recorded[:12]}); restore the original to score it")
+    return _rgb(loaded.image)
 
 
 def parse_thresholds(text: str) -> QcThresholds:

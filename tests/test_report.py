@@ -1077,8 +1077,10 @@ def test_a_second_report_reuses_the_cards_whose_entry_and_files_did_not_change(t
     cache = out / "report" / "cards.cache"
     assert len(re.findall(rb"^[0-9a-f]{64} [0-9a-f]{64} [0-9]+ [0-9]+$", cache.read_bytes(), re.M)) == 6
     rendered.clear()
+    kept = cache.stat()
     again = Path(write_report(str(out))).read_text()
     assert rendered == ["lost"]
+    assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)  # not rewritten
     assert re.sub(r"page written [0-9TZ:-]+", "", again) == re.sub(r"page written [0-9TZ:-]+", "", first)
 
     rendered.clear()

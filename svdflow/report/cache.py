@@ -123,16 +123,16 @@ class CardCache:
     card's Shown and its files' times) and the markup (UTF-8) as they are, then a newline: a card taken
     from the cache costs the parse of its small meta, not of its markup."""
 
-    def __init__(self, root: str, secret: bytes | None):
-        self.root = root
+    def __init__(self, secret: bytes | None):
         self._secret = secret
         self._data = b""
         self._records: dict[str, tuple[int, int, int, int]] = {}  # key -> (start, meta, markup, end)
-        self._used: list[bytes] = []
+        self._used: list[bytes | memoryview] = []  # a record taken from the file is a view of it, not a copy
+        self._added = False  # a card was put: the file changes
 
     @classmethod
     def open(cls, root: str) -> CardCache:
-        cards = cls(root, _secret())
+        cards = cls(_secret())
         if cards._secret is None:
             return cards
         path = os.path.join(root, CACHE_FILE)
@@ -185,7 +185,7 @@ class CardCache:
             return None
         if any(times.mtime(name) != mtime for name, mtime in cached.files.items()):
             return None
-        self._used.append(data[start:end + 1])
+        self._used.append(memoryview(data)[start:end + 1])
         return cached
 
     def put(self, key: str, html: Markup, shown: Shown, files: list[str], times: FolderTimes) -> None:
@@ -196,11 +196,14 @@ class CardCache:
         markup = str(html).encode("utf-8")
         header = f"{key} {self._mac(key, meta, markup)} {len(meta)} {len(markup)}\n".encode()
         self._used.append(header + meta + markup + b"\n")
+        self._added = True
 
     def contents(self) -> bytes | None:
         """What to keep as CACHE_FILE: the cards this report used (those of jobs no longer recorded
-        go); None without a secret."""
-        return b"".join(self._used) if self._secret is not None else None
+        go); None without a secret, or when the file already holds exactly those cards."""
+        if self._secret is None or (not self._added and len(self._used) == len(self._records)):
+            return None
+        return b"".join(self._used)
 
     def _mac(self, key: str, meta: bytes, markup: bytes) -> str:
         digest = hmac.new(self._secret, key.encode() + b"\0", hashlib.sha256)

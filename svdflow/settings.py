@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Annotated
 
@@ -16,6 +17,14 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from svdflow.errors import DeviceError
+
+
+def user_cache_dir(env: Mapping[str, str] | None = None) -> str:
+    """svdflow's folder in the user's cache ($XDG_CACHE_HOME, else ~/.cache; an empty value is unset):
+    compiled kernels, the locks of remote output folders, the report cache's key."""
+    env = os.environ if env is None else env
+    return os.path.join(env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "svdflow")
+
 
 # Rendering a video can take minutes and a torchrun rank waits for the slowest at the end: be patient.
 DEFAULT_DIST_TIMEOUT_S = 24 * 3600.0

@@ -29,6 +29,7 @@ from svdflow.outputs.index import RECORD_DIR
 from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.outputs.ownership import check_folder_is_ours, mark_folder
 from svdflow.outputs.store import OutputStore
+from svdflow.settings import user_cache_dir
 
 LOCK_FILE = ".svdflow.lock"
 
@@ -40,7 +41,7 @@ class OutputLock:
         else:
             # Remote folders cannot be flock()ed: serialise runs of this machine on a local file.
             digest = hashlib.sha256(output_dir.text.encode()).hexdigest()[:16]
-            self.path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "svdflow" / f"{digest}.lock"
+            self.path = Path(user_cache_dir()) / f"{digest}.lock"
         self.output_dir = output_dir.text
         self.local = output_dir.is_local
         self._fd: int | None = None

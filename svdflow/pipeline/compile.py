@@ -10,6 +10,7 @@ from pathlib import Path
 
 from svdflow.hardware import Shape
 from svdflow.pipeline.process_state import ProcessChanges
+from svdflow.settings import user_cache_dir
 
 
 def inductor_cache_dir(env: Mapping[str, str] | None = None) -> str:
@@ -21,8 +22,7 @@ def inductor_cache_dir(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     if env.get("TORCHINDUCTOR_CACHE_DIR"):
         return env["TORCHINDUCTOR_CACHE_DIR"]
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "svdflow", "inductor")
+    return os.path.join(user_cache_dir(env), "inductor")
 
 
 def configure_compile_cache(changes: ProcessChanges) -> str:

@@ -34,6 +34,7 @@ from svdflow.report.assets import ASSETS_DIR
 from svdflow.report.page import CARD_TEMPLATE, template_source
 from svdflow.report.quality import QualityView
 from svdflow.report.shown import Shown
+from svdflow.settings import user_cache_dir
 
 CACHE_FILE = f"{ASSETS_DIR}/cards.cache"
 # A cache bigger than this is not read (a card is a few KiB; 100,000 of them fit well below).
@@ -43,7 +44,7 @@ CARD_FORMAT = 1
 
 
 def _secret_path() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "svdflow" / "report.key"
+    return Path(user_cache_dir()) / "report.key"
 
 
 def _secret() -> bytes | None:

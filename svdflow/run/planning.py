@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from svdflow.errors import InputError, UsageError
@@ -18,6 +19,7 @@ from svdflow.outputs.ownership import owned_names
 from svdflow.outputs.storage import JobBytes
 from svdflow.outputs.store import OutputStore
 from svdflow.quality.record import QualityRecord
+from svdflow.quality.thresholds import QcThresholds
 from svdflow.run.input_hashes import InputHashes
 from svdflow.run.keys import JobKeys, job_keys, key_material
 
@@ -193,18 +195,14 @@ def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: b
     return planned
 
 
-_QC_TEXTS: dict[int, tuple[object, str]] = {}
-
-
 def _qc_text(job: Job) -> str:
     """The job's qc block as the record's summary writes it; once per block (jobs alike share one)."""
-    cached = _QC_TEXTS.get(id(job.qc))
-    if cached is None or cached[0] is not job.qc:
-        if len(_QC_TEXTS) > 256:
-            _QC_TEXTS.clear()
-        text = qc_text(job.qc.model_dump(mode="json") if job.qc is not None else None)
-        cached = _QC_TEXTS[id(job.qc)] = (job.qc, text)
-    return cached[1]
+    return _thresholds_text(job.qc)
+
+
+@lru_cache(maxsize=256)
+def _thresholds_text(qc: QcThresholds | None) -> str:
+    return qc_text(qc.model_dump(mode="json") if qc is not None else None)
 
 
 def _rejudge(planned: PlannedJob, entry: IndexEntry | None) -> None:

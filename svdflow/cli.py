@@ -102,17 +102,19 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     _print_warnings(spec.warnings, file)
     planned = plan_run(spec, only=only)
     if as_json:
-        from svdflow.manifest.loader import gc_paused
+        import orjson
+
+        from svdflow.collector import gc_paused
         from svdflow.outputs.storage import spec_job_bytes
 
-        # One job per line: indent= would force json's pure-Python encoder, 5x slower on big plans.
+        # One job per line, compact, by orjson: json.dumps took a fifth of a 100,000-job plan.
         # Written a thousand jobs at a time: 100,000 jobs joined into one string were held three times.
         with gc_paused():
             click.echo("[\n", nl=False)
             for start in range(0, len(planned), 1000):
                 click.echo(",\n" * (start > 0) + ",\n".join(
-                    "  " + json.dumps(p.to_json(spec_job_bytes(spec, p.job))) for p in planned[start:start + 1000]),
-                    nl=False)
+                    "  " + orjson.dumps(p.to_json(spec_job_bytes(spec, p.job))).decode()
+                    for p in planned[start:start + 1000]), nl=False)
             click.echo("\n]")
     else:
         from svdflow.views import print_plan  # rich takes 0.1 s to import; --json does not need it

@@ -3,6 +3,7 @@ while they are at their defaults (so that adding a parameter never re-renders an
 
 from __future__ import annotations
 
+import random
 from typing import Literal
 
 import pytest
@@ -140,3 +141,16 @@ def test_a_plans_keys_are_those_of_the_material_it_builds_for_the_jobs_that_rend
     for job in spec.jobs:
         keys, material = job_keys(job, "ab" * 32, spec), key_material(job, "ab" * 32, spec)
         assert (keys.key, keys.render_key, keys.output_key) == (material.key, material.render_key, material.output_key)
+
+
+def test_the_params_json_put_together_from_cached_pieces_is_json_dumps():
+    """render_canonical writes a job's params from `"name":value` pieces kept per campaign: the same
+    bytes as the canonical dump for every JSON scalar (1, 1.0 and True kept apart)."""
+    from svdflow.outputs.entry import _dumps, _params_json
+
+    rng = random.Random(0)
+    values = [True, False, 1, 0, -3, 1.0, 0.02, 1e-05, 1e20, None, "crop", "é", 2**63 - 1, 7.0, 127]
+    names = ["fps", "seed", "a", "zz", "motion_bucket_id", "x_y"]
+    for _ in range(500):
+        params = {name: rng.choice(values) for name in rng.sample(names, rng.randint(0, len(names)))}
+        assert _params_json(params) == _dumps(params), params

@@ -54,7 +54,7 @@ def test_a_run_appends_sealed_parts_and_compacts_them_once_at_its_end(tmp_path, 
     [run_file] = [name for name in record if name.endswith(".run.json")]
     run_id = run_file.split("/")[-1].removesuffix(".run.json")
     assert record == [run_file, f".svdflow/record/{run_id}.000000.jsonl", f".svdflow/record/{run_id}.000001.jsonl",
-                      ".svdflow/inputs.jsonl", "runs.jsonl", "index.jsonl"]
+                      ".svdflow/inputs.jsonl", "runs.jsonl", "index.jsonl", ".svdflow/summaries.jsonl"]
     assert sorted(name for name in writes if name.endswith(".json") and "/" not in name) == [
         f"{job_id}.json" for job_id in "abcde"]  # one sidecar per job, written once
     out = tmp_path / "out"
@@ -278,7 +278,8 @@ def test_an_unchanged_s3_campaign_is_rerun_without_reading_an_image_and_a_change
     # before index.jsonl, so the listing tells that index.jsonl holds them)
     assert listings == 2 * ["prefix=out/", "prefix=out/.svdflow/record/", "prefix=out/.svdflow/", "prefix=in/",
                             "prefix=out/.svdflow/masters/"]
-    record = ["GET /camp/out/runs.jsonl", "GET /camp/out/index.jsonl", "GET /camp/out/.svdflow/inputs.jsonl"]
+    record = ["GET /camp/out/runs.jsonl", "GET /camp/out/index.jsonl", "GET /camp/out/.svdflow/summaries.jsonl",
+              "GET /camp/out/.svdflow/inputs.jsonl"]
     marks = ["HEAD /camp/out/.svdflow/README.txt", "HEAD /camp", "HEAD /camp/out/.svdflow/README.txt"]
     assert [f"{method} {path}" for method, path in requests if "list-type=2" not in path] == record + marks + record
 

@@ -9,12 +9,9 @@ rest, instead of building millions of messages.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import gc
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from svdflow.collector import gc_paused
 from svdflow.errors import MAX_SHOWN_PROBLEMS, ManifestError, Problem, in_file_order
 from svdflow.manifest.document import Builder, Loader, Path_, SourceMap, dotted
 from svdflow.manifest.limits import DEFAULT_MAX_JOBS, MAX_MANIFEST_BYTES, sweep_jobs
@@ -43,7 +41,7 @@ from svdflow.manifest.schema import (
 from svdflow.manifest.schema import Defaults as DefaultsModel
 from svdflow.quality.thresholds import QcThresholds
 
-__all__ = ["LoadedManifest", "SourceMap", "gc_paused", "load_manifest", "read_document", "validation_problems"]
+__all__ = ["LoadedManifest", "SourceMap", "load_manifest", "read_document", "validation_problems"]
 
 
 @dataclass(frozen=True)
@@ -64,22 +62,6 @@ class LoadedManifest:
     source: SourceMap
     raw: dict[str, Any]
     cut: ItemsCut | None = None  # `manifest.items` ends where the job count went over the limit
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many small acyclic objects.
-
-    A 10,000-item manifest makes ~10^5 nodes, dicts and models; each batch of new containers
-    triggers a collection that walks all the survivors again, which made loading 2-3x slower.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def read_document(path: str | os.PathLike[str]) -> tuple[Any, SourceMap, list[Problem]]:

@@ -19,11 +19,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from svdflow.collector import gc_paused
 from svdflow.errors import ManifestError, Problem, in_file_order
 from svdflow.locations import Location, text_refusal
 from svdflow.manifest.items import ItemSpec, LocalImages, Origin, RowOrigin, gather_items
 from svdflow.manifest.limits import JobBudget, sweep_jobs, sweep_lengths
-from svdflow.manifest.loader import LoadedManifest, SourceMap, gc_paused
+from svdflow.manifest.loader import LoadedManifest, SourceMap
 from svdflow.manifest.schema import (
     ID_PATTERN,
     MAX_SEED,

@@ -9,6 +9,7 @@ last frame, which is not repeated), then loop, then interpolate, then encode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 
@@ -57,9 +58,15 @@ def interpolated_frames(frames: int, factor: int, *, cyclic: bool) -> int:
 
 def clip_shape(params: Any) -> ClipShape:
     """The clip of a job's resolved parameters (JobParams; parameters a record lacks at their defaults)."""
-    segments = getattr(params, "segments", 1)
-    loop = getattr(params, "loop", "none")
-    rendered = rendered_frames(params.num_frames, segments)
-    looped = looped_frames(rendered, loop, getattr(params, "loop_frames", None))
-    written = interpolated_frames(looped, getattr(params, "interpolate", 1), cyclic=loop != "none")
-    return ClipShape(rendered, looped, written, float(params.playback_fps))
+    return _clip_shape(params.num_frames, getattr(params, "segments", 1), getattr(params, "loop", "none"),
+                       getattr(params, "loop_frames", None), getattr(params, "interpolate", 1),
+                       float(params.playback_fps))
+
+
+@lru_cache(maxsize=1024)  # a campaign's jobs share a few shapes; a plan asks for each job's three times
+def _clip_shape(num_frames: int, segments: int, loop: str, loop_frames: int | None, interpolate: int,
+                fps: float) -> ClipShape:
+    rendered = rendered_frames(num_frames, segments)
+    looped = looped_frames(rendered, loop, loop_frames)
+    written = interpolated_frames(looped, interpolate, cyclic=loop != "none")
+    return ClipShape(rendered, looped, written, fps)

@@ -145,7 +145,26 @@ def render_canonical(*, render_version: str, input_sha256: str, params: dict[str
     # render_version.
     return b"".join((b'{"fp8":true,"input_sha256":' if fp8 else b'{"input_sha256":',
                      _ascii_string(input_sha256).encode(), b',"model":', _model_json(model), b',"params":',
-                     _dumps(params), b',"render_version":', _ascii_string(render_version).encode(), b"}"))
+                     _params_json(params), b',"render_version":', _ascii_string(render_version).encode(), b"}"))
+
+
+def _params_json(params: dict[str, ParamValue]) -> bytes:
+    """_dumps(params): each `"name":value` once per campaign (only the seed differs from job to job in
+    most campaigns), the object put together from them in sorted order."""
+    return b"{" + b",".join([_name_json(name) + str(value).encode() if type(value) is int  # a seed: new each job
+                             else _param_json(name, type(value), value)
+                             for name, value in sorted(params.items())]) + b"}"
+
+
+@lru_cache(maxsize=256)
+def _name_json(name: str) -> bytes:
+    return _dumps(name) + b":"
+
+
+@lru_cache(maxsize=4096)
+def _param_json(name: str, kind: type, value: ParamValue) -> bytes:
+    # `kind` in the key: 1, 1.0 and True are one key to a cache, three texts to JSON.
+    return _dumps({name: value})[1:-1]
 
 
 @lru_cache(maxsize=64)

@@ -18,6 +18,10 @@ record at the 100,000th as at the first, and the bytes written over a campaign s
 After a crash the record may lag behind, never lie: loading merges the parts, then the sidecars that
 are newer than the file their job's line came from (the listing's times say which, without reading
 the rest), and a compaction that died half-way leaves parts that merge again to the same result.
+Every writer leaves a trace in `.svdflow/record/` before its first sidecar (its run's record; a
+`<run>.open` mark for `svdflow qc`), which only a compaction removes: where none is left, the last
+writer finished, index.jsonl holds every sidecar, and loading looks at no sidecar's time (a local
+folder then costs no lstat per job, an object store no read).
 Format 1 and 2 folders (index.json, rank shards index.rankN.json) load, and the next compaction
 writes them as format 3 and removes them.
 
@@ -32,19 +36,19 @@ import hashlib
 import json
 import re
 import secrets
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 
 from pydantic import ValidationError
 
+from svdflow.collector import gc_paused
 from svdflow.errors import EnvironmentProblem
 from svdflow.manifest.schema import ID_PATTERN
 from svdflow.outputs.entry import INDEX_FORMAT, READABLE_FORMATS, SHARED_FIELDS, IndexEntry, RunInfo
 from svdflow.outputs.jsonlines import is_blank, loads, split_lines
 from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.outputs.store import FileInfo, OutputStore
+from svdflow.outputs.summaries import SUMMARIES_FILE, EntrySummary, read_summaries, summaries_bytes, summarize
 from svdflow.outputs.upgrade import upgrade_entry
 
 INDEX_FILE = "index.jsonl"
@@ -54,6 +58,7 @@ LEGACY_INDEX_FILE = "index.json"  # formats 1 and 2
 LEGACY_SHARD = re.compile(r"^index\.rank(\d+)\.json$")  # a killed format-2 multi-process run's
 _PART = re.compile(r"^(?P<run>[A-Za-z0-9_-]+)\.(?P<seq>\d{6})\.jsonl$")
 _RUN_FILE = re.compile(r"^(?P<run>[A-Za-z0-9_-]+)\.run\.json$")
+_OPEN = re.compile(r"^(?P<run>[A-Za-z0-9_-]+)\.open$")  # a writer under way that records under other runs
 _JOB_ID = re.compile(ID_PATTERN)
 # A part is sealed at this many lines, or when its first line is this old: at most that much is read
 # back from sidecars after a crash, and a campaign of 100,000 jobs writes ~200 parts.
@@ -73,36 +78,14 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
 
 
-@dataclass(frozen=True, slots=True)
-class EntrySummary:
-    """What a plan decides a recorded job by, without validating its whole entry."""
-
-    status: str
-    render_key: str | None
-    output_key: str | None
-    outputs: tuple[tuple[str, str, int], ...]  # (format, file, bytes)
-    master: tuple[str, int] | None  # (file, bytes)
-    error: str | None
-    finished_unix: float
-    # The qc thresholds its scores were judged against, as `qc_text` writes them ("null" without a qc
-    # block), and the verdict; qc None: not scored (a failed job, one recorded before scores).
-    qc: str | None = None
-    qc_passed: bool | None = None
-
-
-def qc_text(thresholds: dict | None) -> str:
-    """Recorded (or resolved) qc thresholds as one comparable text; shared between the jobs alike."""
-    return sys.intern(json.dumps(thresholds, sort_keys=True, separators=(",", ":")))
-
-
 class _Slot:
     """A recorded job: its line (format 3, compact JSON, with its newline; a slice of the file it was
-    read from), its summary, and the time of that file (None: recorded by this process)."""
+    read from), its run, its summary, and the time of that file (None: recorded by this process)."""
 
-    __slots__ = ("line", "mtime", "summary")
+    __slots__ = ("line", "mtime", "run_id", "summary")
 
-    def __init__(self, line: bytes | memoryview, summary: EntrySummary, mtime: float | None):
-        self.line, self.summary, self.mtime = line, summary, mtime
+    def __init__(self, line: bytes | memoryview, run_id: str, summary: EntrySummary, mtime: float | None):
+        self.line, self.run_id, self.summary, self.mtime = line, run_id, summary, mtime
 
 
 class RunIndex:
@@ -126,8 +109,8 @@ class RunIndex:
         self.format_read: int | None = None  # the oldest format read (None: nothing was recorded)
         self.unreadable: str | None = None  # "missing" when the folder holds no record at all
         self.skipped: list[str] = []  # entries that did not fit the format, and why (left out)
-        self.listing: dict[str, FileInfo] = {}  # the folder as loading saw it: the plan reads sizes here
-        self._masters: dict[str, FileInfo] | None = None
+        self.listing: Mapping[str, FileInfo] = {}  # the folder as loading saw it: the plan reads sizes here
+        self._masters: Mapping[str, FileInfo] | None = None
         self.runs: dict[str, RunInfo] = {}
         self._runs_unsaved: set[str] = set()  # runs known only from parts, sidecars or index.json
         self._slots: dict[str, _Slot] = {}
@@ -138,6 +121,7 @@ class RunIndex:
         self._index_bytes = 0
         self._seq = 0
         self._run_written = False
+        self._traced = False  # this writer's trace is in RECORD_DIR (its run's record, or an open mark)
         self._sidecar_at: float | None = None  # when this run last wrote a sidecar (monotonic)
 
     # -- loading ------------------------------------------------------------------------------------
@@ -148,6 +132,11 @@ class RunIndex:
         the sidecars newer than what holds their job. An unreadable entry is left out (its job renders
         again, nothing is lost); a record from a newer svdflow is refused, so this one never writes
         over what it cannot read."""
+        with gc_paused():  # 100,000 slots and summaries: nothing cyclic to collect
+            return cls._load(store, **kwargs)
+
+    @classmethod
+    def _load(cls, store: OutputStore, **kwargs) -> RunIndex:
         index = cls(store, **kwargs)
         index.listing = store.listing()
         record = store.listing(RECORD_DIR)
@@ -167,14 +156,20 @@ class RunIndex:
             index._load_lines(f"{RECORD_DIR}/{name}", record[name].mtime)
             index._parts_bytes += record[name].size or 0
             times.append(record[name].mtime)
-        index._load_sidecars()
+        # a writer's trace left (or a format 1/2 record, whose writers left none): its sidecars may be newer
+        unfinished = any(_PART.match(n) or _RUN_FILE.match(n) or _OPEN.match(n) for n in record) or (
+            index.format_read is not None and index.format_read < INDEX_FORMAT)
+        for name in record:
+            if _OPEN.match(name):
+                index._merged_files.append(f"{RECORD_DIR}/{name}")
+        index._load_sidecars(unfinished)
         if index.format_read is None and not index._slots and index.unreadable is None:
             index.unreadable = "missing"
         if times:
             index.updated_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(times)))
         return index
 
-    def _load_runs(self, record: dict[str, FileInfo]) -> None:
+    def _load_runs(self, record: Mapping[str, FileInfo]) -> None:
         sources = [RUNS_FILE] if RUNS_FILE in self.listing else []
         for name in sorted(n for n in record if _RUN_FILE.match(n)):
             sources.append(f"{RECORD_DIR}/{name}")
@@ -191,22 +186,26 @@ class RunIndex:
                 self.runs[run.id] = run
                 self.name, self.manifest = run.name, run.manifest
 
-    def _json_lines(self, name: str) -> Iterator[tuple[str, bytes | memoryview, dict]]:
-        """Each object of a JSON Lines file, with where it is (file:line) and its line (with its
-        newline: a slice of the file as read); a line that is not a JSON object is left out and said
-        in `skipped`."""
-        for number, line in split_lines(self.store.read_bytes(name) or b""):
-            try:
-                raw = loads(line)
-            except ValueError as exc:
-                if not is_blank(line):
-                    self.skipped.append(f"{name}:{number}: not JSON ({exc})")
-                continue
-            where = f"{name}:{number}"
-            if not isinstance(raw, dict):
-                self.skipped.append(f"{where}: not a JSON object")
-                continue
-            yield where, line, raw
+    def _json_lines(self, name: str, data: bytes | None = None) -> Iterator[tuple[str, bytes | memoryview, dict]]:
+        """Each object of a JSON Lines file (its bytes `data`, else read), with where it is (file:line)
+        and its line (with its newline: a slice of the file as read); a line that is not a JSON object
+        is left out and said in `skipped`."""
+        for number, line in split_lines(self.store.read_bytes(name) or b"" if data is None else data):
+            raw = self._json_line(name, number, line)
+            if raw is not None:
+                yield f"{name}:{number}", line, raw
+
+    def _json_line(self, name: str, number: int, line: bytes | memoryview) -> dict | None:
+        try:
+            raw = loads(line)
+        except ValueError as exc:
+            if not is_blank(line):
+                self.skipped.append(f"{name}:{number}: not JSON ({exc})")
+            return None
+        if not isinstance(raw, dict):
+            self.skipped.append(f"{name}:{number}: not a JSON object")
+            return None
+        return raw
 
     def _refuse_newer(self, where: str, version) -> None:
         if isinstance(version, int) and version > max(READABLE_FORMATS):
@@ -218,18 +217,34 @@ class RunIndex:
         self._note_format(INDEX_FORMAT)
         if name != INDEX_FILE:
             self._merged_files.append(name)
-        only = self.only
-        for where, line, raw in self._json_lines(name):
-            if only is not None and raw.get("id") not in only:
+        data = self.store.read_bytes(name) or b""
+        # index.jsonl's summaries, when they are the ones for the bytes read: no line parsed
+        rows = read_summaries(self.store.read_bytes(SUMMARIES_FILE), data) if name == INDEX_FILE and data else None
+        if rows is None:
+            for where, line, raw in self._json_lines(name, data):
+                self._load_line(where, line, raw, mtime)
+            return
+        view, only, runs = memoryview(data), self.only, self.runs
+        for number, row in enumerate(rows, 1):
+            if only is not None and row.job_id not in only:
                 continue
-            summary = self._summarize(raw, where)
-            if summary is not None:
-                self._merge(raw["id"], line, summary, mtime)
+            line = view[row.start:row.end]
+            if row.summary is not None and row.run_id in runs:
+                self._merge(row.job_id, line, row.run_id, row.summary, mtime)
+            elif (raw := self._json_line(name, number, line)) is not None:
+                self._load_line(f"{name}:{number}", line, raw, mtime)
+
+    def _load_line(self, where: str, line: bytes | memoryview, raw: dict, mtime: float) -> None:
+        if self.only is not None and raw.get("id") not in self.only:
+            return
+        summary = self._summarize(raw, where)
+        if summary is not None:
+            self._merge(raw["id"], line, raw["run_id"], summary, mtime)
 
     def _summarize(self, raw: dict, where: str) -> EntrySummary | None:
         """The summary of a line, checked as strictly as the entry's model would check those fields; a
         line that does not pass is validated whole, to say why it is left out."""
-        summary = _summary(raw)
+        summary = summarize(raw)
         if summary is None or raw.get("run_id") not in self.runs:
             self._explain(raw, where)
             return None
@@ -275,19 +290,23 @@ class RunIndex:
             if entry is not None:
                 self._merge_entry(entry, mtime)
 
-    def _load_sidecars(self) -> None:
-        """Sidecars of jobs whose line is missing or older: what a run killed between a job's sidecar
-        and its part (or compaction) recorded. A sidecar older than the file its job's line came from
-        is in that file: not read."""
-        for name, info in self.listing.items():
+    def _load_sidecars(self, unfinished: bool) -> None:
+        """Sidecars of jobs whose line is missing, and, where a writer did not finish (`unfinished`), those
+        newer than their line: what a run killed between a job's sidecar and its part (or compaction)
+        recorded. A sidecar older than the file its job's line came from is in that file: not read."""
+        slots, only = self._slots, self.only
+        for name in self.listing:
             if not name.endswith(".json") or name.startswith(".") or name == LEGACY_INDEX_FILE \
                     or LEGACY_SHARD.match(name):
                 continue
             job_id = name[: -len(".json")]
-            if not _JOB_ID.fullmatch(job_id) or (self.only is not None and job_id not in self.only):
+            slot = slots.get(job_id)
+            if slot is not None and not unfinished:
                 continue
-            slot = self._slots.get(job_id)
-            if slot is not None and slot.mtime is not None and slot.mtime > info.mtime:
+            if not _JOB_ID.fullmatch(job_id) or (only is not None and job_id not in only):
+                continue
+            info = self.listing.get(name)
+            if info is None or (slot is not None and slot.mtime is not None and slot.mtime > info.mtime):
                 continue
             raw = self.store.read_json(name)
             if isinstance(raw, dict) and raw.get("id") == job_id:
@@ -306,17 +325,18 @@ class RunIndex:
             self.skipped.append(f"{where}: job {job!r}: {_first_error(exc)}")
             return None
 
-    def _merge(self, job_id: str, line: bytes | memoryview, summary: EntrySummary, mtime: float | None) -> None:
+    def _merge(self, job_id: str, line: bytes | memoryview, run_id: str, summary: EntrySummary,
+               mtime: float | None) -> None:
         current = self._slots.get(job_id)
         if current is None or summary.finished_unix >= current.summary.finished_unix:
-            self._slots[job_id] = _Slot(line, summary, mtime)
+            self._slots[job_id] = _Slot(line, run_id, summary, mtime)
 
     def _merge_entry(self, entry: IndexEntry, mtime: float | None) -> None:
         """An entry read whole (a sidecar, a format 1/2 index): kept as its line, under its run (one
         made up from it when its run has no record: format 1 and 2, or a run killed before its first)."""
         data = entry.model_dump(mode="json")
         run_id = entry.run.id if entry.run.id in self.runs else self._legacy_run(entry, data)
-        self._merge(entry.id, _line(data, self.runs[run_id]), _summary(data), mtime)
+        self._merge(entry.id, _line(data, self.runs[run_id]), run_id, summarize(data), mtime)
 
     def _legacy_run(self, entry: IndexEntry, data: dict) -> str:
         shared = {name: data[name] for name in SHARED_FIELDS}
@@ -449,6 +469,11 @@ class RunIndex:
         run = self.runs.get(entry.run.id) if entry.run.id is not None else None
         if run is None or entry.id not in self._slots:
             raise ValueError(f"job {entry.id!r} of run {entry.run.id!r} is not in this record: record() it instead")
+        if not self._traced:  # before its first sidecar: the next load then reads the sidecars' times
+            name = f"{RECORD_DIR}/{self.run_id}.open"
+            self.store.write_bytes(name, b"")
+            self._merged_files.append(name)
+            self._traced = True
         self._keep(entry, run, last=False)
 
     def _keep(self, entry: IndexEntry, run: RunInfo, *, last: bool) -> None:
@@ -462,7 +487,7 @@ class RunIndex:
         line = _line(data, run)
         if last:
             self._slots.pop(entry.id, None)
-        self._slots[entry.id] = _Slot(line, _summary(data), None)
+        self._slots[entry.id] = _Slot(line, run.id, summarize(data), None)
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.append(line)
@@ -477,7 +502,7 @@ class RunIndex:
         self.runs[run.id] = run
         self._runs_unsaved.add(run.id)
         self._merged_files.append(name)
-        self._run_written = True
+        self._run_written = self._traced = True
 
     def _sidecar_free(self, job_id: str) -> bool:
         """No file of the sidecar's name, or one of svdflow's for this job (a killed run's). A recorded
@@ -519,6 +544,8 @@ class RunIndex:
             self.store.write_bytes(RUNS_FILE, runs)
         data = b"".join(slot.line for slot in self._slots.values())
         self.store.write_bytes(INDEX_FILE, data)
+        self.store.write_bytes(SUMMARIES_FILE, summaries_bytes(data, (
+            (job_id, slot.run_id, len(slot.line), slot.summary) for job_id, slot in self._slots.items())))
         for name in self._merged_files:
             self.store.remove(name)
         self._merged_files, self._runs_unsaved, self._pending = [], set(), []
@@ -550,35 +577,6 @@ class RunIndex:
         position = {job_id: i for i, job_id in enumerate(job_ids)}
         ordered = sorted(self._slots, key=lambda job_id: position.get(job_id, len(position)))
         self._slots = {job_id: self._slots[job_id] for job_id in ordered}
-
-
-def _summary(raw: dict) -> EntrySummary | None:
-    """A line's summary, or None when a field it holds is not of its type (then validated whole)."""
-    try:
-        status, outputs, master, error = raw["status"], raw["outputs"], raw["master"], raw["error"]
-        summary = EntrySummary(
-            status=status, render_key=raw["render_key"], output_key=raw["output_key"],
-            outputs=tuple((o["format"], o["file"], o["bytes"]) for o in outputs),
-            master=None if master is None else (master["file"], master["bytes"]),
-            error=None if error is None else error["message"], finished_unix=raw["finished_unix"],
-            **_quality_summary(raw.get("quality")))
-    except (KeyError, TypeError, AttributeError):
-        return None
-    ok = (status in ("done", "failed") and _JOB_ID.fullmatch(raw.get("id") or "") is not None
-          and all(isinstance(v, str) or v is None for v in (summary.render_key, summary.output_key, summary.error))
-          and all(isinstance(f, str) and isinstance(n, str) and type(b) is int for f, n, b in summary.outputs)
-          and (master is None or (isinstance(summary.master[0], str) and type(summary.master[1]) is int))
-          and isinstance(summary.finished_unix, (int, float)) and not isinstance(summary.finished_unix, bool))
-    return summary if ok else None
-
-
-def _quality_summary(quality: dict | None) -> dict:
-    if quality is None:
-        return {}
-    passed = quality["passed"]
-    if not (passed is None or isinstance(passed, bool)):
-        raise TypeError("passed")
-    return {"qc": qc_text(quality["thresholds"]), "qc_passed": passed}
 
 
 def _line(data: dict, run: RunInfo) -> bytes:

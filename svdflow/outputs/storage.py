@@ -17,8 +17,9 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
-from svdflow.outputs.clip import clip_shape
+from svdflow.outputs.clip import ClipShape, clip_shape
 
 MEASURED_PIXELS = 1024 * 576
 MEASURED_CONTENT = {
@@ -85,8 +86,14 @@ class JobBytes:
 def job_bytes(params, formats, *, crf: int, prores_profile: str, masters: bool, content: str) -> JobBytes:
     """The files of one job of these resolved parameters: frames written x pixels x bytes per pixel
     measured for each format; the master holds the rendered frames (before loop and interpolate)."""
-    clip = clip_shape(params)
-    scale = params.width * params.height / MEASURED_PIXELS
+    return _job_bytes(clip_shape(params), params.width * params.height, tuple(formats), crf, prores_profile, masters,
+                      content)
+
+
+@lru_cache(maxsize=1024)  # a campaign's jobs share a few shapes: one estimate each (JobBytes is not changed)
+def _job_bytes(clip: ClipShape, pixels: int, formats: tuple[str, ...], crf: int, prores_profile: str, masters: bool,
+               content: str) -> JobBytes:
+    scale = pixels / MEASURED_PIXELS
     videos = {fmt: round(bytes_per_frame(fmt, crf=crf, prores_profile=prores_profile, content=content)
                          * clip.frames * scale) for fmt in formats}
     master = round(bytes_per_frame("master", content=content) * clip.rendered * scale) if masters else 0

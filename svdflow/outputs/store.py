@@ -5,7 +5,10 @@ writing them, other than a file that is not there, is the store failing (`Output
 
 A plan of 100,000 recorded jobs must not look at each file on its own (on an object store that is a
 request per file): `listing` gives a folder's names, sizes and times in one listing (a request per
-thousand names on S3), and the record and the plan read sizes from it.
+thousand names on S3), and the record and the plan read sizes from it. A local listing reads the names
+(and which are links or folders) at once and a file's size and time when first asked for: a folder of
+300,000 names is listed in a tenth of a second, where an lstat of each would take seconds, and loading
+the record of a cleanly finished campaign asks for none of its sidecars' times.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from stat import S_ISDIR, S_ISLNK
 from typing import Any, NoReturn
@@ -129,13 +133,13 @@ class OutputStore:
         except Exception as exc:
             self._failed(exc, f"looking at {name}")
 
-    def listing(self, folder: str = "") -> dict[str, FileInfo]:
+    def listing(self, folder: str = "") -> Mapping[str, FileInfo]:
         """Every name directly in `folder` (relative to the output folder; "" for itself), with its
         size and time; {} when the folder is missing. Symlinks are left out: svdflow follows none in
         its folder. One listing, never a request per file."""
         try:
             if self.is_local:
-                return _local_listing(os.path.join(self.root, folder) if folder else self.root)
+                return LocalListing(os.path.join(self.root, folder) if folder else self.root)
             path = posixpath.join(self.root, folder) if folder else self.root
             self.fs.invalidate_cache(path)  # s3fs and others cache listings: what is there now
             infos = self.fs.ls(path, detail=True)
@@ -158,16 +162,49 @@ def _info_time(info: dict) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else value
 
 
-def _local_listing(folder: str) -> dict[str, FileInfo]:
-    out = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
+class LocalListing(Mapping[str, FileInfo]):
+    """A local folder's names as listed (symlinks left out: svdflow follows none in its folder), each
+    name's size and time read (one lstat) when first asked for and kept. `name in listing` says what
+    the listing saw; a file removed since is missing when its size is asked for (`get` gives None)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self._prefix = os.path.join(folder, "")
+        self._names: dict[str, FileInfo | None] = {}
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_symlink():  # from the folder's own entry where the file system says the type
+                        continue
+                except OSError:  # removed while listed
+                    continue
+                self._names[entry.name] = None
+
+    def __getitem__(self, name: str) -> FileInfo:
+        info = self._names[name]
+        if info is None:
             try:
-                st = entry.stat(follow_symlinks=False)  # one lstat tells all three (a folder of 200,000 names)
-            except FileNotFoundError:  # removed while listed
+                st = os.lstat(self._prefix + name)
+            except (FileNotFoundError, NotADirectoryError):
+                raise KeyError(name) from None
+            if S_ISLNK(st.st_mode):  # replaced by a link since it was listed
+                raise KeyError(name)
+            info = self._names[name] = FileInfo(None if S_ISDIR(st.st_mode) else st.st_size, st.st_mtime)
+        return info
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def items(self) -> Iterator[tuple[str, FileInfo]]:  # type: ignore[override]
+        """Every name with its size and time (an lstat each not read yet); those removed since left out."""
+        for name in list(self._names):
+            try:
+                yield name, self[name]
+            except KeyError:
                 continue
-            mode = st.st_mode
-            if S_ISLNK(mode):
-                continue
-            out[entry.name] = FileInfo(None if S_ISDIR(mode) else st.st_size, st.st_mtime)
-    return out

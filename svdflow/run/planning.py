@@ -8,16 +8,17 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from svdflow.collector import gc_paused
 from svdflow.errors import InputError, UsageError
-from svdflow.manifest.loader import gc_paused
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import IndexEntry, KeyMaterial
-from svdflow.outputs.index import RunIndex, qc_text
+from svdflow.outputs.index import RunIndex
 from svdflow.outputs.masters import master_problem
 from svdflow.outputs.ownership import owned_names
 from svdflow.outputs.storage import JobBytes
 from svdflow.outputs.store import OutputStore
+from svdflow.outputs.summaries import qc_text
 from svdflow.quality.record import QualityRecord
 from svdflow.quality.thresholds import QcThresholds
 from svdflow.run.input_hashes import InputHashes

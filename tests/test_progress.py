@@ -145,3 +145,29 @@ def test_plain_lines_carry_the_pace_for_logs():
     reporter.job_finished("b", "up to date", Pace(2, 2, 1, 10.0, 360.0, 0.0).to_json())
     assert stream.getvalue().splitlines() == [
         "svdflow: c: 2 jobs -> out", "[1/2] a: done in 1.0s -> a.mp4 (360.0 videos/h, 0:00:10 left)", "[2/2] b: up to date"]
+
+
+def test_up_to_date_jobs_told_at_once_are_the_events_and_lines_told_one_by_one(monkeypatch):
+    """A rerun of a finished campaign hands the reporters its up-to-date jobs a batch at a time (one
+    write each, not two flushed events per job): the same events and lines as one job at a time."""
+    from svdflow.run import progress
+    from svdflow.run.progress import Reporter, UpToDateEvent
+
+    monkeypatch.setattr(progress.time, "time", lambda: 1234.5678)
+    info = {"finished": 1, "jobs": 3, "videos": 0, "elapsed_s": 0.1, "videos_per_hour": None, "eta_s": 0.0}
+    jobs = [UpToDateEvent(f"j{i}", i, 3, {**info, "finished": i}) for i in (1, 2, 3)]
+    for make in (lambda s: JsonReporter(s), lambda s: JsonReporter(s, rank=1), lambda s: PlainReporter(s, "w")):
+        batched, one_by_one = io.StringIO(), io.StringIO()
+        reporter = make(batched)
+        reporter.run_started("c", 3, "out")
+        reporter.jobs_up_to_date(jobs)
+        reference = make(one_by_one)
+        reference.run_started("c", 3, "out")
+        Reporter.jobs_up_to_date(reference, jobs)  # the default: job_started and job_finished each
+        assert batched.getvalue() == one_by_one.getvalue()
+        assert batched.getvalue().count("j2") == (2 if isinstance(reporter, JsonReporter) else 1)
+    lines = io.StringIO()
+    JsonReporter(lines).jobs_up_to_date(jobs[:1])
+    assert [json.loads(line) for line in lines.getvalue().splitlines()] == [
+        {"event": "job_started", "time": 1234.568, "id": "j1", "number": 1, "jobs": 3},
+        {"event": "job_finished", "time": 1234.568, "id": "j1", "status": "up to date", **info}]

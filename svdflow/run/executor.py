@@ -169,7 +169,7 @@ class Executor:
         self._pool = ThreadPoolExecutor(max_workers=max(1, options.prefetch), thread_name_prefix="svdflow-fetch")
         self._current: str | None = None  # the job the render loop is on
         self._failure_sent = False  # the render loop handed the writer a failed job
-        self._up_to_date: list[tuple[Job, bool | None]] = []  # up-to-date jobs not yet handed to the writer
+        self._up_to_date: list[tuple[Job, bool | None, int]] = []  # up-to-date jobs not yet handed to the writer
 
     def execute(self) -> RunResult:
         """Render and record every job; a run stopped by its output store returns with `stopped` set
@@ -188,8 +188,7 @@ class Executor:
                         if self.writer.halted or not (going := self._rerender()):
                             break
                         if early[number] is not None and not early[number].needs_input:  # not read
-                            self.reporter.job_started(job.id, number + 1, len(self.jobs))
-                            self._unread(early[number])
+                            self._unread(early[number], number)
                             continue
                         self._send_up_to_date()
                         self._prefetch()
@@ -237,7 +236,7 @@ class Executor:
 
     def _send_up_to_date(self) -> None:
         if self._up_to_date and not self.writer.halted:
-            self.writer.put(UpToDateRun(tuple(self._up_to_date)))
+            self.writer.put(UpToDateRun(tuple(self._up_to_date), len(self.jobs)))
         self._up_to_date = []
 
     def _decide_early(self) -> list[PlannedJob | None]:
@@ -266,14 +265,15 @@ class Executor:
         self._fetched = [job for job, planned in zip(self.jobs, early) if planned is None or planned.needs_input]
         return early
 
-    def _unread(self, planned: PlannedJob) -> None:
-        """A job whose input is not needed: up to date (handed over with the next ones, UpToDateRun),
-        or re-judged from its recorded scores."""
+    def _unread(self, planned: PlannedJob, number: int) -> None:
+        """A job whose input is not needed: up to date (handed over with the next ones, UpToDateRun,
+        which starts and finishes it), or re-judged from its recorded scores."""
         if planned.would_rejudge:
             self._send_up_to_date()
+            self.reporter.job_started(planned.job.id, number + 1, len(self.jobs))
             self.writer.put(Rejudged(planned.prior.rejudged_entry()))
         else:
-            self._up_to_date.append((planned.job, planned.qc_passed))
+            self._up_to_date.append((planned.job, planned.qc_passed, number + 1))
             if len(self._up_to_date) >= UP_TO_DATE_RUN:
                 self._send_up_to_date()
 

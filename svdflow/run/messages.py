@@ -82,7 +82,8 @@ class UpToDateRun:
     a rerun of 100,000 finished jobs hands the writer a few hundred messages, not 100,000 (each a
     handoff between threads)."""
 
-    jobs: tuple[tuple[Job, bool | None], ...]  # each with its record's qc verdict (UpToDate.qc_passed)
+    jobs: tuple[tuple[Job, bool | None, int], ...]  # each with its record's qc verdict (UpToDate.qc_passed) and number
+    total: int  # the run's jobs (each job's number is of these)
 
 
 @dataclass(frozen=True)

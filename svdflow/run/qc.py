@@ -23,7 +23,6 @@ import numpy as np
 from svdflow.manifest.resolve import Job
 from svdflow.quality.record import QualityRecord
 from svdflow.quality.rerolls import Attempt, attempt_rank, reroll_seed
-from svdflow.quality.score import score_clip
 from svdflow.quality.scores import QualityScores
 from svdflow.quality.thresholds import QcThresholds
 from svdflow.quality.verdict import judge
@@ -76,6 +75,10 @@ def scores_of(message: Rendered) -> QualityScores:
     if ticket.image is None:
         raise ValueError("the input image as conditioned did not come with the frames")
     image = np.asarray(ticket.image.convert("RGB"), dtype=np.uint8)
+    # Imported when a clip is first scored: scikit-image and SciPy take seconds to import, which a
+    # rerun of a finished campaign (and every Ray actor and torchrun rank before its first job) skips.
+    from svdflow.quality.score import score_clip
+
     return score_clip(message.frames, image, fps=ticket.job.params.fps)
 
 

@@ -32,7 +32,7 @@ from svdflow.run.messages import (
     UpToDateRun,
 )
 from svdflow.run.pace import PaceMeter
-from svdflow.run.progress import Reporter
+from svdflow.run.progress import Reporter, UpToDateEvent
 from svdflow.run.qc import AttemptKeeper, Keep
 
 Status = Literal["done", "re-encoded", "re-judged", "failed", "up to date"]
@@ -67,6 +67,16 @@ class Recorder:
         if qc_passed is False:
             self.qc_failed[job_id] = "did not pass qc when it was recorded"
         self.reporter.job_finished(job_id, "up to date", self.pace.finished(job_id, "up to date").to_json())
+
+    def up_to_date_run(self, run: UpToDateRun) -> None:
+        """Consecutive up-to-date jobs (each started and finished), told to the reporter at once."""
+        events = []
+        for job, qc_passed, number in run.jobs:
+            self.statuses[job.id] = "up to date"
+            if qc_passed is False:
+                self.qc_failed[job.id] = "did not pass qc when it was recorded"
+            events.append(UpToDateEvent(job.id, number, run.total, self.pace.finished(job.id, "up to date").to_json()))
+        self.reporter.jobs_up_to_date(events)
 
     def record(self, entry: IndexEntry, worker: str | None = None, *, rejudged: bool = False) -> None:
         """Keep a job's entry; `worker`: the cluster worker that rendered it (named in the event).
@@ -194,8 +204,7 @@ class WriterThread:
         if isinstance(message, UpToDate):
             self.recorder.up_to_date(message.job.id, message.qc_passed)
         elif isinstance(message, UpToDateRun):
-            for job, qc_passed in message.jobs:
-                self.recorder.up_to_date(job.id, qc_passed)
+            self.recorder.up_to_date_run(message)
         elif isinstance(message, Finished):
             self.recorder.record(message.entry, message.worker, rejudged=message.rejudged)
         elif isinstance(message, Rejudged):

@@ -171,7 +171,11 @@ def test_a_master_that_does_not_give_back_the_frames_fails_the_job_and_the_next_
     out = copy / "out"
     by_id = recorded(out)
     by_id["a"]["master"] = by_id["c"]["master"]
-    (out / "a.json").write_text(json.dumps(by_id["a"]))  # newer than index.jsonl: what the record says now
+    (out / "a.json").write_text(json.dumps(by_id["a"]))
+    # and a's line in index.jsonl (at rest, with no writer's trace left, index.jsonl is the record)
+    lines = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    lines[0]["master"] = by_id["c"]["master"]
+    (out / "index.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     manifest = copy / "m.yaml"
     set_output(manifest, "crf: 23")
 

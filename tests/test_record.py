@@ -97,6 +97,84 @@ def test_a_killed_runs_parts_and_sidecars_merge_and_the_next_run_compacts_them(t
     assert len((out / "runs.jsonl").read_text().splitlines()) == 2
 
 
+def _loaded(out, **kwargs) -> dict:
+    index = RunIndex.load(OutputStore(str(out)), **kwargs)
+    return {job_id: (bytes(index.line(job_id)), index.summary(job_id)) for job_id in index.ids()}
+
+
+def test_a_clean_record_loads_from_its_summaries_and_any_mismatch_parses_the_lines(tmp_path, monkeypatch):
+    """A compaction writes index.jsonl's summaries beside it (.svdflow/summaries.jsonl, CRC-checked):
+    loading then parses no line. Any mismatch (index.jsonl edited, a row that does not pass) parses the
+    lines (that row's line) instead: the same record either way."""
+    from svdflow.outputs import jsonlines, summaries
+
+    run_manifest(campaign(tmp_path, "abc"))
+    out = tmp_path / "out"
+    rows = (out / ".svdflow" / "summaries.jsonl").read_text().splitlines()
+    header = json.loads(rows[0])
+    index_bytes = (out / "index.jsonl").read_bytes()
+    assert header["svdflow_summaries"] == 1 and header["index_bytes"] == len(index_bytes)
+    assert [json.loads(row)[:3] for row in rows[1:]] == [
+        [job_id, line["run_id"], len(json.dumps(line, separators=(",", ":"), ensure_ascii=False)) + 1]
+        for job_id, line in index_lines(out).items()]
+
+    parsed: list[bytes] = []
+    loads = jsonlines.loads
+    monkeypatch.setattr(index_module, "loads", lambda line: (  # index.jsonl's lines (runs.jsonl's are parsed)
+        parsed.append(bytes(line)) if b'"run_id"' in bytes(line) else None) or loads(line))
+    from_summaries = _loaded(out)
+    assert parsed == [] and list(from_summaries) == ["a", "b", "c"]
+    (out / ".svdflow" / "summaries.jsonl").unlink()
+    assert _loaded(out) == from_summaries and len(parsed) == 3  # the same, from the lines
+
+    # A row that does not pass (a status no entry has), under a header that matches: its line is parsed.
+    bad = json.loads(rows[2])
+    bad[3] = "exploded"
+    (out / ".svdflow" / "summaries.jsonl").write_text("\n".join([rows[0], rows[1], json.dumps(bad), rows[3]]) + "\n")
+    parsed.clear()
+    assert _loaded(out) == from_summaries and parsed == [index_bytes.splitlines(keepends=True)[1]]
+
+    # index.jsonl edited by hand (b failed): the summaries are not its own any more; the edit counts.
+    (out / ".svdflow" / "summaries.jsonl").write_text("\n".join(rows) + "\n")
+    lines = index_bytes.decode().splitlines(keepends=True)
+    lines[1] = lines[1].replace('"status":"done"', '"status":"failed"')
+    (out / "index.jsonl").write_text("".join(lines))
+    parsed.clear()
+    edited = _loaded(out)
+    assert len(parsed) == 3 and edited["b"][1].status == "failed" and edited["a"] == from_summaries["a"]
+    assert summaries.read_summaries((out / ".svdflow" / "summaries.jsonl").read_bytes(),
+                                    (out / "index.jsonl").read_bytes()) is None
+
+
+def test_a_clean_record_reads_no_sidecars_time_and_an_unfinished_writer_reads_them(tmp_path, monkeypatch):
+    """Where the last writer finished (no trace in .svdflow/record/), index.jsonl holds every sidecar:
+    loading looks at no sidecar's size or time. `svdflow qc` killed before its compaction leaves its
+    `.open` mark: the sidecars it rewrote are newer than their lines, and they are read."""
+    from svdflow.outputs import store as store_module
+
+    run_manifest(campaign(tmp_path, "abc"))
+    out = tmp_path / "out"
+    looked: list[str] = []
+    lstat = store_module.os.lstat
+    monkeypatch.setattr(store_module.os, "lstat", lambda path: looked.append(str(path)) or lstat(path))
+    index = RunIndex.load(OutputStore(str(out)))
+    assert [name for name in looked if name.endswith(".json")] == []
+
+    entry = index.get("b")
+    quality = entry.quality.model_copy(update={"passed": False}) if entry.quality else None
+    amended = entry.model_copy(update={"seed": entry.seed + 1, "quality": quality})
+    index.amend(amended)  # killed here: no part, no compaction
+    [mark] = [p.name for p in (out / ".svdflow" / "record").iterdir()]
+    assert mark == f"{index.run_id}.open"
+    looked.clear()
+    loaded = RunIndex.load(OutputStore(str(out)))
+    assert loaded.get("b").seed == entry.seed + 1 and loaded.get("a") == index.get("a")
+    assert sorted(name.rsplit("/", 1)[1] for name in looked if name.endswith(".json")) == ["a.json", "b.json", "c.json"]
+    loaded.finish()  # the next writer's compaction takes the mark away
+    assert list((out / ".svdflow" / "record").iterdir()) == []
+    assert RunIndex.load(OutputStore(str(out))).get("b").seed == entry.seed + 1
+
+
 def read_record(out):
     """index.jsonl joined to runs.jsonl by pandas, DuckDB and Polars, as the README says to read it:
     each gives [(id, status, key, the run's name, its torch version)] in the file's order."""

@@ -91,8 +91,11 @@ def test_verify_fails_on_an_edit_that_leaves_the_frames_alone(rendered, tmp_path
     edited = json.loads((out / "a.json").read_text())
     edited["params"]["playback_fps"] = 12.0
     (out / "a.json").write_text(json.dumps(edited))
+    lines = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    next(line for line in lines if line["id"] == "a")["params"]["playback_fps"] = 12.0
+    (out / "index.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
-    # From the folder: the sidecar, newer than index.jsonl, is what its record says now.
+    # From the folder: index.jsonl is the record at rest (no writer's trace is left).
     code, _, stderr = rerender_in_process(capsys, str(out), "--id", "a", "--verify")
 
     assert code == 1

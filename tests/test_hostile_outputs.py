@@ -360,3 +360,24 @@ def test_a_remote_folder_an_earlier_release_wrote_is_recognised_from_its_index_f
     finally:
         fs.rm(["/legacy-big", "/foreign"], recursive=True)
     assert asked == [("/legacy-big/index.json", 0, 4096), ("/foreign/index.json", 0, 4096)]
+
+
+def test_a_local_listing_leaves_out_links_and_stats_a_name_when_asked(tmp_path):
+    """The output folder's listing reads names at once (no lstat per name) and a file's size when
+    asked: links are left out, and a file removed or replaced by a link since is missing then."""
+    from svdflow.outputs.store import FileInfo, LocalListing
+
+    (tmp_path / "a.mp4").write_bytes(b"12345")
+    (tmp_path / "b.mp4").write_bytes(b"1")
+    (tmp_path / "c.json").write_bytes(b"{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "a.mp4")
+    listing = LocalListing(str(tmp_path))
+    assert sorted(listing) == ["a.mp4", "b.mp4", "c.json", "sub"] and "link.mp4" not in listing
+    assert listing["a.mp4"].size == 5 and listing.get("sub").size is None and listing.get("link.mp4") is None
+    (tmp_path / "b.mp4").unlink()
+    (tmp_path / "c.json").unlink()
+    (tmp_path / "c.json").symlink_to(tmp_path / "a.mp4")
+    assert listing.get("b.mp4") is None and listing.get("c.json") is None
+    assert sorted((name, info.size or 0) for name, info in listing.items()) == [("a.mp4", 5), ("sub", 0)]
+    assert isinstance(listing["a.mp4"], FileInfo)

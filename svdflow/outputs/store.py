@@ -170,15 +170,9 @@ class LocalListing(Mapping[str, FileInfo]):
     def __init__(self, folder: str):
         self.folder = folder
         self._prefix = os.path.join(folder, "")
-        self._names: dict[str, FileInfo | None] = {}
         with os.scandir(folder) as entries:
-            for entry in entries:
-                try:
-                    if entry.is_symlink():  # from the folder's own entry where the file system says the type
-                        continue
-                except OSError:  # removed while listed
-                    continue
-                self._names[entry.name] = None
+            # is_symlink: from the folder's entry where the file system gives the type (no lstat)
+            self._names: dict[str, FileInfo | None] = {entry.name: None for entry in entries if not _is_link(entry)}
 
     def __getitem__(self, name: str) -> FileInfo:
         info = self._names[name]
@@ -208,3 +202,10 @@ class LocalListing(Mapping[str, FileInfo]):
                 yield name, self[name]
             except KeyError:
                 continue
+
+
+def _is_link(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:  # removed while listed (where telling needed an lstat): left out
+        return True

@@ -13,6 +13,7 @@ from svdflow.manifest.resolve import RunSpec
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.outputs.storage import MEASURED_CONTENT, content_of, job_bytes, spec_job_bytes
+from svdflow.run.planning import masters_note
 from svdflow.terminal import printable
 
 
@@ -97,6 +98,8 @@ def print_plan(spec: RunSpec, planned, console: Console | None = None) -> None:
                   f"up to date{rejudge}")
     for line in storage_lines(spec, planned):
         console.file.write(line + "\n")
+    if (note := masters_note(spec, planned)) is not None:
+        console.file.write(printable(note) + "\n")
 
 
 def storage_lines(spec: RunSpec, planned) -> list[str]:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import index_lines, recorded, write_image, write_manifest
+from conftest import index_lines, recorded, run_cli, write_image, write_manifest
 from PIL import Image
 
 from svdflow.api import RunIndex, load_run_spec, plan_run, run_manifest
@@ -353,9 +353,8 @@ def test_an_unchanged_s3_campaign_is_rerun_without_reading_an_image_and_a_change
     listings = [path.split("&")[1] for method, path in requests if "list-type=2" in path]
     # the plan's and the run's: one listing of each folder, one GET of each file of the record, the
     # marks looked at; no request for a job's own files (the last sidecars were written a second
-    # before index.jsonl, so the listing tells that index.jsonl holds them)
-    assert listings == 2 * ["prefix=out/", "prefix=out/.svdflow/record/", "prefix=out/.svdflow/", "prefix=in/",
-                            "prefix=out/.svdflow/masters/"]
+    # before index.jsonl, and no writer's trace is left, so index.jsonl holds them), nor its master's
+    assert listings == 2 * ["prefix=out/", "prefix=out/.svdflow/record/", "prefix=out/.svdflow/", "prefix=in/"]
     record = ["GET /camp/out/runs.jsonl", "GET /camp/out/index.jsonl", "GET /camp/out/.svdflow/summaries.jsonl",
               "GET /camp/out/.svdflow/inputs.jsonl"]
     marks = ["HEAD /camp/out/.svdflow/README.txt", "HEAD /camp", "HEAD /camp/out/.svdflow/README.txt"]
@@ -367,3 +366,48 @@ def test_an_unchanged_s3_campaign_is_rerun_without_reading_an_image_and_a_change
     assert [(p.job.id, p.status, p.reason) for p in plan_run(load_run_spec(manifest))] == [
         ("a", "up to date", ""), ("b", "changed", "input image changed")]
     assert images_read(mark) == ["/camp/in/b.png"]
+
+
+@pytest.mark.slow
+def test_an_s3_rerun_takes_masters_as_recorded_and_the_re_encode_that_needs_a_deleted_one_renders_its_job(
+        tmp_path, moto, capsys):
+    """On S3 a rerun does not list `.svdflow/masters/` (a request per 1,000 names): a deleted master
+    leaves its job up to date, and the plan says that masters are taken as recorded. A re-encode looks
+    at the master it needs first: the deleted one makes its job render (and write a new master)."""
+    s3 = moto.client()
+    s3.create_bucket(Bucket="camp")
+    for job_id in "ab":
+        write_image(tmp_path / f"{job_id}.png", seed=ord(job_id))
+    body = "".join(f"  - id: {job_id}\n    image: {job_id}.png\n" for job_id in "ab")
+    s3_manifest = MANIFEST.replace("dir: out", "dir: 's3://camp/out'") + body
+    manifest = write_manifest(tmp_path, s3_manifest)
+    assert set(run_manifest(manifest).statuses.values()) == {"done"}
+    s3.delete_object(Bucket="camp", Key="out/.svdflow/masters/a.mkv")
+
+    mark = moto.mark()
+    code, out, _ = run_cli(capsys, "plan", str(manifest))
+    assert code == 0 and [line.split()[-1] for line in out.splitlines()[2:4]] == ["date", "date"]
+    assert out.splitlines()[-1] == (
+        "masters: taken as recorded, not listed (on s3://camp/out, a listing is a request per 1,000 names); one "
+        "missing or damaged is found when a re-encode or `svdflow qc` reads it, and a re-encode then renders its "
+        "job again")
+    loading = ["GET /camp?list-type=2&prefix=out/&delimiter=/&encoding-type=url",
+               "GET /camp?list-type=2&prefix=out/.svdflow/record/&delimiter=/&encoding-type=url",
+               "GET /camp?list-type=2&prefix=out/.svdflow/&delimiter=/&encoding-type=url",
+               "GET /camp/out/runs.jsonl", "GET /camp/out/index.jsonl", "GET /camp/out/.svdflow/inputs.jsonl"]
+    assert [f"{method} {path}" for method, path in moto.requests(mark)] == loading  # no master looked at
+
+    reencode = write_manifest(tmp_path, s3_manifest.replace("formats: [mp4]", "formats: [mp4], crf: 23"), "crf.yaml")
+    mark = moto.mark()
+    assert [(p.job.id, p.status, p.reason) for p in plan_run(load_run_spec(reencode))] == [
+        ("a", "changed", "crf 18 -> 23; master .svdflow/masters/a.mkv is missing: rendering again"),
+        ("b", "re-encode", "crf 18 -> 23")]
+    # the record as before, then the masters the re-encodes need: the size of each (a missing one is
+    # looked for as a folder too, by s3fs), and the sound one read whole for its sha256
+    assert [f"{method} {path}" for method, path in moto.requests(mark)] == loading + [
+        "HEAD /camp/out/.svdflow/masters/a.mkv",
+        "GET /camp?list-type=2&prefix=out/.svdflow/masters/a.mkv/&delimiter=/&max-keys=1&encoding-type=url",
+        "HEAD /camp/out/.svdflow/masters/b.mkv", "HEAD /camp/out/.svdflow/masters/b.mkv",
+        "GET /camp/out/.svdflow/masters/b.mkv"]
+    assert run_manifest(reencode).statuses == {"a": "done", "b": "re-encoded"}
+    assert s3.head_object(Bucket="camp", Key="out/.svdflow/masters/a.mkv")["ContentLength"] > 0

@@ -142,7 +142,12 @@ class OutputStore:
                 return LocalListing(os.path.join(self.root, folder) if folder else self.root)
             path = posixpath.join(self.root, folder) if folder else self.root
             self.fs.invalidate_cache(path)  # s3fs and others cache listings: what is there now
-            infos = self.fs.ls(path, detail=True)
+            try:
+                infos = self.fs.ls(path, detail=True)
+            finally:
+                # ... and not kept there (nor the parent's, which s3fs lists for an empty folder): a
+                # later exists() would answer from it, and 200,000 names would be held all run.
+                self.fs.invalidate_cache(path)
         except (FileNotFoundError, NotADirectoryError):
             return {}
         except Exception as exc:

@@ -10,6 +10,7 @@ from typing import Any
 
 from svdflow.collector import gc_paused
 from svdflow.errors import InputError, UsageError
+from svdflow.locations import Location
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.clip import clip_shape
 from svdflow.outputs.entry import IndexEntry, KeyMaterial
@@ -164,7 +165,8 @@ def _display_path(path) -> str:
 
 def decide(job: Job, input_sha256: str, spec: RunSpec, index: RunIndex, force: bool = False) -> PlannedJob:
     """Compare the job's keys with what the index recorded, and its files and master with the folder
-    as the index listed it. An up-to-date job is decided on its entry's summary alone."""
+    as the index listed it (on an object store its master is taken as recorded: `_master_listed`).
+    An up-to-date job is decided on its entry's summary alone."""
     keys = job_keys(job, input_sha256, spec)
     planned = PlannedJob(job, "new", keys.key, input_sha256=input_sha256, keys=keys, spec=spec)
     summary = index.summary(job.id)
@@ -233,13 +235,31 @@ def _failed(quality: QualityRecord) -> str:
 
 
 def _master_listed(index: RunIndex, file: str, size: int) -> str | None:
-    """What is wrong with a recorded master by the folder's listing: missing, or another size."""
+    """What is wrong with a recorded master by the folder's listing: missing, or another size.
+
+    On an object store a master is taken as recorded: listing `.svdflow/masters/` is a request per
+    1,000 names (a third of a rerun's requests, for files a rerun does not read). Whatever reads one
+    checks it first, a re-encode (`_files_change`: a missing one renders its job instead) and
+    `svdflow qc`; `masters_note` says so in the plan."""
+    if not index.store.is_local:
+        return None
     found = index.file_size(file)
     if found is None:
         return f"master {file} is missing"
     if found != size:
         return f"master {file} has {found} bytes, recorded {size}"
     return None
+
+
+def masters_note(spec: RunSpec, planned: list[PlannedJob]) -> str | None:
+    """What the plan says when it took masters as recorded (`_master_listed`: an object store's folder),
+    so that "up to date" is not read as "its master is there"."""
+    if not spec.masters or Location.parse(spec.output_dir).is_local or not any(
+            p.status in (UP_TO_DATE, REJUDGE, REROLL) for p in planned):
+        return None
+    return (f"masters: taken as recorded, not listed (on {spec.output_dir}, a listing is a request per 1,000 "
+            "names); one missing or damaged is found when a re-encode or `svdflow qc` reads it, and a re-encode "
+            "then renders its job again")
 
 
 def _files_change(planned: PlannedJob, entry: IndexEntry | None, spec: RunSpec, index: RunIndex) -> None:

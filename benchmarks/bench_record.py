@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,15 +115,14 @@ def record_campaign(manifest: Path, template: dict, n: int, store_url: str | Non
             "run": base.run.model_copy(update={"name": spec.name, "manifest": str(spec.manifest_path)})}))
         if store.is_local:
             (Path(store.root) / f"{job.id}.mp4").write_bytes(DUMMY)
-        else:
-            store.fs.pipe_file(f"{store.root}/{job.id}.mp4", DUMMY)
     if store.is_local:
         masters = Path(store.root) / ".svdflow" / "masters"
         masters.mkdir(parents=True, exist_ok=True)
         for job in spec.jobs:
             (masters / f"{job.id}.mkv").write_bytes(DUMMY)
-    else:
-        store.fs.pipe({f"{store.root}/{master_name(job.id)}": DUMMY for job in spec.jobs})
+    else:  # concurrent PUTs (s3fs's pipe): one by one, 200,000 of them take most of an hour on moto
+        for files in (f"{job.id}.mp4" for job in spec.jobs), (master_name(job.id) for job in spec.jobs):
+            store.fs.pipe({f"{store.root}/{name}": DUMMY for name in files})
     counting = CountingStore(store)
     index = RunIndex.load(store)
     window = min(1000, n)
@@ -140,10 +141,16 @@ def record_campaign(manifest: Path, template: dict, n: int, store_url: str | Non
         # Recording all N at ~15 ms a job (two fsyncs a sidecar on this disk) would take most of an
         # hour: the first and the last 1,000 are recorded as a run does, the ones between without fsync.
         timed(entries[:window])
-        store.write_bytes = _plain_writer(store)
+        bulk = _plain_writer(store) if store.is_local else _BatchedPuts(store)
+        store.write_bytes = bulk
+        if not store.is_local:
+            store.remove = bulk.remove
         for entry in entries[window:-window]:
             index.record(entry)
             index.flush_if_due()
+        if not store.is_local:
+            bulk.flush()
+            del store.remove
         store.write_bytes = counting.store.write_bytes = _counted(counting)
         row["bulk_recorded"] = n - 2 * window
         timed(entries[-window:])
@@ -170,6 +177,31 @@ def _plain_writer(store):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return write_bytes
+
+
+class _BatchedPuts:
+    """An object store's writes held and sent as concurrent PUTs (s3fs's pipe), in batches: moto
+    answers one PUT at a time in ~20 ms, 100,000 sidecars would take over half an hour. A removal
+    (a mid-run compaction's) sends what is held first, so that what it removes is there."""
+
+    BATCH = 2000
+
+    def __init__(self, store):
+        self.store, self.held, self.original_remove = store, {}, store.remove
+
+    def __call__(self, name, data):
+        self.held[f"{self.store.root}/{name}"] = bytes(data)
+        if len(self.held) >= self.BATCH:
+            self.flush()
+
+    def flush(self):
+        if self.held:
+            self.store.fs.pipe(self.held)
+            self.held = {}
+
+    def remove(self, name):
+        self.flush()
+        self.original_remove(name)
 
 
 def _counted(counting):
@@ -248,7 +280,7 @@ def bench_s3(work: Path, template: dict, n: int, logs: Path | None = None) -> di
         def requests_of(*args: str) -> dict:
             before = server.mark()
             cli(*args, env=env)
-            return server.counts(before)
+            return {**server.counts(before), "by_target": requests_by_target(server.requests(before))}
 
         row["plan_cold"] = requests_of("plan", str(manifest), "--json")
         row["run_first"] = requests_of("run", str(manifest), "--json")
@@ -262,6 +294,22 @@ def bench_s3(work: Path, template: dict, n: int, logs: Path | None = None) -> di
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
             shutil.copy(server.log, logs / server.log.name)
+
+
+JOB_ID = re.compile(r"j\d{6}")
+
+
+def requests_by_target(requests: list[tuple[str, str]]) -> dict[str, int]:
+    """Requests by what they ask for: a folder's listing pages ("LIST out/"), else method and key with
+    each job's id as <id> (a request per job would show as one key with a count near N)."""
+    counts: Counter = Counter()
+    for method, path in requests:
+        if "list-type=2" in path:
+            query = dict(part.split("=", 1) for part in path.partition("?")[2].split("&") if "=" in part)
+            counts[f"LIST {query.get('prefix', '')}" + (" (max-keys=1)" if query.get("max-keys") == "1" else "")] += 1
+        else:
+            counts[f"{method} {JOB_ID.sub('<id>', path.partition('?')[0])}"] += 1
+    return dict(counts)
 
 
 def main() -> None:

@@ -238,7 +238,7 @@ def _master_listed(index: RunIndex, file: str, size: int) -> str | None:
     """What is wrong with a recorded master by the folder's listing: missing, or another size.
 
     On an object store a master is taken as recorded: listing `.svdflow/masters/` is a request per
-    1,000 names (a third of a rerun's requests, for files a rerun does not read). Whatever reads one
+    1,000 names (about a third of a rerun's requests, for files a rerun does not read). Whatever reads one
     checks it first, a re-encode (`_files_change`: a missing one renders its job instead) and
     `svdflow qc`; `masters_note` says so in the plan."""
     if not index.store.is_local:

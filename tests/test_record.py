@@ -394,7 +394,8 @@ def test_an_s3_rerun_takes_masters_as_recorded_and_the_re_encode_that_needs_a_de
     loading = ["GET /camp?list-type=2&prefix=out/&delimiter=/&encoding-type=url",
                "GET /camp?list-type=2&prefix=out/.svdflow/record/&delimiter=/&encoding-type=url",
                "GET /camp?list-type=2&prefix=out/.svdflow/&delimiter=/&encoding-type=url",
-               "GET /camp/out/runs.jsonl", "GET /camp/out/index.jsonl", "GET /camp/out/.svdflow/inputs.jsonl"]
+               "GET /camp/out/runs.jsonl", "GET /camp/out/index.jsonl", "GET /camp/out/.svdflow/summaries.jsonl",
+               "GET /camp/out/.svdflow/inputs.jsonl"]
     assert [f"{method} {path}" for method, path in moto.requests(mark)] == loading  # no master looked at
 
     reencode = write_manifest(tmp_path, s3_manifest.replace("formats: [mp4]", "formats: [mp4], crf: 23"), "crf.yaml")

@@ -14,12 +14,18 @@ cache); the page's own Navigation Timing says when its load event ended and when
 counted from the navigation's start (the browser's own start is not in them): the fastest and
 slowest are printed.
 
-    .venv/bin/python benchmarks/bench_report.py [--jobs 1000,10000] [--no-browser] [--unscored] [--json PATH]
+With --keep DIR the template and each campaign are made in DIR once and kept: a later run with the
+same DIR reports the folders it finds there (their caches and posters as the last run left them, so
+its "first" report is not a first one), which makes profiling one size cheap.
+
+    .venv/bin/python benchmarks/bench_report.py [--jobs 1000,10000] [--no-browser] [--unscored] [--keep DIR]
+        [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -227,15 +233,24 @@ def main() -> None:
     parser.add_argument("--jobs", default="1000,10000", help="comma-separated campaign sizes")
     parser.add_argument("--no-browser", action="store_true")
     parser.add_argument("--unscored", action="store_true", help="entries without quality (no qc views)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="make the campaigns in this folder and keep them (reused when already there)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
     browser = not args.no_browser and shutil.which("chromium")
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        entries, source = template(Path(tmp) / "template")
+    with contextlib.ExitStack() as stack:
+        tmp = Path(args.keep) if args.keep else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        if (tmp / "template" / "out").is_dir():
+            source = tmp / "template" / "out"
+            entries = list(RunIndex.load(OutputStore(str(source))).entries.values())
+        else:
+            entries, source = template(tmp / "template")
         for jobs in (int(n) for n in args.jobs.split(",")):
-            out = Path(tmp) / f"c{jobs}" / "out"
-            campaign(entries, source, out, jobs, scored=not args.unscored)
+            out = tmp / f"c{jobs}{'u' if args.unscored else ''}" / "out"
+            if not (args.keep and (out / "index.jsonl").is_file()):
+                shutil.rmtree(out.parent, ignore_errors=True)
+                campaign(entries, source, out, jobs, scored=not args.unscored)
             timings = []
             for run in range(3):
                 if run == 2:
@@ -266,7 +281,8 @@ def main() -> None:
                               chromium_first_paint_s=[round(v, 3) for v in paint])
             print(line, flush=True)
             results.append(result)
-            shutil.rmtree(out.parent)
+            if not args.keep:
+                shutil.rmtree(out.parent)
     if args.json:
         import platform
 

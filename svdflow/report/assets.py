@@ -20,6 +20,7 @@ from svdflow.outputs.entry import OutputFile
 ASSETS_DIR = "report"
 INPUTS_DIR = f"{ASSETS_DIR}/inputs"
 POSTERS_DIR = f"{ASSETS_DIR}/posters"
+ASSET_DIRS = (POSTERS_DIR, INPUTS_DIR)
 INPUT_THUMB_SIDE = 320
 POSTER_SIDE = 640
 # Remote inputs are fetched once per report (then cached by content hash); a slow server should
@@ -35,7 +36,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def make_asset_dirs(root: str) -> None:
     """The report's folders, never through a link (LinkInFolder): their old images are deleted here."""
-    for sub in (POSTERS_DIR, INPUTS_DIR):
+    for sub in ASSET_DIRS:
         real_folder(root, sub)
 
 
@@ -94,10 +95,12 @@ def poster(root: str, outputs: list[OutputFile], stem: str) -> tuple[str | None,
     return None, "no first frame could be read (" + "; ".join(reasons) + ")"
 
 
-def remove_unused_assets(root: str, used: set[str | None]) -> None:
-    """Drop thumbnails and posters not in `used` (their jobs left the index)."""
-    for sub in (POSTERS_DIR, INPUTS_DIR):
-        for name in os.listdir(real_folder(root, sub, create=False)):
+def remove_unused_assets(root: str, listed: dict[str, set[str]], used: set[str | None]) -> None:
+    """Drop thumbnails and posters not in `used` (their jobs left the index). `listed`: the names in
+    each of ASSET_DIRS, as this report listed them before it made its own (those are all used)."""
+    for sub in ASSET_DIRS:
+        real_folder(root, sub, create=False)
+        for name in listed[sub]:
             if name.endswith(".jpg") and not name.startswith(".") and f"{sub}/{name}" not in used:
                 try:
                     os.remove(os.path.join(root, sub, name))

@@ -1,11 +1,13 @@
 """Cards rendered by an earlier report, reused: `svdflow report` of a campaign renders only the cards
 whose entry or files changed since the last one.
 
-A card's markup depends on its entry (its line of the record, which names its run), its place in the
-index, the templates and code that render it, and the files of the folder it shows (outputs, sidecar,
-master, poster, thumbnail). The cache, `report/cards.cache` in the output folder, keeps each card's
-markup and `Shown` under a key made of the first three, with the modification times of the files;
-a card is reused when its key is there and none of its files changed (or appeared, or went).
+A card's markup depends on its entry (its line of the record, which names its run), the templates and
+code that render it, and the files of the folder it shows (outputs, sidecar, master, poster,
+thumbnail); not on its place in the index, which the page stamps into it (`page.placed`), so a job
+added early in a manifest does not make every later card miss. The cache, `report/cards.cache` in the
+output folder, keeps each card's markup and `Shown` under a key made of the first two, with the
+modification times of the files; a card is reused when its key is there and none of its files
+changed (or appeared, or went).
 
 The markup goes into the pages as it is, and the folder may come from someone else: so every record
 carries an HMAC of its content under a secret of this user's (`~/.cache/svdflow/report.key`, made
@@ -19,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
-import json
 import os
 import secrets
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import orjson
 from markupsafe import Markup
 
 from svdflow import __version__
@@ -39,8 +41,9 @@ from svdflow.settings import user_cache_dir
 CACHE_FILE = f"{ASSETS_DIR}/cards.cache"
 # A cache bigger than this is not read (a card is a few KiB; 100,000 of them fit well below).
 MAX_CACHE_BYTES = 2 << 30
-# Bumped when what a card's markup is made of changes in a way the templates' text does not show.
-CARD_FORMAT = 1
+# Bumped when what a card's markup is made of, or a record's layout, changes in a way the templates'
+# text does not show (2: no place in the key or the markup; one HMAC over header and content).
+CARD_FORMAT = 2
 
 
 def _secret_path() -> Path:
@@ -92,29 +95,51 @@ class FolderTimes:
     """What a card's files are now: for a file of the output folder itself (outputs, sidecars), its
     modification time, from the listing loading the record made (no request of its own); for one in a
     folder below (posters, thumbnails, masters), only whether it is there, one listing per folder (a
-    poster follows its video's time; a master's content is its entry's)."""
+    poster follows its video's time; a master's content is its entry's). `listed` folders are listed
+    at once (the report's own, which it also tidies); others when first asked about."""
 
-    def __init__(self, root: str, listing: dict[str, FileInfo]):
+    def __init__(self, root: str, listing: dict[str, FileInfo], listed: tuple[str, ...] = ()):
         self.root = root
-        self._root = {name: info.mtime for name, info in listing.items()}
+        # one flat map, name -> time, for a card's files to be checked by one lookup each
+        self._times: dict[str, float | None] = {name: info.mtime for name, info in listing.items()}
         self._folders: dict[str, set[str]] = {}
+        for folder in listed:
+            self._list(folder)
 
     def mtime(self, name: str) -> float | None:
         """The file's time (0 for a file below the folder's top), None when it is not there."""
-        folder, _, base = name.rpartition("/")
-        if not folder:
-            return self._root.get(base)
-        names = self._folders.get(folder)
-        if names is None:
-            names = self._folders[folder] = self._list(folder)
-        return 0.0 if base in names else None
+        found = self._times.get(name)
+        if found is None and "/" in name:
+            folder = name.rpartition("/")[0]
+            if folder not in self._folders:
+                self._list(folder)
+                return self._times.get(name)
+        return found
 
-    def _list(self, folder: str) -> set[str]:
+    def names(self, folder: str) -> set[str]:
+        """Every name in a folder below the top (links too, which `mtime` counts as not there), as listed."""
+        if folder not in self._folders:
+            self._list(folder)
+        return self._folders[folder]
+
+    def add(self, name: str) -> None:
+        """A file this report made below the top (a poster, a thumbnail)."""
+        folder, _, base = name.rpartition("/")
+        self.names(folder).add(base)
+        self._times[name] = 0.0
+
+    def _list(self, folder: str) -> None:
+        names, files = set(), []
         try:
             with os.scandir(os.path.join(self.root, folder)) as entries:
-                return {entry.name for entry in entries if not entry.is_symlink()}
+                for entry in entries:
+                    names.add(entry.name)
+                    if not entry.is_symlink():
+                        files.append(f"{folder}/{entry.name}")
         except OSError:
-            return set()
+            pass
+        self._folders[folder] = names
+        self._times.update(dict.fromkeys(files, 0.0))
 
 
 class CardCache:
@@ -122,7 +147,8 @@ class CardCache:
 
     A record is a header line `<key> <hmac> <meta bytes> <markup bytes>\n`, then the meta (JSON: the
     card's Shown and its files' times) and the markup (UTF-8) as they are, then a newline: a card taken
-    from the cache costs the parse of its small meta, not of its markup."""
+    from the cache costs the parse of its small meta, not of its markup. The HMAC covers the key, both
+    lengths and the content, in one pass over the record's bytes as they lie in the file."""
 
     def __init__(self, secret: bytes | None):
         self._secret = secret
@@ -166,25 +192,29 @@ class CardCache:
     def enabled(self) -> bool:
         return self._secret is not None
 
-    def key(self, line: bytes, order: int) -> str:
-        return hashlib.sha256(_format_stamp() + b"\0" + str(order).encode() + b"\0" + line).hexdigest()
+    def key(self, line: bytes) -> str:
+        """The key of the card of the job recorded as `line` (its line of the record)."""
+        return hashlib.sha256(_format_stamp() + b"\0" + line).hexdigest()
 
     def get(self, key: str, times: FolderTimes) -> Cached | None:
-        """The card kept under `key`, when its record verifies and none of its files changed since."""
+        """The card kept under `key`, when its record verifies and none of its files changed since.
+        Its Shown's order is -1: the caller places it."""
         where = self._records.get(key)
         if where is None:
             return None
         start, meta, markup, end = where
         data = self._data
         mac = data[start:meta - 1].split(b" ")[1].decode("ascii", "replace")
-        if not hmac.compare_digest(mac, self._mac(key, data[meta:markup], data[markup:end])):
+        if not hmac.compare_digest(mac, self._mac(key, markup - meta, end - markup, memoryview(data)[meta:end])):
             return None
         try:
-            info = json.loads(data[meta:markup])
-            cached = Cached(Markup(data[markup:end].decode("utf-8")), Shown.from_json(info["shown"]), info["files"])
-        except (ValueError, KeyError, TypeError):
-            return None
-        if any(times.mtime(name) != mtime for name, mtime in cached.files.items()):
+            info = orjson.loads(memoryview(data)[meta:markup])
+            files = info["files"]
+            for name, mtime in files.items():
+                if times.mtime(name) != mtime:
+                    return None
+            cached = Cached(Markup(data[markup:end].decode("utf-8")), Shown.from_json(info["shown"], -1), files)
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         self._used.append(memoryview(data)[start:end + 1])
         return cached
@@ -192,11 +222,10 @@ class CardCache:
     def put(self, key: str, html: Markup, shown: Shown, files: list[str], times: FolderTimes) -> None:
         if self._secret is None:
             return
-        meta = json.dumps({"shown": shown.to_json(), "files": {name: times.mtime(name) for name in files}},
-                          separators=(",", ":"), ensure_ascii=False).encode()
+        meta = orjson.dumps({"shown": shown.to_json(), "files": {name: times.mtime(name) for name in files}})
         markup = str(html).encode("utf-8")
-        header = f"{key} {self._mac(key, meta, markup)} {len(meta)} {len(markup)}\n".encode()
-        self._used.append(header + meta + markup + b"\n")
+        header = f"{key} {self._mac(key, len(meta), len(markup), meta + markup)} {len(meta)} {len(markup)}\n"
+        self._used.append(header.encode() + meta + markup + b"\n")
         self._added = True
 
     def contents(self) -> bytes | None:
@@ -206,9 +235,6 @@ class CardCache:
             return None
         return b"".join(self._used)
 
-    def _mac(self, key: str, meta: bytes, markup: bytes) -> str:
-        digest = hmac.new(self._secret, key.encode() + b"\0", hashlib.sha256)
-        digest.update(meta)
-        digest.update(b"\0")
-        digest.update(markup)
-        return digest.hexdigest()
+    def _mac(self, key: str, meta: int, markup: int, content: bytes | memoryview) -> str:
+        """The HMAC of a record: its key, its meta's and markup's lengths, then the two as they lie."""
+        return hmac.digest(self._secret, f"{key} {meta} {markup}\n".encode() + content, "sha256").hex()

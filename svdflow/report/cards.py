@@ -17,7 +17,7 @@ from svdflow.locations import is_url
 from svdflow.manifest.schema import JobParams
 from svdflow.outputs.entry import IndexEntry, MasterRecord, OutputFile
 from svdflow.outputs.masters import MASTERS_DIR
-from svdflow.report.assets import input_thumbnail, make_asset_dirs, poster
+from svdflow.report.assets import input_thumbnail, poster
 
 DOM_PREFIX = "job-"  # a card's element id: this and its asset name
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
@@ -65,8 +65,9 @@ class Card:
 
 
 def build_cards(root: str, entries: Iterable[tuple[int, IndexEntry]], used_names: set[str]) -> list[Card]:
-    """A card per (position in the index, entry), with its images written under `report/`. `used_names`
-    are the asset names other cards of the page hold (this adds its own)."""
+    """A card per (position in the index, entry), with its images written under `report/` (whose
+    folders `assets.make_asset_dirs` made). `used_names` are the asset names other cards of the page
+    hold (this adds its own)."""
     cards = []
     for order, entry in entries:
         card = Card(entry, order, _asset_name(entry.id, used_names))
@@ -75,7 +76,6 @@ def build_cards(root: str, entries: Iterable[tuple[int, IndexEntry]], used_names
             card.sidecar = f"{card.id}.json"
         card.master, card.master_note = _existing_master(root, entry)
         cards.append(card)
-    make_asset_dirs(root)
     inputs: dict[tuple[str, str | None], list[Card]] = {}
     for card in cards:
         if card.entry.input.uri:

@@ -142,15 +142,27 @@ class PageLink:
 # Where a card's markup says whether it is the best variant of its sweep: filled in per report, so the
 # markup of a card (cached, report.cache) does not depend on its sweep's other cards.
 BEST_MARK = Markup("<!--svdflow:best-->")
+# A card's place in the index (the page's "index order" sort), stamped in per report by `placed`: the
+# markup of a card does not depend on where its job is, so a job added early in a manifest does not
+# make every later card's cached markup useless. The first data attribute of the card's tag; what an
+# index holds is escaped (no raw '"'), so nothing before it in the markup can look like it.
+_ORDER_SLOT = ' data-s-order="?"'
 
 
 CARD_TEMPLATE = "card.html.j2"
 
 
 def render_card(card: Card) -> tuple[Markup, Shown]:
-    """A card's markup, the same on every page that shows it, and what the pages need of it."""
+    """A card's markup, the same on every page that shows it (without its place: `placed`), and what
+    the pages need of it."""
     view = _card_view(card)
     return _card_macro()(view), Shown.of(card, view.dom_id, view.qc)
+
+
+def placed(markup: Markup, order: int) -> Markup:
+    """A card's markup (render_card's) stamped with its place in the index."""
+    # str.replace: Markup's own would escape the attribute
+    return Markup(str.replace(markup, _ORDER_SLOT, f' data-s-order="{order}"', 1))
 
 
 def template_source(name: str) -> str:
@@ -163,7 +175,7 @@ def render_pages(shown: list[Shown], html: dict[str, Markup], index: RunIndex, g
     """Every page of the sheet, by path relative to the output folder: index.html (the first page of
     all jobs), then `report/pages/<view>-<n>.html` for the rest of all jobs and for each other view
     (`svdflow.report.views`: the status and qc filters, the rankings by score). `shown` are the cards in
-    index order, `html` their markup (render_card) by id. A page holds about PAGE_CARDS cards (an
+    index order, `html` their markup (render_card's, placed) by id. A page holds about PAGE_CARDS cards (an
     item's sweep stays whole on one page), so the first page weighs the same for 100 jobs as for 100,000.
 
     Every page resolves its links against the output folder (the pages under report/pages/ say so
@@ -177,7 +189,9 @@ def render_pages(shown: list[Shown], html: dict[str, Markup], index: RunIndex, g
         facts.append(f"manifest {index.manifest}")
     if index.updated_at:
         facts.append(f"index updated {index.updated_at}")
-    facts.append(f"page written {generated_at}")
+    # Only the first page says when it was written: the others are rewritten only when they change (a
+    # time on each would change them all on every report).
+    written = [*facts, f"page written {generated_at}"]
     environment = _environment()
     macros = environment.get_template(CARD_TEMPLATE).module
     best = best_variants((c.item, c.variant) for c in shown if c.variant is not None)
@@ -201,7 +215,8 @@ def render_pages(shown: list[Shown], html: dict[str, Markup], index: RunIndex, g
         for number, on_page in enumerate(paged, start=1):
             path = page_path(view.key, number)
             pages[path] = template.render(
-                name=index.name or "svdflow run", facts=facts, skipped=index.skipped,
+                name=index.name or "svdflow run", facts=written if path == FIRST_PAGE else facts,
+                skipped=index.skipped,
                 base=_root_of(path), sort_keys=SORT_KEYS, body=_joined(rendered(unit) for unit in on_page),
                 filters=_picker(views, "status", view, totals), qc_filters=_picker(views, "qc", view, totals),
                 rankings=_picker(views, "ranking", view, totals), unscored=not scored,
@@ -286,7 +301,7 @@ def _card_view(card: Card) -> CardView:
     clip = clip_shape(params)
     qc = quality_view(entry)
     sort = {
-        "order": card.order, "id": card.id, "status": entry.status, "seed": entry.seed,
+        "id": card.id, "status": entry.status, "seed": entry.seed,
         **{key: getattr(params, key) for key in _SORTED_PARAMS},
         "frames": clip.frames, "duration_s": round(clip.duration_s, 4),
         "pixels": width * height, "finished": entry.finished_unix, "total_s": entry.timings.total_s,
@@ -303,7 +318,7 @@ def _card_view(card: Card) -> CardView:
     total = entry.timings.total_s
     return CardView(
         id=card.id, dom_id=DOM_PREFIX + card.asset_name, status=entry.status,
-        sort_attributes=_data_attributes(sort),
+        sort_attributes=Markup(_ORDER_SLOT) + _data_attributes(sort),
         aspect=f"{width}/{height}",
         sources=sources, animated=animated.file if animated else None, poster=card.poster,
         placeholder="no video: the job failed" if entry.status == "failed" else "no playable output in this folder",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 import time
 
@@ -21,10 +22,10 @@ from svdflow.outputs.atomic import atomic_write_bytes
 from svdflow.outputs.failures import storing
 from svdflow.outputs.index import INDEX_FILE, LEGACY_INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
-from svdflow.report.assets import ASSETS_DIR, make_asset_dirs, remove_unused_assets
+from svdflow.report.assets import ASSET_DIRS, ASSETS_DIR, make_asset_dirs, remove_unused_assets
 from svdflow.report.cache import CACHE_FILE, CardCache, FolderTimes
 from svdflow.report.cards import DOM_PREFIX, build_cards, card_files
-from svdflow.report.page import FIRST_PAGE, PAGES_DIR, render_card, render_pages
+from svdflow.report.page import FIRST_PAGE, PAGES_DIR, placed, render_card, render_pages
 from svdflow.report.shown import Shown
 
 REPORT_FILE = FIRST_PAGE
@@ -44,59 +45,81 @@ def write_report(output_dir: str) -> str:
     with storing(root, f"writing the report's images in {ASSETS_DIR}/"):
         make_asset_dirs(root)
         cards = CardCache.open(root)
-        shown, html, used = _cards(root, index, cards)
-        remove_unused_assets(root, used)
+        times = FolderTimes(root, index.listing, ASSET_DIRS)  # the report's own folders, listed once
+        shown, html, used = _cards(root, index, cards, times)
+        remove_unused_assets(root, {folder: times.names(folder) for folder in ASSET_DIRS}, used)
     pages = render_pages(shown, html, index, generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     with storing(root, f"writing the report's pages in {PAGES_DIR}/"):
         os.makedirs(os.path.join(root, PAGES_DIR), exist_ok=True)
         for name, page in pages.items():
             if name != REPORT_FILE:
-                _replace(os.path.join(root, name), page.encode("utf-8"))
+                _write_if_changed(os.path.join(root, name), page.encode("utf-8"))
         _remove_stale_pages(root, set(pages))
         kept = cards.contents()
         if kept is not None:
-            _replace(os.path.join(root, CACHE_FILE), kept)
+            _write_whole(os.path.join(root, CACHE_FILE), kept)
     path = os.path.join(root, REPORT_FILE)
     with storing(root, f"writing {REPORT_FILE}"):  # last: its links lead to pages already written
         atomic_write_bytes(path, pages[REPORT_FILE].encode("utf-8"))
     return path
 
 
-def _cards(root: str, index: RunIndex, cache: CardCache) -> tuple[list[Shown], dict[str, Markup], set[str]]:
-    """Every recorded job's card (what the pages need of it, and its markup by id), in index order,
-    and the files they show: from the cache where a card's entry, place and files are unchanged, else
+def _cards(root: str, index: RunIndex, cache: CardCache, times: FolderTimes
+           ) -> tuple[list[Shown], dict[str, Markup], set[str]]:
+    """Every recorded job's card (what the pages need of it, and its markup by id, placed), in index
+    order, and the files they show: from the cache where a card's entry and files are unchanged, else
     built and rendered (and cached)."""
-    times = FolderTimes(root, index.listing)
     shown: list[Shown] = []
     html: dict[str, Markup] = {}
     used: set[str] = set()
-    missed: list[tuple[int, str, str]] = []
+    missed: list[tuple[int, str, str | None]] = []
     for order, job_id in enumerate(index.ids()):
-        key = cache.key(index.line(job_id), order)
-        hit = cache.get(key, times) if cache.enabled else None
+        if not cache.enabled:
+            missed.append((order, job_id, None))
+            continue
+        key = cache.key(index.line(job_id))
+        hit = cache.get(key, times)
         if hit is None:
             missed.append((order, job_id, key))
-        else:
-            shown.append(hit.shown)
-            html[job_id] = hit.html
-            used.update(hit.files)
+            continue
+        hit.shown.order = order
+        shown.append(hit.shown)
+        html[job_id] = placed(hit.html, order)
+        used.update(hit.files)
     used_names = {s.dom_id[len(DOM_PREFIX):] for s in shown}
     entries = [(order, entry, key) for order, job_id, key in missed if (entry := index.get(job_id)) is not None]
     built = build_cards(root, [(order, entry) for order, entry, _ in entries], used_names)
-    times = FolderTimes(root, index.listing)  # with the posters and thumbnails just made
     for card, (_, _, key) in zip(built, entries):
         markup, card_shown = render_card(card)
+        made = [name for name in (card.poster, card.input_thumb) if name]
+        for name in made:  # made (or found) just now: there, as the cache notes them
+            times.add(name)
         files = card_files(card)
-        if files is not None:
+        if files is not None and key is not None:
             cache.put(key, markup, card_shown, files, times)
         shown.append(card_shown)
-        html[card.id] = markup
-        used.update((card.poster, card.input_thumb))
-    shown.sort(key=lambda s: s.order)
+        html[card.id] = placed(markup, card.order)
+        used.update(made)
+    if missed:
+        shown.sort(key=lambda s: s.order)
     return shown, html, used
 
 
-def _replace(path: str, data: bytes) -> None:
+def _write_if_changed(path: str, data: bytes) -> None:
+    """`_write_whole`, unless the file holds these bytes already: a report after a run that changed a
+    few cards rewrites the pages that show them, not the campaign's."""
+    try:
+        status = os.lstat(path)
+        if stat.S_ISREG(status.st_mode) and status.st_size == len(data):
+            with open(path, "rb") as file:
+                if file.read(len(data) + 1) == data:
+                    return
+    except OSError:
+        pass
+    _write_whole(path, data)
+
+
+def _write_whole(path: str, data: bytes) -> None:
     """Write a page whole or not at all (a temporary beside it, renamed over it), without the fsyncs
     of atomic_write_bytes: a page is made again by the next `svdflow report`, and a campaign of
     100,000 jobs has 2,000 of them (index.html, written last, is written durably)."""

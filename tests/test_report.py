@@ -1097,3 +1097,70 @@ def test_a_second_report_reuses_the_cards_whose_entry_and_files_did_not_change(t
     cache.write_bytes(cache.read_bytes().replace(b">city-m60</h3>", b">CITY-M60</h3>", 1))
     text = Path(write_report(str(out))).read_text()
     assert "CITY-M60" not in text and sorted(rendered) == ["city-m60", "lost"]
+
+
+def counted_renders(monkeypatch, tmp_path) -> list[str]:
+    """The ids of the cards each report renders (not taken from the cache), with a cache key of the test's own."""
+    from svdflow.report import sheet
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rendered: list[str] = []
+    render_card = sheet.render_card
+
+    def counting(card):
+        rendered.append(card.id)
+        return render_card(card)
+
+    monkeypatch.setattr(sheet, "render_card", counting)
+    return rendered
+
+
+def test_a_job_recorded_before_the_others_leaves_their_cached_cards_in_use(tmp_path, server, monkeypatch):
+    """A card's place is stamped in per report, not part of its cache key: a job that comes first in the
+    record (an item added at the top of a manifest) renders its own card only, and every card sorts by
+    its new place."""
+    rendered = counted_renders(monkeypatch, tmp_path)
+    out = build_output_dir(tmp_path, server)
+    write_report(str(out))
+    rendered.clear()
+    jobs = json.loads((out / "index.json").read_text())["jobs"]
+    cat = tmp_path / "images" / "cat.png"
+    first = make_entry("first", status="failed", uri=str(cat), input_sha=sha256_file(cat), params={"seed": 1},
+                       error={"type": "RenderError", "message": "out of memory", "stage": "render"})
+    (out / "first.json").write_text(json.dumps(first, indent=2))  # the other jobs' sidecars are untouched
+    document = json.loads((out / "index.json").read_text())
+    (out / "index.json").write_text(json.dumps({**document, "jobs": [first, *jobs]}, indent=2))
+    page = Path(write_report(str(out))).read_text()
+    assert sorted(rendered) == ["first", "lost"]  # lost's input cannot be fetched: tried again every time
+    assert re.findall(r'id="job-([^"]+)" data-status="[a-z]+" data-s-order="([^"]*)"', page) == [
+        ("first", "0"), ("rocket", "1"), ("city-m60", "2"), ("city-m127", "3"), ("city-m200", "4"),
+        ("broken", "5"), ("lost", "6"), ("cat", "7")]
+
+
+def test_a_report_rewrites_only_the_pages_that_changed(tmp_path, server, monkeypatch):
+    """A page whose bytes are the same is left as it is (only index.html, which says when it was
+    written, is written every time); a changed card rewrites the pages that show it."""
+    counted_renders(monkeypatch, tmp_path)
+    monkeypatch.setattr("svdflow.report.page.PAGE_CARDS", 2)
+    out = build_output_dir(tmp_path, server)
+    write_report(str(out))
+    pages = out / "report" / "pages"
+
+    def stamps() -> dict[str, tuple[int, int]]:
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in pages.iterdir()}
+
+    before = stamps()
+    assert sorted(before) == ["all-2.html", "all-3.html", "all-4.html", "done-1.html", "done-2.html", "done-3.html",
+                              "failed-1.html"]
+    assert all("page written" not in (pages / name).read_text() for name in before)
+    assert re.search(r"page written [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z</p>", (out / "index.html").read_text())
+    os.utime(out / "cat.gif", ns=(time.time_ns(), time.time_ns()))  # cat's card is rendered again, the same
+    write_report(str(out))
+    assert stamps() == before
+    cat = json.loads((out / "cat.json").read_text())
+    cat["params"]["noise_aug_strength"] = 0.05  # cat's entry changed (its sidecar, newer than the index)
+    (out / "cat.json").write_text(json.dumps(cat, indent=2))
+    write_report(str(out))
+    after = stamps()
+    assert sorted(name for name in before if after[name] != before[name]) == ["all-4.html", "done-3.html"]
+    assert "<dd>0.05</dd>" in (pages / "all-4.html").read_text()

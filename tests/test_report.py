@@ -348,6 +348,12 @@ def test_video_elements_use_the_mp4_with_a_first_frame_poster(report):
     # preload=none: a page loads its posters, and a video only once it is played
     assert rocket["preload"] == "none" and rocket["poster"] == "report/posters/rocket.jpg"
     assert rocket["data-fallback"] == "rocket.webp"
+    # the poster shows as an image; the <video> waits in a template until the card is hovered (sheet.js)
+    media = text.split('id="job-rocket"')[1].split('<div class="media"')[1].split("</div>")[0]
+    assert re.sub(r"<source [^>]*>", "", media) == (
+        ' style="aspect-ratio:112/64"><img class="poster" src="report/posters/rocket.jpg" alt="first frame of rocket">'
+        '<template class="player"><video poster="report/posters/rocket.jpg" muted loop playsinline preload="none" '
+        'data-fallback="rocket.webp"></video></template>')
     # no mp4: the animated gif is shown as an image
     assert ("img", {"class": "anim", "src": "cat.gif", "alt": "cat"}) in elements(text)
 
@@ -535,6 +541,9 @@ PROBE_MEDIA = """(async () => {
   const videos = () => [...document.querySelectorAll('video')];
   const until = async (ok, ms) => { const end = Date.now() + ms; while (!ok() && Date.now() < end) await sleep(25); };
   await until(() => [...document.images].every(i => i.complete), 10000);
+  // a card's <video> is made when it is first hovered (its poster shows until then)
+  document.querySelectorAll('.card').forEach(c => { c.dispatchEvent(new MouseEvent('mouseenter'));
+                                                    c.dispatchEvent(new MouseEvent('mouseleave')); });
   const played = {};
   for (const v of videos()) {
     v.scrollIntoView();
@@ -667,10 +676,14 @@ def test_page_plays_in_headless_chromium(report, chromium, tmp_path):
     devtools.evaluate(session, "document.getElementById('desc').click()")
     assert devtools.evaluate(session, VISIBLE_CARDS)[0] == "job-rocket"
 
-    # Hovering a card plays its video.
+    # Hovering a card makes its video (until then its poster shows) and plays it.
+    assert devtools.evaluate(session, "document.querySelectorAll('video').length") == 0
+    assert devtools.evaluate(session, "document.querySelector('#job-city-m60 .media img').getAttribute('src')") \
+        == "report/posters/city-m60.jpg"
     assert devtools.evaluate(session, """(async () => {
-      const card = document.getElementById('job-city-m60'), v = card.querySelector('video');
+      const card = document.getElementById('job-city-m60');
       card.dispatchEvent(new MouseEvent('mouseenter'));
+      const v = card.querySelector('video');
       const end = Date.now() + 3000;
       while (v.paused && Date.now() < end) await new Promise(r => setTimeout(r, 25));
       const playing = !v.paused;
@@ -890,6 +903,7 @@ def test_each_video_plays_the_first_source_the_browser_can(formats_report, chrom
       const probe = document.createElement('video');
       const result = {hvc1: probe.canPlayType('video/mp4; codecs="hvc1"'), cards: {}};
       for (const id of ['every', 'h265']) {
+        document.getElementById(`job-${id}`).dispatchEvent(new MouseEvent('mouseenter'));  // makes its video
         const media = document.querySelector(`#job-${id} .media`), v = media.querySelector('video');
         if (!v) { const img = media.querySelector('img'); result.cards[id] = {img: img && img.getAttribute('src')};
                   continue; }

@@ -47,33 +47,47 @@
   desc.addEventListener('change', apply);
 
   // Where none of a video's sources can play (no decoder, or each one failed), show its animated
-  // webp/gif, else its poster, else say so.
-  function fallback(v) {
+  // webp/gif, else its poster, else say so. `v`: the video, or the one its template holds.
+  function fallback(media, v) {
     var f = v.getAttribute('data-fallback'), src = f || v.getAttribute('poster');
     if (!src) {
       var p = document.createElement('div');
       p.className = 'placeholder';
       p.textContent = 'this browser cannot play the video';
-      v.replaceWith(p);
+      media.replaceChildren(p);
       return;
     }
     var img = document.createElement('img');
     img.src = src;
     img.alt = f ? 'animated fallback' : 'first frame (this browser cannot play the video)';
-    v.replaceWith(img);
+    media.replaceChildren(img);
   }
-  Array.prototype.forEach.call(document.querySelectorAll('video'), function (v) {
-    var sources = v.querySelectorAll('source');
-    var playable = Array.prototype.some.call(sources, function (s) {
-      return v.canPlayType(s.getAttribute('type')) !== '';
+  var probe = document.createElement('video'), playable = {};  // MIME type -> whether it may play
+  function canPlay(type) {
+    if (!(type in playable)) playable[type] = probe.canPlayType(type) !== '';
+    return playable[type];
+  }
+  // A card shows its poster until hovered; its <video> is made then, from the template, and kept.
+  Array.prototype.forEach.call(document.querySelectorAll('template.player'), function (t) {
+    var media = t.parentNode, model = t.content.querySelector('video');
+    var types = Array.prototype.map.call(model.querySelectorAll('source'), function (s) {
+      return s.getAttribute('type');
     });
-    if (!playable) { fallback(v); return; }
-    // a failed source hands over to the next one; the last one's error means none played
-    sources[sources.length - 1].addEventListener('error', function () { fallback(v); });
-    v.addEventListener('error', function () { fallback(v); });
-    var card = v.closest('.card');
-    card.addEventListener('mouseenter', function () { var p = v.play(); if (p) p.catch(function () {}); });
-    card.addEventListener('mouseleave', function () { v.pause(); });
-    v.addEventListener('click', function () { if (v.paused) { v.play(); } else { v.pause(); } });
+    if (!types.some(canPlay)) { fallback(media, model); return; }
+    var v = null;
+    function video() {
+      if (v) return v;
+      v = document.importNode(model, true);
+      var sources = v.querySelectorAll('source');
+      // a failed source hands over to the next one; the last one's error means none played
+      sources[sources.length - 1].addEventListener('error', function () { fallback(media, v); });
+      v.addEventListener('error', function () { fallback(media, v); });
+      v.addEventListener('click', function () { if (v.paused) { v.play(); } else { v.pause(); } });
+      media.replaceChildren(v);
+      return v;
+    }
+    var card = media.closest('.card');
+    card.addEventListener('mouseenter', function () { var p = video().play(); if (p) p.catch(function () {}); });
+    card.addEventListener('mouseleave', function () { if (v) v.pause(); });
   });
 })();

@@ -196,14 +196,20 @@ def render_pages(shown: list[Shown], html: dict[str, Markup], index: RunIndex, g
     macros = environment.get_template(CARD_TEMPLATE).module
     best = best_variants((c.item, c.variant) for c in shown if c.variant is not None)
     badge = str(macros.best_badge())
-    # str.replace: Markup's own would escape the badge
-    markup = {job_id: Markup(str(text).replace(BEST_MARK, badge, 1)) for job_id in best if (text := html.get(job_id))}
+    markup = dict(html)
+    for job_id in best:
+        if job_id in markup:  # str.replace: Markup's own would escape the badge
+            markup[job_id] = Markup(str.replace(markup[job_id], BEST_MARK, badge, 1))
     units = page_units(shown)
+    sweeps: dict[int, Markup] = {}  # a sweep shown whole by several views is rendered once
 
     def rendered(unit) -> Markup:
-        if isinstance(unit, SweepUnit):
-            return macros.sweep(unit, [(unit.cells[c.order], markup.get(c.id) or html[c.id]) for c in unit.cards])
-        return markup.get(unit.id) or html[unit.id]
+        if not isinstance(unit, SweepUnit):
+            return markup[unit.id]
+        grid = sweeps.get(id(unit))
+        if grid is None:
+            grid = sweeps[id(unit)] = macros.sweep(unit, [(unit.cells[c.order], markup[c.id]) for c in unit.cards])
+        return grid
 
     template = environment.get_template("index.html.j2")
     views = views_written(scored > 0)

@@ -12,7 +12,8 @@ changed nothing costs) and a third with the card cache removed (posters there, e
 again). Headless Chromium loads index.html from file:// three times, each in a fresh browser (a cold
 cache); the page's own Navigation Timing says when its load event ended and when it first painted,
 counted from the navigation's start (the browser's own start is not in them): the fastest and
-slowest are printed.
+slowest are printed, with how many of the page's images had loaded by then (they load lazily, those
+near the screen shown first; none may be broken).
 
 With --keep DIR the template and each campaign are made in DIR once and kept: a later run with the
 same DIR reports the folders it finds there (their caches and posters as the last run left them, so
@@ -132,8 +133,8 @@ def campaign(entries, source: Path, out: Path, jobs: int, scored: bool = True) -
 
 
 def weight(out: Path) -> tuple[int, int]:
-    """Bytes of index.html, and of the files it names that the browser loads at once (posters,
-    thumbnails; videos are preload=none)."""
+    """Bytes of index.html, and of the images it names (posters, thumbnails, animated fallbacks: loaded
+    lazily, as the page is scrolled; videos only when a card is hovered)."""
     import re
 
     page = (out / "index.html").read_text()
@@ -194,9 +195,11 @@ class Browser:
         timings = self.evaluate(session, """(() => {
           const n = performance.getEntriesByType('navigation')[0];
           const paint = performance.getEntriesByName('first-contentful-paint')[0];
+          const images = [...document.images];
           return {dom: n.domContentLoadedEventEnd, load: n.loadEventEnd, paint: paint ? paint.startTime : null,
-                  cards: document.querySelectorAll('.card').length, images: document.images.length,
-                  broken: [...document.images].filter(i => !i.naturalWidth).length};
+                  cards: document.querySelectorAll('.card').length, images: images.length,
+                  loaded: images.filter(i => i.complete && i.naturalWidth).length,
+                  broken: images.filter(i => i.complete && !i.naturalWidth).length};
         })()""")
         self.call("Target.closeTarget", targetId=target)
         return timings
@@ -263,7 +266,7 @@ def main() -> None:
             page_bytes = sum(p.stat().st_size for p in pages)
             line = (f"{jobs:>7,} jobs: report {timings[0]:.2f} s (posters made), {timings[1]:.2f} s (again, cards "
                     f"cached), {timings[2]:.2f} s (cards rendered again); index.html {html / 1024:.0f} KiB + "
-                    f"{media / 1024:.0f} KiB of images it loads; {len(pages)} more pages "
+                    f"{media / 1024:.0f} KiB of images it shows; {len(pages)} more pages "
                     f"({page_bytes / 2**20:.0f} MiB)")
             result = {"jobs": jobs, "scored": not args.unscored, "report_first_s": round(timings[0], 3),
                       "report_cached_s": round(timings[1], 3), "report_uncached_s": round(timings[2], 3),
@@ -273,11 +276,14 @@ def main() -> None:
                 loads = browser_load(out / "index.html")
                 load = sorted(t["load"] / 1000 for t in loads)
                 paint = sorted(t["paint"] / 1000 for t in loads if t["paint"] is not None)
-                line += (f"; in chromium ({loads[0]['cards']} cards, {loads[0]['images']} images): load event "
+                line += (f"; in chromium ({loads[0]['cards']} cards, {loads[0]['images']} images, "
+                         f"{min(t['loaded'] for t in loads)}-{max(t['loaded'] for t in loads)} loaded by the load "
+                         "event, the rest lazily): load event "
                          f"{load[0]:.2f}-{load[-1]:.2f} s"
                          + (f", first paint {paint[0]:.2f}-{paint[-1]:.2f} s" if paint else "")
                          + f" ({len(loads)} cold loads)")
-                result.update(chromium_load_s=[round(v, 3) for v in load],
+                result.update(chromium_images_loaded=sorted(t["loaded"] for t in loads),
+                              chromium_load_s=[round(v, 3) for v in load],
                               chromium_first_paint_s=[round(v, 3) for v in paint])
             print(line, flush=True)
             results.append(result)

@@ -351,11 +351,12 @@ def test_video_elements_use_the_mp4_with_a_first_frame_poster(report):
     # the poster shows as an image; the <video> waits in a template until the card is hovered (sheet.js)
     media = text.split('id="job-rocket"')[1].split('<div class="media"')[1].split("</div>")[0]
     assert re.sub(r"<source [^>]*>", "", media) == (
-        ' style="aspect-ratio:112/64"><img class="poster" src="report/posters/rocket.jpg" alt="first frame of rocket">'
+        ' style="aspect-ratio:112/64"><img class="poster" loading="lazy" src="report/posters/rocket.jpg" '
+        'alt="first frame of rocket">'
         '<template class="player"><video poster="report/posters/rocket.jpg" muted loop playsinline preload="none" '
         'data-fallback="rocket.webp"></video></template>')
     # no mp4: the animated gif is shown as an image
-    assert ("img", {"class": "anim", "src": "cat.gif", "alt": "cat"}) in elements(text)
+    assert ("img", {"class": "anim", "loading": "lazy", "src": "cat.gif", "alt": "cat"}) in elements(text)
 
 
 def test_posters_are_the_first_frame(report):
@@ -374,7 +375,7 @@ def test_inputs_are_copied_as_thumbnails_including_remote_ones(report, server):
     assert len(thumbs) == 3  # rocket (over HTTP), city (shared by the sweep), cat (shared by two jobs)
     assert "/rocket.png" in server.hits
     rocket = text[text.index('id="job-rocket"'):text.index('id="job-city-m60"')]
-    assert '<img src="report/inputs/' in rocket
+    assert '<img loading="lazy" src="report/inputs/' in rocket
     for thumb in thumbs:
         with Image.open(thumb) as image:
             assert image.format == "JPEG" and max(image.size) <= 320

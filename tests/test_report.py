@@ -1071,20 +1071,26 @@ def test_the_sheet_ranked_by_motion_in_headless_chromium(scored_report, chromium
         assert len(image.convert("RGB").getcolors(1 << 20) or []) > 100  # not a blank page
 
 
-def test_a_second_report_reuses_the_cards_whose_entry_and_files_did_not_change(tmp_path, server, monkeypatch):
-    """Cards come from report/cards.cache when nothing they show changed; a changed file, a changed entry
-    or a cache record that does not verify under this user's key is rendered again."""
+def counted_renders(monkeypatch, tmp_path) -> list[str]:
+    """The ids of the cards each report renders (not taken from the cache), with a cache key of the test's own."""
     from svdflow.report import sheet
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     rendered: list[str] = []
+    render_card = sheet.render_card
 
     def counting(card):
         rendered.append(card.id)
         return render_card(card)
 
-    render_card = sheet.render_card
     monkeypatch.setattr(sheet, "render_card", counting)
+    return rendered
+
+
+def test_a_second_report_reuses_the_cards_whose_entry_and_files_did_not_change(tmp_path, server, monkeypatch):
+    """Cards come from report/cards.cache when nothing they show changed; a changed file, a changed entry
+    or a cache record that does not verify under this user's key is rendered again."""
+    rendered = counted_renders(monkeypatch, tmp_path)
     out = build_output_dir(tmp_path, server)
     first = Path(write_report(str(out))).read_text()
     # every card but lost's (its input cannot be fetched: tried again next time) is kept
@@ -1112,22 +1118,6 @@ def test_a_second_report_reuses_the_cards_whose_entry_and_files_did_not_change(t
     cache.write_bytes(cache.read_bytes().replace(b">city-m60</h3>", b">CITY-M60</h3>", 1))
     text = Path(write_report(str(out))).read_text()
     assert "CITY-M60" not in text and sorted(rendered) == ["city-m60", "lost"]
-
-
-def counted_renders(monkeypatch, tmp_path) -> list[str]:
-    """The ids of the cards each report renders (not taken from the cache), with a cache key of the test's own."""
-    from svdflow.report import sheet
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    rendered: list[str] = []
-    render_card = sheet.render_card
-
-    def counting(card):
-        rendered.append(card.id)
-        return render_card(card)
-
-    monkeypatch.setattr(sheet, "render_card", counting)
-    return rendered
 
 
 def test_a_job_recorded_before_the_others_leaves_their_cached_cards_in_use(tmp_path, server, monkeypatch):

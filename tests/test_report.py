@@ -567,6 +567,13 @@ PROBE_MEDIA = """(async () => {
   };
 })()"""
 
+# Whether every image of the page loaded (they load lazily, after the load event: waited for, up to 10 s).
+IMAGES_LOADED = """(async () => {
+  const end = Date.now() + 10000;
+  while (![...document.images].every(i => i.complete) && Date.now() < end) await new Promise(r => setTimeout(r, 25));
+  return [...document.images].every(i => i.complete && i.naturalWidth > 0);
+})()"""
+
 VISIBLE_CARDS = """[...document.querySelectorAll('.card')]
   .filter(c => c.getBoundingClientRect().height > 0 && getComputedStyle(c).visibility === 'visible')
   .map(c => c.id)"""
@@ -666,7 +673,7 @@ def test_page_plays_in_headless_chromium(report, chromium, tmp_path):
     follow(devtools, session, "document.querySelector('[data-filter=done]').click()")
     assert sorted(devtools.evaluate(session, VISIBLE_CARDS)) == sorted(
         ["job-rocket", "job-city-m60", "job-city-m127", "job-city-m200", "job-cat"])
-    assert devtools.evaluate(session, "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    assert devtools.evaluate(session, IMAGES_LOADED)
     follow(devtools, session, "document.querySelector('[data-filter=all]').click()")
     assert devtools.evaluate(session, "location.href") == page.as_uri()
     devtools.evaluate(session, "const s = document.getElementById('sort'); s.value = 'seed';"
@@ -1058,7 +1065,7 @@ def test_the_sheet_ranked_by_motion_in_headless_chromium(scored_report, chromium
     assert devtools.evaluate(session, "location.href").endswith("/report/pages/motion-most-1.html")
     assert devtools.evaluate(session, VISIBLE_CARDS) == [
         "job-city-m200", "job-rocket", "job-city-m127", "job-city-m60", "job-broken", "job-lost", "job-cat"]
-    assert devtools.evaluate(session, "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    assert devtools.evaluate(session, IMAGES_LOADED)
     devtools.evaluate(session, "const s = document.getElementById('sort'); s.value = 'flicker';"
                                "s.dispatchEvent(new Event('change'))")
     assert devtools.evaluate(session, VISIBLE_CARDS) == [

@@ -1176,3 +1176,24 @@ def test_a_report_rewrites_only_the_pages_that_changed(tmp_path, server, monkeyp
     after = stamps()
     assert sorted(name for name in before if after[name] != before[name]) == ["all-4.html", "done-3.html"]
     assert "<dd>0.05</dd>" in (pages / "all-4.html").read_text()
+
+
+def test_a_linked_pages_folder_is_refused_and_its_files_untouched(tmp_path, server, monkeypatch):
+    """report/pages is read (pages are compared before they are replaced), replaced and tidied: never
+    through a link."""
+    from svdflow.errors import SvdflowError
+
+    counted_renders(monkeypatch, tmp_path)
+    out = build_output_dir(tmp_path, server)
+    victim = tmp_path / "site"
+    victim.mkdir()
+    (victim / "all-2.html").write_text("mine")
+    (out / "report").mkdir()
+    (out / "report" / "pages").symlink_to(victim)
+    with pytest.raises(SvdflowError) as raised:
+        write_report(str(out))
+    assert str(raised.value) == (
+        f"output folder {out}: a symbolic link is in the way (report/pages is a symbolic link to {victim}, "
+        "writing the report's pages in report/pages/); remove the link (svdflow writes nothing through a link "
+        "inside its output folder) or choose another output.dir, then run again")
+    assert [(p.name, p.read_text()) for p in victim.iterdir()] == [("all-2.html", "mine")]

@@ -18,7 +18,7 @@ from markupsafe import Markup
 
 from svdflow.errors import UsageError
 from svdflow.locations import Location
-from svdflow.outputs.atomic import atomic_write_bytes
+from svdflow.outputs.atomic import atomic_write_bytes, real_folder
 from svdflow.outputs.failures import storing
 from svdflow.outputs.index import INDEX_FILE, LEGACY_INDEX_FILE, RunIndex
 from svdflow.outputs.store import OutputStore
@@ -50,7 +50,7 @@ def write_report(output_dir: str) -> str:
         remove_unused_assets(root, {folder: times.names(folder) for folder in ASSET_DIRS}, used)
     pages = render_pages(shown, html, index, generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     with storing(root, f"writing the report's pages in {PAGES_DIR}/"):
-        os.makedirs(os.path.join(root, PAGES_DIR), exist_ok=True)
+        real_folder(root, PAGES_DIR)  # never through a link: its pages are read, replaced and deleted
         for name, page in pages.items():
             if name != REPORT_FILE:
                 _write_if_changed(os.path.join(root, name), page.encode("utf-8"))
@@ -111,7 +111,7 @@ def _write_if_changed(path: str, data: bytes) -> None:
     try:
         status = os.lstat(path)
         if stat.S_ISREG(status.st_mode) and status.st_size == len(data):
-            with open(path, "rb") as file:
+            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as file:
                 if file.read(len(data) + 1) == data:
                     return
     except OSError:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from svdflow.locations import is_url
 from svdflow.manifest.schema import JobParams
@@ -21,8 +20,6 @@ from svdflow.outputs.masters import MASTERS_DIR
 from svdflow.report.assets import input_thumbnail, poster
 
 DOM_PREFIX = "job-"  # a card's element id: this and its asset name
-T = TypeVar("T")
-R = TypeVar("R")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 
 
@@ -85,27 +82,17 @@ def build_cards(root: str, entries: Iterable[tuple[int, IndexEntry]], used_names
             inputs.setdefault((card.entry.input.uri, card.entry.input.sha256), []).append(card)
         else:
             card.input_note = "no input recorded for this job"
-    # Fetching inputs (possibly remote) and decoding first frames are independent and I/O bound. They
-    # go to the threads in batches: a future per card costs more than checking a poster that is there.
-    keys = list(inputs)
+    # Fetching inputs (possibly remote) and decoding first frames are independent and I/O bound.
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="svdflow-report") as pool:
-        thumbs = _batched(pool, lambda key: input_thumbnail(root, *key), keys)
-        posters = _batched(pool, lambda card: poster(root, card.outputs, card.asset_name), cards)
-        for key, (thumb, note) in zip(keys, thumbs):
+        input_futures = {key: pool.submit(input_thumbnail, root, *key) for key in inputs}
+        poster_futures = [(card, pool.submit(poster, root, card.outputs, card.asset_name)) for card in cards]
+        for key, future in input_futures.items():
+            thumb, note = future.result()
             for card in inputs[key]:
                 card.input_thumb, card.input_note = thumb, note
-        for card, (made, note) in zip(cards, posters):
-            card.poster, card.poster_note = made, note
+        for card, future in poster_futures:
+            card.poster, card.poster_note = future.result()
     return cards
-
-
-def _batched(pool: ThreadPoolExecutor, work: Callable[[T], R], items: list[T]) -> Iterator[R]:
-    """`work` of each item, in order, done by the pool's threads in about 32 tasks (an item each
-    where there are fewer: a slow remote input holds up only its own)."""
-    size = max(1, len(items) // 32)
-    futures = [pool.submit(lambda batch: [work(item) for item in batch], items[start:start + size])
-               for start in range(0, len(items), size)]
-    return (result for future in futures for result in future.result())
 
 
 def card_files(card: Card) -> list[str] | None:

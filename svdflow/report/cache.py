@@ -23,6 +23,7 @@ import hmac
 import inspect
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -93,27 +94,31 @@ class Cached:
 
 class FolderTimes:
     """What a card's files are now: for a file of the output folder itself (outputs, sidecars), its
-    modification time, from the listing loading the record made (no request of its own); for one in a
-    folder below (posters, thumbnails, masters), only whether it is there, one listing per folder (a
-    poster follows its video's time; a master's content is its entry's). `listed` folders are listed
-    at once (the report's own, which it also tidies); others when first asked about."""
+    modification time, from the listing loading the record made (a local one reads a name's time, one
+    lstat, when first asked for); for one in a folder below (posters, thumbnails, masters), only
+    whether it is there, one listing per folder (a poster follows its video's time; a master's content
+    is its entry's). `listed` folders are listed at once (the report's own, which it also tidies);
+    others when first asked about."""
 
-    def __init__(self, root: str, listing: dict[str, FileInfo], listed: tuple[str, ...] = ()):
+    def __init__(self, root: str, listing: Mapping[str, FileInfo], listed: tuple[str, ...] = ()):
         self.root = root
-        # one flat map, name -> time, for a card's files to be checked by one lookup each
-        self._times: dict[str, float | None] = {name: info.mtime for name, info in listing.items()}
+        self._top = listing
+        self._below: dict[str, float] = {}  # "folder/name" -> 0.0 for each name listed below the top
         self._folders: dict[str, set[str]] = {}
         for folder in listed:
             self._list(folder)
 
     def mtime(self, name: str) -> float | None:
         """The file's time (0 for a file below the folder's top), None when it is not there."""
-        found = self._times.get(name)
-        if found is None and "/" in name:
+        if "/" not in name:
+            info = self._top.get(name)
+            return info.mtime if info is not None else None
+        found = self._below.get(name)
+        if found is None:
             folder = name.rpartition("/")[0]
             if folder not in self._folders:
                 self._list(folder)
-                return self._times.get(name)
+                return self._below.get(name)
         return found
 
     def names(self, folder: str) -> set[str]:
@@ -126,7 +131,7 @@ class FolderTimes:
         """A file this report made below the top (a poster, a thumbnail)."""
         folder, _, base = name.rpartition("/")
         self.names(folder).add(base)
-        self._times[name] = 0.0
+        self._below[name] = 0.0
 
     def _list(self, folder: str) -> None:
         names, files = set(), []
@@ -139,7 +144,7 @@ class FolderTimes:
         except OSError:
             pass
         self._folders[folder] = names
-        self._times.update(dict.fromkeys(files, 0.0))
+        self._below.update(dict.fromkeys(files, 0.0))
 
 
 class CardCache:

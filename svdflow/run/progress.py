@@ -312,7 +312,7 @@ def _pace_of(info: dict[str, Any]) -> Pace | None:
 
 
 def describe(status: str, info: dict[str, Any]) -> str:
-    qc = qc_text(info.get("qc"))
+    qc = verdict_text(info.get("qc"))
     if status in ("done", "re-encoded"):
         files = ", ".join(info.get("files", []))
         return f"{status} in {info.get('seconds', 0):.1f}s -> {files}{qc}"
@@ -321,7 +321,7 @@ def describe(status: str, info: dict[str, Any]) -> str:
     return status + qc
 
 
-def qc_text(qc: dict[str, Any] | None) -> str:
+def verdict_text(qc: dict[str, Any] | None) -> str:
     """A job's qc verdict, as its line says it: "; qc passed on attempt 2 of 3 (seed 123)"."""
     if not qc or qc.get("passed") is None:
         return ""

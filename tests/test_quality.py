@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from svdflow.quality.fidelity import PSNR_CAP_DB, psnr
 from svdflow.quality.ranking import Variant, rank_sums, rank_variants
 from svdflow.quality.rerolls import Attempt, kept_attempt, reroll_seed, reroll_seeds
 from svdflow.quality.score import score_clip
@@ -154,8 +155,21 @@ def test_frames_and_input_of_different_sizes_are_refused():
 def test_the_package_imports_without_torch_and_its_rules_without_opencv():
     code = ("import sys; import svdflow.quality.ranking, svdflow.quality.rerolls; "
             "assert 'cv2' not in sys.modules and 'skimage' not in sys.modules; "
-            "import svdflow.quality.score; assert 'torch' not in sys.modules; print('ok')")
+            "import svdflow.quality.score; assert 'torch' not in sys.modules; "
+            # scipy.stats costs every svdflow process 1.5 s of its start (svdflow/quality/fidelity.py)
+            "assert 'scipy.stats' not in sys.modules, 'scipy.stats'; print('ok')")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
+
+
+def test_psnr_is_scikit_images_for_uint8_images():
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.default_rng(5)
+    for noise in (1, 8, 80):
+        a = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+        b = np.clip(a.astype(int) + rng.integers(-noise, noise + 1, a.shape), 0, 255).astype(np.uint8)
+        assert psnr(a, b) == float(peak_signal_noise_ratio(a, b, data_range=255)), noise
+    assert psnr(a, a) == PSNR_CAP_DB
 
 
 # The rules, on hand-made scores.

@@ -9,6 +9,11 @@ from conftest import REPO, run_cli
 
 from svdflow.bench import format_table, merge_results
 
+# On one thread: at these sizes OpenMP's threads only wait on each other, and beside `make test`'s other
+# worker they spun the tiny bench to twice the CPU time. Every case runs on the same count, so the cases'
+# comparisons (identical latents and frames) do not depend on it.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.mark.slow
 def test_tiny_bench_prints_the_table_and_writes_json(tmp_path, capsys):

@@ -12,6 +12,11 @@
 Points: `denoise-step`, `lock` (before taking the output folder's lock), `before-write:<name>` (before
 the first byte of a file or folder of that name is written), `before-rename:<name>`. The variable is
 read once per process; unset, a fault point costs one comparison.
+
+`acting_at(point, act)` is `stop`'s counterpart for a test that runs svdflow in its own process (the
+API or the CLI's `main`): `act()` runs, in the thread that reached the point, the first time it is
+reached, and may change the world there or raise. It spares such a test a process (and its seconds of
+importing torch and diffusers) where the process is not what the test looks at.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import functools
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from svdflow.errors import DeviceError
@@ -28,6 +35,7 @@ from svdflow.settings import load_settings
 
 _counts: dict[str, int] = {}
 _lock = threading.Lock()
+_acts: dict[str, Callable[[], None]] = {}
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,19 @@ def _wanted() -> _Fault | None:
     return _Fault(point, int(nth or 1), what or "kill")
 
 
+@contextmanager
+def acting_at(point: str, act: Callable[[], None]) -> Iterator[None]:
+    """Within the `with`, run `act()` the first time this process reaches the fault point `point`."""
+    _acts[point] = act
+    try:
+        yield
+    finally:
+        _acts.pop(point, None)
+
+
 def crash_point(name: str) -> None:
+    if _acts and (act := _acts.pop(name, None)) is not None:
+        act()
     wanted = _wanted()
     if wanted is None or wanted.point != name:
         return

@@ -11,15 +11,17 @@ there (SIGSTOP), the test fills or remounts the disk, and lets it go on (SIGCONT
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import SVDFLOW
+from conftest import SVDFLOW, run_cli
 
 TIMEOUT = 300  # per process; a tiny render takes seconds, a loaded machine can be slow
 SIZE = "16m"  # room for every test's campaign; filling it is a memory write of that much
@@ -121,6 +123,21 @@ class SmallDisk:
             return run(cwd, args, crash_at=f"{point}={INJECTED[fault]}", **extra_env)
         return run_stopping(cwd, args, point, self.fill if fault == "full" else self.read_only, **extra_env)
 
+    def failing_at(self, point: str, fault: str) -> Callable[[], None]:
+        """What `run_in_process` does at `point` so that the output folder, `out` on this disk, fails
+        there: "full", "read-only", or "gone"; where the disk is not real, the OSError the write would
+        raise (as SVDFLOW_CRASH_AT=<point>=ENOSPC raises it)."""
+        if fault == "gone":
+            return lambda: shutil.rmtree(self.path / "out")
+        if self.real:
+            return self.fill if fault == "full" else self.read_only
+        code = getattr(errno, INJECTED[fault])
+
+        def injected() -> None:
+            raise OSError(code, os.strerror(code), point.partition(":")[2] or None)
+
+        return injected
+
 
 def run(cwd: Path, args: list[str], crash_at: str | None = None, **extra_env: str) -> subprocess.CompletedProcess:
     """`svdflow <args>` to the end."""
@@ -150,6 +167,18 @@ def run_stopping(cwd: Path, args: list[str], point: str, act, **extra_env: str) 
     out_path.unlink()
     err_path.unlink()
     return result
+
+
+def run_in_process(capsys, cwd: Path, args: list[str], point: str | None = None,
+                   act: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
+    """`svdflow <args>` in `cwd`, to its end, in this process (the CLI's main), `act()` run when it
+    reaches `point` (svdflow.faults.acting_at): `run_stopping` without a process's seconds of imports,
+    for a test that looks at the folder and the run's words, not at the process."""
+    from svdflow.faults import acting_at
+
+    with contextlib.chdir(cwd), acting_at(point, act) if point else contextlib.nullcontext():
+        code, out, err = run_cli(capsys, *args)
+    return subprocess.CompletedProcess(["svdflow", *args], code, out, err)
 
 
 def wait_stopped(proc: subprocess.Popen) -> bool:

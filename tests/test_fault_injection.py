@@ -5,9 +5,12 @@ answering mid-run.
 
 Every case: exit 3, one `error:` line naming the folder, the cause and the fix, no traceback, no
 partial file under a final name and no temporary left, then, once the cause is fixed (the disk grown
-or remounted read-write), a run that renders only what is missing. That run is the CLI in this test's
-process (`rerun`): what it shows needs no process of its own, and each process spends seconds
-importing torch and diffusers before it renders anything. The disk is a tmpfs mounted by
+or remounted read-write), a run that renders only what is missing. One run of each fault (a full disk,
+one remounted read-only, the folder removed, a disk full at the lock) is a real process, as a user
+sees it; the other faulted runs and every run after a fix (`rerun`) are the CLI in this test's process,
+the fault made where svdflow reaches its point (svdflow.faults.acting_at): what they show is the folder
+and the run's words, which need no process of their own, and each process spends seconds importing
+torch and diffusers before it renders anything. The disk is a tmpfs mounted by
 the test (tests/disks.py); where mounting is not permitted, the same errno is raised at the same
 point instead (SVDFLOW_TEST_NO_MOUNT=1 runs the suite that way here). The Ray and torchrun cases are
 in tests/test_ray.py and tests/test_distributed.py.
@@ -24,11 +27,11 @@ from pathlib import Path
 import imageio_ffmpeg
 import pytest
 from conftest import REPO, run_cli, write_image, write_manifest
-from disks import TIMEOUT, env, run, run_stopping
+from disks import TIMEOUT, env, run, run_in_process
 from PIL import Image
 
-# One or two svdflow processes each: ~8 s a case. The recovery runs render in this process, on one
-# thread as the processes do (tests/disks.py: OMP_NUM_THREADS=1).
+# A real svdflow process is ~8 s; the runs in this process render on one thread as the processes do
+# (tests/disks.py: OMP_NUM_THREADS=1).
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 HEADER = """
@@ -68,6 +71,15 @@ def rerun(capsys, folder: Path, *args: str) -> str:
     code, _, err = run_cli(capsys, "run", str(folder / "m.yaml"), *args)
     assert code == 0 and "Traceback" not in err, err
     return next(line for line in err.splitlines() if " rendered, " in line).split(" in ")[0]
+
+
+def failing_run(capsys, disk, folder: Path, args: list[str], point: str, fault: str,
+                process: bool = False) -> subprocess.CompletedProcess:
+    """`svdflow <args>` in `folder` whose output folder fails ("full", "read-only", "gone") the moment
+    the run reaches `point`: a real process (stopped there while the disk is changed) or this one."""
+    if process:
+        return disk.run_failing_at(folder, args, point, fault)
+    return run_in_process(capsys, folder, args, point, disk.failing_at(point, fault))
 
 
 def check_folder(out: Path) -> None:
@@ -115,7 +127,7 @@ def test_a_full_disk_at_each_stage_stops_the_run_and_the_next_run_renders_the_re
     campaign(tmp_path, formats)
     out = small_disk.path / "out"
 
-    failed = small_disk.run_failing_at(tmp_path, ["run", "m.yaml"], point, "full")
+    failed = failing_run(capsys, small_disk, tmp_path, ["run", "m.yaml"], point, "full", process=stage == "mp4")
 
     assert failed.returncode == 3, failed.stderr
     assert error_lines(failed) == [f"error: output folder {out}: {FULL.format(doing=doing)}{RECORDED_ONE}"]
@@ -130,7 +142,7 @@ def test_a_full_disk_at_the_last_index_write(tmp_path, capsys, small_disk):
     out = small_disk.path / "out"
 
     # The record's compaction at the run's end (index.jsonl): both jobs are recorded by their sidecars.
-    failed = small_disk.run_failing_at(tmp_path, ["run", "m.yaml"], "before-write:index.jsonl", "full")
+    failed = failing_run(capsys, small_disk, tmp_path, ["run", "m.yaml"], "before-write:index.jsonl", "full")
 
     assert failed.returncode == 3, failed.stderr
     assert error_lines(failed) == [
@@ -149,7 +161,7 @@ def test_a_disk_remounted_read_only_mid_run_stops_it_and_the_next_run_renders_th
     campaign(tmp_path, formats)
     out = small_disk.path / "out"
 
-    failed = small_disk.run_failing_at(tmp_path, ["run", "m.yaml"], point, "read-only")
+    failed = failing_run(capsys, small_disk, tmp_path, ["run", "m.yaml"], point, "read-only", process=stage == "mp4")
 
     assert failed.returncode == 3, failed.stderr
     assert error_lines(failed) == [f"error: output folder {out}: {READ_ONLY.format(doing=doing)}{RECORDED_ONE}"]
@@ -166,7 +178,11 @@ def test_a_full_or_read_only_disk_is_said_at_the_lock_before_anything_renders(fa
     out.mkdir()
     crash_at = small_disk.fault_before(fault)
 
-    failed = run(tmp_path, ["run", "m.yaml", "--json"], crash_at=crash_at)
+    if fault == "full":
+        failed = run(tmp_path, ["run", "m.yaml", "--json"], crash_at=crash_at)
+    else:  # in this process; where no disk is mounted, the fault is raised at the lock as crash_at says
+        act = None if crash_at is None else small_disk.failing_at("lock", fault)
+        failed = run_in_process(capsys, tmp_path, ["run", "m.yaml", "--json"], "lock" if act else None, act)
 
     assert failed.returncode == 3, failed.stderr
     message = (FULL if fault == "full" else READ_ONLY).format(doing="locking it")
@@ -183,7 +199,7 @@ def test_a_full_disk_while_re_encoding_from_the_masters(tmp_path, capsys, small_
     campaign(tmp_path, "[mp4, gif]")  # only the files change: both jobs re-encode from their masters
     out = small_disk.path / "out"
 
-    failed = small_disk.run_failing_at(tmp_path, ["run", "m.yaml"], "before-write:b.gif", "full")
+    failed = failing_run(capsys, small_disk, tmp_path, ["run", "m.yaml"], "before-write:b.gif", "full")
 
     assert failed.returncode == 3, failed.stderr
     assert error_lines(failed) == [f"error: output folder {out}: {FULL.format(doing='writing b.gif')}{RECORDED_ONE}"]
@@ -197,7 +213,8 @@ def test_a_full_disk_while_writing_the_report(tmp_path, capsys, small_disk):
     campaign(tmp_path)
     out = small_disk.path / "out"
 
-    failed = small_disk.run_failing_at(tmp_path, ["run", "m.yaml", "--report"], "before-write:index.html", "full")
+    failed = failing_run(capsys, small_disk, tmp_path, ["run", "m.yaml", "--report"], "before-write:index.html",
+                         "full")
 
     assert failed.returncode == 3, failed.stderr
     assert "2 rendered, 0 re-encoded, 0 up to date, 0 failed" in failed.stderr  # the run itself was done
@@ -214,7 +231,7 @@ def test_the_output_folder_removed_mid_run(tmp_path, capsys, small_disk):
     campaign(tmp_path)
     out = small_disk.path / "out"
 
-    failed = small_disk.run_failing_at(tmp_path, ["run", "m.yaml"], "before-write:b.mp4", "gone")
+    failed = failing_run(capsys, small_disk, tmp_path, ["run", "m.yaml"], "before-write:b.mp4", "gone", process=True)
 
     assert failed.returncode == 3, failed.stderr
     assert error_lines(failed) == [
@@ -235,7 +252,7 @@ def test_the_output_folder_replaced_by_another_mid_run(tmp_path, capsys, small_d
         shutil.rmtree(out)
         out.mkdir()
 
-    failed = run_stopping(tmp_path, ["run", "m.yaml"], "before-write:b.mkv", replace)
+    failed = run_in_process(capsys, tmp_path, ["run", "m.yaml"], "before-write:b.mkv", replace)
 
     assert failed.returncode == 3, failed.stderr
     assert error_lines(failed) == [

@@ -94,6 +94,16 @@ def video_stream(path) -> bytes:
                            "-f", "h264", "-"], capture_output=True, check=True).stdout
 
 
+def benchmark_script(name: str):
+    """A script of benchmarks/ (`name`.py), loaded as a module: its main() runs in the test's process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_manifest(folder: Path, body: str, name: str = "m.yaml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(body).lstrip())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import benchmark_script, run_cli
 
 from svdflow.bench import format_table, merge_results
 
@@ -99,12 +99,7 @@ def test_unknown_case_is_a_usage_error(capsys):
 
 def _gpu_targets():
     """benchmarks/gpu_targets.py, a script, loaded as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_targets", REPO / "benchmarks" / "gpu_targets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("gpu_targets")
 
 
 def gpu_result() -> dict:

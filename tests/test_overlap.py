@@ -8,14 +8,12 @@ GPU is measured by `svdflow bench` (balanced and max-speed report an `overlap` b
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import tempfile
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, recorded, write_image, write_manifest
+from conftest import benchmark_script, recorded, write_image, write_manifest
 from PIL import Image
 from pydantic import ValidationError
 
@@ -241,13 +239,14 @@ def test_out_of_memory_while_the_next_job_denoises_settles_the_previous_one_then
 
 
 @pytest.mark.slow
-def test_the_gpu_scripts_run_check_compares_every_jobs_frames(tmp_path):
+def test_the_gpu_scripts_run_check_compares_every_jobs_frames(tmp_path, monkeypatch, capsys):
+    """benchmarks/overlap_run_check.py's main, in this process (a process of its own would spend seconds
+    importing torch and diffusers before the check begins)."""
     path = tmp_path / "check.json"
-    proc = subprocess.run([sys.executable, "benchmarks/overlap_run_check.py", "--size", "64x112", "--frames", "4",
-                           "--steps", "2", "--jobs", "2", "--json", str(path)],
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the script makes its campaign's folder
+    code = benchmark_script("overlap_run_check").main(["--size", "64x112", "--frames", "4", "--steps", "2",
+                                                       "--jobs", "2", "--json", str(path)])
+    assert code == 0, capsys.readouterr().out
     result = json.loads(path.read_text())
     assert (result["identical"], result["ok"]) == (2, True)
     assert result["runs"]["true"]["overlap_recorded"] == [True, True]

@@ -120,13 +120,16 @@ def tiny_pipe():
     return pipe
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Torch on one thread for a module's renders (use with pytestmark = usefixtures("one_thread")).
+    """Torch on one thread in every test process (pytest's, xdist's workers; the processes tests start
+    choose their own). Modules that render say so (pytestmark = usefixtures("one_thread")).
 
-    At these toy sizes OpenMP threads only wait on each other, and on a busy 2-core machine their
-    spinning made renders 4-5x slower. Frames depend on the thread count (reduction order), so
-    every render in the module uses the same one.
+    At these toy sizes OpenMP threads only wait on each other, and on a busy 2-core machine, beside the
+    other xdist worker, their spinning made renders 4-5x slower and a direct UNet call up to 100x (test_
+    hardware's sequential CFG test: 40 s on two threads, 0.4 s on one). svdflow's own CPU renders take
+    SVDFLOW_CPU_THREADS (1) anyway. Frames depend on the thread count (reduction order), so every render
+    in a process uses the same one; a test of thread settings sets a count of its own (torch_threads).
     """
     import torch
 

@@ -25,6 +25,7 @@ from svdflow.pipeline.compile import configure_compile_cache
 from svdflow.pipeline.hooks.sequential_cfg import HOOK_NAME, set_sequential_cfg
 from svdflow.pipeline.ladder import next_rung
 from svdflow.pipeline.process_state import ProcessChanges
+from svdflow.pipeline.render import torch_threads
 from svdflow.pipeline.session import PipelineSession
 
 NO_GPU = DeviceFacts(0, False, {})
@@ -338,13 +339,16 @@ def test_a_compiled_run_and_its_rerender_put_every_process_wide_setting_back(tmp
                                                                    "defaults:"), "plain.yaml")
     compiled = write_manifest(tmp_path, MANIFEST.replace("{profile: cpu}", "{profile: cpu, compile: 'on'}").replace(
         "defaults:", "output: {dir: compiled, formats: [frames]}\ndefaults:"), "compiled.yaml")
-    before = process_settings()
-
-    assert run_manifest(plain).statuses == {"a": "done"}
-    assert run_manifest(compiled).statuses == {"a": "done"}
-    assert process_settings() == before
-    assert rerender(str(tmp_path / "compiled"), "a", write=False).matches
-    assert process_settings() == before
+    # Two threads: not the tests' one (conftest.one_thread) nor the renders' (SVDFLOW_CPU_THREADS), so
+    # that a count left behind shows.
+    with torch_threads(2):
+        before = process_settings()
+        assert before["threads"] == 2
+        assert run_manifest(plain).statuses == {"a": "done"}
+        assert run_manifest(compiled).statuses == {"a": "done"}
+        assert process_settings() == before
+        assert rerender(str(tmp_path / "compiled"), "a", write=False).matches
+        assert process_settings() == before
 
     [entry] = recorded(tmp_path / "compiled").values()
     [plain_entry] = recorded(tmp_path / "plain").values()

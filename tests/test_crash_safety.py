@@ -286,7 +286,7 @@ def test_kill_9_during_a_re_encode_leaves_no_truncated_file_and_the_rerun_finish
     assert temporaries(out) == [] and sorted(os.listdir(masters)) == ["a.mkv", "b.mkv", "c.mkv"]
 
 
-def test_kill_9_at_random_moments_then_rerun_renders_only_unfinished_jobs(tmp_path):
+def test_kill_9_at_random_moments_then_rerun_renders_only_unfinished_jobs(tmp_path, capsys):
     write_image(tmp_path / "a.png")
     tiny_manifest(tmp_path, THREE_JOBS + "  - id: d\n    image: a.png\n    seed: 3\n")
     out = tmp_path / "out"
@@ -305,9 +305,9 @@ def test_kill_9_at_random_moments_then_rerun_renders_only_unfinished_jobs(tmp_pa
         if run.proc.returncode == 0:  # it finished before the kill: nothing left to interrupt
             break
         assert run.proc.returncode == -signal.SIGKILL
-    run = Running(tmp_path)
-    assert run.finish() == 0, run.stderr()
-    finished = run.events[-1]
+    proc = in_process(capsys, tmp_path, "run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    finished = json.loads(proc.stdout.splitlines()[-1])
     assert finished["event"] == "run_finished"
     assert (finished["rendered"], finished["up_to_date"]) == (4 - len(done), len(done))
     after = check_folder(out)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import recorded, video_stream, write_image, write_manifest
+from conftest import recorded, run_cli, video_stream, write_image, write_manifest
 
 from svdflow.api import RunOptions, read_provenance, run_manifest
 from svdflow.run.engines.torchrun import World, assign, lonely_launch_hint
@@ -97,9 +97,10 @@ def test_resume_with_another_process_count_renders_only_what_is_missing(tmp_path
 
 
 @pytest.mark.slow
-def test_a_full_output_disk_stops_every_rank_and_rank_0_says_it_once(tmp_path, small_disk):
+def test_a_full_output_disk_stops_every_rank_and_rank_0_says_it_once(tmp_path, capsys, small_disk):
     """Each rank stops at its own first write; all still meet, rank 0 says it once and exits 3 (the
-    launcher passes a failure on); the next launch renders everything."""
+    launcher passes a failure on); the next run renders everything (in this process: a launch of its own
+    would start three processes that spend seconds importing torch and diffusers each)."""
     if not small_disk.real:
         pytest.skip("needs a tmpfs to fill before the launch")
     manifest = make_campaign(tmp_path)
@@ -123,9 +124,9 @@ def test_a_full_output_disk_stops_every_rank_and_rank_0_says_it_once(tmp_path, s
     assert "exitcode  : 3" in proc.stderr  # rank 0's, as torchrun reports it
     small_disk.grow()
 
-    proc = launch(TORCHRUN, manifest)
+    code, _, err = run_cli(capsys, "run", str(manifest))
 
-    assert "3 rendered, 0 re-encoded, 0 up to date, 1 failed" in proc.stderr, proc.stderr
+    assert code == 1 and "3 rendered, 0 re-encoded, 0 up to date, 1 failed" in err, err
 
 
 def test_assign_balances_by_cost_and_is_deterministic():

@@ -156,12 +156,11 @@ class RunIndex:
             index._load_lines(f"{RECORD_DIR}/{name}", record[name].mtime)
             index._parts_bytes += record[name].size or 0
             times.append(record[name].mtime)
+        opened = [f"{RECORD_DIR}/{name}" for name in record if _OPEN.match(name)]
+        index._merged_files += opened  # removed by the next compaction
         # a writer's trace left (or a format 1/2 record, whose writers left none): its sidecars may be newer
-        unfinished = any(_PART.match(n) or _RUN_FILE.match(n) or _OPEN.match(n) for n in record) or (
+        unfinished = bool(opened) or any(_PART.match(n) or _RUN_FILE.match(n) for n in record) or (
             index.format_read is not None and index.format_read < INDEX_FORMAT)
-        for name in record:
-            if _OPEN.match(name):
-                index._merged_files.append(f"{RECORD_DIR}/{name}")
         index._load_sidecars(unfinished)
         if index.format_read is None and not index._slots and index.unreadable is None:
             index.unreadable = "missing"

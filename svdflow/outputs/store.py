@@ -174,7 +174,6 @@ class LocalListing(Mapping[str, FileInfo]):
     the listing saw; a file removed since is missing when its size is asked for (`get` gives None)."""
 
     def __init__(self, folder: str):
-        self.folder = folder
         self._prefix = os.path.join(folder, "")
         with os.scandir(folder) as entries:
             # is_symlink: from the folder's entry where the file system gives the type (no lstat)

@@ -59,11 +59,8 @@ def summarize(raw: dict) -> EntrySummary | None:
         if master is not None:
             master = (master["file"], master["bytes"])
         qc = passed = None
-        if quality is not None:
-            passed = quality["passed"]
-            if not (passed is None or passed is True or passed is False):
-                return None
-            qc = qc_text(quality["thresholds"])
+        if quality is not None:  # `passed` checked with the rest, in _checked
+            passed, qc = quality["passed"], qc_text(quality["thresholds"])
         return _checked(raw.get("id"), raw["status"], raw["render_key"], raw["output_key"],
                         tuple([(o["format"], o["file"], o["bytes"]) for o in raw["outputs"]]), master,
                         None if error is None else error["message"], raw["finished_unix"], qc, passed)

@@ -68,6 +68,14 @@ class UpToDateEvent:
     info: dict[str, Any]
 
 
+def _started(job_id: str, number: int, total: int) -> dict[str, Any]:
+    return {"id": job_id, "number": number, "jobs": total}
+
+
+def _finished(job_id: str, status: str, info: dict[str, Any]) -> dict[str, Any]:
+    return {"id": job_id, "status": status, **info}
+
+
 def _named(worker: str | None) -> dict[str, str]:
     return {} if worker is None else {"worker": worker}
 
@@ -90,21 +98,21 @@ class JsonReporter(Reporter):
         self._rank = {} if rank is None else {"rank": rank}
 
     def _emit(self, event: str, **fields: Any) -> None:
-        line = _event_json({"event": event, "time": round(time.time(), 3), **self._rank, **fields})
+        self._write(self._line(event, round(time.time(), 3), **fields))
+
+    def _line(self, event: str, now: float, **fields: Any) -> str:
+        return _event_json({"event": event, "time": now, **self._rank, **fields}) + "\n"
+
+    def _write(self, text: str) -> None:
         with self._lock:
-            self.stream.write(line + "\n")
+            self.stream.write(text)
             self.stream.flush()
 
     def jobs_up_to_date(self, jobs):
-        now, rank = round(time.time(), 3), self._rank
-        text = "".join(
-            _event_json({"event": "job_started", "time": now, **rank, "id": job.job_id, "number": job.number,
-                         "jobs": job.total}) + "\n"
-            + _event_json({"event": "job_finished", "time": now, **rank, "id": job.job_id, "status": "up to date",
-                           **job.info}) + "\n" for job in jobs)
-        with self._lock:  # one write for the lot
-            self.stream.write(text)
-            self.stream.flush()
+        now = round(time.time(), 3)
+        self._write("".join(self._line("job_started", now, **_started(job.job_id, job.number, job.total))
+                            + self._line("job_finished", now, **_finished(job.job_id, "up to date", job.info))
+                            for job in jobs))  # one write for the lot
 
     def run_started(self, name, total, output_dir):
         self._emit("run_started", name=name, jobs=total, output_dir=output_dir)
@@ -113,7 +121,7 @@ class JsonReporter(Reporter):
         self._emit("note", text=text)
 
     def job_started(self, job_id, number, total, worker=None):
-        self._emit("job_started", id=job_id, number=number, jobs=total, **_named(worker))
+        self._emit("job_started", **_started(job_id, number, total), **_named(worker))
 
     def job_stage(self, job_id, stage, worker=None):
         self._emit("job_stage", id=job_id, stage=stage, **_named(worker))
@@ -122,7 +130,7 @@ class JsonReporter(Reporter):
         self._emit("job_step", id=job_id, step=done, steps=total, **_named(worker))
 
     def job_finished(self, job_id, status, info, worker=None):
-        self._emit("job_finished", id=job_id, status=status, **info, **_named(worker))
+        self._emit("job_finished", **_finished(job_id, status, info), **_named(worker))
 
     def worker_status(self, worker, status, info):
         self._emit("worker_status", worker=worker, status=status, **info)
@@ -156,9 +164,9 @@ class PlainReporter(Reporter):
     def jobs_up_to_date(self, jobs):
         with self._lock:
             first, self._done = self._done, self._done + len(jobs)
-        text = "".join(f"{self._prefix}[{first + i}/{self._total}] {printable(job.job_id)}: "
-                       f"{describe('up to date', job.info)}\n" for i, job in enumerate(jobs, 1))
-        with self._lock:
+        text = "".join(self._prefix + printable(self._finished_text(first + i, job.job_id, "up to date", job.info))
+                       + "\n" for i, job in enumerate(jobs, 1))
+        with self._lock:  # one write for the lot
             self.stream.write(text)
             self.stream.flush()
 
@@ -166,11 +174,13 @@ class PlainReporter(Reporter):
         with self._lock:
             self._done += 1
             done = self._done
+        self._line(self._finished_text(done, job_id, status, info, worker))
+
+    def _finished_text(self, done: int, job_id: str, status: str, info: dict[str, Any], worker: str | None = None) -> str:
         pace = _pace_of(info)
-        self._line(f"[{done}/{self._total}] {job_id}: {describe(status, info)}"
-                   + (f" ({pace_text(pace)})" if pace is not None and status not in ("up to date", "re-judged")
-                      else "")
-                   + (f" [{worker}]" if worker else ""))
+        return (f"[{done}/{self._total}] {job_id}: {describe(status, info)}"
+                + (f" ({pace_text(pace)})" if pace is not None and status not in ("up to date", "re-judged") else "")
+                + (f" [{worker}]" if worker else ""))
 
 
 # How many finished jobs the live display lists above its bars: a campaign of 100,000 jobs must not

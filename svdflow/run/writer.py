@@ -63,20 +63,19 @@ class Recorder:
         self.pace = PaceMeter(costs or {})
 
     def up_to_date(self, job_id: str, qc_passed: bool | None = None) -> None:
-        self.statuses[job_id] = "up to date"
-        if qc_passed is False:
-            self.qc_failed[job_id] = "did not pass qc when it was recorded"
-        self.reporter.job_finished(job_id, "up to date", self.pace.finished(job_id, "up to date").to_json())
+        self.reporter.job_finished(job_id, "up to date", self._up_to_date(job_id, qc_passed))
 
     def up_to_date_run(self, run: UpToDateRun) -> None:
         """Consecutive up-to-date jobs (each started and finished), told to the reporter at once."""
-        events = []
-        for job, qc_passed, number in run.jobs:
-            self.statuses[job.id] = "up to date"
-            if qc_passed is False:
-                self.qc_failed[job.id] = "did not pass qc when it was recorded"
-            events.append(UpToDateEvent(job.id, number, run.total, self.pace.finished(job.id, "up to date").to_json()))
-        self.reporter.jobs_up_to_date(events)
+        self.reporter.jobs_up_to_date([UpToDateEvent(job.id, number, run.total, self._up_to_date(job.id, qc_passed))
+                                       for job, qc_passed, number in run.jobs])
+
+    def _up_to_date(self, job_id: str, qc_passed: bool | None) -> dict[str, Any]:
+        """Count an up-to-date job: its status, its recorded verdict; its finished event's info (the pace)."""
+        self.statuses[job_id] = "up to date"
+        if qc_passed is False:
+            self.qc_failed[job_id] = "did not pass qc when it was recorded"
+        return self.pace.finished(job_id, "up to date").to_json()
 
     def record(self, entry: IndexEntry, worker: str | None = None, *, rejudged: bool = False) -> None:
         """Keep a job's entry; `worker`: the cluster worker that rendered it (named in the event).

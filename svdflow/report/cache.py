@@ -201,9 +201,9 @@ class CardCache:
         """The key of the card of the job recorded as `line` (its line of the record)."""
         return hashlib.sha256(_format_stamp() + b"\0" + line).hexdigest()
 
-    def get(self, key: str, times: FolderTimes) -> Cached | None:
-        """The card kept under `key`, when its record verifies and none of its files changed since.
-        Its Shown's order is -1: the caller places it."""
+    def get(self, key: str, times: FolderTimes, order: int) -> Cached | None:
+        """The card kept under `key`, when its record verifies and none of its files changed since, its
+        Shown at `order` (its place in the index now)."""
         where = self._records.get(key)
         if where is None:
             return None
@@ -218,7 +218,7 @@ class CardCache:
             for name, mtime in files.items():
                 if times.mtime(name) != mtime:
                     return None
-            cached = Cached(Markup(data[markup:end].decode("utf-8")), Shown.from_json(info["shown"], -1), files)
+            cached = Cached(Markup(data[markup:end].decode("utf-8")), Shown.from_json(info["shown"], order), files)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
         self._used.append(memoryview(data)[start:end + 1])

@@ -175,7 +175,7 @@ def render_pages(shown: list[Shown], html: dict[str, Markup], index: RunIndex, g
     """Every page of the sheet, by path relative to the output folder: index.html (the first page of
     all jobs), then `report/pages/<view>-<n>.html` for the rest of all jobs and for each other view
     (`svdflow.report.views`: the status and qc filters, the rankings by score). `shown` are the cards in
-    index order, `html` their markup (render_card's, placed) by id. A page holds about PAGE_CARDS cards (an
+    index order, `html` their markup (render_card's) by id, stamped here with each card's place. A page holds about PAGE_CARDS cards (an
     item's sweep stays whole on one page), so the first page weighs the same for 100 jobs as for 100,000.
 
     Every page resolves its links against the output folder (the pages under report/pages/ say so
@@ -196,7 +196,7 @@ def render_pages(shown: list[Shown], html: dict[str, Markup], index: RunIndex, g
     macros = environment.get_template(CARD_TEMPLATE).module
     best = best_variants((c.item, c.variant) for c in shown if c.variant is not None)
     badge = str(macros.best_badge())
-    markup = dict(html)
+    markup = {s.id: placed(html[s.id], s.order) for s in shown}  # each card stamped with its place
     for job_id in best:
         if job_id in markup:  # str.replace: Markup's own would escape the badge
             markup[job_id] = Markup(str.replace(markup[job_id], BEST_MARK, badge, 1))

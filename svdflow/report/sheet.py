@@ -25,7 +25,7 @@ from svdflow.outputs.store import OutputStore
 from svdflow.report.assets import ASSET_DIRS, ASSETS_DIR, make_asset_dirs, remove_unused_assets
 from svdflow.report.cache import CACHE_FILE, CardCache, FolderTimes
 from svdflow.report.cards import DOM_PREFIX, build_cards, card_files
-from svdflow.report.page import FIRST_PAGE, PAGES_DIR, placed, render_card, render_pages
+from svdflow.report.page import FIRST_PAGE, PAGES_DIR, render_card, render_pages
 from svdflow.report.shown import Shown
 
 REPORT_FILE = FIRST_PAGE
@@ -66,7 +66,7 @@ def write_report(output_dir: str) -> str:
 
 def _cards(root: str, index: RunIndex, cache: CardCache, times: FolderTimes
            ) -> tuple[list[Shown], dict[str, Markup], set[str]]:
-    """Every recorded job's card (what the pages need of it, and its markup by id, placed), in index
+    """Every recorded job's card (what the pages need of it, and its markup by id), in index
     order, and the files they show: from the cache where a card's entry and files are unchanged, else
     built and rendered (and cached)."""
     shown: list[Shown] = []
@@ -78,13 +78,12 @@ def _cards(root: str, index: RunIndex, cache: CardCache, times: FolderTimes
             missed.append((order, job_id, None))
             continue
         key = cache.key(index.line(job_id))
-        hit = cache.get(key, times)
+        hit = cache.get(key, times, order)
         if hit is None:
             missed.append((order, job_id, key))
             continue
-        hit.shown.order = order
         shown.append(hit.shown)
-        html[job_id] = placed(hit.html, order)
+        html[job_id] = hit.html
         used.update(hit.files)
     used_names = {s.dom_id[len(DOM_PREFIX):] for s in shown}
     entries = [(order, entry, key) for order, job_id, key in missed if (entry := index.get(job_id)) is not None]
@@ -98,7 +97,7 @@ def _cards(root: str, index: RunIndex, cache: CardCache, times: FolderTimes
         if files is not None and key is not None:
             cache.put(key, markup, card_shown, files, times)
         shown.append(card_shown)
-        html[card.id] = placed(markup, card.order)
+        html[card.id] = markup
         used.update(made)
     if missed:
         shown.sort(key=lambda s: s.order)

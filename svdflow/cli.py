@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -22,6 +23,18 @@ from svdflow.terminal import printable
 MAX_WARNING_LINES = 20
 
 
+def _holds_campaign(command):
+    """A command that holds a campaign's jobs and record until it ends (svdflow.collector.campaign_held)."""
+    @functools.wraps(command)
+    def holding(*args, **kwargs):
+        from svdflow.collector import campaign_held
+
+        with campaign_held():
+            return command(*args, **kwargs)
+
+    return holding
+
+
 def _stderr(message: str) -> None:
     click.echo(printable(message), err=True)
 
@@ -35,6 +48,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file on stdout.")
+@_holds_campaign
 def validate(files: tuple[Path, ...], as_json: bool) -> None:
     """Check manifests against the schema; report every problem with file:line:col."""
     from svdflow.manifest import load_run_spec
@@ -93,6 +107,7 @@ def _print_problems(error: ManifestError) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON on stdout.")
 @click.option("--check", is_flag=True, help="Exit 1 when any job would render or re-encode (for Make).")
 @click.option("--only", "only", multiple=True, metavar="ID", help="Plan only this job id (repeatable).")
+@_holds_campaign
 def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     """Show the jobs a manifest resolves to, and which of them would render."""
     from svdflow.manifest import load_run_spec
@@ -138,6 +153,7 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
               help="--engine ray: the cluster, auto or HOST:PORT (default: RAY_ADDRESS, else a new local Ray instance).")
 @click.option("--cpus-per-worker", type=click.IntRange(min=1), default=None, metavar="N",
               help="--engine ray on CPUs: CPUs per worker (default: SVDFLOW_CPU_THREADS, 1 unless set).")
+@_holds_campaign
 def run(file: Path, only: tuple[str, ...], force: bool, fail_fast: bool, as_json: bool, with_report: bool,
         engine: str, address: str | None, cpus_per_worker: int | None) -> None:
     """Render every job of a manifest that is not up to date."""

@@ -155,8 +155,8 @@ def test_a_clean_record_reads_no_sidecars_time_and_an_unfinished_writer_reads_th
     run_manifest(campaign(tmp_path, "abc"))
     out = tmp_path / "out"
     looked: list[str] = []
-    lstat = store_module.os.lstat
-    monkeypatch.setattr(store_module.os, "lstat", lambda path: looked.append(str(path)) or lstat(path))
+    stat = store_module.os.stat  # a listing looks at its names in the open folder (dir_fd)
+    monkeypatch.setattr(store_module.os, "stat", lambda path, **kw: looked.append(str(path)) or stat(path, **kw))
     index = RunIndex.load(OutputStore(str(out)))
     assert [name for name in looked if name.endswith(".json")] == []
 
@@ -169,7 +169,7 @@ def test_a_clean_record_reads_no_sidecars_time_and_an_unfinished_writer_reads_th
     looked.clear()
     loaded = RunIndex.load(OutputStore(str(out)))
     assert loaded.get("b").seed == entry.seed + 1 and loaded.get("a") == index.get("a")
-    assert sorted(name.rsplit("/", 1)[1] for name in looked if name.endswith(".json")) == ["a.json", "b.json", "c.json"]
+    assert sorted(name.rsplit("/", 1)[-1] for name in looked if name.endswith(".json")) == ["a.json", "b.json", "c.json"]
     loaded.finish()  # the next writer's compaction takes the mark away
     assert list((out / ".svdflow" / "record").iterdir()) == []
     assert RunIndex.load(OutputStore(str(out))).get("b").seed == entry.seed + 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from stat import S_ISDIR, S_ISLNK
@@ -171,11 +172,17 @@ def _info_time(info: dict) -> float | None:
 class LocalListing(Mapping[str, FileInfo]):
     """A local folder's names as listed (symlinks left out: svdflow follows none in its folder), each
     name's size and time read (one lstat) when first asked for and kept. `name in listing` says what
-    the listing saw; a file removed since is missing when its size is asked for (`get` gives None)."""
+    the listing saw; a file removed since is missing when its size is asked for (`get` gives None).
+
+    The folder stays open while the listing lives, and names are looked at relative to it: the folder
+    listed is the folder read, even if its path is made to point elsewhere since, and an lstat by name in
+    an open folder is a third cheaper than by path (200,000 of them in a plan of 100,000 jobs)."""
 
     def __init__(self, folder: str):
-        self._prefix = os.path.join(folder, "")
-        with os.scandir(folder) as entries:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        weakref.finalize(self, os.close, fd)
+        self._fd = fd
+        with os.scandir(fd) as entries:
             # is_symlink: from the folder's entry where the file system gives the type (no lstat)
             self._names: dict[str, FileInfo | None] = {entry.name: None for entry in entries if not _is_link(entry)}
 
@@ -183,7 +190,7 @@ class LocalListing(Mapping[str, FileInfo]):
         info = self._names[name]
         if info is None:
             try:
-                st = os.lstat(self._prefix + name)
+                st = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError):
                 raise KeyError(name) from None
             if S_ISLNK(st.st_mode):  # replaced by a link since it was listed

@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from svdflow.collector import gc_paused
 from svdflow.errors import (
     EXIT_ENVIRONMENT,
     EXIT_JOBS_FAILED,
@@ -242,6 +243,10 @@ class Executor:
     def _decide_early(self) -> list[PlannedJob | None]:
         """Each job's decision by its input's remembered hash (None where there is none): one up to date
         is never read; the others are fetched, and decided again only if the bytes read differ."""
+        with gc_paused():  # as in plan_run: a decision per job, nothing cyclic among them
+            return self._decide_all_early()
+
+    def _decide_all_early(self) -> list[PlannedJob | None]:
         images = sorted({job.image for job in self.jobs})
         self._stamps = input_stamps(images)
         known: dict[str, str] = {}

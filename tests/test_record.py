@@ -412,3 +412,25 @@ def test_an_s3_rerun_takes_masters_as_recorded_and_the_re_encode_that_needs_a_de
         "GET /camp/out/.svdflow/masters/b.mkv"]
     assert run_manifest(reencode).statuses == {"a": "done", "b": "re-encoded"}
     assert s3.head_object(Bucket="camp", Key="out/.svdflow/masters/a.mkv")["ContentLength"] > 0
+
+
+def test_a_command_freezes_what_its_pauses_built_until_it_ends():
+    """Inside `campaign_held` (plan, run, validate) what a pause built is out of the collector's sight
+    (no collection walks a 100,000-job campaign again); the last scope to end gives it back, and a
+    pause outside any command freezes nothing."""
+    import gc
+
+    from svdflow.collector import campaign_held, gc_paused
+
+    assert gc.get_freeze_count() == 0
+    with campaign_held():
+        with gc_paused():
+            built = [{"job": i} for i in range(1000)]
+        assert gc.get_freeze_count() >= len(built) and gc.isenabled()
+        with campaign_held():  # a run inside a command: the outer one still holds its campaign
+            pass
+        assert gc.get_freeze_count() >= len(built)
+    assert gc.get_freeze_count() == 0
+    with gc_paused():
+        built = [{"job": i} for i in range(1000)]
+    assert gc.get_freeze_count() == 0 and gc.isenabled()

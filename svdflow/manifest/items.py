@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from svdflow.errors import Problem
 from svdflow.locations import is_url, text_refusal
@@ -138,8 +137,7 @@ class RowOrigin(Origin):
                                   "unique id")
 
 
-@dataclass(frozen=True, slots=True)
-class ItemSpec:
+class ItemSpec(NamedTuple):
     """One item, written or generated, before defaults and sweeps."""
 
     id: str

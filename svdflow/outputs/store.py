@@ -18,17 +18,15 @@ import os
 import posixpath
 import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from stat import S_ISDIR, S_ISLNK
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from svdflow.locations import Location
 from svdflow.outputs.atomic import atomic_write_bytes
 from svdflow.outputs.failures import store_failure
 
 
-@dataclass(frozen=True, slots=True)
-class FileInfo:
+class FileInfo(NamedTuple):
     """A name in a folder listing: a file's size and modification time (seconds since the epoch; on
     object stores the upload's, to the second), or a folder (`size` None)."""
 

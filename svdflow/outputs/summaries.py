@@ -16,7 +16,7 @@ import re
 import sys
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -28,8 +28,7 @@ _STATUSES = frozenset(("done", "failed"))
 _JOB_ID = re.compile(ID_PATTERN)
 
 
-@dataclass(frozen=True, slots=True)
-class EntrySummary:
+class EntrySummary(NamedTuple):
     """What a plan decides a recorded job by, without validating its whole entry."""
 
     status: str
@@ -98,8 +97,7 @@ def summaries_bytes(index_data: bytes, rows: Iterator[tuple[str, str, int, Entry
     return b"".join(out)
 
 
-@dataclass(frozen=True, slots=True)
-class SummaryRow:
+class SummaryRow(NamedTuple):
     """A row read back: the line it summarises is index.jsonl's bytes [start, end)."""
 
     job_id: str

@@ -9,8 +9,8 @@ and nothing that does not (job order, batch, process, hardware, wall-clock) may 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from svdflow import RENDER_VERSION
 from svdflow.manifest.resolve import Job, RunSpec
@@ -35,8 +35,7 @@ def key_material(job: Job, input_sha256: str, spec: RunSpec) -> KeyMaterial:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class JobKeys:
+class JobKeys(NamedTuple):
     """A job's three keys, as `key_material` would give them (tests/test_keys.py holds them equal),
     computed without building the material: a plan needs the keys of every job, the material only of
     those that render or changed."""

@@ -21,7 +21,7 @@ import re
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -41,8 +41,7 @@ _RANGE_KINDS = {"greater_than_equal", "greater_than", "less_than_equal", "less_t
 _NUMBER = re.compile(r"\s*[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?\s*\Z")
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """One valid row: an item."""
 
     index: int  # among the table's data rows, for positions

@@ -12,7 +12,7 @@ from svdflow.collector import gc_paused
 from svdflow.errors import InputError, UsageError
 from svdflow.locations import Location
 from svdflow.manifest.resolve import Job, RunSpec
-from svdflow.outputs.clip import clip_shape
+from svdflow.outputs.clip import ClipShape, clip_shape
 from svdflow.outputs.entry import IndexEntry, KeyMaterial
 from svdflow.outputs.index import RunIndex
 from svdflow.outputs.masters import master_problem
@@ -127,20 +127,34 @@ class PlannedJob:
         return self.status != UP_TO_DATE
 
     def to_json(self, storage: JobBytes | None = None) -> dict[str, Any]:
-        """`storage`: the job's estimated files (svdflow.outputs.storage), as `plan --json` shows them."""
+        """`storage`: the job's estimated files (svdflow.outputs.storage), as `plan --json` shows them.
+        Its clip, origins and qc are shared with the jobs alike (100,000 of them in a plan):
+        read them, do not change them."""
         job = self.job
-        clip = clip_shape(job.params)
         return {"id": job.id, "item_id": job.item_id, "image": job.image, "seed": job.seed,
                 "seed_origin": job.seed_origin, "params": dict(vars(job.params)), "sweep": job.sweep,
-                "clip": {"rendered_frames": clip.rendered, "frames": clip.frames, "fps": clip.fps,
-                         "duration_s": round(clip.duration_s, 3)},
-                "defined_at": job.defined_at, "origins": dict(job.origins),
-                "qc": job.qc.model_dump(mode="json", exclude_none=True) if job.qc is not None else None,
+                "clip": _clip_json(clip_shape(job.params)),
+                "defined_at": job.defined_at, "origins": job.origins, "qc": _qc_json(job.qc),
                 "status": self.status, "would_render": self.would_render, "would_reencode": self.would_reencode,
                 "reason": self.reason, "key": self.key, "render_key": self.render_key, "output_key": self.output_key,
                 "input_sha256": self.input_sha256,
                 **({"storage": storage.to_json(self.would_render and self.status != "input error", self.would_reencode)}
                    if storage is not None else {})}
+
+
+@lru_cache(maxsize=1024)  # a campaign's jobs share a few clip shapes and qc blocks: one dict each
+def _clip_json(clip: ClipShape) -> dict[str, Any]:
+    return {"rendered_frames": clip.rendered, "frames": clip.frames, "fps": clip.fps,
+            "duration_s": round(clip.duration_s, 3)}
+
+
+def _qc_json(qc: QcThresholds | None) -> dict[str, Any] | None:
+    return _thresholds_json(qc) if qc is not None else None
+
+
+@lru_cache(maxsize=256)
+def _thresholds_json(qc: QcThresholds) -> dict[str, Any]:
+    return qc.model_dump(mode="json", exclude_none=True)
 
 
 def select_jobs(spec: RunSpec, only: tuple[str, ...] | list[str] = ()) -> list[Job]:

@@ -295,14 +295,14 @@ class RunIndex:
         recorded. A sidecar older than the file its job's line came from is in that file: not read."""
         slots, only = self._slots, self.only
         for name in self.listing:
-            if not name.endswith(".json") or name.startswith(".") or name == LEGACY_INDEX_FILE \
-                    or LEGACY_SHARD.match(name):
+            if not name.endswith(".json"):
                 continue
             job_id = name[: -len(".json")]
             slot = slots.get(job_id)
-            if slot is not None and not unfinished:
+            if slot is not None and not unfinished:  # most names of a clean record: no pattern tried
                 continue
-            if not _JOB_ID.fullmatch(job_id) or (only is not None and job_id not in only):
+            if name.startswith(".") or name == LEGACY_INDEX_FILE or LEGACY_SHARD.match(name) \
+                    or not _JOB_ID.fullmatch(job_id) or (only is not None and job_id not in only):
                 continue
             info = self.listing.get(name)
             if info is None or (slot is not None and slot.mtime is not None and slot.mtime > info.mtime):

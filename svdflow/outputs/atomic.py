@@ -346,7 +346,8 @@ def remove_stale_temps(dir_path: str) -> list[str]:
     """
     folder = Location.parse(dir_path).path
     try:
-        entries = list(os.scandir(folder))
+        # Only hidden names can be temporaries: a folder of 200,000 outputs keeps no entry of theirs.
+        entries = [entry for entry in os.scandir(folder) if entry.name.startswith(".")]
     except FileNotFoundError:
         return []
     removed = []

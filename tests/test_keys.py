@@ -154,3 +154,17 @@ def test_the_params_json_put_together_from_cached_pieces_is_json_dumps():
     for _ in range(500):
         params = {name: rng.choice(values) for name in rng.sample(names, rng.randint(0, len(names)))}
         assert _params_json(params) == _dumps(params), params
+
+
+@pytest.mark.parametrize("output", [False, True])
+def test_the_keyed_params_json_of_one_pass_is_that_of_the_keyed_params(output):
+    """job_keys writes a job's keyed params in one pass over the sorted fields: the bytes of the dict
+    RenderMaterial keeps, with a later parameter in only off its default."""
+    from svdflow.outputs.entry import _params_json, keyed_params, keyed_params_json
+
+    rng = random.Random(1)
+    for _ in range(200):
+        params = LaterParams(**{**RELEASE_PARAMS, "seed": rng.randrange(2**63), "fps": rng.choice([6, 7, 30]),
+                                "noise_aug_strength": rng.choice([0.0, 0.02, 1.0]), "cache_interval": rng.choice([1, 3]),
+                                "loop": rng.choice(["none", "pingpong"])})
+        assert keyed_params_json(params, output=output) == _params_json(keyed_params(params, output=output))

@@ -1178,6 +1178,20 @@ def test_a_report_rewrites_only_the_pages_that_changed(tmp_path, server, monkeyp
     assert "<dd>0.05</dd>" in (pages / "all-4.html").read_text()
 
 
+def test_a_fifo_in_place_of_a_page_is_replaced_not_waited_on(tmp_path, server, monkeypatch):
+    """A page is compared with what is there before it is replaced: a FIFO put there is neither waited
+    on nor read (a blocking open would hang the report), and the page takes its place."""
+    monkeypatch.setattr("svdflow.report.page.PAGE_CARDS", 2)
+    out = build_output_dir(tmp_path, server)
+    write_report(str(out))
+    page = out / "report" / "pages" / "all-2.html"
+    made = page.read_bytes()
+    page.unlink()
+    os.mkfifo(page)
+    write_report(str(out))
+    assert page.is_file() and not page.is_fifo() and page.read_bytes() == made
+
+
 def test_a_linked_pages_folder_is_refused_and_its_files_untouched(tmp_path, server, monkeypatch):
     """report/pages is read (pages are compared before they are replaced), replaced and tidied: never
     through a link."""

@@ -108,11 +108,12 @@ def _write_if_changed(path: str, data: bytes) -> None:
     """`_write_whole`, unless the file holds these bytes already: a report after a run that changed a
     few cards rewrites the pages that show them, not the campaign's."""
     try:
-        status = os.lstat(path)
-        if stat.S_ISREG(status.st_mode) and status.st_size == len(data):
-            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as file:
-                if file.read(len(data) + 1) == data:
-                    return
+        # The file opened is the file looked at (fstat): no link followed, and a FIFO put there is not
+        # waited on (O_NONBLOCK) nor read (not a regular file).
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as file:
+            status = os.fstat(file.fileno())
+            if stat.S_ISREG(status.st_mode) and status.st_size == len(data) and file.read(len(data) + 1) == data:
+                return
     except OSError:
         pass
     _write_whole(path, data)

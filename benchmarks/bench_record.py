@@ -8,7 +8,7 @@ small files of the recorded size. Nothing is rendered: every job is recorded as 
 
 Measured:
 - record: ms per job of `RunIndex.record` + `flush_if_due` (sidecar, line, sealed parts, compactions)
-  over the first and the last 1,000 jobs, and all bytes written over the campaign;
+  over the first and the last 1,000 jobs (mean, median and max), and all bytes written over the campaign;
 - load (after `sync`: the campaign's own writes are flushed first, their time printed as sync_s):
   `RunIndex.load` in a new process (seconds after its imports, peak RSS);
 - plan / run: `svdflow plan --json` and `svdflow run --json` of the finished campaign, new processes
@@ -161,8 +161,14 @@ def record_campaign(manifest: Path, template: dict, n: int, store_url: str | Non
     index.finish([job.id for job in spec.jobs])
     finish_s = time.perf_counter() - t
     total = time.perf_counter() - started
-    row.update({"record_first_ms": round(sum(times[:window]) / window * 1000, 3),
-                "record_last_ms": round(sum(times[-window:]) / window * 1000, 3),
+    first, last = sorted(times[:window]), sorted(times[-window:])
+    # The mean carries the parts sealed (and any compaction) in its window; the median is one job's own
+    # record, the max the longest (a seal or a compaction, and the disk's fsync outliers).
+    row.update({"record_first_ms": round(sum(first) / window * 1000, 3),
+                "record_last_ms": round(sum(last) / window * 1000, 3),
+                "record_first_median_ms": round(first[window // 2] * 1000, 3),
+                "record_last_median_ms": round(last[window // 2] * 1000, 3),
+                "record_first_max_ms": round(first[-1] * 1000, 1), "record_last_max_ms": round(last[-1] * 1000, 1),
                 "record_total_s": round(total, 2), "final_compaction_s": round(finish_s, 2),
                 "bytes_written": counting.written, "index_jsonl_bytes": store.size("index.jsonl"),
                 "sidecar_bytes": store.size(f"{spec.jobs[0].id}.json")})

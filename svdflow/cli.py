@@ -242,6 +242,7 @@ def inspect(file: Path, job_id: str | None, as_json: bool) -> None:
                    "scored are re-judged from their recorded scores).")
 @click.option("--force", is_flag=True, help="Score jobs that already have scores again.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job, then a summary, on stdout.")
+@_holds_campaign
 def qc(output_dir: str, thresholds: str | None, force: bool, as_json: bool) -> None:
     """Score the done jobs of an output folder from their masters (or, without masters, their files) and
     record the scores in their entries; exit 1 when a job could not be scored, 4 when one did not pass."""
@@ -263,6 +264,7 @@ def qc(output_dir: str, thresholds: str | None, force: bool, as_json: bool) -> N
 
 @cli.command()
 @click.argument("output_dir")
+@_holds_campaign
 def report(output_dir: str) -> None:
     """Write index.html beside a run's index.json: a contact sheet of every job, to review by eye."""
     from svdflow.report import write_report

@@ -42,6 +42,7 @@ def gif_frames(path) -> list[bytes]:
         return [(im.seek(i), im.convert("RGB").tobytes())[1] for i in range(im.n_frames)]
 
 
+@pytest.mark.slow  # the smoke campaign's three jobs rendered: several seconds
 def test_make_demo_writes_the_frames_the_release_wrote(tmp_path):
     """Since the release no rendered pixel changed: every job's frames, its keys (format 2 derives them
     from the release's key material) and every GIF's decoded frames. The files' bytes did change, on

@@ -50,6 +50,7 @@ def test_the_backend_hook_puts_one_kernel_first_around_the_unets_forward(tiny_pi
         assert torch.equal(denoise_latents(pipe, image, PARAMS), plain)
 
 
+@pytest.mark.slow  # torch.compile's first trace in a process: several seconds
 def test_the_compiled_vae_decoder_decodes_the_same_frames(tiny_pipe):
     pipe = tiny_pipe
     from svdflow.pipeline.compile import compile_vae_decoder

@@ -234,6 +234,7 @@ def test_masters_work_in_a_remote_output_folder(tmp_path, monkeypatch):
     assert plan(manifest) == [("a", "changed", "crf 25 -> 26; master .svdflow/masters/a.mkv is missing: rendering again")]
 
 
+@pytest.mark.slow  # a new process that imports svdflow and runs the campaign
 def test_a_re_encode_imports_no_torch(copy):
     set_output(copy / "m.yaml", "crf: 23")
     script = ("import json, sys\nfrom svdflow.api import run_manifest\nresult = run_manifest(sys.argv[1])\n"

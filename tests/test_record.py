@@ -196,6 +196,7 @@ def read_record(out):
     return by_pandas, by_duckdb, by_polars
 
 
+@pytest.mark.slow  # a jq process, and pandas, duckdb and polars imported: several seconds
 def test_the_record_reads_as_json_lines_in_jq_pandas_duckdb_and_polars(tmp_path):
     """Job ids that look like numbers stay strings, a failed job (null keys) listed first does not type
     the key column, and every line is read however many come before it."""

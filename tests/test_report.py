@@ -27,7 +27,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import websocket  # websocket-client
-from conftest import SVDFLOW, write_image
+from conftest import run_cli, write_image
 from PIL import Image
 
 from svdflow.errors import UsageError
@@ -485,15 +485,15 @@ def test_entries_that_do_not_fit_the_index_format_are_listed_not_dropped_silentl
     assert "index.json: job &#39;odd&#39;: status: Input should be &#39;done&#39; or &#39;failed&#39;</li>" in text
 
 
-def test_cli_report(report, tmp_path):
+def test_cli_report(report, tmp_path, capsys):
     out, page, _ = report
-    done = subprocess.run([*SVDFLOW, "report", str(out)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(page)
-    missing = subprocess.run([*SVDFLOW, "report", str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 2
-    assert missing.stderr.strip() == (f"error: {tmp_path}: no index.jsonl here; run `svdflow run MANIFEST` "
-                                      "first, or pass the output folder of a run")
+    code, stdout, stderr = run_cli(capsys, "report", str(out))
+    assert code == 0, stderr
+    assert stdout.strip() == str(page)
+    code, _, stderr = run_cli(capsys, "report", str(tmp_path))
+    assert code == 2
+    assert stderr.strip() == (f"error: {tmp_path}: no index.jsonl here; run `svdflow run MANIFEST` "
+                              "first, or pass the output folder of a run")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,14 +579,16 @@ VISIBLE_CARDS = """[...document.querySelectorAll('.card')]
   .map(c => c.id)"""
 
 
-@pytest.fixture
-def chromium(tmp_path):
-    """A headless Chromium with a throw-away profile; yields (DevTools, session of a new page opener)."""
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A headless Chromium with a throw-away profile, started once for the module's tests (each test
+    opens pages of its own in it, closed after the test); yields its DevTools connection."""
     if CHROMIUM is None:
         pytest.skip("no `chromium` on PATH: install it (.ci/install-chromium runs `apt-get install -y "
                     "chromium`) to check the report in a real browser")
-    profile = tmp_path / "chromium-profile"
-    log = open(tmp_path / "chromium.log", "wb")
+    folder = tmp_path_factory.mktemp("chromium")
+    profile = folder / "chromium-profile"
+    log = open(folder / "chromium.log", "wb")
     process = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                                 "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
                                stdout=log, stderr=subprocess.STDOUT)
@@ -596,22 +598,11 @@ def chromium(tmp_path):
         deadline = time.monotonic() + 30
         while not (port_file.exists() and len(port_file.read_text().split()) == 2):
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("chromium did not start:\n" + (tmp_path / "chromium.log").read_text()[-3000:])
+                pytest.fail("chromium did not start:\n" + (folder / "chromium.log").read_text()[-3000:])
             time.sleep(0.05)
         port, path = port_file.read_text().split()
         devtools = DevTools(f"ws://127.0.0.1:{port}{path}")
-
-        def open_page(url: str) -> str:
-            target = devtools.call("Target.createTarget", url=url)["targetId"]
-            session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-            deadline = time.monotonic() + 15
-            # the new tab starts on about:blank, which is "complete" before the page commits
-            while devtools.evaluate(session, "location.href === 'about:blank' || document.readyState") != "complete":
-                assert time.monotonic() < deadline, f"{url} did not finish loading"
-                time.sleep(0.05)
-            return session
-
-        yield devtools, open_page
+        yield devtools
     finally:
         if devtools is not None:
             try:
@@ -627,6 +618,28 @@ def chromium(tmp_path):
         log.close()
 
 
+@pytest.fixture
+def chromium(browser):
+    """(DevTools, opener of a new page in the module's Chromium); the pages a test opened are closed after it."""
+    devtools, opened = browser, []
+
+    def open_page(url: str) -> str:
+        target = devtools.call("Target.createTarget", url=url)["targetId"]
+        opened.append(target)
+        session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        deadline = time.monotonic() + 15
+        # the new tab starts on about:blank, which is "complete" before the page commits
+        while devtools.evaluate(session, "location.href === 'about:blank' || document.readyState") != "complete":
+            assert time.monotonic() < deadline, f"{url} did not finish loading"
+            time.sleep(0.05)
+        return session
+
+    yield devtools, open_page
+    for target in opened:
+        devtools.call("Target.closeTarget", targetId=target)
+
+
+@pytest.mark.slow  # a real Chromium process
 def test_page_plays_in_headless_chromium(report, chromium, tmp_path):
     out, page, _ = report
     devtools, open_page = chromium
@@ -711,6 +724,7 @@ def follow(devtools: DevTools, session: str, click: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # a real Chromium process
 def test_an_mp4_the_browser_cannot_play_falls_back_to_the_webp(tmp_path, chromium):
     out = tmp_path / "renders"
     out.mkdir()
@@ -758,6 +772,7 @@ LAID_OUT_LINES = """(selector => {
 })"""
 
 
+@pytest.mark.slow  # a real Chromium process
 def test_seeds_and_units_do_not_wrap_and_a_failed_card_says_its_error_once(tmp_path, chromium):
     """Laid out by Chromium: the largest seed on one line, inside its card; no unit ("s", "frames") on a
     line of its own; a job that failed to fetch its input shows that error once."""
@@ -899,6 +914,7 @@ def test_svdflows_own_folder_is_never_shown_as_an_output(formats_report):
             "not shown") in card_text(text, "edited")
 
 
+@pytest.mark.slow  # a real Chromium process
 def test_each_video_plays_the_first_source_the_browser_can(formats_report, chromium):
     out, page, _ = formats_report
     devtools, open_page = chromium
@@ -1056,6 +1072,7 @@ def test_an_unscored_folder_writes_no_qc_views(report):
     assert "not scored: no quality views</span>" in text and 'data-view=' not in text
 
 
+@pytest.mark.slow  # a real Chromium process
 def test_the_sheet_ranked_by_motion_in_headless_chromium(scored_report, chromium, tmp_path):
     """The most-motion view, reached by its link, in order; its cards sorted again on the page by a score."""
     out, _ = scored_report

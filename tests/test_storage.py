@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from conftest import run_cli, write_image, write_manifest
 
 from svdflow.api import load_run_spec, run_manifest
@@ -48,6 +49,7 @@ items:
 """
 
 
+@pytest.mark.slow  # two 224x128 jobs rendered and written in every format: several seconds
 def test_plan_says_what_the_run_writes_and_the_estimate_holds_for_a_real_run(tmp_path, capsys):
     write_image(tmp_path / "a.png", width=224, height=128)
     manifest = write_manifest(tmp_path, MANIFEST)

@@ -587,6 +587,7 @@ while True:
 """
 
 
+@pytest.mark.slow  # real writer processes killed with SIGKILL
 def test_kill_9_never_leaves_a_partial_file(tmp_path):
     size = 4 << 20
     valid = {hashlib.sha256(random.Random(i).randbytes(size)).hexdigest() for i in range(3)}

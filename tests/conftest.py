@@ -49,19 +49,40 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 # `make test` runs two workers, a module each at a time (--dist loadfile), in collection order
 # (--no-loadscope-reorder, pytest-xdist 3.8: since 3.5 xdist otherwise hands out the modules with the
 # most tests first, which put the few-test, long ones, the toy's semantics test and the crash tests,
-# at the end, on one worker while the other had run out of work). The longest modules go first, longest first, so that neither
-# worker starts one of them after the other has run out of work; the order comes from a measured
-# `--durations=0` run (per-module totals), longest first, less what the test-speed round measured it
-# took off (fault injection's processes -60 % CPU, the tiny bench's threads -50 %, test_hardware -30 %).
+# at the end, on one worker while the other had run out of work). The longest modules go first, longest
+# first, so that neither worker starts one of them after the other has run out of work.
+# LONGEST_FIRST, for a run with the slow tests: the order comes from a measured `--durations=0` run
+# (per-module totals), longest first, less what the test-speed round measured it took off (fault
+# injection's processes -60 % CPU, the tiny bench's threads -50 %, test_hardware -30 %).
 LONGEST_FIRST = ("test_crash_safety.py", "test_ray.py", "test_toy.py", "test_fault_injection.py",
                  "test_ray_nodes.py", "test_bench.py", "test_distributed.py", "test_hostile_outputs.py",
                  "test_run.py", "test_clips.py", "test_hardware.py", "test_overlap.py")
+# The other modules, and these ones without their slow tests (`make test-fast`), go longest first by
+# the seconds their tests took, (not slow, slow): one process, `--durations=0`, per-module totals, at
+# load ~2 (2026-12-07). A module not named here took under half a second; the slow tests of
+# LONGEST_FIRST's modules were not timed for it (0).
+MODULE_SECONDS = {
+    "test_overlap.py": (13, 0), "test_masters.py": (12, 9), "test_clips.py": (12, 0), "test_run.py": (11, 0),
+    "test_report.py": (9, 7), "test_store_faults.py": (5, 3), "test_models.py": (7, 0), "test_record.py": (6, 15),
+    "test_writers.py": (6, 7), "test_qc_run.py": (6, 0), "test_hostile_outputs.py": (5, 0),
+    "test_distributed.py": (1, 0), "test_hardware.py": (4, 0), "test_draft.py": (3, 2), "test_provenance.py": (3, 0),
+    "test_rerender.py": (3, 12), "test_manifest_errors.py": (3, 0), "test_toy.py": (2, 0), "test_schema.py": (2, 0),
+    "test_kernels.py": (2, 8), "test_locations.py": (2, 0), "test_fp8.py": (2, 0), "test_inputs.py": (1, 0),
+    "test_bench.py": (1, 0), "test_quality.py": (1, 1), "test_manifest_sources.py": (1, 2), "test_colour.py": (1, 0),
+    "test_hostile_inputs.py": (1, 5), "test_storage.py": (0, 7), "test_index.py": (0, 4), "test_qc.py": (0, 3),
+    "test_progress.py": (0, 2), "test_cross_attention.py": (0, 2)}
 
 
+@pytest.hookimpl(trylast=True)  # after `-m "not slow"` deselected: the order is the one of what runs
 def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
+    with_slow = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> tuple[int, float]:
         name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        if name in with_slow and name in LONGEST_FIRST:
+            return 0, LONGEST_FIRST.index(name)
+        fast, slow = MODULE_SECONDS.get(name, (0, 0))
+        return 1, -(fast + (slow if name in with_slow else 0))
 
     items.sort(key=rank)  # stable: each module's tests keep their order
 

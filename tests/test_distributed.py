@@ -156,6 +156,7 @@ def test_single_process_accelerate_cpu_launch_is_explained():
     assert lonely_launch_hint({}) is None
 
 
+@pytest.mark.slow  # two runs that render: several seconds
 def test_a_killed_multi_process_runs_parts_are_merged_by_the_next_single_run(tmp_path):
     manifest = make_campaign(tmp_path)
     run_manifest(manifest, RunOptions(only=("a",)))

@@ -215,6 +215,7 @@ def test_the_summary_counts_re_encoded_jobs_and_states_the_masters_size(copy, ca
     assert "c: re-encoded in " in err
 
 
+@pytest.mark.slow  # two runs and three plans on a remote folder: several seconds
 def test_masters_work_in_a_remote_output_folder(tmp_path, monkeypatch):
     write_image(tmp_path / "a.png")
     url = f"memory://svdflow-masters/{tmp_path.name}/out"

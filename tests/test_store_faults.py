@@ -218,6 +218,7 @@ def test_the_lock_notices_its_folder_removed_or_replaced(tmp_path):
         "run again")
 
 
+@pytest.mark.slow  # two runs on a failing store: several seconds
 def test_a_remote_store_that_stops_answering_stops_the_run_and_the_next_run_finishes(tmp_path, monkeypatch):
     from faulty_store import FaultyMemoryFileSystem
 

@@ -297,8 +297,13 @@ def test_every_failure_of_an_input_fails_only_its_job(tmp_path, recorder, monkey
     assert statuses["github"][1].startswith(f"{bad['github']}: could not read (")  # the words depend on the DNS
     code, _, err = run_cli(capsys, "run", str(path))
     assert code == 1
-    assert [line for line in err.splitlines() if line.startswith("failed: ")][:-1] == [
-        f"failed: {name}: {message}" for name, message in expected.items()]
+    # fsspec's blockcache keeps its file's state in its instance, shared in the process: opened again
+    # before the collector freed the plan's failed file, it fails on another line of fsspec's own.
+    again = f"{bad['blockcache']}: could not be read (TypeError: 'NoneType' object cannot be interpreted as an integer); " \
+            "check the URL"
+    failed = [line for line in err.splitlines() if line.startswith("failed: ")][:-1]
+    assert failed in ([f"failed: {name}: {message}" for name, message in expected.items()],
+                      [f"failed: {name}: {again if name == 'blockcache' else message}" for name, message in expected.items()])
     assert "1 rendered, 0 re-encoded, 0 up to date, 5 failed" in err
 
 

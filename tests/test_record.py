@@ -420,14 +420,23 @@ def test_a_command_freezes_what_its_pauses_built_until_it_ends():
     (no collection walks a 100,000-job campaign again); the last scope to end gives it back, and a
     pause outside any command freezes nothing."""
     import gc
+    import weakref
 
     from svdflow.collector import campaign_held, gc_paused
+
+    class Cyclic:
+        pass
 
     assert gc.get_freeze_count() == 0
     with campaign_held():
         with gc_paused():
             built = [{"job": i} for i in range(1000)]
+            garbage = Cyclic()
+            garbage.me = garbage
+            collected = weakref.ref(garbage)
+            del garbage
         assert gc.get_freeze_count() >= len(built) and gc.isenabled()
+        assert collected() is None  # cyclic garbage of the pause is collected, not frozen
         with campaign_held():  # a run inside a command: the outer one still holds its campaign
             pass
         assert gc.get_freeze_count() >= len(built)

@@ -24,7 +24,9 @@ MAX_WARNING_LINES = 20
 
 
 def _holds_campaign(command):
-    """A command that holds a campaign's jobs and record until it ends (svdflow.collector.campaign_held)."""
+    """A command that holds a campaign's jobs and record while it goes on working (svdflow.collector.
+    campaign_held). Not `plan`: it ends once it has decided, before a collection would walk its
+    campaign more than once."""
     @functools.wraps(command)
     def holding(*args, **kwargs):
         from svdflow.collector import campaign_held
@@ -107,7 +109,6 @@ def _print_problems(error: ManifestError) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON on stdout.")
 @click.option("--check", is_flag=True, help="Exit 1 when any job would render or re-encode (for Make).")
 @click.option("--only", "only", multiple=True, metavar="ID", help="Plan only this job id (repeatable).")
-@_holds_campaign
 def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     """Show the jobs a manifest resolves to, and which of them would render."""
     from svdflow.manifest import load_run_spec

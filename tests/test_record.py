@@ -416,7 +416,7 @@ def test_an_s3_rerun_takes_masters_as_recorded_and_the_re_encode_that_needs_a_de
 
 
 def test_a_command_freezes_what_its_pauses_built_until_it_ends():
-    """Inside `campaign_held` (validate, plan, run, qc, report) what a pause built is out of the collector's sight
+    """Inside `campaign_held` (validate, run, qc, report) what a pause built is out of the collector's sight
     (no collection walks a 100,000-job campaign again); the last scope to end gives it back, and a
     pause outside any command freezes nothing."""
     import gc

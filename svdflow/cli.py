@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from svdflow import __version__
+from svdflow.collector import campaign_held
 from svdflow.errors import EXIT_INVALID, EXIT_OK, ManifestError, SvdflowError, describe_bug, exit_code_for
 from svdflow.run.interrupts import sigterm_as_interrupt
 from svdflow.schemas import SCHEMAS, schema_text, write_schemas
@@ -29,8 +30,6 @@ def _holds_campaign(command):
     campaign more than once."""
     @functools.wraps(command)
     def holding(*args, **kwargs):
-        from svdflow.collector import campaign_held
-
         with campaign_held():
             return command(*args, **kwargs)
 

@@ -132,22 +132,21 @@ class RenderMaterial(Record, OmitsNewDefaults):
     @cached_property
     def canonical(self) -> bytes:
         return render_canonical(render_version=self.render_version, input_sha256=self.input_sha256,
-                                params=self.params, model=self.model, fp8=self.fp8)
+                                params_json=_params_json(self.params), model=self.model, fp8=self.fp8)
 
 
-def render_canonical(*, render_version: str, input_sha256: str, params: dict[str, ParamValue] | bytes,
-                     model: ModelRef, fp8: bool) -> bytes:
+def render_canonical(*, render_version: str, input_sha256: str, params_json: bytes, model: ModelRef,
+                     fp8: bool) -> bytes:
     """canonical_json of a RenderMaterial, from its parts, written out by hand: every part is a JSON
     scalar, a dict of them or ModelRef (tests/test_keys.py holds the two equal). A plan computes it
     for every job without building the material (`svdflow.run.keys.job_keys`), so it is put together
     from its parts in sorted order, the model's (shared by the campaign) encoded once."""
     # Sorted keys: fp8 (a field added after release 0.1: in only when on), input_sha256, model, params,
     # render_version.
-    # `params` as a dict (RenderMaterial's), or its JSON already (`keyed_params_json`: a plan's jobs).
+    # `params_json`: the params' JSON (`_params_json` of RenderMaterial's dict, or `keyed_params_json`).
     return b"".join((b'{"fp8":true,"input_sha256":' if fp8 else b'{"input_sha256":',
                      _ascii_string(input_sha256).encode(), b',"model":', _model_json(model), b',"params":',
-                     params if type(params) is bytes else _params_json(params), b',"render_version":',
-                     _ascii_string(render_version).encode(), b"}"))
+                     params_json, b',"render_version":', _ascii_string(render_version).encode(), b"}"))
 
 
 def _params_json(params: dict[str, ParamValue]) -> bytes:

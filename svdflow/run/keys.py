@@ -48,7 +48,7 @@ class JobKeys(NamedTuple):
 def job_keys(job: Job, input_sha256: str, spec: RunSpec) -> JobKeys:
     output = _output_material(job, spec)
     render = render_canonical(render_version=RENDER_VERSION, input_sha256=input_sha256,
-                              params=keyed_params_json(job.params, output=False),
+                              params_json=keyed_params_json(job.params, output=False),
                               model=_model_ref(spec.model.source, spec.model.revision, spec.model.variant),
                               fp8=spec.hardware.fp8)
     return JobKeys(key=hashlib.sha256(content_canonical(output.canonical, render)).hexdigest(),

@@ -148,13 +148,9 @@ def _clip_json(clip: ClipShape) -> dict[str, Any]:
             "duration_s": round(clip.duration_s, 3)}
 
 
-def _qc_json(qc: QcThresholds | None) -> dict[str, Any] | None:
-    return _thresholds_json(qc) if qc is not None else None
-
-
 @lru_cache(maxsize=256)
-def _thresholds_json(qc: QcThresholds) -> dict[str, Any]:
-    return qc.model_dump(mode="json", exclude_none=True)
+def _qc_json(qc: QcThresholds | None) -> dict[str, Any] | None:
+    return qc.model_dump(mode="json", exclude_none=True) if qc is not None else None
 
 
 def select_jobs(spec: RunSpec, only: tuple[str, ...] | list[str] = ()) -> list[Job]:

@@ -24,6 +24,14 @@ class ProcessChanges:
             self._undo.append(lambda: os.environ.pop(name, None))
         return os.environ[name]
 
+    def setenv(self, name: str, value: str) -> None:
+        """os.environ[name] = value, remembered (unset again, or its value before, on restore)."""
+        before = os.environ.get(name)
+        if before == value:
+            return
+        os.environ[name] = value
+        self._undo.append(lambda: os.environ.pop(name, None) if before is None else os.environ.__setitem__(name, before))
+
     def set_attr(self, owner: Any, name: str, value: Any) -> None:
         """Set a config attribute (torch._dynamo.config.recompile_limit, ...), remembered."""
         before = getattr(owner, name, _UNSET)

@@ -95,7 +95,7 @@ class WorkerPool:
     def __init__(self, ray, handles: dict[str, Any], events_queue, work: tuple):
         self.ray = ray
         self.handles = handles
-        self._work = work  # setup's arguments: the spec and jobs in the object store, the progress queue
+        self._work = work  # setup's arguments: the spec and jobs in the object store, the progress queue, the settings
         self._queue = events_queue
         self._calls: dict[Any, Call] = {}  # ObjectRef -> the call it answers
         self._up: list[str] = []  # set up and not lost, the one longest without a render call first
@@ -121,7 +121,7 @@ class WorkerPool:
         events = Queue(actor_options={"num_cpus": 0, "namespace": NAMESPACE, "name": f"svdflow-{run}-events",
                                       "scheduling_strategy": here})
         # Put once, read by every actor and again after each restart (the pool keeps them).
-        work = (ray.put(spec), ray.put(list(jobs)), events)
+        work = (ray.put(spec), ray.put(list(jobs)), events, env)
         actor = ray.remote(RayRenderWorker)
         handles = {}
         for number in range(shape.count):
@@ -130,8 +130,7 @@ class WorkerPool:
             # driver resends its job, so Ray itself retries no call (max_task_retries=0).
             handles[worker] = actor.options(
                 **shape.resources, max_restarts=-1, max_task_retries=0, max_concurrency=CONCURRENT_CALLS,
-                name=f"svdflow-{run}-{worker}",
-                namespace=NAMESPACE, runtime_env={"env_vars": env},
+                name=f"svdflow-{run}-{worker}", namespace=NAMESPACE,
             ).remote(worker)
             reporter.worker_status(worker, "starting", {})
         return cls(ray, handles, events, work)

@@ -19,13 +19,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from svdflow.errors import JobError, OutputStoreError, SvdflowError
 from svdflow.manifest.resolve import Job, RunSpec
 from svdflow.outputs.entry import IndexEntry, Timings
+from svdflow.pipeline.process_state import ProcessChanges
 from svdflow.pipeline.session import PipelineSession, render_job
 from svdflow.run.engines.scheduling import Assignment
 from svdflow.run.entries import EntryContext, finish_rendered
@@ -251,13 +252,19 @@ class RayRenderWorker:
     def __init__(self, name: str):
         self.name = name
         self.worker: RenderWorker | None = None
+        self._changes = ProcessChanges()  # the driver's settings, set by `setup`
 
-    def setup(self, spec: RunSpec, jobs: Sequence[Job], events) -> WorkerInfo:
+    def setup(self, spec: RunSpec, jobs: Sequence[Job], events, env: Mapping[str, str]) -> WorkerInfo:
         """Build the worker and its pipeline; answers once the model is loaded, so the first job does not
         wait for it (the driver starts the workers before it plans). `events`: the driver's
-        ray.util.queue.Queue."""
+        ray.util.queue.Queue. `env`: the driver's SVDFLOW_* settings, set here before anything reads
+        them. Not as the actor's runtime_env: an actor with env_vars of its own needs a new worker process
+        started for it, where one without takes one of the processes Ray keeps started (1.5 s sooner on
+        a 2-CPU machine, benchmarks/bench_engines.py)."""
         import ray
 
+        for name, value in env.items():
+            self._changes.setenv(name, value)
         worker = RenderWorker(self.name, spec, jobs, _Unawaited(events))
         worker.prepare()
         self.worker = worker  # only now: a render call that arrives sooner answers NotSetUp
@@ -272,6 +279,13 @@ class RayRenderWorker:
         if self.worker is None:  # the frames were in the process that was lost
             return NotSetUp(self.name)
         return self.worker.finish(assignment)
+
+    def close(self) -> None:
+        """Put back what `setup` changed in the process (the settings, the pipeline's): for a worker
+        inside another program (an actor's process just ends)."""
+        if self.worker is not None:
+            self.worker.close()
+        self._changes.restore()
 
 
 class _Unawaited:

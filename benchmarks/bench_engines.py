@@ -15,8 +15,11 @@ Printed per engine:
 - makespan / ideal, where ideal = total work / workers and total work is the sum of the jobs'
   times in the 1-process run (one model load);
 - makespan / ideal with loads: every worker loads the model once, so a perfect N-worker schedule
-  takes load + (total work - load) / N; the load is the 1-process run's first job's time less a
-  job of the same steps. This is what scheduling alone can approach;
+  takes load + (the 1-process makespan - load) / N. The load is what the 1-process run spends before
+  its first job could have been done: from its start to that job's end, less a job of the same steps
+  (torch's and diffusers' imports included: most of them come before the first job's own timer
+  starts, which is why the load is not that job's time less another's). This is what scheduling
+  alone can approach;
 - busy: the engine's own job times over workers x makespan, how much of the makespan its workers
   spent on jobs. It separates the schedule (idle workers, a long job started last) from each job
   being slower than in the 1-process run (2 workers sharing 2 cores with the machine's other load).
@@ -51,16 +54,17 @@ def render_phase(out: Path, events: list[dict], jobs: int) -> tuple[float, float
     """(makespan, total work, model load). The makespan runs from the run's start (its run_started
     event: before planning, before any model is loaded) to its last job's end (the last job_finished
     event), so it includes every worker's model load however the engine overlaps it with planning.
-    The total work is the sum of the jobs' times (index), the load the first job's time less the
-    median of the other jobs of its steps (meaningful for the 1-process run, whose first job loads)."""
+    The total work is the sum of the jobs' times (index); the load, the time from the run's start to
+    the first job's end less the median of the other jobs of its steps (meaningful for the 1-process
+    run, whose first job waits for the model)."""
     entries = [e.model_dump(mode="json") for e in recorded_entries(out)]
     assert sum(e["status"] == "done" for e in entries) == jobs, "not every job was rendered"
     start = {e["id"]: e["finished_unix"] - e["timings"]["total_s"] for e in entries}
     first = min(entries, key=lambda e: start[e["id"]])
     peers = sorted(e["timings"]["total_s"] for e in entries if e is not first and
                    e["params"]["num_inference_steps"] == first["params"]["num_inference_steps"])
-    load = first["timings"]["total_s"] - peers[len(peers) // 2]
     began = min(e["time"] for e in events if e["event"] == "run_started")
+    load = first["finished_unix"] - began - peers[len(peers) // 2]
     ended = max(e["time"] for e in events if e["event"] == "job_finished")
     return ended - began, sum(e["timings"]["total_s"] for e in entries), load
 
@@ -116,14 +120,14 @@ def main() -> None:
             if name not in results or measured[2] < results[name][2]:
                 results[name] = measured
     ray.shutdown()
-    _, _, _, work, load = results["local, 1 process"]
+    _, _, alone, work, load = results["local, 1 process"]
     print(f"{jobs} jobs ({args.long} with {4 * args.steps} steps, {args.short} with {args.steps}), builtin:tiny "
           f"8x112x64, {os.cpu_count()} CPUs; total work {work:.1f} s (the 1-process run's job times), "
-          f"model load {load:.1f} s; the Ray cluster started in {cluster_s:.1f} s (not in the Ray run's wall)")
+          f"model load {load:.1f} s (start to the first job done, less a job); the Ray cluster started in {cluster_s:.1f} s (not in the Ray run's wall)")
     print(f"{'engine':<24}{'wall s':>7}{'makespan s':>11}{'jobs/s':>7}{'ideal s':>8}{'/ideal':>7}"
           f"{'ideal+loads s':>14}{'/ideal+loads':>13}{'busy':>6}")
     for name, (workers, wall, makespan, own_work, _) in results.items():
-        ideal, with_loads = work / workers, load + (work - load) / workers
+        ideal, with_loads = work / workers, load + (alone - load) / workers
         print(f"{name:<24}{wall:>7.1f}{makespan:>11.1f}{jobs / makespan:>7.2f}{ideal:>8.1f}{makespan / ideal:>6.2f}x"
               f"{with_loads:>14.1f}{makespan / with_loads:>12.2f}x{own_work / (workers * makespan):>6.0%}")
 

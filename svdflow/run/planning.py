@@ -22,6 +22,7 @@ from svdflow.outputs.store import OutputStore
 from svdflow.outputs.summaries import qc_text
 from svdflow.quality.record import QualityRecord
 from svdflow.quality.thresholds import QcThresholds
+from svdflow.run.forked import map_forked
 from svdflow.run.input_hashes import InputHashes
 from svdflow.run.keys import JobKeys, job_keys, key_material
 
@@ -336,11 +337,28 @@ def _plan_run(spec: RunSpec, only: tuple[str, ...], force: bool, workers: int,
         hashes = InputHashes.load(store)
     # Jobs of one item share an image: each image once.
     digests = hashes.hash_all(sorted({job.image for job in jobs}), workers)
-    planned = []
-    for job in jobs:
+
+    def decided(job: Job) -> PlannedJob:
         digest = digests[job.image]
         if isinstance(digest, InputError):
-            planned.append(PlannedJob(job, "input error", reason=str(digest)))
-        else:
-            planned.append(decide(job, digest, spec, index, force))
-    return planned
+            return PlannedJob(job, "input error", reason=str(digest))
+        return decide(job, digest, spec, index, force)
+
+    # A decision is a few microseconds of keys and a look at the listing: 100,000 of them are shared
+    # with forked copies of this process where there are CPUs for them.
+    return map_forked(jobs, decided, _packed, lambda job, packed: _unpacked(job, packed, digests[job.image], spec))
+
+
+def _packed(planned: PlannedJob) -> tuple | None:
+    """A decision as a forked child hands it back (svdflow.run.forked): all but the job, its input's
+    hash and the spec, which the parent has. Its material is built again when asked for, as it is
+    for any decision; a re-judge's record (`prior`) and an input error are decided again instead."""
+    if planned.keys is None or planned.prior is not None:
+        return None
+    return planned.status, planned.reason, *planned.keys, planned.owned, planned.qc_passed
+
+
+def _unpacked(job: Job, packed: tuple, input_sha256: str, spec: RunSpec) -> PlannedJob:
+    status, reason, key, render_key, output_key, owned, qc_passed = packed
+    return PlannedJob(job, status, key, reason=reason, input_sha256=input_sha256, owned=owned, qc_passed=qc_passed,
+                      keys=JobKeys(key, render_key, output_key), spec=spec)

@@ -3,16 +3,18 @@ children do, and a plan shared so is the plan decided in one process."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import threading
 
 import psutil
 import pytest
-from conftest import write_image, write_manifest
+from conftest import run_cli, write_image, write_manifest
 
 from svdflow.api import load_run_spec, plan_run, run_manifest
 from svdflow.run import forked
-from svdflow.run.forked import map_forked
+from svdflow.run.forked import map_forked, write_forked
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not hasattr(os, "sched_getaffinity"),
                                 reason="forked children are for Linux")
@@ -69,6 +71,27 @@ def test_an_exception_is_raised_as_the_plain_loop_raises_it_and_no_child_is_left
     assert not psutil.Process().children()
 
 
+def test_writes_shared_with_children_are_the_plain_writes_and_a_dead_childs_share_is_written_here(three_processes):
+    parent = os.getpid()
+
+    def render(i):
+        if i == 8 and os.getpid() != parent:
+            os._exit(3)
+        return f"{i}@{os.getpid()}".encode()
+
+    out = io.BytesIO()
+    write_forked(list(range(10)), render, out, b",", chunk=2)
+
+    parts = [part.split(b"@") for part in out.getvalue().split(b",")]
+    assert [int(i) for i, _ in parts] == list(range(10))
+    pids = [int(pid) for _, pid in parts]
+    assert pids[:3] == [parent] * 3 and pids[3:6] == [pids[3]] * 3 and pids[3] != parent and pids[6:] == [parent] * 4
+    assert not psutil.Process().children()
+    empty = io.BytesIO()
+    write_forked([], render, empty, b",")
+    assert empty.getvalue() == b""
+
+
 def test_no_child_is_forked_while_another_thread_runs_or_for_a_short_loop(three_processes, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(forked, "MIN_SHARE", 1)
@@ -96,7 +119,7 @@ items:
 """
 
 
-def test_a_plan_shared_with_children_is_the_plan_decided_in_one_process(tmp_path, monkeypatch):
+def test_a_plan_shared_with_children_is_the_plan_decided_in_one_process(tmp_path, monkeypatch, capsys):
     """(The render leaves tqdm's monitor thread running in this process: `only_thread` is patched.)"""
     for name in "abcde":
         write_image(tmp_path / f"{name}.png", seed=ord(name))
@@ -110,11 +133,13 @@ def test_a_plan_shared_with_children_is_the_plan_decided_in_one_process(tmp_path
 
     monkeypatch.setattr(forked, "MIN_SHARE", 10**9)
     alone = plan_run(spec)
+    alone_json = run_cli(capsys, "plan", str(manifest), "--json")
     monkeypatch.setattr(forked, "MIN_SHARE", 1)
     monkeypatch.setattr(forked, "available_cpus", lambda: 3)
     monkeypatch.setattr(forked, "only_thread", lambda: True)
     assert forked.processes_for(len(spec.jobs)) == 3
     shared = plan_run(spec)
+    shared_json = run_cli(capsys, "plan", str(manifest), "--json")
 
     assert [(p.job.id, p.status) for p in shared] == [
         ("a", "up to date"), ("b", "re-encode"), ("c", "changed"), ("d", "up to date"), ("e", "new"),
@@ -122,3 +147,5 @@ def test_a_plan_shared_with_children_is_the_plan_decided_in_one_process(tmp_path
     assert shared == alone
     assert [p.to_json() for p in shared] == [p.to_json() for p in alone]
     assert [p.material for p in shared] == [p.material for p in alone]
+    assert shared_json == alone_json and [job["id"] for job in json.loads(shared_json[1])] == [
+        "a", "b", "c", "d", "e", "gone"]

@@ -1,7 +1,8 @@
-"""A long loop of independent steps (a plan's decision for each of 100,000 jobs) shared with forked
-copies of this process: each child works through its share of the items and hands back a compact
-form of each result, which this process turns back into the full one while it works through its own
-share.
+"""A long loop of independent steps (a plan's decision, or its JSON, for each of 100,000 jobs) shared
+with forked copies of this process: each child works through its share of the items into a file of
+its own while this process works through the first share, and this process then takes the children's
+files in order (`map_forked`: a compact form of each result, turned back into the full one;
+`write_forked`: the bytes to write, copied as they are).
 
 Forked, not spawned: a child starts with everything this process has loaded (the campaign, the
 record, the folder's listing) and reads it in place; only the compact results come back. So only on
@@ -15,12 +16,15 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
-from typing import IO, Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,66 +56,108 @@ def map_forked(items: Sequence[T], compute: Callable[[T], R], pack: Callable[[R]
     `pack(result)`: a tuple of what `marshal` writes (str, int, float, bool, None, tuples of them), or
     None where the result has no compact form (it is computed again here); `unpack(item, packed)`: the
     result back. An exception `compute` raises for an item is raised here, as the loop would."""
-    processes = processes_for(len(items))
-    if processes == 1:
-        return [compute(item) for item in items]
-    bounds = [len(items) * k // processes for k in range(processes + 1)]
-    children: dict[int, tuple[int, IO[bytes]]] = {}  # share -> its child's pid, its results' file
-    try:
-        for k in range(1, processes):
-            results_file = tempfile.TemporaryFile()
-            try:
-                pid = os.fork()
-            except OSError:  # no process to be had (memory, a process limit): this one does the rest
-                results_file.close()
-                break
-            if pid == 0:
-                _child(items[bounds[k]:bounds[k + 1]], compute, pack, results_file)
-            children[k] = pid, results_file
-        results = [compute(item) for item in items[:bounds[1]]]
-        for k in range(1, processes):
-            share = items[bounds[k]:bounds[k + 1]]
-            packed = None
-            if k in children:
-                packed = _collect(*children[k])
-                del children[k]
-            if packed is None or len(packed) != len(share):
-                results += [compute(item) for item in share]
+    def child(share: Sequence[T], results_file: IO[bytes]) -> None:
+        results_file.write(marshal.dumps([pack(compute(item)) for item in share]))
+
+    with _shared(items, child) as shares:
+        results = []
+        for share in shares:
+            packed = _unmarshalled(share.wait(), len(share.items))
+            if packed is None:
+                results += [compute(item) for item in share.items]
             else:
-                results += [compute(item) if one is None else unpack(item, one) for item, one in zip(share, packed)]
+                results += [compute(item) if one is None else unpack(item, one) for item, one in zip(share.items, packed)]
         return results
+
+
+def write_forked(items: Sequence[T], render: Callable[[T], bytes], out: BinaryIO, separator: bytes,
+                 chunk: int = 1000) -> None:
+    """out.write(separator.join(render(item) for item in items)), the items rendered `chunk` at a time
+    (never all held at once) and shared among forked children and this process."""
+    with _shared(items, lambda share, file: _write(share, render, file, separator, chunk)) as shares:
+        for number, share in enumerate(shares):
+            if number:
+                out.write(separator)
+            written = share.wait()
+            if written is None:
+                _write(share.items, render, out, separator, chunk)
+            else:
+                shutil.copyfileobj(written, out)
+
+
+def _write(items: Sequence[T], render: Callable[[T], bytes], out: IO[bytes], separator: bytes, chunk: int) -> None:
+    for start in range(0, len(items), chunk):
+        out.write(separator * (start > 0) + separator.join([render(item) for item in items[start:start + chunk]]))
+
+
+@dataclass
+class _Share:
+    """A run of the items: this process's (no child), or a child's and the file it writes them into."""
+
+    items: Sequence[Any]
+    pid: int | None = None
+    file: IO[bytes] | None = None
+
+    def wait(self) -> IO[bytes] | None:
+        """Once its child has exited: the file it wrote, read from its start; None if it failed (or this
+        process is to do the share)."""
+        if self.pid is None:
+            return None
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        if os.waitstatus_to_exitcode(status) != 0:
+            return None
+        self.file.seek(0)
+        return self.file
+
+
+@contextmanager
+def _shared(items: Sequence[T], child: Callable[[Sequence[T], IO[bytes]], None]) -> Iterator[list[_Share]]:
+    """The items in shares, one per process (`processes_for`): each share after the first is worked
+    through by `child(share, file)` in a forked child. Leaving early (an exception, Ctrl-C) kills the
+    children not waited for yet."""
+    processes = processes_for(len(items))
+    bounds = [len(items) * k // processes for k in range(processes + 1)]
+    shares = [_Share(items[bounds[k]:bounds[k + 1]]) for k in range(processes)]
+    try:
+        for share in shares[1:]:
+            share.file = tempfile.TemporaryFile()
+            try:
+                share.pid = os.fork()
+            except OSError:  # no process to be had (memory, a process limit): this one does the rest
+                break
+            if share.pid == 0:
+                _child(share.items, child, share.file)
+        yield shares
     finally:
-        for pid, results_file in children.values():  # this process is leaving early (an exception, Ctrl-C)
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            results_file.close()
+        for share in shares:
+            if share.pid is not None:
+                with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                    os.kill(share.pid, signal.SIGKILL)
+                    os.waitpid(share.pid, 0)
+            if share.file is not None:
+                share.file.close()
 
 
-def _child(share: Sequence[Any], compute: Callable, pack: Callable, results_file: IO[bytes]) -> None:
-    """A forked child's whole life: its share's packed results into `results_file`, then exit, with
-    nothing of the parent's run on the way out (no atexit, no buffered output flushed twice)."""
+def _child(share: Sequence[Any], child: Callable[[Sequence[Any], IO[bytes]], None], file: IO[bytes]) -> None:
+    """A forked child's whole life: its share into `file`, then exit, with nothing of the parent's run
+    on the way out (no atexit, no buffered output flushed twice)."""
     code = 1
     try:
-        results_file.write(marshal.dumps([pack(compute(item)) for item in share]))
-        results_file.flush()
+        child(share, file)
+        file.flush()
         code = 0
-    except BaseException:  # noqa: BLE001 - the parent computes this share itself
+    except BaseException:  # noqa: BLE001 - the parent does this share itself
         pass
     finally:
         os._exit(code)
 
 
-def _collect(pid: int, results_file: IO[bytes]) -> list | None:
-    """A child's packed results once it has exited; None if it failed."""
+def _unmarshalled(file: IO[bytes] | None, count: int) -> list | None:
+    if file is None:
+        return None
     try:
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            return None
-        results_file.seek(0)
-        packed = marshal.loads(results_file.read())
+        packed = marshal.loads(file.read())
     except (EOFError, ValueError, TypeError):
         return None
-    finally:
-        results_file.close()
-    return packed if isinstance(packed, list) else None
+    return packed if isinstance(packed, list) and len(packed) == count else None

@@ -60,6 +60,14 @@ def test_a_share_whose_child_dies_and_a_result_with_no_compact_form_are_computed
     assert pids[4] == parent and pids[3] == pids[5] != parent  # 16 had no compact form: decided again here
 
 
+def test_with_no_process_to_be_had_this_one_does_every_share(three_processes, monkeypatch):
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert squares() == [(i * i, os.getpid()) for i in range(10)]
+
+
 def test_an_exception_is_raised_as_the_plain_loop_raises_it_and_no_child_is_left(three_processes):
     def compute(i):
         if i == 7:

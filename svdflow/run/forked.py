@@ -121,10 +121,10 @@ def _shared(items: Sequence[T], child: Callable[[Sequence[T], IO[bytes]], None])
     shares = [_Share(items[bounds[k]:bounds[k + 1]]) for k in range(processes)]
     try:
         for share in shares[1:]:
-            share.file = tempfile.TemporaryFile()
             try:
+                share.file = tempfile.TemporaryFile()
                 share.pid = os.fork()
-            except OSError:  # no process to be had (memory, a process limit): this one does the rest
+            except OSError:  # no file or process to be had (disk, memory, a limit): this one does the rest
                 break
             if share.pid == 0:
                 _child(share.items, child, share.file)

@@ -31,7 +31,7 @@ from svdflow.outputs.index import RunIndex
 from svdflow.outputs.store import OutputStore
 from svdflow.run.engines.ray import worker_environment
 from svdflow.run.engines.ray_pool import NAMESPACE, WorkerPool
-from svdflow.run.engines.ray_worker import NoteEvent, RayRenderWorker, RenderDone, RenderWorker
+from svdflow.run.engines.ray_worker import NoteEvent, RenderDone, RenderWorker
 from svdflow.run.engines.scheduling import Assignment, Scheduler
 from svdflow.run.planning import PlannedJob, plan_run
 from svdflow.run.progress import JsonReporter, Reporter
@@ -414,22 +414,21 @@ def test_workers_get_the_drivers_settings_defaults_included_but_not_the_crash_kn
     assert worker_environment(load_settings()) == {"SVDFLOW_CPU_THREADS": "3", "SVDFLOW_DIST_TIMEOUT_S": "86400.0"}
 
 
-def test_a_worker_takes_the_drivers_settings_in_its_setup_and_puts_back_the_processs(cluster, tmp_path, monkeypatch):
-    """The settings come with `setup`, not as the actor's runtime_env (which would need a worker process
-    started for it): they are in place before the pipeline is built, and `close` puts the process's back."""
+def test_a_worker_takes_the_drivers_settings_before_it_builds_and_puts_back_the_processs(tmp_path, monkeypatch):
+    """The settings come with `setup` (not as the actor's runtime_env, which would need a worker process
+    started for it): in place before the pipeline is built, and put back by `close`."""
     monkeypatch.setenv("SVDFLOW_CPU_THREADS", "1")
     monkeypatch.delenv("SVDFLOW_DIST_TIMEOUT_S", raising=False)
     spec = load_run_spec(campaign(tmp_path, SHORT))
     events: list = []
-    actor = RayRenderWorker("worker-0")
+    worker = RenderWorker("worker-0", spec, spec.jobs, SimpleNamespace(put_nowait=events.append),
+                          {"SVDFLOW_CPU_THREADS": "2", "SVDFLOW_DIST_TIMEOUT_S": "60"})
 
-    info = actor.setup(spec, spec.jobs, SimpleNamespace(actor=SimpleNamespace(
-        put_nowait=SimpleNamespace(remote=events.append))), {"SVDFLOW_CPU_THREADS": "2", "SVDFLOW_DIST_TIMEOUT_S": "60"})
+    worker.prepare()
 
-    assert (info.worker, info.pid) == ("worker-0", os.getpid())
-    assert actor.worker.session.hardware.cpu_threads == 2
+    assert worker.session.hardware.cpu_threads == 2
     assert (os.environ["SVDFLOW_CPU_THREADS"], os.environ["SVDFLOW_DIST_TIMEOUT_S"]) == ("2", "60")
-    actor.close()
+    worker.close()
     assert os.environ["SVDFLOW_CPU_THREADS"] == "1" and "SVDFLOW_DIST_TIMEOUT_S" not in os.environ
 
 

@@ -120,10 +120,15 @@ class EventSink(Protocol):
 
 class RenderWorker:
     """One pipeline session and the jobs it renders. `jobs` are the run's pending jobs: the session
-    sizes its compile decision on them, whichever of them this worker gets."""
+    sizes its compile decision on them, whichever of them this worker gets. `env`: the driver's
+    SVDFLOW_* settings, set in this process before anything reads them (`close` puts back what was)."""
 
-    def __init__(self, name: str, spec: RunSpec, jobs: Sequence[Job], events: EventSink):
+    def __init__(self, name: str, spec: RunSpec, jobs: Sequence[Job], events: EventSink,
+                 env: Mapping[str, str] | None = None):
         self.name, self.spec, self.events = name, spec, events
+        self._changes = ProcessChanges()
+        for variable, value in (env or {}).items():
+            self._changes.setenv(variable, value)
         self.context = EntryContext.of(spec)  # this machine's versions go into the entries it renders
         self.session = PipelineSession(spec, jobs, self._note)
         # Rendered jobs whose files are not written yet, by (job, attempt). `render` adds, `finish`
@@ -215,9 +220,10 @@ class RenderWorker:
             return WorkerBroken(self.name, exc)
 
     def close(self) -> None:
-        """Put back the process-wide settings the pipeline changed: for a worker inside another
-        program (an actor's process just ends)."""
+        """Put back the process-wide settings the pipeline and `env` changed: for a worker inside
+        another program (an actor's process just ends)."""
         self.session.close()
+        self._changes.restore()
 
     def _answer(self, assignment: Assignment, entry: IndexEntry) -> JobAnswer:
         return JobAnswer(self.name, assignment.attempt, entry)
@@ -252,20 +258,17 @@ class RayRenderWorker:
     def __init__(self, name: str):
         self.name = name
         self.worker: RenderWorker | None = None
-        self._changes = ProcessChanges()  # the driver's settings, set by `setup`
 
     def setup(self, spec: RunSpec, jobs: Sequence[Job], events, env: Mapping[str, str]) -> WorkerInfo:
         """Build the worker and its pipeline; answers once the model is loaded, so the first job does not
         wait for it (the driver starts the workers before it plans). `events`: the driver's
-        ray.util.queue.Queue. `env`: the driver's SVDFLOW_* settings, set here before anything reads
-        them. Not as the actor's runtime_env: an actor with env_vars of its own needs a new worker process
-        started for it, where one without takes one of the processes Ray keeps started (1.5 s sooner on
-        a 2-CPU machine, benchmarks/bench_engines.py)."""
+        ray.util.queue.Queue. `env`: the driver's SVDFLOW_* settings, which the worker sets before it
+        builds anything. Not as the actor's runtime_env: an actor with env_vars of its own needs a new
+        worker process started for it, where one without takes one of the processes Ray keeps started
+        (each worker ready 0.6-0.8 s sooner on a 2-CPU machine: benchmarks/results/2026-12-07-cpu-engines-2.txt)."""
         import ray
 
-        for name, value in env.items():
-            self._changes.setenv(name, value)
-        worker = RenderWorker(self.name, spec, jobs, _Unawaited(events))
+        worker = RenderWorker(self.name, spec, jobs, _Unawaited(events), env)
         worker.prepare()
         self.worker = worker  # only now: a render call that arrives sooner answers NotSetUp
         return replace(worker.ready(), node=ray.get_runtime_context().get_node_id())
@@ -279,13 +282,6 @@ class RayRenderWorker:
         if self.worker is None:  # the frames were in the process that was lost
             return NotSetUp(self.name)
         return self.worker.finish(assignment)
-
-    def close(self) -> None:
-        """Put back what `setup` changed in the process (the settings, the pipeline's): for a worker
-        inside another program (an actor's process just ends)."""
-        if self.worker is not None:
-            self.worker.close()
-        self._changes.restore()
 
 
 class _Unawaited:

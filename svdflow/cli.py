@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from svdflow import __version__
-from svdflow.collector import campaign_held
+from svdflow.collector import campaign_held, gc_paused
 from svdflow.errors import EXIT_INVALID, EXIT_OK, ManifestError, SvdflowError, describe_bug, exit_code_for
 from svdflow.run.interrupts import sigterm_as_interrupt
 from svdflow.schemas import SCHEMAS, schema_text, write_schemas
@@ -119,7 +119,6 @@ def plan(file: Path, as_json: bool, check: bool, only: tuple[str, ...]) -> None:
     if as_json:
         import orjson
 
-        from svdflow.collector import gc_paused
         from svdflow.outputs.storage import spec_job_bytes
         from svdflow.run.forked import write_forked
 

@@ -70,7 +70,7 @@ MODULE_SECONDS = {
     "test_kernels.py": (2, 8), "test_locations.py": (2, 0), "test_fp8.py": (2, 0), "test_inputs.py": (1, 0),
     "test_bench.py": (1, 0), "test_quality.py": (1, 1), "test_manifest_sources.py": (1, 2), "test_colour.py": (1, 0),
     "test_hostile_inputs.py": (1, 5), "test_storage.py": (0, 7), "test_index.py": (0, 4), "test_qc.py": (0, 3),
-    "test_progress.py": (0, 2), "test_cross_attention.py": (0, 2)}
+    "test_progress.py": (0, 2), "test_cross_attention.py": (0, 2), "test_forked.py": (8, 0)}
 
 
 @pytest.hookimpl(trylast=True)  # after `-m "not slow"` deselected: the order is the one of what runs

@@ -718,10 +718,21 @@ def follow(devtools: DevTools, session: str, click: str) -> None:
     before = devtools.evaluate(session, "location.href")
     devtools.evaluate(session, click)
     deadline = time.monotonic() + 15
-    while devtools.evaluate(session, "location.href") == before or \
-            devtools.evaluate(session, "document.readyState") != "complete":
+    while _while_navigating(devtools, session, "location.href") in (before, None) or \
+            _while_navigating(devtools, session, "document.readyState") != "complete":
         assert time.monotonic() < deadline, f"{click} led nowhere"
         time.sleep(0.05)
+
+
+def _while_navigating(devtools: DevTools, session: str, expression: str):
+    """`expression`'s value, or None when it reached the page as the page was being replaced (Chromium
+    then answers "Inspected target navigated or closed": asked again, the new page answers)."""
+    try:
+        return devtools.evaluate(session, expression)
+    except RuntimeError as exc:
+        if "Inspected target navigated or closed" not in str(exc):
+            raise
+        return None
 
 
 @pytest.mark.slow  # a real Chromium process

@@ -117,6 +117,25 @@ def test_no_child_is_forked_while_another_thread_runs_or_for_a_short_loop(three_
     assert forked.processes_for(11) == 2 and forked.processes_for(7) == 1
 
 
+
+@pytest.mark.parametrize(("files", "quota", "cpus"), [
+    ({"cpu.max": "150000 100000\n"}, 1.5, 2),  # cgroup v2, `docker --cpus 1.5`: 2 processes
+    ({"cpu.max": "100000 100000\n"}, 1.0, 1),
+    ({"cpu.max": "max 100000\n"}, None, None),  # no quota: the affinity mask
+    ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5, 1),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None, None),
+    ({"cpu.max": "garbled\n"}, None, None),
+    ({}, None, None),  # no cgroup files (not a container, or not readable)
+])
+def test_a_containers_cpu_quota_caps_the_processes(tmp_path, monkeypatch, files, quota, cpus):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    assert forked.cpu_quota(tmp_path) == quota
+    assert forked.available_cpus(tmp_path) == (cpus or 8)
+
+
 MANIFEST = """svdflow: 1
 name: f
 model: {source: 'builtin:tiny'}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+import math
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar
 
 T = TypeVar("T")
@@ -33,8 +35,34 @@ MIN_SHARE = 10_000  # items per process below which a fork costs more than it sa
 MAX_PROCESSES = 8
 
 
-def available_cpus() -> int:
-    return len(os.sched_getaffinity(0))
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def available_cpus(cgroup: Path = CGROUP) -> int:
+    """The CPUs this process may run on, capped by its container's CPU quota (a pod's or `docker
+    --cpus` limit, which the affinity mask does not show), rounded up."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = cpu_quota(cgroup)
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
+
+
+def cpu_quota(cgroup: Path = CGROUP) -> float | None:
+    """The cgroup's CPU quota in CPUs: cgroup v2's `cpu.max` ("200000 100000"; "max" where none), or
+    v1's `cpu/cpu.cfs_quota_us` over its period (-1 where none). None where no quota is set or none
+    can be read (as a container sees its own cgroup at the root)."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text()
+        except OSError:
+            return None
+    try:
+        microseconds, per = int(quota), int(period)
+    except ValueError:  # "max": no quota
+        return None
+    return microseconds / per if microseconds > 0 and per > 0 else None
 
 
 def only_thread() -> bool:

@@ -117,7 +117,6 @@ def test_no_child_is_forked_while_another_thread_runs_or_for_a_short_loop(three_
     assert forked.processes_for(11) == 2 and forked.processes_for(7) == 1
 
 
-
 @pytest.mark.parametrize(("files", "quota", "cpus"), [
     ({"cpu.max": "150000 100000\n"}, 1.5, 2),  # cgroup v2, `docker --cpus 1.5`: 2 processes
     ({"cpu.max": "100000 100000\n"}, 1.0, 1),

@@ -30,7 +30,10 @@ class ProcessChanges:
         if before == value:
             return
         os.environ[name] = value
-        self._undo.append(lambda: os.environ.pop(name, None) if before is None else os.environ.__setitem__(name, before))
+        if before is None:
+            self._undo.append(lambda: os.environ.pop(name, None))
+        else:
+            self._undo.append(lambda: os.environ.__setitem__(name, before))
 
     def set_attr(self, owner: Any, name: str, value: Any) -> None:
         """Set a config attribute (torch._dynamo.config.recompile_limit, ...), remembered."""
